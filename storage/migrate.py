@@ -1,0 +1,59 @@
+"""Alembic migrations, applied programmatically (``cmdlog db upgrade`` and every command that needs the schema)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_LOCK_KEY = 0x636D646C  # 'cmdl': one migrator at a time across processes
+
+
+def _config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration's revision id."""
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def current_revision(db) -> str | None:
+    """The revision the database is at, or None before the first migration."""
+    with db.connection() as conn:
+        exists = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()[0]
+        if not exists:
+            return None
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        return row[0] if row else None
+
+
+def upgrade(db) -> bool:
+    """Bring the schema to head (no-op when current) and keep partitions a week ahead; True if anything ran."""
+    ran = False
+    if current_revision(db) != head_revision():
+        cfg = _config()
+        with db.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        ran = True
+    ensure_partitions(db, days_back=1, days_ahead=7)
+    return ran
+
+
+def ensure_partitions(db, *, days_back: int, days_ahead: int) -> int:
+    """Create the missing log partitions from ``days_back`` days ago to ``days_ahead`` days ahead."""
+    return ensure_partitions_between(db, f"current_date - {int(days_back)}", f"current_date + {int(days_ahead)}")
+
+
+def ensure_partitions_between(db, start_sql: str, end_sql: str) -> int:
+    """Create the missing partitions between two SQL date expressions (trusted, built here or from dates)."""
+    with db.connection() as conn:
+        return conn.execute(f"SELECT cmdlog_ensure_partitions(({start_sql})::date, ({end_sql})::date)").fetchone()[0]

@@ -1,0 +1,25 @@
+"""Alembic environment: migrations run on a connection handed in by ``storage.migrate`` (or a URL in the config)."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+config = context.config
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(connection=connection, transactional_ddl=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        context.configure(connection=conn, transactional_ddl=True)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+run_migrations_online()

@@ -1,0 +1,119 @@
+"""The Postgres connection: a psycopg pool for the hot path, a SQLAlchemy engine for Core queries, tenant sessions.
+
+With no URL, the embedded server under ``<home>/pg`` is started (or reused) and the ``cmdlog`` database created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from storage import embedded
+from storage.errors import DatabaseUnavailableError, TenantIsolationError
+
+TENANT_ROLE = "cmdlog_tenant"
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same URL with the psycopg 3 driver named, as SQLAlchemy wants it."""
+    scheme, rest = url.split("://", 1)
+    return f"postgresql+psycopg://{rest}" if scheme in ("postgres", "postgresql") else url
+
+
+@dataclass(kw_only=True)
+class Database:
+    """One Postgres database: a connection pool and, on demand, a SQLAlchemy engine."""
+
+    url: str
+    """libpq connection URI (``postgresql://…``)."""
+    max_connections: int = 10
+    """Upper bound of the pool."""
+    server: Any = None
+    """The embedded server handle when this process started or reused one."""
+    _pool: ConnectionPool | None = field(default=None, init=False, repr=False)
+    _engine: Any = field(default=None, init=False, repr=False)
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The psycopg pool, opened on first use."""
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                self.url, min_size=1, max_size=self.max_connections, open=True,
+                kwargs={"prepare_threshold": 1}, name="cmdlog",
+            )
+        return self._pool
+
+    @property
+    def engine(self):
+        """A SQLAlchemy Core engine on the same database."""
+        if self._engine is None:
+            from sqlalchemy import create_engine
+
+            self._engine = create_engine(sqlalchemy_url(self.url), pool_size=2, max_overflow=8, pool_pre_ping=True)
+        return self._engine
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection; its transaction is committed on success and rolled back on error."""
+        try:
+            cm = self.pool.connection()
+            conn = cm.__enter__()
+        except psycopg.OperationalError as e:
+            raise DatabaseUnavailableError(f"cannot connect to Postgres: {e}") from e
+        try:
+            yield conn
+        except BaseException as e:
+            cm.__exit__(type(e), e, e.__traceback__)
+            raise
+        else:
+            cm.__exit__(None, None, None)
+
+    @contextlib.contextmanager
+    def tenant_session(self, tenant_id: str) -> Iterator[psycopg.Connection]:
+        """A transaction running as ``cmdlog_tenant`` with ``cmdlog.tenant_id`` set: Postgres shows one tenant only.
+
+        Both settings are transaction-local (``SET LOCAL``), so the pooled connection goes back clean.
+        """
+        if not isinstance(tenant_id, str) or not tenant_id.strip():
+            raise TenantIsolationError("tenant_id must be a non-empty string")
+        with self.connection() as conn:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL ROLE {TENANT_ROLE}")
+                conn.execute("SELECT set_config('cmdlog.tenant_id', %s, true)", (tenant_id,))
+                yield conn
+
+    def close(self) -> None:
+        """Close the pool and the engine; stop the embedded server if this process holds its last handle."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        if self.server is not None:
+            embedded.stop_server(self.server)
+            self.server = None
+
+
+def open_database(url: str | None, *, home: Path, dbname: str = "cmdlog", migrate: bool = True,
+                  max_connections: int = 10, keep_server: bool = False) -> Database:
+    """Open the database at ``url`` or, with none, the embedded server under ``home/pg``; apply migrations."""
+    server = None
+    if url is None:
+        try:
+            server = embedded.start_server(Path(home) / "pg", keep_running=keep_server)
+            url = embedded.ensure_database(server, dbname)
+        except Exception as e:  # the wheel raises subprocess/OS errors of many kinds
+            raise DatabaseUnavailableError(f"cannot start the embedded Postgres under {home}/pg: {e}") from e
+    db = Database(url=url, server=server, max_connections=max_connections)
+    if migrate:
+        from storage.migrate import upgrade
+
+        upgrade(db)
+    return db
