@@ -1,0 +1,21 @@
+"""commandlog: record every command an application executes, and turn the log into products."""
+
+from commandlog.commands import (
+    Command, CommandRegistry, ExcludeCmdBody, NeverStoreCmdBody, Retention, Sensitive, registry,
+)
+from commandlog.context import ExecutionContext, HandlerContext
+from commandlog.errors import CommandLogError, CommandRejectedError, NoHandlerError, UnknownCommandError
+
+__all__ = [
+    "Command", "CommandRegistry", "ExcludeCmdBody", "NeverStoreCmdBody", "Retention", "Sensitive", "registry",
+    "ExecutionContext", "HandlerContext", "CommandLogError", "CommandRejectedError", "NoHandlerError",
+    "UnknownCommandError", "CommandBus",
+]
+
+
+def __getattr__(name: str):
+    if name == "CommandBus":  # lazy: the bus pulls in psycopg and storage
+        from commandlog.bus import CommandBus
+
+        return CommandBus
+    raise AttributeError(name)

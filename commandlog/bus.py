@@ -1,0 +1,356 @@
+"""The command bus: runs a command's handler and records the attempt in the same transaction.
+
+Live execution: handler writes, ``command_log``, ``tenant_command_log`` and ``domain_event`` rows commit together
+(the log rows go out in the same pipeline sync as the ``COMMIT``); a handler exception rolls everything back, a
+``failed`` row is written on its own and the exception propagates; a refused command leaves a ``rejected`` row.
+Projection and dry run execute in a transaction that is always rolled back, run no after-commit effect and fire
+no hooks. Lifecycle hooks (started / succeeded / failed) run after the outcome is known; a failing hook is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import psycopg
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+from commandlog.commands import Command, CommandRegistry, registry as default_registry
+from commandlog.context import ExecutionContext, HandlerContext, Mode
+from commandlog.errors import CommandRejectedError, NoHandlerError, UnknownCommandError
+from commandlog.ids import uuid7
+from commandlog.records import CommandRecord, Outcome
+from commandlog.redaction import redact, scrub, sensitive_values
+from storage import logs
+from storage.postgres import Database
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any, HandlerContext], Any]
+Hook = Callable[[CommandRecord], None]
+HookEvent = Literal["started", "succeeded", "failed"]
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
+_MAX_NAME = 200
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else _dumps(value)
+
+
+@dataclass
+class _UnitOfWork:
+    """The records of one root transaction: written at its commit, or (failures only) after its rollback."""
+
+    conn: psycopg.Connection
+    mode: Mode
+    records: list[CommandRecord] = field(default_factory=list)
+    failures: list[CommandRecord] = field(default_factory=list)
+
+
+class CommandBus:
+    """Executes registered commands through their handlers and records every attempt."""
+
+    def __init__(self, db: Database, *, registry: CommandRegistry | None = None,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.db = db
+        self.registry = registry or default_registry
+        self.max_body_bytes = max_body_bytes
+        self._handlers: dict[str, Handler] = {}
+        self._hooks: dict[str, list[Hook]] = {"started": [], "succeeded": [], "failed": []}
+
+    # -- registration -------------------------------------------------------------------------------------------
+
+    def register(self, command_type: type[Command], handler: Handler) -> None:
+        """Make ``handler(command, ctx)`` the handler of ``command_type``."""
+        if not command_type.cmd_class:
+            raise TypeError(f"{command_type.__name__} has no cmd_class")
+        self.registry.register(command_type)
+        self._handlers[command_type.cmd_class] = handler
+
+    def handler(self, command_type: type[Command]) -> Callable[[Handler], Handler]:
+        """Decorator form of ``register``."""
+
+        def decorate(fn: Handler) -> Handler:
+            self.register(command_type, fn)
+            return fn
+
+        return decorate
+
+    def add_hook(self, event: HookEvent, hook: Hook) -> None:
+        """Call ``hook(record)`` on every ``started``, ``succeeded`` or ``failed`` (incl. rejected) live attempt."""
+        self._hooks[event].append(hook)
+
+    # -- entry points -------------------------------------------------------------------------------------------
+
+    def submit(self, cmd_class: str, body: Mapping[str, Any], context: ExecutionContext, **kw: Any) -> Outcome:
+        """Validate a JSON map as ``cmd_class`` and execute it; an unknown class or invalid body is ``rejected``."""
+        try:
+            command_type = self.registry.get(cmd_class)
+        except UnknownCommandError as e:
+            self._reject_raw(str(cmd_class)[:_MAX_NAME], 0, "long_lived", context, e, kw.get("cmd_uuid"),
+                             [{"field": "cmd_class", "message": str(e)}], raw_body=None)
+            raise
+        try:
+            command = command_type.model_validate(dict(body))
+        except ValidationError as e:
+            errors = validation_errors(e)
+            exc = CommandRejectedError(cmd_class, errors)
+            exc.cmd_uuid = self._reject_raw(cmd_class, command_type.cmd_version, command_type.retention, context, exc,
+                                            kw.get("cmd_uuid"), errors,
+                                            raw_body=body if command_type.body_stored() else None)
+            raise exc from None
+        except TypeError as e:
+            errors = [{"field": None, "message": f"body must be a JSON object: {e}"}]
+            raise CommandRejectedError(cmd_class, errors) from None
+        return self.execute(command, context, **kw)
+
+    def execute(self, command: Command, context: ExecutionContext, *, cmd_uuid: uuid.UUID | None = None,
+                in_transaction: Callable[[psycopg.Connection, Outcome], None] | None = None) -> Outcome:
+        """Execute ``command`` live: its writes and its log rows commit together, or it is logged as failed.
+
+        ``in_transaction(conn, outcome)`` runs after a successful handler, before the commit, in the same
+        transaction (drafts and replays mark themselves executed there).
+        """
+        record = self._start(command, context, cmd_uuid)
+        with self.db.connection() as conn:
+            uow = _UnitOfWork(conn, "live")
+            hctx = self._handler_context(conn, uow, record, context, "live")
+            self._fire("started", record)
+            try:
+                handler = self._handler_for(record.cmd_class)
+                record.result = _to_json(handler(command, hctx))
+                outcome = self._finish_ok(record, hctx)
+                if in_transaction is not None:
+                    in_transaction(conn, outcome)
+            except BaseException as e:
+                conn.rollback()
+                self._finish_failed(record, e)
+                uow.failures.append(record)
+                with conn.transaction():
+                    self._write(conn, uow.failures)
+                for r in uow.failures:
+                    self._fire("failed", r)
+                e.cmd_uuid = record.cmd_uuid  # type: ignore[attr-defined]
+                raise
+            uow.records.append(record)
+            with conn.pipeline():
+                self._write(conn, uow.records)
+                conn.commit()
+        for fn in hctx._after_commit:
+            try:
+                fn()
+            except Exception:
+                log.exception("after-commit effect of %s %s failed", record.cmd_class, record.cmd_uuid)
+        for r in uow.records:
+            self._fire("succeeded", r)
+        return outcome
+
+    def project(self, command: Command, context: ExecutionContext, *,
+                observe: Callable[[psycopg.Connection], Any] | None = None) -> Outcome:
+        """Execute in a transaction that is always rolled back: the would-be outcome, nothing committed."""
+        return self._rolled_back(command, context, "projection", observe)
+
+    def dry_run(self, command: Command, context: ExecutionContext, *,
+                observe: Callable[[psycopg.Connection], Any] | None = None) -> Outcome:
+        """Like ``project``, for replays: outcome captured, nothing committed, no after-commit effect."""
+        return self._rolled_back(command, context, "dry_run", observe)
+
+    # -- internals ----------------------------------------------------------------------------------------------
+
+    def _rolled_back(self, command: Command, context: ExecutionContext, mode: Mode, observe) -> Outcome:
+        record = self._start(command, context, None, log_rejection=False)
+        with self.db.connection() as conn:
+            uow = _UnitOfWork(conn, mode)
+            hctx = self._handler_context(conn, uow, record, context, mode)
+            try:
+                before = observe(conn) if observe else None
+                try:
+                    with conn.transaction():  # a savepoint: observe() can still read after a failure
+                        record.result = _to_json(self._handler_for(record.cmd_class)(command, hctx))
+                    outcome = self._finish_ok(record, hctx)
+                except Exception as e:
+                    self._finish_failed(record, e)
+                    outcome = _outcome(record, [])
+                outcome.before = before
+                outcome.after = observe(conn) if observe else None
+            finally:
+                conn.rollback()
+        return outcome
+
+    def _execute_nested(self, command: Command, parent: HandlerContext) -> Any:
+        ctx = parent.execution.with_(causation_id=parent.cmd_uuid, replay_of=None, draft_uuid=None)
+        record = self._start(command, ctx, None, log_rejection=parent.mode == "live")
+        uow = parent._uow
+        hctx = self._handler_context(parent.conn, uow, record, ctx, parent.mode)
+        try:
+            with parent.conn.transaction():  # savepoint: a failing sub-command undoes only its own writes
+                record.result = _to_json(self._handler_for(record.cmd_class)(command, hctx))
+        except BaseException as e:
+            self._finish_failed(record, e)
+            uow.failures.append(record)
+            raise
+        self._finish_ok(record, hctx)
+        uow.records.append(record)
+        parent.events.extend(hctx.events)
+        parent._after_commit.extend(hctx._after_commit)
+        return record.result
+
+    def _start(self, command: Command, context: ExecutionContext, cmd_uuid: uuid.UUID | None,
+               *, log_rejection: bool = True) -> CommandRecord:
+        """Check the body (class, serialisation, size) and build the record; refused live commands are logged."""
+        command_type = type(command)
+        cmd_uuid = cmd_uuid or uuid7()
+        if not isinstance(command, Command) or not command_type.cmd_class:
+            raise UnknownCommandError(getattr(command_type, "cmd_class", "") or command_type.__name__)
+        _check_context(context)
+        errors: list[dict] = []
+        dumped: dict | None = None
+        try:
+            dumped = command.model_dump(mode="json")
+            body_json = _dumps(dumped)
+        except (PydanticSerializationError, TypeError, ValueError) as e:
+            errors = [_serialisation_error(command, e)]
+        else:
+            size = len(body_json.encode())
+            if size > self.max_body_bytes:
+                errors = [{"field": None, "message": f"body is {size} bytes, over the limit of {self.max_body_bytes}"}]
+        subjects: list[str] = []
+        if not errors:
+            try:
+                subjects = [str(s) for s in command.subjects()]
+            except Exception as e:
+                errors = [{"field": "subjects", "message": f"{type(e).__name__}: {e}"}]
+        if errors:
+            exc = CommandRejectedError(command_type.cmd_class, errors, cmd_uuid=cmd_uuid)
+            if log_rejection:
+                self._reject_raw(command_type.cmd_class, command_type.cmd_version, command_type.retention, context, exc,
+                                 cmd_uuid, errors, raw_body=None)
+            raise exc
+        excluded = command_type.body_excluded()
+        return CommandRecord(
+            cmd_uuid=cmd_uuid, cmd_class=command_type.cmd_class, cmd_version=command_type.cmd_version,
+            tenant_id=context.tenant_id, actor_id=context.actor_id,
+            correlation_id=context.correlation_id or uuid7(), causation_id=context.causation_id,
+            replay_of=context.replay_of, draft_uuid=context.draft_uuid, retention=command_type.retention,
+            subjects=subjects, started_at=_now(),
+            body_json=body_json if command_type.body_stored() else None,
+            public_body_json=None if excluded else _dumps(redact(command, dumped)),
+            body_excluded=excluded, secrets=sensitive_values(command, dumped),
+        )
+
+    def _handler_for(self, cmd_class: str) -> Handler:
+        try:
+            return self._handlers[cmd_class]
+        except KeyError:
+            raise NoHandlerError(f"no handler registered for {cmd_class}") from None
+
+    def _handler_context(self, conn, uow, record: CommandRecord, context: ExecutionContext, mode: Mode):
+        execution = context if context.correlation_id else context.with_(correlation_id=record.correlation_id)
+        return HandlerContext(conn=conn, execution=execution, cmd_uuid=record.cmd_uuid, mode=mode, _bus=self,
+                              _uow=uow)
+
+    def _finish_ok(self, record: CommandRecord, hctx: HandlerContext) -> Outcome:
+        record.status = "succeeded"
+        record.finished_at = _now()
+        record.events = [e for e in hctx.events if e.cmd_uuid == record.cmd_uuid]
+        return _outcome(record, hctx.events)
+
+    def _finish_failed(self, record: CommandRecord, e: BaseException) -> None:
+        record.status = "failed"
+        record.finished_at = _now()
+        record.error_type = type(e).__name__
+        record.error_message = str(e)[:10_000]
+        record.public_error_message = scrub(record.error_message, record.secrets)
+        record.result = None
+        record.events = []
+
+    def _reject_raw(self, cmd_class: str, version: int, retention: str, context: ExecutionContext,
+                    exc: Exception, cmd_uuid: uuid.UUID | None, errors: list[dict], *, raw_body) -> uuid.UUID:
+        """Write a ``rejected`` attempt: no body in the global log; the raw body in the tenant log when it fits."""
+        _check_context(context)
+        body_json = None
+        if raw_body is not None:
+            try:
+                body_json = _dumps(to_jsonable_python(raw_body))
+                if len(body_json.encode()) > self.max_body_bytes:
+                    body_json = None
+            except (PydanticSerializationError, TypeError, ValueError):
+                body_json = None
+        message = "; ".join(f"{e['field']}: {e['message']}" if e.get("field") else e["message"] for e in errors)
+        now = _now()
+        record = CommandRecord(
+            cmd_uuid=cmd_uuid or uuid7(), cmd_class=cmd_class, cmd_version=version, tenant_id=context.tenant_id,
+            actor_id=context.actor_id, correlation_id=context.correlation_id or uuid7(),
+            causation_id=context.causation_id, replay_of=context.replay_of, draft_uuid=context.draft_uuid,
+            retention=retention, subjects=[], started_at=now, finished_at=now, status="rejected",
+            error_type=type(exc).__name__, error_message=message, public_error_message=message,
+            body_json=body_json, public_body_json=None, body_excluded=True,
+        )
+        with self.db.connection() as conn:
+            self._write(conn, [record])
+        self._fire("failed", record)
+        return record.cmd_uuid
+
+    def _write(self, conn: psycopg.Connection, records: list[CommandRecord]) -> None:
+        logs.write_records(conn, records, result_json=_json_or_none, payload_json=_dumps)
+
+    def _fire(self, event: str, record: CommandRecord) -> None:
+        for hook in self._hooks[event]:
+            try:
+                hook(record)
+            except Exception:
+                log.exception("%s hook %r failed for %s %s", event, hook, record.cmd_class, record.cmd_uuid)
+
+
+def _outcome(record: CommandRecord, events) -> Outcome:
+    return Outcome(cmd_uuid=record.cmd_uuid, status=record.status, result=record.result, events=list(events),
+                   error_type=record.error_type, error_message=record.error_message, record=record)
+
+
+def _to_json(result: Any) -> Any:
+    if result is None:
+        return None
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    return to_jsonable_python(result)
+
+
+def _check_context(context: ExecutionContext) -> None:
+    for name in ("tenant_id", "actor_id"):
+        value = getattr(context, name, None)
+        if not isinstance(value, str) or not value.strip():
+            raise CommandRejectedError("context", [{"field": name, "message": "must be a non-empty string"}])
+
+
+def _serialisation_error(command: Command, e: Exception) -> dict:
+    """Name the first field whose value cannot be serialised to JSON."""
+    for name in type(command).model_fields:
+        try:
+            _dumps(command.model_dump(mode="json", include={name}))
+        except (PydanticSerializationError, TypeError, ValueError) as fe:
+            return {"field": name, "message": f"value cannot be serialised to JSON: {_first_line(fe)}"}
+    return {"field": None, "message": f"body cannot be serialised to JSON: {_first_line(e)}"}
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def validation_errors(e: ValidationError) -> list[dict]:
+    """Pydantic errors as ``{field, message, type}`` — without the offending input, which may be sensitive."""
+    return [{"field": ".".join(str(p) for p in err["loc"]) or None, "message": err["msg"], "type": err["type"]}
+            for err in e.errors(include_url=False, include_input=False)]

@@ -1,0 +1,41 @@
+"""commandlog errors: one root, a shallow tree; each carries the data a caller needs.
+
+    CommandLogError
+     ├── UnknownCommandError        no command class registered under that name
+     ├── CommandRejectedError       the command was refused before its handler ran (validation, size, serialisation)
+     ├── NoHandlerError             a command class has no registered handler
+     └── ConfigurationError         a setting has an unusable value
+"""
+
+from __future__ import annotations
+
+
+class CommandLogError(Exception):
+    """Root of commandlog's errors."""
+
+
+class UnknownCommandError(CommandLogError):
+    """No command class is registered under the given name."""
+
+    def __init__(self, cmd_class: str) -> None:
+        self.cmd_class = cmd_class
+        super().__init__(f"unknown command class {cmd_class!r}")
+
+
+class CommandRejectedError(CommandLogError):
+    """The command was refused before its handler ran; ``errors`` name each field and what was wrong."""
+
+    def __init__(self, cmd_class: str, errors: list[dict], *, cmd_uuid=None) -> None:
+        self.cmd_class = cmd_class
+        self.errors = errors
+        self.cmd_uuid = cmd_uuid
+        detail = "; ".join(f"{e['field']}: {e['message']}" if e.get("field") else e["message"] for e in errors)
+        super().__init__(f"{cmd_class} rejected: {detail}")
+
+
+class NoHandlerError(CommandLogError):
+    """A command class has no handler registered on the bus."""
+
+
+class ConfigurationError(CommandLogError):
+    """A setting has an unusable value."""

@@ -1,0 +1,42 @@
+"""Time-ordered UUIDs (version 7, RFC 9562): b-tree inserts stay append-only and the id carries its time."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+_lock = threading.Lock()
+_last_ms = 0
+_seq = 0
+
+
+def uuid7(at: datetime | None = None) -> uuid.UUID:
+    """A UUIDv7 for now (monotonic within this process) or for the given time."""
+    global _last_ms, _seq
+    if at is not None:
+        ms = int(at.timestamp() * 1000)
+        rand = int.from_bytes(os.urandom(10), "big")
+    else:
+        with _lock:
+            ms = time.time_ns() // 1_000_000
+            if ms <= _last_ms:
+                ms = _last_ms
+                _seq += 1
+            else:
+                _seq = int.from_bytes(os.urandom(2), "big") & 0x3FF
+            _last_ms = ms
+            rand = ((_seq & 0xFFF) << 62) | (int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1))
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0x2 << 62
+    value |= rand & ((1 << 62) - 1)
+    return uuid.UUID(int=value)
+
+
+def uuid7_time(u: uuid.UUID) -> datetime:
+    """The millisecond timestamp stored in a UUIDv7."""
+    return datetime.fromtimestamp((u.int >> 80) / 1000, tz=UTC)
