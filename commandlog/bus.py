@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from commandlog.commands import Command, CommandRegistry, registry as default_registry
-from commandlog.context import ExecutionContext, HandlerContext, Mode
+from commandlog.context import EventRecord, ExecutionContext, HandlerContext, Mode
 from commandlog.errors import CommandRejectedError, NoHandlerError, UnknownCommandError
 from commandlog.ids import uuid7
 from commandlog.records import CommandRecord, Outcome
@@ -49,6 +49,32 @@ def _dumps(value: Any) -> str:
 
 def _json_or_none(value: Any) -> str | None:
     return None if value is None else _dumps(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HistoricalCommand:
+    """A command that already ran, for ``CommandBus.import_history``."""
+
+    command: Command
+    """The validated command."""
+    context: ExecutionContext
+    """Who ran it for which tenant."""
+    started_at: datetime
+    """When it started (UTC)."""
+    finished_at: datetime | None = None
+    """When it finished; ``started_at`` when absent."""
+    status: str = "succeeded"
+    """``succeeded``, ``failed`` or ``rejected``."""
+    error_type: str | None = None
+    """Exception class name of a failure."""
+    error_message: str | None = None
+    """Error message of a failure."""
+    result: Any = None
+    """JSON-ready result."""
+    events: tuple[tuple[str, dict], ...] = ()
+    """``(event_type, payload)`` pairs it emitted."""
+    cmd_uuid: uuid.UUID | None = None
+    """Its id; a UUIDv7 of ``started_at`` when absent."""
 
 
 @dataclass
@@ -159,6 +185,47 @@ class CommandBus:
             self._fire("succeeded", r)
         return outcome
 
+    def import_history(self, entries: Iterable[HistoricalCommand], *, batch_size: int = 20_000) -> int:
+        """The batch path: record commands that already ran (demo seeding, importing an older audit log).
+
+        Each body goes through the same checks and redaction as a live execution; rows are loaded with COPY in
+        batches of ``batch_size`` commands, each batch in one transaction. Handlers do not run. Returns the count.
+        """
+        count = 0
+        batch: list[CommandRecord] = []
+        for entry in entries:
+            record = self._start(entry.command, entry.context, entry.cmd_uuid, log_rejection=False,
+                                 started_at=entry.started_at)
+            record.status = entry.status
+            record.finished_at = entry.finished_at or entry.started_at
+            record.result = entry.result
+            if entry.status != "succeeded":
+                record.error_type = entry.error_type or "Error"
+                record.error_message = entry.error_message
+                record.public_error_message = scrub(entry.error_message, record.secrets)
+                record.result = None
+            else:
+                record.events = [EventRecord(event_uuid=uuid7(record.finished_at), cmd_uuid=record.cmd_uuid,
+                                             event_type=t, payload=p, occurred_at=record.finished_at)
+                                 for t, p in entry.events]
+            batch.append(record)
+            if len(batch) >= batch_size:
+                count += self._copy(batch)
+                batch = []
+        if batch:
+            count += self._copy(batch)
+        return count
+
+    def _copy(self, records: list[CommandRecord]) -> int:
+        with self.db.connection() as conn:
+            logs.copy_rows(
+                conn,
+                global_rows=[logs.global_row(r) for r in records],
+                tenant_rows=[logs.tenant_row(r, _json_or_none(r.result)) for r in records],
+                event_rows_=[row for r in records for row in logs.event_rows(r, _dumps)],
+            )
+        return len(records)
+
     def project(self, command: Command, context: ExecutionContext, *,
                 observe: Callable[[psycopg.Connection], Any] | None = None) -> Outcome:
         """Execute in a transaction that is always rolled back: the would-be outcome, nothing committed."""
@@ -210,10 +277,10 @@ class CommandBus:
         return record.result
 
     def _start(self, command: Command, context: ExecutionContext, cmd_uuid: uuid.UUID | None,
-               *, log_rejection: bool = True) -> CommandRecord:
+               *, log_rejection: bool = True, started_at: datetime | None = None) -> CommandRecord:
         """Check the body (class, serialisation, size) and build the record; refused live commands are logged."""
         command_type = type(command)
-        cmd_uuid = cmd_uuid or uuid7()
+        cmd_uuid = cmd_uuid or uuid7(started_at)
         if not isinstance(command, Command) or not command_type.cmd_class:
             raise UnknownCommandError(getattr(command_type, "cmd_class", "") or command_type.__name__)
         _check_context(context)
@@ -244,9 +311,9 @@ class CommandBus:
         return CommandRecord(
             cmd_uuid=cmd_uuid, cmd_class=command_type.cmd_class, cmd_version=command_type.cmd_version,
             tenant_id=context.tenant_id, actor_id=context.actor_id,
-            correlation_id=context.correlation_id or uuid7(), causation_id=context.causation_id,
+            correlation_id=context.correlation_id or uuid7(started_at), causation_id=context.causation_id,
             replay_of=context.replay_of, draft_uuid=context.draft_uuid, retention=command_type.retention,
-            subjects=subjects, started_at=_now(),
+            subjects=subjects, started_at=started_at or _now(),
             body_json=body_json if command_type.body_stored() else None,
             public_body_json=None if excluded else _dumps(redact(command, dumped)),
             body_excluded=excluded, secrets=sensitive_values(command, dumped),

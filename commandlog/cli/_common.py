@@ -1,0 +1,61 @@
+"""What every CLI command shares: settings read once, the database opened once, errors shown without tracebacks."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+from commandlog.errors import CommandLogError
+from commandlog.settings import Settings
+from storage.errors import StorageError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def settings() -> Settings:
+    """Settings from the environment."""
+    return Settings.from_env()
+
+
+@contextlib.contextmanager
+def database(s: Settings | None = None) -> Iterator:
+    """The migrated database for a command; closed (embedded server released) at the end."""
+    from commandlog.bootstrap import open_db
+
+    db = open_db(s or settings())
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+@contextlib.contextmanager
+def bus(s: Settings | None = None) -> Iterator:
+    """A bus with the configured apps registered, on the migrated database."""
+    from commandlog.bootstrap import build_bus
+
+    s = s or settings()
+    with database(s) as db:
+        yield build_bus(db, s)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``message`` on stderr and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def run(app: typer.Typer) -> None:
+    """Run the typer app; known errors become one line on stderr and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=True)
+    except (CommandLogError, StorageError) as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)

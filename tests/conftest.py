@@ -1,0 +1,112 @@
+"""Shared test fixtures: one real Postgres per session (embedded unless CMDLOG_TEST_DATABASE_URL names one),
+the billing bus on it, fresh databases on demand, and one Prefect test server per session (started lazily).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+# Fail fast instead of silently starting a temporary Prefect server in tests that did not ask for one.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+from psycopg import sql  # noqa: E402
+from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
+
+from commandlog.bus import CommandBus  # noqa: E402
+from commandlog.context import ExecutionContext  # noqa: E402
+from storage import embedded  # noqa: E402
+from storage.migrate import upgrade  # noqa: E402
+from storage.postgres import Database  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory) -> str:
+    """URL of the session's test database (created on the embedded server unless CMDLOG_TEST_DATABASE_URL is set)."""
+    url = os.environ.get("CMDLOG_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    server = embedded.start_server(tmp_path_factory.mktemp("pg") / "data", delete_on_exit=True)
+    yield embedded.ensure_database(server, "cmdlog_test")
+    embedded.stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def database_factory(pg_url):
+    """``make(name) -> url``: a new, empty, migrated database on the same server (for tests that count rows)."""
+    made: list[str] = []
+
+    def make(name: str | None = None) -> str:
+        dbname = f"t_{name or uuid.uuid4().hex[:12]}"
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        params = conninfo_to_dict(pg_url)
+        params["dbname"] = dbname
+        url = make_conninfo(**params)
+        db = Database(url=url)
+        upgrade(db)
+        db.close()
+        made.append(dbname)
+        return url
+
+    yield make
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for dbname in made:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+@pytest.fixture(scope="session")
+def db(pg_url) -> Database:
+    """The session's migrated database."""
+    database = Database(url=pg_url, max_connections=30)
+    upgrade(database)
+    yield database
+    database.close()
+
+
+@pytest.fixture(scope="session")
+def bus(db) -> CommandBus:
+    """A bus with the billing sample registered."""
+    from examples.billing import setup
+
+    return setup(CommandBus(db))
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant id no other test uses: tests share the database and isolate by tenant."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def ctx(tenant) -> ExecutionContext:
+    """An execution context for ``tenant``."""
+    return ExecutionContext(tenant_id=tenant, actor_id=f"alice@{tenant}")
+
+
+@pytest.fixture
+def outbox():
+    """The billing mailer replaced by a fresh outbox for the test."""
+    from examples.billing import mailer
+
+    saved = mailer.mailer
+    mailer.mailer = mailer.Outbox()
+    yield mailer.mailer
+    mailer.mailer = saved
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server for the whole session (started on first use); flow heartbeats off."""
+    from prefect.settings import temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+            yield
