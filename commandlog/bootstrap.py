@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 
 from commandlog.bus import CommandBus
 from commandlog.errors import ConfigurationError
@@ -28,3 +29,29 @@ def build_bus(db: Database, settings: Settings) -> CommandBus:
             raise ConfigurationError(f"CMDLOG_APPS names {name!r}, which has no setup(bus) function")
         setup(bus)
     return bus
+
+
+_runtimes: dict[tuple, tuple[Database, CommandBus]] = {}
+_runtime_lock = threading.Lock()
+
+
+def runtime(settings: Settings | None = None) -> tuple[Database, CommandBus]:
+    """The process-wide ``(db, bus)`` for ``settings`` (from the environment when None), opened once.
+
+    Prefect tasks call this at their entry: a worker process keeps one pool and one bus for all its task runs.
+    """
+    settings = settings or Settings.from_env()
+    key = (settings.database_url, str(settings.home.resolve()), settings.apps, settings.max_body_bytes)
+    with _runtime_lock:
+        if key not in _runtimes:
+            db = open_db(settings)
+            _runtimes[key] = (db, build_bus(db, settings))
+        return _runtimes[key]
+
+
+def close_runtimes() -> None:
+    """Close every runtime opened by ``runtime`` (pools, embedded server handles)."""
+    with _runtime_lock:
+        for db, _ in _runtimes.values():
+            db.close()
+        _runtimes.clear()
