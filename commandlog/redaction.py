@@ -6,6 +6,7 @@ depth of nested models, lists and mappings. Error messages are scrubbed of every
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -44,7 +45,10 @@ def sensitive_values(model: BaseModel, dumped: dict[str, Any]) -> list[str]:
     """Every sensitive leaf value of the body as text, longest first (for scrubbing free text)."""
     found: list[str] = []
     _collect(model, dumped, found)
-    return sorted({v for v in found if v}, key=len, reverse=True)
+    variants = set()
+    for v in found:  # messages often quote values with repr() or JSON escaping: scrub those spellings too
+        variants.update((v, repr(v)[1:-1], json.dumps(v)[1:-1], json.dumps(v, ensure_ascii=False)[1:-1]))
+    return sorted({v for v in variants if v}, key=len, reverse=True)
 
 
 def _collect(model: BaseModel, dumped: dict[str, Any], found: list[str]) -> None:

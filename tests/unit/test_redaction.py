@@ -30,7 +30,9 @@ class Nested(Command):
 
 
 text = st.text(min_size=0, max_size=30)
-secret = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), min_size=6, max_size=30)
+# A secret that is part of the marker itself ("[withh") would be "found" in every redacted body: not a leak.
+secret = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), min_size=6, max_size=30).filter(
+    lambda s: s not in WITHHELD)
 cards = st.builds(Card, label=text, number=secret)
 
 
@@ -48,10 +50,12 @@ def test_no_sensitive_value_survives_redaction(owner, iban, pin, cards, by_name,
                               "k": [[k, c.label] for k, c in by_name.items()]}, ensure_ascii=False)
         if value not in allowed:  # a secret equal to a public value may of course appear as that public value
             assert value not in public
+    template = "failed for '' with card  and pin None"
     message = f"failed for {iban!r} with card {cards[0].number if cards else ''} and pin {pin}"
     scrubbed = scrub(message, secrets)
-    assert iban not in scrubbed
-    assert all(c.number not in scrubbed for c in cards[:1])
+    for value in [iban] + [c.number for c in cards[:1]]:
+        if value not in template:
+            assert value not in scrubbed
 
 
 def test_sensitive_fields_keep_their_key_with_the_marker():
