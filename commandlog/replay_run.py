@@ -1,0 +1,130 @@
+"""Running one batch of a replay plan: dry run (compare, write nothing) or execute (at most once per request).
+
+Execute, per batch: one transaction reads the originals and items, closes what a previous run already finished or
+refused, and assigns replay ids to the rest (``pending``); then each command runs through ``bus.execute`` with
+``in_transaction`` closing its item in the command's own transaction. A failed replay is logged by the bus (with its
+pre-assigned id) and its item closed right after; if the process dies in between, the next run finds that id in the
+log and closes the item without running the command again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import psycopg
+
+from commandlog.bus import CommandBus
+from commandlog.ids import uuid7
+from commandlog.records import Outcome
+from commandlog.replay import (ReplayError, ReplayItemResult, ReplayPlan, dry_run_verdict, prepare,
+                               replay_context)
+from storage import replays as repo
+from storage.postgres import Database
+
+
+class ReplayConflictError(ReplayError):
+    """Another run of the same request closed this item first; this replay is rolled back."""
+
+
+def dry_run_batch(db: Database, bus: CommandBus, the_plan: ReplayPlan,
+                  cmd_uuids: Sequence[uuid.UUID]) -> list[ReplayItemResult]:
+    """Dry-run each original against today's code and data and compare with what it did then."""
+    with db.connection() as conn:
+        originals = repo.load_originals(conn, cmd_uuids)
+        events = repo.original_events(conn, list(originals))
+    results = []
+    for cmd_uuid in cmd_uuids:
+        original = originals.get(cmd_uuid)
+        if original is None:
+            results.append(_not_found(cmd_uuid))
+            continue
+        command = prepare(bus, original)
+        if isinstance(command, str):
+            results.append(_refused(original, command))
+            continue
+        outcome = bus.dry_run(command, replay_context(the_plan, original))
+        results.append(dry_run_verdict(original, events.get(cmd_uuid, []), outcome))
+    return results
+
+
+def execute_batch(db: Database, bus: CommandBus, the_plan: ReplayPlan,
+                  cmd_uuids: Sequence[uuid.UUID]) -> list[ReplayItemResult]:
+    """Execute each original of the batch that this request has not executed yet."""
+    rid = the_plan.request_id
+    results: dict[uuid.UUID, ReplayItemResult] = {}
+    runnable: list[tuple[repo.OriginalRow, object, uuid.UUID]] = []
+    with db.connection() as conn:
+        originals = repo.load_originals(conn, cmd_uuids)
+        items = repo.load_items(conn, rid, cmd_uuids)
+        logged = repo.logged_status(conn, [i.replay_cmd_uuid for i in items.values() if i.state == "pending"])
+        closes: list[tuple[uuid.UUID, str, str | None]] = []
+        assign: list[tuple[uuid.UUID, uuid.UUID]] = []
+        for cmd_uuid in cmd_uuids:
+            item, original = items.get(cmd_uuid), originals.get(cmd_uuid)
+            if item is None or original is None:
+                results[cmd_uuid] = _not_found(cmd_uuid)
+            elif item.state == "done":
+                results[cmd_uuid] = _already(original, item.replay_cmd_uuid, item.outcome, item.message)
+            elif item.state == "pending" and item.replay_cmd_uuid in logged:
+                status, message = logged[item.replay_cmd_uuid]  # attempted before a crash: close, never rerun
+                closes.append((cmd_uuid, status, message))
+                results[cmd_uuid] = _already(original, item.replay_cmd_uuid, status, message)
+            else:
+                command = prepare(bus, original)
+                if isinstance(command, str):
+                    closes.append((cmd_uuid, "not_replayable", command))
+                    results[cmd_uuid] = _refused(original, command)
+                    continue
+                replay_uuid = item.replay_cmd_uuid or uuid7()
+                if item.state == "planned":
+                    assign.append((cmd_uuid, replay_uuid))
+                runnable.append((original, command, replay_uuid))
+        repo.mark_done_many(conn, rid, closes)
+        repo.assign_replay_uuids(conn, rid, assign)
+    failures: list[tuple[uuid.UUID, str, str | None]] = []
+    for original, command, replay_uuid in runnable:
+        results[original.cmd_uuid] = _execute_one(bus, the_plan, original, command, replay_uuid, failures)
+    if failures:
+        with db.connection() as conn:
+            repo.mark_done_many(conn, rid, failures)
+    return [results[u] for u in cmd_uuids]
+
+
+def _execute_one(bus: CommandBus, the_plan: ReplayPlan, original: repo.OriginalRow, command, replay_uuid: uuid.UUID,
+                 failures: list) -> ReplayItemResult:
+    rid = the_plan.request_id
+
+    def close_item(conn: psycopg.Connection, outcome: Outcome) -> None:
+        if not repo.mark_done(conn, rid, original.cmd_uuid, outcome="succeeded"):
+            raise ReplayConflictError(f"original {original.cmd_uuid} was already replayed by request {rid}")
+
+    base = dict(original_cmd_uuid=original.cmd_uuid, cmd_class=original.cmd_class, tenant_id=original.tenant_id,
+                original_status=original.status, replay_cmd_uuid=replay_uuid)
+    try:
+        bus.execute(command, replay_context(the_plan, original), cmd_uuid=replay_uuid, in_transaction=close_item)
+    except Exception as e:  # the bus has logged the failed attempt under replay_uuid
+        message = f"{type(e).__name__}: {e}"
+        failures.append((original.cmd_uuid, "failed", message))
+        return ReplayItemResult(outcome="failed", message=message, **base)
+    return ReplayItemResult(outcome="succeeded", **base)
+
+
+def _not_found(cmd_uuid: uuid.UUID) -> ReplayItemResult:
+    return ReplayItemResult(original_cmd_uuid=cmd_uuid, outcome="not_found",
+                            message="not found in tenant_command_log (unknown id, or purged by retention)")
+
+
+def _refused(original: repo.OriginalRow, reason: str) -> ReplayItemResult:
+    return ReplayItemResult(original_cmd_uuid=original.cmd_uuid, outcome="not_replayable", cmd_class=original.cmd_class,
+                            tenant_id=original.tenant_id, original_status=original.status, message=reason)
+
+
+def _already(original: repo.OriginalRow, replay_uuid: uuid.UUID | None, outcome: str | None,
+             message: str | None) -> ReplayItemResult:
+    if outcome == "not_replayable" or replay_uuid is None:
+        return _refused(original, message or "not replayable")
+    text = f"already replayed as {replay_uuid} ({outcome})" + (f": {message}" if message else "")
+    return ReplayItemResult(original_cmd_uuid=original.cmd_uuid, outcome="already_replayed",
+                            cmd_class=original.cmd_class, tenant_id=original.tenant_id,
+                            original_status=original.status, replay_cmd_uuid=replay_uuid, message=text)
