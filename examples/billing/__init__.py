@@ -10,6 +10,9 @@ def setup(bus, *, install_schema: bool = True):
     """Create billing's tables (when missing) and register its handlers on ``bus``; returns the bus."""
     from examples.billing import schema
     from examples.billing.handlers import HANDLERS
+    from examples.billing.subjects import register as register_subject_loader
+
+    register_subject_loader()  # draft projections show billing subjects' before/after state
 
     if install_schema:
         schema.install(bus.db)
