@@ -20,9 +20,26 @@ from storage.errors import DatabaseUnavailableError, TenantIsolationError
 TENANT_ROLE = "cmdlog_tenant"
 
 
+def as_uri(conninfo: str) -> str:
+    """A libpq connection string in URI form (``key=value`` strings are converted)."""
+    if "://" in conninfo:
+        return conninfo
+    from urllib.parse import quote, urlencode
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items()}
+    user = quote(params.pop("user", ""), safe="")
+    password = params.pop("password", None)
+    dbname = quote(params.pop("dbname", ""), safe="")
+    auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
+    query = f"?{urlencode(params)}" if params else ""
+    return f"postgresql://{auth}/{dbname}{query}"
+
+
 def sqlalchemy_url(url: str) -> str:
     """The same URL with the psycopg 3 driver named, as SQLAlchemy wants it."""
-    scheme, rest = url.split("://", 1)
+    scheme, rest = as_uri(url).split("://", 1)
     return f"postgresql+psycopg://{rest}" if scheme in ("postgres", "postgresql") else url
 
 

@@ -21,7 +21,7 @@ from commandlog.bus import CommandBus  # noqa: E402
 from commandlog.context import ExecutionContext  # noqa: E402
 from storage import embedded  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
-from storage.postgres import Database  # noqa: E402
+from storage.postgres import Database, as_uri  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +48,7 @@ def database_factory(pg_url):
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
         params = conninfo_to_dict(pg_url)
         params["dbname"] = dbname
-        url = make_conninfo(**params)
+        url = as_uri(make_conninfo(**params))
         db = Database(url=url)
         upgrade(db)
         db.close()

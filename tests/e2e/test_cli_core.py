@@ -1,0 +1,75 @@
+"""The core CLI as a subprocess: zero-config embedded Postgres, seeding through the batch path, log tail."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+CMDLOG = [sys.executable, "-m", "commandlog.cli"]
+
+
+def cmdlog(*args: str, env: dict[str, str], timeout: int = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([*CMDLOG, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def home_env(tmp_path_factory):
+    """Zero config: only CMDLOG_HOME, so the embedded server starts under it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CMDLOG_")}
+    env["CMDLOG_HOME"] = str(tmp_path_factory.mktemp("home"))
+    env["COLUMNS"] = "200"
+    return env
+
+
+def test_db_upgrade_starts_the_embedded_server_and_is_idempotent(home_env):
+    first = cmdlog("db", "upgrade", env=home_env)
+    assert first.returncode == 0, first.stderr
+    assert "upgraded" in first.stdout or "current" in first.stdout
+    again = cmdlog("db", "upgrade", env=home_env)
+    assert again.returncode == 0 and "schema is current" in again.stdout
+    assert (os.path.exists(os.path.join(home_env["CMDLOG_HOME"], "pg", "PG_VERSION")))
+
+
+def test_demo_seed_and_log_tail_show_the_activity(home_env):
+    seeded = cmdlog("demo", "seed", "--tenants", "3", "--commands", "3000", "--days", "10", env=home_env)
+    assert seeded.returncode == 0, seeded.stderr
+    assert "seeded 3000 commands for 3 tenants over 10 days" in seeded.stdout
+    tail = cmdlog("log", "tail", "-n", "5", env=home_env)
+    assert tail.returncode == 0, tail.stderr
+    assert "newest 5 commands" in tail.stdout and "billing." in tail.stdout
+    mine = cmdlog("log", "tail", "--tenant", "acme", "-n", "50", env=home_env)
+    assert mine.returncode == 0, mine.stderr
+    assert "globex" not in mine.stdout and "initech" not in mine.stdout and "acme" in mine.stdout
+
+
+def test_the_embedded_server_is_stopped_after_each_command(home_env):
+    cmdlog("db", "upgrade", env=home_env)
+    assert not os.path.exists(os.path.join(home_env["CMDLOG_HOME"], "pg", "postmaster.pid"))
+
+
+def test_an_existing_database_url_is_used_instead(database_factory, tmp_path):
+    url = database_factory("cli_url")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CMDLOG_")}
+    env.update(CMDLOG_DATABASE_URL=url, CMDLOG_HOME=str(tmp_path))
+    seeded = cmdlog("demo", "seed", "--tenants", "2", "--commands", "500", "--days", "3", env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT tenant_id) FROM command_log").fetchone() == (500, 2)
+        failed = conn.execute("SELECT count(*) FROM command_log WHERE status = 'failed'").fetchone()[0]
+        assert 0 < failed < 40  # ~2% failures
+        assert conn.execute("SELECT count(*) FROM command_log WHERE cmd_body::text LIKE '%DE%' "
+                            "AND cmd_class = 'billing.UpdatePaymentDetails'").fetchone() == (0,)
+    assert not (tmp_path / "pg").exists()
+
+
+def test_bad_options_and_a_bad_setting_fail_with_a_message(home_env):
+    bad = cmdlog("demo", "seed", "--commands", "0", env=home_env)
+    assert bad.returncode == 2 and "commands" in bad.stderr
+    env = dict(home_env, CMDLOG_MAX_BODY_BYTES="big")
+    wrong = cmdlog("log", "tail", env=env)
+    assert wrong.returncode == 2 and "CMDLOG_MAX_BODY_BYTES must be an integer" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
