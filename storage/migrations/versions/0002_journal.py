@@ -1,20 +1,67 @@
-"""Export snapshots ledger and journal indexes (issue [journal]; empty until that feature lands).
+"""Export snapshots ledger and journal indexes (issue [journal]).
 
 Revision ID: 0002
 Revises: 0001
+
+``export_snapshot`` records every run that changes the lake: an export (the transaction-id range it covered, the
+files it published, rows per dataset) or a compaction (files added and replaced). A run is ``writing`` while its
+files sit under temporary names, ``publishing`` while they are renamed into place (a crash there is rolled
+forward by the next run), then ``published`` (``abandoned``: an interrupted compaction, nothing of it visible). At most one unfinished run per lake.
+
+Journal indexes: one per timeline filter, each ending in ``(started_at DESC, cmd_uuid DESC)`` so that a filtered
+page is one ordered index range scan per partition (the keyset cursor's order). Created on the partitioned parents,
+so every present and future partition gets them.
 """
 
-from alembic import op  # noqa: F401
+from alembic import op
 
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
 
+LEDGER = """
+CREATE TABLE export_snapshot (
+    snapshot_id     bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    lake_uri        text        NOT NULL,
+    kind            text        NOT NULL CHECK (kind IN ('export', 'compaction')),
+    status          text        NOT NULL CHECK (status IN ('writing', 'publishing', 'published', 'abandoned')),
+    from_tx         xid8,
+    to_tx           xid8,
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz,
+    attempts        integer     NOT NULL DEFAULT 1,
+    files           jsonb       NOT NULL DEFAULT '[]',
+    replaced_files  jsonb       NOT NULL DEFAULT '[]',
+    row_counts      jsonb       NOT NULL DEFAULT '{}',
+    CHECK (kind = 'compaction' OR (from_tx IS NOT NULL AND to_tx IS NOT NULL AND from_tx <= to_tx))
+);
+CREATE UNIQUE INDEX export_snapshot_one_open_idx ON export_snapshot (lake_uri) WHERE status IN ('writing', 'publishing');
+CREATE INDEX export_snapshot_lake_idx ON export_snapshot (lake_uri, snapshot_id DESC);
+"""
+
+INDEXES = """
+CREATE INDEX tenant_command_log_actor_idx ON tenant_command_log (tenant_id, actor_id, started_at DESC, cmd_uuid DESC);
+CREATE INDEX tenant_command_log_class_idx ON tenant_command_log (tenant_id, cmd_class, started_at DESC, cmd_uuid DESC);
+CREATE INDEX tenant_command_log_failed_idx ON tenant_command_log (tenant_id, status, started_at DESC, cmd_uuid DESC)
+    WHERE status <> 'succeeded';
+CREATE INDEX tenant_command_log_correlation_idx ON tenant_command_log (correlation_id);
+CREATE INDEX tenant_command_log_subjects_idx ON tenant_command_log USING gin (subjects);
+CREATE INDEX command_log_actor_idx ON command_log (actor_id, started_at DESC, cmd_uuid DESC);
+CREATE INDEX command_log_class_idx ON command_log (cmd_class, started_at DESC, cmd_uuid DESC);
+CREATE INDEX command_log_time_idx ON command_log (started_at DESC, cmd_uuid DESC);
+"""
+
 
 def upgrade() -> None:
-    pass
+    op.execute(LEDGER)
+    op.execute(INDEXES)
 
 
 def downgrade() -> None:
-    pass
+    op.execute(
+        "DROP TABLE IF EXISTS export_snapshot;"
+        "DROP INDEX IF EXISTS tenant_command_log_actor_idx, tenant_command_log_class_idx, "
+        "tenant_command_log_failed_idx, tenant_command_log_correlation_idx, tenant_command_log_subjects_idx, "
+        "command_log_actor_idx, command_log_class_idx, command_log_time_idx;"
+    )

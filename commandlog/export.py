@@ -1,0 +1,177 @@
+"""Export and compaction of the lake: incremental snapshots of the log as Hive-partitioned Parquet.
+
+An export run (one ``export_snapshot`` ledger row):
+
+1. takes a repeatable-read snapshot and its ``xmin``; the run covers ``last_bound <= tx_id < xmin``
+   (see ``storage.arrow_export`` for why that range is commit-order safe);
+2. streams each dataset Postgres → Arrow (ADBC) → Parquet under ``_staging`` (``writing``);
+3. records the staged files in the ledger (``publishing``), renames them into the datasets, writes the manifest
+   and marks the run ``published``.
+
+A crash during 2 leaves only staging files, which no reader sees; the next run redoes the same range under the
+same snapshot id. A crash during 3 is rolled forward from the ledger's file list. Either way each row ends up in
+exactly one published file. Compaction merges a partition's small files into one and swaps them through the same
+ledger/manifest steps, checking that the merged row count equals the replaced one.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from commandlog.errors import CommandLogError
+from storage import export_ledger as ledger
+from storage.arrow_export import DATASETS, SnapshotReader
+from storage.lake import Lake, LakeFile
+
+Step = Callable[[str, str], None]
+"""``step(phase, detail)``: called as a run advances (progress reporting; tests inject crashes here)."""
+
+
+class ExportError(CommandLogError):
+    """An export or compaction could not complete (the lake is left as the last published snapshot)."""
+
+
+@dataclass(kw_only=True)
+class ExportResult:
+    """What a run published."""
+
+    snapshot_id: int | None
+    """Ledger row of the run (None when a compaction found nothing to do)."""
+    kind: str = "export"
+    """``export`` or ``compaction``."""
+    from_tx: int | None = None
+    """First transaction id covered (inclusive)."""
+    to_tx: int | None = None
+    """Bound of the covered range (exclusive)."""
+    rows: dict[str, int] = field(default_factory=dict)
+    """Rows per dataset."""
+    partitions: list[dict] = field(default_factory=list)
+    """``{dataset, partition, files, rows}`` per partition touched."""
+    files: int = 0
+    """Files published."""
+    replaced: int = 0
+    """Files a compaction removed."""
+    recovered: list[int] = field(default_factory=list)
+    """Snapshot ids of interrupted runs this call finished first."""
+
+
+def run_export(db, lake_uri: str, *, step: Step | None = None) -> ExportResult:
+    """Export every row committed since the lake's last export (finishing an interrupted run first)."""
+    step = step or _quiet
+    lake = Lake(lake_uri)
+    with ledger.lake_lock(db, lake_uri):
+        recovered = _recover(db, lake, step)
+        with SnapshotReader(db.url) as reader:
+            from_tx = ledger.last_export_bound(db, lake_uri)
+            to_tx = max(reader.xmin(), from_tx)
+            run = ledger.start_run(db, lake_uri, kind="export", from_tx=from_tx, to_tx=to_tx)
+            staged = _stage(lake, reader, run, step)
+        result = _publish(db, lake, run, staged, [], step)
+    result.recovered = recovered
+    return result
+
+
+def run_compaction(db, lake_uri: str, *, min_files: int = 8, step: Step | None = None) -> ExportResult:
+    """Merge every partition holding at least ``min_files`` files into one file per partition."""
+    if min_files < 2:
+        raise ExportError("min_files: must be at least 2")
+    step = step or _quiet
+    lake = Lake(lake_uri)
+    with ledger.lake_lock(db, lake_uri):
+        recovered = _recover(db, lake, step)
+        current = lake.manifest()
+        groups: dict[tuple[str, str], list[LakeFile]] = defaultdict(list)
+        for f in current[1] if current else []:
+            groups[(f.dataset, posixpath.dirname(f.path))].append(f)
+        todo = {k: v for k, v in groups.items() if len(v) >= min_files}
+        if not todo:
+            return ExportResult(snapshot_id=None, kind="compaction", recovered=recovered)
+        run = ledger.start_run(db, lake_uri, kind="compaction")
+        merged, replaced = [], []
+        for n, ((dataset, pdir), files) in enumerate(sorted(todo.items())):
+            out = lake.merge(files, snapshot_id=run.snapshot_id, dataset=dataset, partition_dir=pdir)
+            if out.rows != sum(f.rows for f in files):
+                raise ExportError(f"compaction of {dataset}/{pdir} read {out.rows} rows, expected "
+                                  f"{sum(f.rows for f in files)}; nothing was published")
+            merged.append(out)
+            replaced += files
+            step("compacting", f"{n + 1}/{len(todo)} {dataset}/{pdir}")
+        result = _publish(db, lake, run, merged, replaced, step)
+    result.recovered = recovered
+    return result
+
+
+def _stage(lake: Lake, reader: SnapshotReader, run: ledger.SnapshotRow, step: Step) -> list[LakeFile]:
+    """Write every dataset of the run's range under staging (redoing a previous attempt from scratch)."""
+    lake.discard_staging(run.snapshot_id)
+    staged: list[LakeFile] = []
+    for spec in DATASETS.values():
+        src = reader.batches(spec, from_tx=run.from_tx, to_tx=run.to_tx)
+        staged += lake.write_dataset(src, dataset=spec.name, partition_by=list(spec.partition_by),
+                                     snapshot_id=run.snapshot_id)
+        step("staged", spec.name)
+    return staged
+
+
+def _publish(db, lake: Lake, run: ledger.SnapshotRow, files: list[LakeFile], replaced: list[LakeFile],
+             step: Step) -> ExportResult:
+    """Ledger first, then renames, manifest, deletions of replaced files; safe to repeat from the ledger."""
+    result = _result(run, files, replaced)
+    if run.status == "writing":
+        ledger.mark_publishing(db, run.snapshot_id, files=[f.to_json() for f in files],
+                               replaced=[f.to_json() for f in replaced],
+                               row_counts={"datasets": result.rows, "partitions": result.partitions})
+    step("publishing", f"{len(files)} files")
+    lake.publish(files, snapshot_id=run.snapshot_id)
+    current = lake.manifest()
+    if current is None or current[0] < run.snapshot_id:
+        gone = {(f.dataset, f.path) for f in replaced}
+        live = [f for f in (current[1] if current else []) if (f.dataset, f.path) not in gone]
+        lake.write_manifest(run.snapshot_id, live + files)
+    lake.delete(replaced)
+    lake.discard_staging(run.snapshot_id)
+    ledger.mark_published(db, run.snapshot_id)
+    step("published", f"snapshot {run.snapshot_id}")
+    return result
+
+
+def _recover(db, lake: Lake, step: Step) -> list[int]:
+    """Finish the lake's interrupted run, if any: roll a publishing run forward, redo a writing export."""
+    run = ledger.open_run(db, lake.uri)
+    if run is None:
+        return []
+    step("recovering", f"snapshot {run.snapshot_id} ({run.kind}, {run.status})")
+    if run.status == "publishing":
+        _publish(db, lake, run, [LakeFile.from_json(d) for d in run.files],
+                 [LakeFile.from_json(d) for d in run.replaced_files], step)
+    elif run.kind == "compaction":
+        lake.discard_staging(run.snapshot_id)
+        ledger.abandon(db, run.snapshot_id)
+    else:
+        with SnapshotReader(db.url) as reader:
+            if reader.xmin() < run.to_tx:  # cannot happen for a later snapshot; guard the invariant anyway
+                raise ExportError(f"snapshot {run.snapshot_id}: its range is not complete in the current snapshot")
+            staged = _stage(lake, reader, run, step)
+        _publish(db, lake, run, staged, [], step)
+    return [run.snapshot_id]
+
+
+def _result(run: ledger.SnapshotRow, files: list[LakeFile], replaced: list[LakeFile]) -> ExportResult:
+    rows: dict[str, int] = {name: 0 for name in DATASETS} if run.kind == "export" else {}
+    parts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for f in files:
+        rows[f.dataset] = rows.get(f.dataset, 0) + f.rows
+        p = parts[(f.dataset, posixpath.dirname(f.path))]
+        p[0] += 1
+        p[1] += f.rows
+    return ExportResult(
+        snapshot_id=run.snapshot_id, kind=run.kind, from_tx=run.from_tx, to_tx=run.to_tx, rows=rows,
+        partitions=[{"dataset": d, "partition": pdir, "files": n, "rows": r} for (d, pdir), (n, r) in sorted(parts.items())],
+        files=len(files), replaced=len(replaced))
+
+
+def _quiet(phase: str, detail: str) -> None:
+    return None

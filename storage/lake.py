@@ -1,0 +1,203 @@
+"""The Parquet lake: Hive-partitioned datasets on any pyarrow filesystem, files published by rename, manifests.
+
+Layout under the lake root (a folder or any URI ``pyarrow.fs.FileSystem.from_uri`` understands, e.g. ``s3://…``)::
+
+    <dataset>/<key>=<value>/…/s<snapshot>-<n>.parquet     published files (what readers see)
+    _staging/<snapshot>/<dataset>/<key>=<value>/…          files being written (no reader looks under ``_``)
+    _manifests/m<snapshot>.json                            every published file after snapshot <snapshot>
+
+Files are written under ``_staging`` and only then renamed into their dataset, so a reader never sees a partial
+file (on S3 a rename is copy-then-delete of whole objects: still never partial). Partition values are URI-encoded
+in directory names (pyarrow's Hive default), so a tenant id such as ``../x`` stays one directory level.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from storage.errors import StorageError
+
+STAGING = "_staging"
+MANIFESTS = "_manifests"
+
+
+class LakeError(StorageError):
+    """The lake cannot be opened, read or written."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LakeFile:
+    """One published Parquet file of a dataset."""
+
+    dataset: str
+    """Dataset name (``commands``, ``tenant_commands``, ``events``, ``frontend_actions``)."""
+    path: str
+    """Path relative to the dataset folder, e.g. ``retention=long_lived/day=2026-11-20/s0000000003-0.parquet``."""
+    rows: int
+    """Number of rows in the file."""
+
+    @property
+    def partition(self) -> dict[str, str]:
+        """The decoded Hive keys of the file's folder."""
+        return partition_of(self.path)
+
+    def to_json(self) -> dict:
+        """JSON form for the ledger and manifests."""
+        return {"dataset": self.dataset, "path": self.path, "rows": self.rows}
+
+    @classmethod
+    def from_json(cls, d: dict) -> LakeFile:
+        """Inverse of ``to_json``."""
+        return cls(dataset=d["dataset"], path=d["path"], rows=int(d["rows"]))
+
+
+def partition_of(path: str) -> dict[str, str]:
+    """The decoded ``key=value`` folders of a relative path."""
+    parts = {}
+    for seg in path.split("/")[:-1]:
+        key, sep, value = seg.partition("=")
+        if sep:
+            parts[key] = unquote(value)
+    return parts
+
+
+class Lake:
+    """A lake root on a pyarrow filesystem."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        try:
+            self.fs, self.root = pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, ValueError, OSError) as e:
+            raise LakeError(f"cannot open the lake {uri!r}: {e}") from e
+        self.root = self.root.rstrip("/") or "/"
+
+    @property
+    def is_local(self) -> bool:
+        """True when the lake is a local folder (DuckDB can read it natively)."""
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def abspath(self, *parts: str) -> str:
+        """A path under the root, as the filesystem names it."""
+        return posixpath.join(self.root, *parts)
+
+    def staging_dir(self, snapshot_id: int) -> str:
+        """Relative folder where a snapshot's files are written before publishing."""
+        return f"{STAGING}/{snapshot_id:010d}"
+
+    def write_dataset(self, source: pa.RecordBatchReader, *, dataset: str, partition_by: list[str],
+                      snapshot_id: int, prefix: str = "s", max_rows_per_file: int = 2_000_000) -> list[LakeFile]:
+        """Stream ``source`` into staging, Hive-partitioned by ``partition_by``; the files written, unpublished.
+
+        pyarrow applies backpressure to the reader, so memory stays bounded by the batch size and open files.
+        """
+        written: list[LakeFile] = []
+        base = self.abspath(self.staging_dir(snapshot_id), dataset)
+        schema = pa.schema([source.schema.field(k) for k in partition_by])
+
+        def visit(f) -> None:
+            rel = posixpath.relpath(f.path, base)
+            written.append(LakeFile(dataset=dataset, path=rel, rows=f.metadata.num_rows))
+
+        try:
+            ds.write_dataset(source, base, filesystem=self.fs, format="parquet",
+                             partitioning=ds.partitioning(schema, flavor="hive"),
+                             basename_template=f"{prefix}{snapshot_id:010d}-{{i}}.parquet",
+                             existing_data_behavior="overwrite_or_ignore", max_open_files=512,
+                             max_rows_per_file=max_rows_per_file, max_rows_per_group=256 * 1024,
+                             create_dir=True, file_visitor=visit)
+        except (pa.ArrowException, OSError) as e:
+            raise LakeError(f"cannot write dataset {dataset!r} to {self.uri}: {e}") from e
+        return written
+
+    def publish(self, files: Iterable[LakeFile], *, snapshot_id: int) -> int:
+        """Rename staged files into their datasets; already-published ones are skipped (safe to repeat)."""
+        moved = 0
+        for f in files:
+            src = self.abspath(self.staging_dir(snapshot_id), f.dataset, f.path)
+            dst = self.abspath(f.dataset, f.path)
+            if self._exists(src):
+                self.fs.create_dir(posixpath.dirname(dst), recursive=True)
+                self.fs.move(src, dst)
+                moved += 1
+            elif not self._exists(dst):
+                raise LakeError(f"file {f.dataset}/{f.path} of snapshot {snapshot_id} is neither staged nor published")
+        return moved
+
+    def discard_staging(self, snapshot_id: int) -> None:
+        """Remove a snapshot's staging folder (leftovers of a crashed run)."""
+        path = self.abspath(self.staging_dir(snapshot_id))
+        if self._exists(path):
+            self.fs.delete_dir(path)
+
+    def delete(self, files: Iterable[LakeFile]) -> int:
+        """Delete published files; a file already gone counts as deleted (reruns are safe)."""
+        n = 0
+        for f in files:
+            path = self.abspath(f.dataset, f.path)
+            if self._exists(path):
+                self.fs.delete_file(path)
+                n += 1
+        return n
+
+    def write_manifest(self, snapshot_id: int, files: list[LakeFile]) -> None:
+        """Publish the manifest of every live file after ``snapshot_id`` (temporary name, then rename)."""
+        body = json.dumps({"snapshot_id": snapshot_id, "files": [f.to_json() for f in files]}).encode()
+        self.fs.create_dir(self.abspath(MANIFESTS), recursive=True)
+        final = self.abspath(MANIFESTS, f"m{snapshot_id:010d}.json")
+        tmp = final + ".tmp"
+        with self.fs.open_output_stream(tmp) as out:
+            out.write(body)
+        self.fs.move(tmp, final)
+        for old in self._manifest_names()[:-5]:  # keep a few for readers that listed just before
+            self.fs.delete_file(self.abspath(MANIFESTS, old))
+
+    def manifest(self) -> tuple[int, list[LakeFile]] | None:
+        """The newest manifest as ``(snapshot_id, files)``, or None when nothing was ever exported here."""
+        names = self._manifest_names()
+        if not names:
+            return None
+        with self.fs.open_input_stream(self.abspath(MANIFESTS, names[-1])) as f:
+            doc = json.loads(f.read())
+        return doc["snapshot_id"], [LakeFile.from_json(d) for d in doc["files"]]
+
+    def merge(self, files: list[LakeFile], *, snapshot_id: int, dataset: str, partition_dir: str,
+              batch_rows: int = 256 * 1024) -> LakeFile:
+        """Merge published files of one partition into one staged file, row group by row group (bounded memory)."""
+        rel = posixpath.join(partition_dir, f"c{snapshot_id:010d}-0.parquet")
+        out_path = self.abspath(self.staging_dir(snapshot_id), dataset, rel)
+        self.fs.create_dir(posixpath.dirname(out_path), recursive=True)
+        schema = pq.read_schema(self.abspath(dataset, files[0].path), filesystem=self.fs)
+        rows = 0
+        with pq.ParquetWriter(out_path, schema, filesystem=self.fs) as writer:
+            pending: list[pa.RecordBatch] = []
+            pending_rows = 0
+            for f in files:
+                pfile = pq.ParquetFile(self.abspath(dataset, f.path), filesystem=self.fs)
+                for batch in pfile.iter_batches(batch_size=64 * 1024):
+                    pending.append(batch.cast(schema) if batch.schema != schema else batch)
+                    pending_rows += batch.num_rows
+                    if pending_rows >= batch_rows:
+                        writer.write_table(pa.Table.from_batches(pending, schema))
+                        rows += pending_rows
+                        pending, pending_rows = [], 0
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending, schema))
+                rows += pending_rows
+        return LakeFile(dataset=dataset, path=rel, rows=rows)
+
+    def _manifest_names(self) -> list[str]:
+        info = self.fs.get_file_info(pafs.FileSelector(self.abspath(MANIFESTS), allow_not_found=True))
+        return sorted(i.base_name for i in info if i.base_name.endswith(".json") and i.type == pafs.FileType.File)
+
+    def _exists(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound

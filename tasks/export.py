@@ -1,0 +1,57 @@
+"""Prefect tasks of the export: thin, idempotent wrappers over ``commandlog.export`` (a retry resumes the run)."""
+
+from __future__ import annotations
+
+import dataclasses
+from uuid import UUID
+
+from prefect import task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+
+from commandlog.bootstrap import runtime
+from commandlog.export import run_compaction, run_export
+
+_PHASE_PROGRESS = {"recovering": 5.0, "staged": 15.0, "publishing": 70.0, "published": 80.0, "compacting": 85.0}
+
+
+def _stepper(progress_id: UUID | None):
+    def step(phase: str, detail: str) -> None:
+        if progress_id is not None and phase in _PHASE_PROGRESS:
+            update_progress_artifact(progress_id, _PHASE_PROGRESS[phase] + (10.0 if phase == "staged" else 0.0))
+    return step
+
+
+@task(name="start-progress")
+def start_progress() -> UUID:
+    """Create the run's progress artifact (0%)."""
+    return create_progress_artifact(0.0, key="export-snapshot-progress", description="Lake export progress")
+
+
+@task(name="export-lake", retries=2, retry_delay_seconds=5)
+def export_lake(lake_uri: str, *, progress_id: UUID | None = None) -> dict:
+    """Export the rows committed since the last snapshot; a retry finishes or redoes the interrupted run."""
+    db, _ = runtime()
+    return dataclasses.asdict(run_export(db, lake_uri, step=_stepper(progress_id)))
+
+
+@task(name="compact-lake", retries=2, retry_delay_seconds=5)
+def compact_lake(lake_uri: str, *, min_files: int = 8, progress_id: UUID | None = None) -> dict:
+    """Merge small files per partition; a retry rolls an interrupted swap forward."""
+    db, _ = runtime()
+    return dataclasses.asdict(run_compaction(db, lake_uri, min_files=min_files, step=_stepper(progress_id)))
+
+
+@task(name="report-export")
+def report_export(exported: dict, compacted: dict | None, *, progress_id: UUID | None = None) -> None:
+    """Publish the table artifact of rows per dataset and partition, and complete the progress bar."""
+    table = [{"dataset": p["dataset"], "partition": p["partition"], "files": p["files"], "rows": p["rows"]}
+             for p in exported["partitions"]]
+    if not table:
+        table = [{"dataset": name, "partition": "(no new rows)", "files": 0, "rows": 0} for name in exported["rows"]]
+    compact_note = (f"; compaction merged {compacted['replaced']} files into {compacted['files']}"
+                    if compacted and compacted.get("snapshot_id") else "")
+    create_table_artifact(table, key="export-snapshot-rows",
+                          description=f"Snapshot {exported['snapshot_id']}: rows per dataset and partition"
+                                      f"{compact_note}")
+    if progress_id is not None:
+        update_progress_artifact(progress_id, 100.0)
