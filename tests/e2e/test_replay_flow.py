@@ -1,0 +1,98 @@
+"""The ``replay-commands/on-demand`` deployment under the session's Prefect test server, run by a Runner (the same
+path as ``prefect.serve``): it recovers failed commands, publishes a table artifact, and a rerun of the same
+request executes nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from commandlog.settings import Settings
+from examples.billing import commands as c
+
+NAME = "replay-commands/on-demand"
+
+
+def _run_through_deployment(parameters: dict):
+    """Register the deployment with a Runner, trigger a run as the UI would, let the runner execute it."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.runner import Runner
+
+    from deployments import replay_commands_on_demand
+
+    built = replay_commands_on_demand(Settings.from_env())  # outside the event loop: to_deployment is sync here
+
+    async def go():
+        runner = Runner(limit=1)
+        deployment_id = await runner.aadd_deployment(built)
+        flow_run = await run_deployment(NAME, parameters=parameters, timeout=0)
+        await runner.start(run_once=True)
+        async with get_client() as client:
+            finished = await client.read_flow_run(flow_run.id)
+            artifacts = [a for a in await client.read_artifacts() if a.flow_run_id == flow_run.id]
+            deployment = await client.read_deployment(deployment_id)
+        return finished, artifacts, deployment
+
+    return asyncio.run(go())
+
+
+def _rows(db, sql: str, *args):
+    with db.connection() as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def test_the_deployment_replays_failed_commands_and_a_rerun_executes_nothing_twice(
+        prefect_server, pg_url, bus, db, ctx, tenant, monkeypatch):
+    monkeypatch.setenv("CMDLOG_DATABASE_URL", pg_url)  # the flow run (a subprocess) opens the same database
+    originals = []
+    for i in (1, 2, 3):
+        with pytest.raises(Exception) as info:
+            bus.execute(c.RenameCustomer(customer_id=i, name=f"Flow {i}"), ctx)
+        originals.append(info.value.cmd_uuid)
+    for i in (1, 2, 3):
+        bus.execute(c.CreateCustomer(customer_id=i, name="C", email=f"c{i}@x.io"), ctx)
+    request_id = str(uuid.uuid4())
+    parameters = {"request": {"tenant_id": tenant, "status": "failed", "mode": "execute", "requested_by": "ops@ui",
+                              "batch_size": 2, "request_id": request_id}}
+
+    run, artifacts, deployment = _run_through_deployment(parameters)
+
+    assert run.state.is_completed(), run.state
+    assert deployment.global_concurrency_limit.limit == 1
+    assert "request" in deployment.parameter_openapi_schema["properties"]  # the UI renders the model as a form
+    assert _rows(db, "SELECT name FROM billing.customer WHERE tenant_id = %s ORDER BY customer_id", tenant) == [
+        ("Flow 1",), ("Flow 2",), ("Flow 3",)]
+    replays = _rows(db, "SELECT replay_of, status, actor_id FROM tenant_command_log WHERE tenant_id = %s "
+                        "AND replay_of IS NOT NULL ORDER BY replay_of", tenant)
+    assert replays == sorted((o, "succeeded", "ops@ui") for o in originals)
+    [artifact] = artifacts
+    assert artifact.type == "table" and artifact.key == "replay-report"
+    assert "succeeded=3" in artifact.description
+    assert _rows(db, "SELECT count(*) FROM replay_item WHERE request_id = %s AND state = 'done'", request_id) == [(3,)]
+
+    rerun, artifacts, _ = _run_through_deployment(parameters)  # same request id: reported, not executed again
+
+    assert rerun.state.is_completed(), rerun.state
+    assert "already_replayed=3" in artifacts[0].description
+    assert _rows(db, "SELECT count(*) FROM tenant_command_log WHERE tenant_id = %s AND replay_of IS NOT NULL",
+                 tenant) == [(3,)]
+
+
+def test_the_deployment_refuses_parameters_that_do_not_fit_the_form(prefect_server, pg_url, monkeypatch):
+    from prefect.deployments import run_deployment
+    from prefect.runner import Runner
+
+    from deployments import replay_commands_on_demand
+
+    built = replay_commands_on_demand(Settings.from_env())
+
+    async def go():
+        await Runner().aadd_deployment(built)
+        await run_deployment(NAME, parameters={"request": {"status": "failed"}}, timeout=0)  # no requested_by
+
+    monkeypatch.setenv("CMDLOG_DATABASE_URL", pg_url)
+    with pytest.raises(Exception, match="requested_by"):
+        asyncio.run(go())
