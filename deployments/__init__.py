@@ -1,0 +1,58 @@
+"""The deployments of commandlog's flows: one list, used by ``cmdlog up`` (served) and ``cmdlog deploy`` (work pool).
+
+Each entry is a function ``entry(settings) -> RunnerDeployment``. Entrypoints are module paths
+(``flows.export_snapshot.export_snapshot``), so a worker on another machine needs only the ``commandlog`` package
+installed, not a checkout at the same path. Other features append their entry to ``ENTRIES`` (one line each):
+retention-cleanup/daily, replay-commands/on-demand, draft-approval/on-demand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.schedules import Cron
+
+from commandlog.settings import Settings
+
+TAGS = ["commandlog"]
+
+
+def _deployment(flow, name: str, **kwargs) -> RunnerDeployment:
+    """``flow.to_deployment`` with the module-path entrypoint and our tags."""
+    return flow.to_deployment(name=name, entrypoint_type=EntrypointType.MODULE_PATH,
+                              tags=TAGS + kwargs.pop("tags", []), **kwargs)
+
+
+def export_snapshot_hourly(settings: Settings) -> RunnerDeployment:
+    """``export-snapshot/hourly``: incremental Parquet snapshot of the log, at minute 0 of every hour (UTC)."""
+    from flows.export_snapshot import export_snapshot
+
+    return _deployment(export_snapshot, "hourly", schedules=[Cron("0 * * * *", timezone="UTC")],
+                       description="Export the new log rows to the Parquet lake (incremental; rerun-safe).")
+
+
+def replay_commands_on_demand(settings: Settings) -> RunnerDeployment:
+    """``replay-commands/on-demand``: replay logged commands from a form (dry run by default); one run at a time."""
+    from flows.replay_commands import replay_commands
+
+    return _deployment(replay_commands, "on-demand", concurrency_limit=1,
+                       description="Replay logged commands: dry run with outcome diff, or execute to recover "
+                                   "failures (each original at most once per request; rerun-safe).")
+
+
+ENTRIES: list[Callable[[Settings], RunnerDeployment]] = [
+    export_snapshot_hourly,
+    replay_commands_on_demand,
+]
+
+
+def all_deployments(settings: Settings | None = None) -> list[RunnerDeployment]:
+    """Every deployment, built for ``settings`` (from the environment when None)."""
+    settings = settings or Settings.from_env()
+    return [entry(settings) for entry in ENTRIES]
+
+
+def deployment_names(deployments: list[RunnerDeployment]) -> list[str]:
+    """``flow-name/deployment-name`` of each deployment, as ``run_deployment`` takes them."""
+    return [f"{d.flow_name}/{d.name}" for d in deployments]

@@ -5,8 +5,12 @@ from __future__ import annotations
 import typer
 
 from commandlog.cli import db as _db
+from commandlog.cli import deploy as _deploy
 from commandlog.cli import demo as _demo
 from commandlog.cli import log as _log
+from commandlog.cli import replay as _replay
+from commandlog.cli import token as _token
+from commandlog.cli import up as _up
 from commandlog.cli._common import run
 
 app = typer.Typer(help="commandlog: record every command, and turn the log into products.", no_args_is_help=True,
@@ -14,6 +18,10 @@ app = typer.Typer(help="commandlog: record every command, and turn the log into 
 app.add_typer(_db.app, name="db")
 app.add_typer(_demo.app, name="demo")
 app.add_typer(_log.app, name="log")
+app.add_typer(_up.app, name="up")
+app.add_typer(_deploy.app, name="deploy")
+app.add_typer(_token.app, name="token")
+app.add_typer(_replay.app, name="replay")
 # Sub-applications of later features register here, one line each.
 
 

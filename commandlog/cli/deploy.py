@@ -1,0 +1,34 @@
+"""``cmdlog deploy``: register every deployment on a Prefect work pool (the production path; see docs/platform.md)."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from commandlog.cli import _common
+
+app = typer.Typer(help="Register the deployments on a Prefect work pool, for workers on other machines.")
+
+
+@app.callback(invoke_without_command=True)
+def deploy(
+    pool: str = typer.Option(..., "--pool", help="Work pool name (created as a `process` pool when missing)."),
+    create: bool = typer.Option(True, "--create/--no-create", help="Create the pool when it does not exist."),
+) -> None:
+    """Apply export-snapshot and the other deployments to POOL on the server of PREFECT_API_URL."""
+    if not os.environ.get("PREFECT_API_URL"):
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            _common.fail("PREFECT_API_URL is not set: point it at your Prefect server (e.g. http://host:4200/api)")
+    # The CLI is the composition root: it may reach up to deployments/, which nothing below it imports.
+    from deployments.register import register
+
+    try:
+        names = register(pool, settings=_common.settings(), create_pool=create)
+    except ValueError as e:
+        _common.fail(str(e))
+    for name in names:
+        _common.console.print(f"registered {name} on work pool {pool}")
+    _common.console.print(f"start workers with: prefect worker start --pool {pool}")

@@ -1,0 +1,27 @@
+"""``cmdlog up``: run the whole platform (Postgres, Prefect server, served deployments, web app) until Ctrl-C."""
+
+from __future__ import annotations
+
+import typer
+
+from commandlog.cli import _common
+
+app = typer.Typer(help="Run the platform: Postgres, Prefect server, served deployments, web app.")
+
+
+@app.callback(invoke_without_command=True)
+def up(
+    demo: bool = typer.Option(False, "--demo", help="Seed sample billing activity first (once per CMDLOG_HOME)."),
+    demo_commands: int = typer.Option(20_000, "--demo-commands", min=1, help="How many demo commands to seed."),
+    prefect_port: int = typer.Option(4200, "--prefect-port", min=1, max=65535, help="Port of the Prefect server."),
+    web_port: int = typer.Option(8000, "--web-port", min=1, max=65535, help="Port of the web app."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    limit: int = typer.Option(4, "--limit", min=1, help="At most this many flow runs at once."),
+) -> None:
+    """Start everything, print the URLs, and stop it all cleanly on Ctrl-C or SIGTERM."""
+    from commandlog.platform import Platform, UpOptions
+
+    options = UpOptions(host=host, prefect_port=prefect_port, web_port=web_port, demo=demo,
+                        demo_commands=demo_commands, limit=limit)
+    code = Platform(settings=_common.settings(), options=options).run()
+    raise typer.Exit(code)

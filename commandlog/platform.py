@@ -1,0 +1,335 @@
+"""``cmdlog up``: the whole platform from one command — Postgres, Prefect server, served deployments, web app.
+
+Start order: lock ``$CMDLOG_HOME/run/up.lock`` (one ``up`` per home) → check the ports → embedded Postgres (or
+``CMDLOG_DATABASE_URL``) migrated → a ``prefect`` database on the same server → Prefect server child (unless
+``PREFECT_API_URL`` names one) and web child → demo seed (``--demo``) → deployments child once the API answers →
+URLs printed. Ctrl-C or SIGTERM stops the children in reverse order (see ``commandlog.processes``) and then
+Postgres. A child that dies stops the platform with its log tail shown.
+
+    CommandLogError
+     └── PlatformError              the platform cannot start (message says why and what to do)
+          └── AlreadyRunningError   another ``cmdlog up`` holds this CMDLOG_HOME
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from commandlog.errors import CommandLogError
+from commandlog.processes import Child, stop_all, wait_for
+from commandlog.settings import Settings
+
+PREFECT_DATABASE = "prefect"
+
+
+class PlatformError(CommandLogError):
+    """The platform cannot start; the message says why and what to do."""
+
+
+class AlreadyRunningError(PlatformError):
+    """Another ``cmdlog up`` is running on the same CMDLOG_HOME."""
+
+
+class _Stop(BaseException):
+    """Raised from the SIGINT/SIGTERM handler to unwind into the shutdown path."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpOptions:
+    """What ``cmdlog up`` was asked for."""
+
+    host: str = "127.0.0.1"
+    """Interface the Prefect server and the web app listen on."""
+    prefect_port: int = 4200
+    """Port of the local Prefect server (ignored when PREFECT_API_URL names a server)."""
+    web_port: int = 8000
+    """Port of the web app."""
+    demo: bool = False
+    """Seed sample billing activity first (skipped when the log already has rows)."""
+    demo_commands: int = 20_000
+    """Number of demo commands."""
+    limit: int = 4
+    """At most this many flow runs at once in the serving process."""
+    ready_timeout: float = 180.0
+    """Seconds to wait for each component to become ready."""
+    stop_timeout: float = 10.0
+    """Seconds a child gets after SIGTERM before SIGKILL."""
+
+
+@dataclass(kw_only=True)
+class Platform:
+    """One run of ``cmdlog up``: owns the lock, the database handle and the child processes."""
+
+    settings: Settings
+    options: UpOptions
+    echo: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
+    external_api_url: str | None = None
+    """PREFECT_API_URL of an existing server; None starts a local one."""
+    children: list[Child] = field(default_factory=list)
+    db: object = None
+    urls: dict[str, str] = field(default_factory=dict)
+    _lock_fd: int | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        """``$CMDLOG_HOME/run``: lock, state file, child logs."""
+        return self.settings.home.resolve() / "run"
+
+    def run(self) -> int:
+        """Start everything, wait until stopped by a signal or a dying child; return the exit code."""
+        self._acquire_lock()
+        previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        code = 0
+        try:
+            started = time.monotonic()
+            self.start()
+            self._write_state()
+            self.echo(f"ready in {time.monotonic() - started:.1f}s")
+            for name, url in self.urls.items():
+                self.echo(f"  {name:<12} {url}")
+            self.echo("Press Ctrl-C to stop.")
+            code = self._watch()
+        except _Stop:
+            self.echo("stopping…")
+        finally:
+            for s in previous:  # a second Ctrl-C must not interrupt the shutdown
+                signal.signal(s, signal.SIG_IGN)
+            self.shutdown()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return code
+
+    def start(self) -> None:
+        """Bring every component up, in dependency order, waiting for each to be ready."""
+        from commandlog.bootstrap import build_bus, open_db
+
+        o = self.options
+        self.external_api_url = os.environ.get("PREFECT_API_URL") or None
+        self._check_ports()
+        _prune_dead_handles(self.settings)
+        self.echo("starting Postgres and applying migrations…")
+        self.db = open_db(self.settings)
+        api_url = self.external_api_url or f"http://{o.host}:{o.prefect_port}/api"
+        env = self._child_env(api_url)
+        if self.external_api_url:
+            if not _http_ok(f"{api_url.rstrip('/')}/health"):
+                raise PlatformError(f"PREFECT_API_URL={api_url} does not answer; start that server or unset it")
+        else:
+            created = _ensure_database(self.db.url, PREFECT_DATABASE)
+            server_env = {**env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": _asyncpg_url(self.db.url)}
+            if created:
+                self.echo("creating the Prefect database…")
+                self._run_once("prefect-upgrade", [_prefect(), "server", "database", "upgrade", "-y"], server_env)
+            self._spawn("prefect-server", [_prefect(), "server", "start", "--host", o.host,
+                                           "--port", str(o.prefect_port)], server_env)
+        self._spawn("web", [sys.executable, "-m", "uvicorn", "--factory", "commandlog.web.app:create_app",
+                            "--host", o.host, "--port", str(o.web_port), "--log-level", "warning"], env)
+        if o.demo:
+            self._seed(build_bus(self.db, self.settings))
+        self._await("Prefect API", f"{api_url.rstrip('/')}/health")
+        ready_file = self.run_dir / "deployments.json"
+        ready_file.unlink(missing_ok=True)
+        self._spawn("deployments", [sys.executable, "-m", "deployments.serve", "--limit", str(o.limit),
+                                    "--ready-file", str(ready_file)], env)
+        self._await("web app", f"http://{o.host}:{o.web_port}/api/health")
+        names = self._await_deployments(api_url, ready_file)
+        ui = api_url[:-4] if api_url.rstrip("/").endswith("/api") else api_url
+        self.urls = {"Prefect UI": ui.rstrip("/"), "Prefect API": api_url,
+                     "web app": f"http://{o.host}:{o.web_port}", "API docs": f"http://{o.host}:{o.web_port}/docs",
+                     "lake": self.settings.lake, "deployments": ", ".join(names)}
+
+    def shutdown(self) -> None:
+        """Stop the children (newest first), then release the database (stopping the embedded Postgres)."""
+        stop_all(self.children, timeout=self.options.stop_timeout)
+        self.children.clear()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        (self.run_dir / "up.json").unlink(missing_ok=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self.echo("stopped")
+
+    # -- steps --------------------------------------------------------------------------------------------------
+
+    def _acquire_lock(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.run_dir / "up.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            state = _read_json(self.run_dir / "up.json")
+            where = f" (pid {state['pid']}, web app {state['urls'].get('web app')})" if state else ""
+            raise AlreadyRunningError(f"cmdlog up is already running for CMDLOG_HOME={self.settings.home}{where}; "
+                                      "stop it first (Ctrl-C or SIGTERM) or use another CMDLOG_HOME") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _check_ports(self) -> None:
+        o = self.options
+        wanted = [("web app", o.web_port, "--web-port")]
+        if not self.external_api_url:
+            wanted.insert(0, ("Prefect server", o.prefect_port, "--prefect-port"))
+        for what, port, flag in wanted:
+            if not _port_free(o.host, port):
+                raise PlatformError(f"port {port} on {o.host} (for the {what}) is already in use; "
+                                    f"stop what uses it or choose another with {flag} N")
+
+    def _child_env(self, api_url: str) -> dict[str, str]:
+        home = self.settings.home.resolve()
+        return {**os.environ, "CMDLOG_HOME": str(home), "CMDLOG_DATABASE_URL": self.db.url,
+                "CMDLOG_LAKE_URI": self.settings.lake, "PREFECT_API_URL": api_url,
+                "PREFECT_HOME": os.environ.get("PREFECT_HOME") or str(home / "prefect"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        child = Child(name=name, argv=argv, env=env, log_path=self.run_dir / "logs" / f"{name}.log").start()
+        self.children.append(child)
+        return child
+
+    def _run_once(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        child = self._spawn(name, argv, env)
+        wait_for(lambda: child.exit_code() is not None, timeout=self.options.ready_timeout)
+        self.children.remove(child)
+        code = child.exit_code()
+        if code != 0:
+            child.stop(timeout=1)
+            raise PlatformError(f"{name} failed (exit {code}); its log {child.log_path} ends with:\n"
+                                f"{child.log_tail()}")
+
+    def _await(self, what: str, url: str) -> None:
+        if not wait_for(lambda: _http_ok(url), timeout=self.options.ready_timeout, children=self.children):
+            self._fail(f"the {what} did not become ready at {url}")
+
+    def _await_deployments(self, api_url: str, ready_file: Path) -> list[str]:
+        def registered() -> bool:
+            names = _read_json(ready_file)
+            return names is not None and all(_http_ok(f"{api_url}/deployments/name/{n}") for n in names)
+
+        if not wait_for(registered, timeout=self.options.ready_timeout, interval=0.5, children=self.children):
+            self._fail("the deployments were not registered")
+        return _read_json(ready_file)
+
+    def _fail(self, message: str) -> None:
+        dead = [c for c in self.children if c.exit_code() is not None]
+        for c in dead or self.children[-1:]:
+            message += f"\n--- {c.name} (exit {c.exit_code()}), {c.log_path}:\n{c.log_tail()}"
+        raise PlatformError(message)
+
+    def _seed(self, bus) -> None:
+        from examples.billing.demo import seed
+
+        with self.db.connection() as conn:
+            if conn.execute("SELECT EXISTS (SELECT 1 FROM command_log)").fetchone()[0]:
+                self.echo("demo: the log already has activity, not seeding again")
+                return
+        started = time.monotonic()
+        n = seed(bus, tenants=5, commands=self.options.demo_commands, days=30, seed=7)
+        self.echo(f"demo: seeded {n} commands for 5 tenants in {time.monotonic() - started:.1f}s")
+
+    def _watch(self) -> int:
+        while True:
+            for c in self.children:
+                if c.exit_code() is not None:
+                    self.echo(f"{c.name} exited with code {c.exit_code()}; stopping. Its log ends with:\n"
+                              f"{c.log_tail()}")
+                    return 1
+            time.sleep(0.5)
+
+    def _write_state(self) -> None:
+        state = {"pid": os.getpid(), "urls": self.urls, "children": {c.name: c.pid for c in self.children}}
+        tmp = self.run_dir / "up.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.run_dir / "up.json")
+
+
+def _raise_stop(signum, frame) -> None:
+    raise _Stop()
+
+
+def _prefect() -> str:
+    return str(Path(sys.executable).with_name("prefect"))
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _ensure_database(url: str, dbname: str) -> bool:
+    """Create ``dbname`` on the server of ``url`` when missing; True if it was created now."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+            return False
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        return True
+
+
+def _asyncpg_url(url: str, dbname: str = PREFECT_DATABASE) -> str:
+    """The SQLAlchemy asyncpg URL of database ``dbname`` on the server of libpq URI ``url`` (socket or TCP)."""
+    from urllib.parse import quote
+
+    p = conninfo_to_dict(url)
+    auth = quote(p.get("user") or "postgres", safe="")
+    if p.get("password"):
+        auth += ":" + quote(p["password"], safe="")
+    host = p.get("host") or "localhost"
+    if host.startswith("/"):
+        query = f"?host={host}" + (f"&port={p['port']}" if p.get("port") else "")
+        return f"postgresql+asyncpg://{auth}@/{dbname}{query}"
+    port = f":{p['port']}" if p.get("port") else ""
+    return f"postgresql+asyncpg://{auth}@{host}{port}/{dbname}"
+
+
+def _prune_dead_handles(settings: Settings) -> None:
+    """Drop pids of dead processes from the embedded server's handle list, so the last live holder stops it.
+
+    The wheel counts holders in ``<pgdata>/.handle_pids.json`` but never forgets a process that was killed; a
+    leftover pid would keep Postgres running after ``up`` ends.
+    """
+    if settings.database_url:
+        return
+    import psutil
+
+    path = (settings.home / "pg").resolve() / ".handle_pids.json"
+    pids = _read_json(path)
+    if isinstance(pids, list):
+        alive = [p for p in pids if psutil.pid_exists(p)]
+        if alive != pids:
+            path.write_text(json.dumps(alive))

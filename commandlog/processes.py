@@ -1,0 +1,125 @@
+"""Child processes of ``cmdlog up``: each in its own process group, logged to a file, stopped without orphans.
+
+Stopping sends SIGTERM to the child's whole group, waits, then SIGKILLs the group and any descendant that had
+moved to another group or session (collected with psutil before the first signal), so nothing outlives ``up``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+
+@dataclass(kw_only=True)
+class Child:
+    """One supervised child process."""
+
+    name: str
+    """Short name shown to the user (``prefect-server``, ``deployments``, ``web``)."""
+    argv: list[str]
+    """Command line."""
+    env: dict[str, str]
+    """Full environment of the child."""
+    log_path: Path
+    """Where its stdout and stderr go."""
+    proc: subprocess.Popen | None = field(default=None, init=False)
+
+    def start(self) -> Child:
+        """Start the child in a new session (its own process group, away from the terminal's Ctrl-C)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid once started."""
+        return self.proc.pid if self.proc else None
+
+    def exit_code(self) -> int | None:
+        """The exit code if the child has ended, else None."""
+        return self.proc.poll() if self.proc else None
+
+    def log_tail(self, lines: int = 25) -> str:
+        """The last ``lines`` lines of the child's log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def descendants(self) -> list[psutil.Process]:
+        """The child and every process below it, now."""
+        if self.proc is None:
+            return []
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """SIGTERM the group, wait up to ``timeout`` s, then SIGKILL the group and every straggler."""
+        if self.proc is None:
+            return
+        tree = self.descendants()
+        _signal_group(self.proc.pid, signal.SIGTERM)
+        for p in tree[1:]:  # descendants that left the group (new sessions) get the signal too
+            if _pgid(p) != self.proc.pid:
+                _signal(p, signal.SIGTERM)
+        _, alive = psutil.wait_procs(tree, timeout=timeout) if tree else ([], [])
+        if alive:
+            _signal_group(self.proc.pid, signal.SIGKILL)
+            for p in alive:
+                _signal(p, signal.SIGKILL)
+            psutil.wait_procs(alive, timeout=5)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
+            pass
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _pgid(p: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(p.pid)
+    except ProcessLookupError:
+        return None
+
+
+def _signal(p: psutil.Process, sig: int) -> None:
+    try:
+        p.send_signal(sig)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+
+
+def stop_all(children: list[Child], *, timeout: float = 10.0) -> None:
+    """Stop ``children`` in reverse start order (consumers before the servers they use)."""
+    for child in reversed(children):
+        child.stop(timeout=timeout)
+
+
+def wait_for(check, *, timeout: float, interval: float = 0.25, children: list[Child] = ()) -> bool:
+    """Poll ``check()`` until it is true (True) or ``timeout`` passes (False); stop early if a child died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        for c in children:
+            if c.exit_code() is not None:
+                return False
+        time.sleep(interval)
+    return False

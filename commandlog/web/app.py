@@ -1,0 +1,47 @@
+"""The web app: ``create_app`` builds the FastAPI application (health check, journal API, OpenAPI docs).
+
+Run it under any ASGI server: ``uvicorn --factory commandlog.web.app:create_app`` (``cmdlog up`` does this).
+Features add their router with one ``app.include_router(...)`` line below.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from commandlog.settings import Settings
+from commandlog.web import errors
+from commandlog.web.journal import router as journal_router
+
+
+def create_app(settings: Settings | None = None, *, db=None, bus=None) -> FastAPI:
+    """The web application on ``db``/``bus`` (the process-wide runtime of ``settings`` when not given)."""
+    settings = settings or Settings.from_env()
+    if db is None:
+        from commandlog.bootstrap import runtime
+
+        db, bus = runtime(settings)
+
+    app = FastAPI(title="commandlog", version="0.1.0", description="The commandlog web API. Every `/api` route except `/api/health` needs "
+                              "`Authorization: Bearer <token>` (make one with `cmdlog token create`).")
+    app.state.settings, app.state.db, app.state.bus = settings, db, bus
+    errors.install(app)
+
+    @app.get("/api/health", tags=["health"], summary="Liveness and database reachability")
+    async def health(request: Request) -> JSONResponse:
+        """``{"status": "ok"}`` when the database answers; 503 otherwise."""
+        try:
+            await run_in_threadpool(_ping, request.app.state.db)
+        except Exception as e:  # any failure to reach the database makes the app unhealthy
+            return JSONResponse({"status": "unavailable", "detail": str(e)}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    app.include_router(journal_router)
+    # Routers of later features register here, one line each.
+    return app
+
+
+def _ping(db) -> None:
+    with db.connection() as conn:
+        conn.execute("SELECT 1").fetchone()

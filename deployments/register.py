@@ -1,0 +1,58 @@
+"""The production path: register every deployment on a Prefect work pool, for process workers on any machine.
+
+``cmdlog deploy --pool NAME`` (or ``python -m deployments.register --pool NAME``) creates the pool when missing
+(type ``process``) and applies each deployment of ``all_deployments`` to it. Entrypoints are module paths, so a
+worker only needs the ``commandlog`` package installed and ``CMDLOG_DATABASE_URL``/``CMDLOG_LAKE_URI`` set; it
+runs ``prefect worker start --pool NAME``. Re-running updates the deployments in place (safe to repeat).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from commandlog.settings import Settings
+from deployments import all_deployments
+
+
+def ensure_pool(name: str, *, pool_type: str = "process") -> bool:
+    """Create work pool ``name`` of ``pool_type`` when missing; True if it was created now."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+            return False
+        except ObjectNotFound:
+            pass
+        try:
+            client.create_work_pool(WorkPoolCreate(name=name, type=pool_type))
+        except ObjectAlreadyExists:  # created concurrently: fine
+            return False
+        return True
+
+
+def register(pool: str, *, settings: Settings | None = None, create_pool: bool = True) -> list[str]:
+    """Apply every deployment to work pool ``pool``; return their ``flow/deployment`` names."""
+    if create_pool:
+        ensure_pool(pool)
+    names = []
+    for deployment in all_deployments(settings):
+        deployment.apply(work_pool_name=pool)
+        names.append(f"{deployment.flow_name}/{deployment.name}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry: ``python -m deployments.register --pool NAME``."""
+    parser = argparse.ArgumentParser(prog="python -m deployments.register")
+    parser.add_argument("--pool", required=True, help="Work pool name (created as a process pool when missing).")
+    parser.add_argument("--no-create", action="store_true", help="Fail instead of creating a missing pool.")
+    args = parser.parse_args(argv)
+    for name in register(args.pool, create_pool=not args.no_create):
+        print(f"registered {name} on pool {args.pool}")
+
+
+if __name__ == "__main__":
+    main()
