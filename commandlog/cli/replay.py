@@ -1,0 +1,107 @@
+"""``cmdlog replay``: run logged commands again (execute, or ``--dry-run`` to compare), by id or by filter.
+
+    cmdlog replay 0192f0c4-… 0192f0c5-…
+    cmdlog replay --failed --since 2h --class billing.IssueInvoice --dry-run
+
+Runs the same service as the ``replay-commands`` flow, in this process, batch by batch. Registered as a single
+command (``app.command("replay")(replay)``), not a group: it has no sub-commands.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+from rich.table import Table
+
+from commandlog.cli import _common
+
+OUTCOME_STYLE = {"succeeded": "green", "reproduced": "green", "now_succeeds": "green", "failed": "red",
+                 "now_fails": "red", "diverged": "yellow", "not_replayable": "yellow", "not_found": "yellow",
+                 "already_replayed": "cyan"}
+_RELATIVE = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(value: str | None, *, option: str) -> datetime | None:
+    """``2h``/``30m``/``7d`` ago, or an ISO date/datetime (UTC when no zone)."""
+    if value is None:
+        return None
+    match = _RELATIVE.match(value.strip())
+    if match:
+        return datetime.now(UTC) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is neither an ISO date/time nor a span like 2h, 30m, 7d",
+                                 param_hint=option) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def replay(
+    cmd_uuids: list[str] | None = typer.Argument(None, help="Ids of the commands to replay.", show_default=False),
+    failed: bool = typer.Option(False, "--failed", help="Select failed commands (with the filters below)."),
+    since: str | None = typer.Option(None, "--since", help="Started at or after: ISO time or a span (2h, 7d)."),
+    until: str | None = typer.Option(None, "--until", help="Started before: ISO time or a span ago."),
+    cmd_class: str | None = typer.Option(None, "--class", help="Only this command class."),
+    tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Compare with the original outcome; commit nothing."),
+    max_commands: int = typer.Option(1000, "--max", help="Refuse a selection larger than this."),
+    batch_size: int = typer.Option(500, "--batch-size", help="Commands per batch."),
+    actor: str = typer.Option(f"cli:{getpass.getuser()}", "--as", help="Requester (actor of the replays)."),
+    request_id: str | None = typer.Option(None, "--request-id", help="Resume (or rerun) this replay request."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per command instead of a table."),
+) -> None:
+    """Replay commands by id, or select them with --failed and filters; executes unless --dry-run."""
+    from commandlog.replay import ReplayRequest, run_replay
+
+    fields = dict(mode="dry_run" if dry_run else "execute", requested_by=actor, max_commands=max_commands,
+                  batch_size=batch_size, request_id=_uuid(request_id, "--request-id") if request_id else None)
+    if cmd_uuids:
+        if failed or since or until or cmd_class or tenant:
+            _common.fail("give command ids or --failed/--since/--until/--class/--tenant, not both")
+        fields["cmd_uuids"] = [_uuid(u, "CMD_UUIDS") for u in cmd_uuids]
+    else:
+        if not (failed or since or until or cmd_class or tenant):
+            _common.fail("give command ids, or select with --failed (and --since, --class, --tenant)")
+        fields.update(status="failed" if failed else None, since=parse_when(since, option="--since"),
+                      until=parse_when(until, option="--until"), cmd_class=cmd_class, tenant_id=tenant)
+    try:
+        request = ReplayRequest(**fields)
+    except ValidationError as e:
+        _common.fail("; ".join(f"{'.'.join(map(str, x['loc'])) or 'request'}: {x['msg']}" for x in e.errors()))
+    with _common.bus() as bus:
+        report = run_replay(bus.db, bus, request)
+    if as_json:
+        for item in report.items:
+            typer.echo(json.dumps(item.row(), default=str))
+        return
+    _print(report)
+
+
+def _uuid(value: str, hint: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a UUID", param_hint=hint) from None
+
+
+def _print(report) -> None:
+    table = Table(title=f"replay {report.plan.request_id} ({report.plan.mode.replace('_', ' ')})")
+    for col, width in (("original", 36), ("class", 12), ("tenant", 6), ("was", 6), ("outcome", 12),
+                       ("replay", 36), ("detail", 20)):
+        table.add_column(col, overflow="fold", min_width=width)
+    for item in report.items:
+        style = OUTCOME_STYLE.get(item.outcome, "")
+        table.add_row(str(item.original_cmd_uuid), escape(item.cmd_class or ""), escape(item.tenant_id or ""),
+                      item.original_status or "", f"[{style}]{item.outcome}[/]",
+                      str(item.replay_cmd_uuid or ""), escape((item.message or "")[:300]))
+    _common.console.print(table)
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(report.counts().items())) or "nothing selected"
+    _common.console.print(f"{len(report.items)} commands — {counts}", highlight=False)
