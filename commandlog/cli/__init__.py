@@ -9,7 +9,6 @@ from commandlog.cli import deploy as _deploy
 from commandlog.cli import demo as _demo
 from commandlog.cli import log as _log
 from commandlog.cli import replay as _replay
-from commandlog.cli import replay as _replay
 from commandlog.cli import token as _token
 from commandlog.cli import up as _up
 from commandlog.cli._common import run
@@ -22,7 +21,6 @@ app.add_typer(_log.app, name="log")
 app.add_typer(_up.app, name="up")
 app.add_typer(_deploy.app, name="deploy")
 app.add_typer(_token.app, name="token")
-app.add_typer(_replay.app, name="replay")
 app.command("replay")(_replay.replay)
 # Sub-applications of later features register here, one line each.
 
