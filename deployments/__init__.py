@@ -41,9 +41,19 @@ def replay_commands_on_demand(settings: Settings) -> RunnerDeployment:
                                    "failures (each original at most once per request; rerun-safe).")
 
 
+def draft_approval_on_demand(settings: Settings) -> RunnerDeployment:
+    """``draft-approval/on-demand``: review a draft's projection in the UI, then approve (execute once) or reject."""
+    from flows.draft_approval import draft_approval
+
+    return _deployment(draft_approval, "on-demand",
+                       description="Project a draft, show the before/after diff, pause for approve/reject/edit; "
+                                   "approve executes it exactly once (rerun-safe).")
+
+
 ENTRIES: list[Callable[[Settings], RunnerDeployment]] = [
     export_snapshot_hourly,
     replay_commands_on_demand,
+    draft_approval_on_demand,
 ]
 
 

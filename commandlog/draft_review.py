@@ -1,0 +1,119 @@
+"""A reviewer's decision on a draft: the markdown they read, and applying what they chose.
+
+Used by the ``draft-approval`` flow (its tasks wrap these) and usable without Prefect. A decision is approve or
+reject, with the reviewer's name, a comment, and optionally an edited body (JSON text): an edit is saved and
+asks for a new review instead of deciding; an approval whose projection went stale asks for a new review too.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from commandlog.command_json import to_json_map
+from commandlog.draft_errors import (
+    DraftAlreadyExecutedError, DraftConflictError, DraftExecutionError, DraftNotOpenError, DraftValidationError,
+    ProjectionRequiredError, StaleProjectionError,
+)
+from commandlog.drafts import DraftService
+from commandlog.projection import Projection
+from commandlog.redaction import redact
+from storage.drafts import DraftRow
+
+ReviewOutcome = Literal["approved", "rejected", "already_executed", "closed", "edited", "review_again"]
+FINAL: frozenset[str] = frozenset({"approved", "rejected", "already_executed", "closed"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewResult:
+    """What applying a decision did; ``outcome`` in ``FINAL`` ends the review."""
+
+    outcome: ReviewOutcome
+    """What happened."""
+    message: str
+    """One sentence for the reviewer (shown in the next review when the review goes on)."""
+    draft_uuid: str
+    """The draft."""
+    cmd_uuid: str | None = None
+    """The command the draft executed as (approved, already_executed)."""
+    decided_by: str | None = None
+    """Who decided."""
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready map (the flow's return value)."""
+        return asdict(self)
+
+
+def apply_decision(drafts: DraftService, draft_uuid: uuid.UUID, *, decision: Literal["approve", "reject"],
+                   approver: str, comment: str = "", edited_body: str = "", reviewed_version: int,
+                   reviewed_fingerprint: str) -> ReviewResult:
+    """Apply one reviewer decision on what they reviewed (``reviewed_version`` / ``reviewed_fingerprint``)."""
+    d = str(draft_uuid)
+    try:
+        if edited_body.strip():
+            try:
+                body = json.loads(edited_body)
+            except json.JSONDecodeError as e:
+                return ReviewResult(outcome="review_again", draft_uuid=d,
+                                    message=f"The edited body is not valid JSON ({e}); nothing was changed.")
+            draft = drafts.get(draft_uuid)
+            drafts.edit(draft_uuid, tenant_id=draft.tenant_id, body=body, expected_version=reviewed_version)
+            return ReviewResult(outcome="edited", draft_uuid=d, message=f"{approver} edited the body; "
+                                "this is the projection of the new version.")
+        if decision == "reject":
+            drafts.reject(draft_uuid, rejecter=approver, comment=comment or None)
+            return ReviewResult(outcome="rejected", draft_uuid=d, decided_by=approver,
+                                message=f"Rejected by {approver}" + (f": {comment}" if comment else "."))
+        approval = drafts.approve(draft_uuid, approver=approver, comment=comment or None,
+                                  fingerprint=reviewed_fingerprint)
+        return ReviewResult(outcome="approved", draft_uuid=d, cmd_uuid=str(approval.cmd_uuid), decided_by=approver,
+                            message=f"Approved by {approver}; executed as {approval.cmd_uuid}.")
+    except DraftAlreadyExecutedError as e:
+        return ReviewResult(outcome="already_executed", draft_uuid=d, cmd_uuid=str(e.cmd_uuid), message=str(e))
+    except DraftNotOpenError as e:
+        return ReviewResult(outcome="closed", draft_uuid=d, message=str(e))
+    except (DraftValidationError, DraftConflictError, StaleProjectionError, ProjectionRequiredError,
+            DraftExecutionError) as e:
+        return ReviewResult(outcome="review_again", draft_uuid=d, message=f"Not done: {e}")
+
+
+def review_markdown(drafts: DraftService, draft: DraftRow, projection: Projection, *, note: str | None = None) -> str:
+    """The reviewer's page: the body (secrets withheld), the projected outcome and the before/after diff."""
+    command = drafts.command_of(draft)
+    body = redact(command, to_json_map(command))
+    out = [f"# Draft `{draft.draft_uuid}`", "",
+           f"**{draft.cmd_class}** (draft version {draft.version}) for tenant **{draft.tenant_id}**, "
+           f"created by {draft.created_by}. Subjects: {', '.join(draft.subjects) or 'none'}.", ""]
+    if note:
+        out += [f"> {note}", ""]
+    out += ["## Body (sensitive fields withheld)", "", "```json", json.dumps(body, indent=2, ensure_ascii=False),
+            "```", "", f"## Projected outcome: {projection.status}", ""]
+    if projection.status == "succeeded":
+        out += [f"Result: `{json.dumps(projection.result, ensure_ascii=False)}`", ""]
+    else:
+        out += [f"Would fail: **{projection.error_type}**: {projection.error_message}", ""]
+    if projection.events:
+        out += ["| event | payload |", "|---|---|"]
+        out += [f"| {e['event_type']} | `{_cell(e['payload'])}` |" for e in projection.events]
+        out.append("")
+    out += ["## Changes (before → after)", ""]
+    if projection.before is None:
+        out += ["No subject loader is registered for this domain: no before/after state to show.", ""]
+    else:
+        out += ["| subject | change | field | before | after |", "|---|---|---|---|---|"]
+        for entry in projection.diff:
+            rows = entry["fields"] or [{"path": "", "before": "", "after": ""}]
+            out += [f"| {entry['subject']} | {entry['change']} | {f['path']} | {_cell(f['before'])} | "
+                    f"{_cell(f['after'])} |" for f in rows]
+        out.append("")
+    out += [f"Projection fingerprint: `{projection.fingerprint}`", "",
+            "Approve to execute exactly this version, reject with a comment, or paste an edited body (JSON) to "
+            "see a new projection first."]
+    return "\n".join(out)
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text.replace("|", "\\|").replace("\n", " ")[:200]

@@ -1,0 +1,57 @@
+"""Flow ``draft-approval``: show a draft's projection in the Prefect UI and wait for a person to decide.
+
+Changes: on approve, executes the draft's command once (logged with ``draft_uuid``, the approver as actor); on reject,
+marks the draft rejected with the comment; an edited body is saved as a new version and reviewed again. A timeout
+changes nothing (the draft stays open) and fails the run. Rerun-safe: a new run re-projects; a decided draft is
+reported as such, never executed twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from prefect import flow
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from pydantic import Field
+
+from commandlog.draft_errors import DraftError
+from commandlog.draft_review import FINAL
+from tasks.drafts import apply_draft_decision, fail_run, project_draft
+
+
+class DraftDecision(RunInput):
+    """The reviewer's form: approve or reject, who you are, why; optionally an edited body to review first."""
+
+    decision: Literal["approve", "reject"] = Field(description="Approve executes exactly the reviewed version.")
+    approver: str = Field(min_length=1, max_length=200, description="Your name: recorded in the draft and the log.")
+    comment: str = Field("", max_length=2000, description="Why (shown with a rejection).")
+    edited_body: str = Field("", description="Optional: the whole body as JSON; saved, projected and shown again.")
+
+
+class DraftApprovalTimeoutError(DraftError):
+    """Nobody decided within the timeout; the draft stays open."""
+
+
+@flow(name="draft-approval", log_prints=True, validate_parameters=True)
+def draft_approval(draft_uuid: uuid.UUID, timeout_seconds: int = 3600, poll_interval_seconds: int = 5) -> dict:
+    """Project, publish the review, pause for a decision; an edit re-projects and asks again."""
+    note = None
+    while True:
+        review = project_draft(draft_uuid, note)
+        form = DraftDecision.with_initial_data(description=review["markdown"], decision="approve")
+        try:
+            decision = pause_flow_run(wait_for_input=form, timeout=timeout_seconds,
+                                      poll_interval=poll_interval_seconds)
+        except FlowPauseTimeout:
+            message = (f"no decision on draft {draft_uuid} within {timeout_seconds}s: the draft stays open and "
+                       "unexecuted; start draft-approval again to review it")
+            fail_run(message)
+            raise DraftApprovalTimeoutError(message) from None
+        result = apply_draft_decision(draft_uuid, decision.model_dump(), review)
+        print(result["message"])
+        if result["outcome"] in FINAL:
+            return result
+        note = result["message"]

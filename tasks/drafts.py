@@ -1,0 +1,54 @@
+"""Prefect tasks of the draft-approval flow: thin wrappers over ``commandlog.drafts`` / ``commandlog.draft_review``.
+
+Safe to retry: projecting again only replaces the stored projection; a decision applied twice finds the draft
+already decided and reports it (``already_executed`` / ``closed``) instead of acting twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from commandlog.bootstrap import runtime
+from commandlog.draft_review import apply_decision, review_markdown
+from commandlog.drafts import DraftService
+
+
+def _drafts() -> DraftService:
+    _, bus = runtime()
+    return DraftService(bus)
+
+
+@task(name="project-draft", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def project_draft(draft_uuid: uuid.UUID, note: str | None = None) -> dict:
+    """Project the draft, publish the review page as a markdown artifact; returns what the reviewer sees."""
+    drafts = _drafts()
+    projection = drafts.project(draft_uuid)
+    draft = drafts.get(draft_uuid)
+    markdown = review_markdown(drafts, draft, projection, note=note)
+    create_markdown_artifact(key="draft-review", markdown=markdown,
+                             description=f"Draft {draft_uuid} version {draft.version}: {projection.status}")
+    return {"draft_uuid": str(draft_uuid), "version": draft.version, "fingerprint": projection.fingerprint,
+            "status": projection.status, "markdown": markdown}
+
+
+def fail_run(message: str) -> None:
+    """Fail the current flow run with ``message`` now (before the pause-expiry message of the server wins)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+    from prefect.states import Failed
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run.id, Failed(message=message), force=True)
+
+
+@task(name="apply-draft-decision", cache_policy=NO_CACHE)
+def apply_draft_decision(draft_uuid: uuid.UUID, decision: dict, review: dict) -> dict:
+    """Apply the reviewer's decision to the version and fingerprint they reviewed."""
+    result = apply_decision(_drafts(), draft_uuid, decision=decision["decision"], approver=decision["approver"],
+                            comment=decision.get("comment") or "", edited_body=decision.get("edited_body") or "",
+                            reviewed_version=review["version"], reviewed_fingerprint=review["fingerprint"])
+    return result.to_json()
