@@ -122,7 +122,7 @@ def _filters(*, tenant, subject, actor, cmd_class, status, since, until, correla
             raise InvalidFilterError("status", f"must be one of {', '.join(STATUSES)}, not {status!r}")
         where.append("status = %s")
         params.append(status)
-    lo, hi = _time("since", since), _time("until", until)
+    lo, hi = parse_time("since", since), parse_time("until", until)
     if lo is not None and hi is not None and lo >= hi:
         raise InvalidFilterError("until", "must be later than since")
     if lo is not None:
@@ -158,7 +158,7 @@ def _uuid(name: str, value: Any) -> uuid.UUID:
         raise InvalidFilterError(name, f"must be a UUID, not {value!r}") from None
 
 
-def _time(name: str, value: Any) -> dt.datetime | None:
+def parse_time(name: str, value: Any) -> dt.datetime | None:
     """A timezone-aware instant from a datetime, a date or an ISO 8601 string (naive means UTC)."""
     if value is None:
         return None

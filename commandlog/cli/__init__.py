@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from commandlog.cli import db as _db
+from commandlog.cli import export as _export
+from commandlog.cli import journal as _journal
 from commandlog.cli import deploy as _deploy
 from commandlog.cli import demo as _demo
 from commandlog.cli import log as _log
@@ -22,6 +24,8 @@ app.add_typer(_up.app, name="up")
 app.add_typer(_deploy.app, name="deploy")
 app.add_typer(_token.app, name="token")
 app.command("replay")(_replay.replay)
+app.add_typer(_journal.app, name="journal")
+app.command("export")(_export.export)
 # Sub-applications of later features register here, one line each.
 
 
