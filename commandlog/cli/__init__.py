@@ -9,6 +9,7 @@ from commandlog.cli import export as _export
 from commandlog.cli import journal as _journal
 from commandlog.cli import deploy as _deploy
 from commandlog.cli import demo as _demo
+from commandlog.cli import draft as _draft
 from commandlog.cli import log as _log
 from commandlog.cli import replay as _replay
 from commandlog.cli import token as _token
@@ -26,6 +27,7 @@ app.add_typer(_token.app, name="token")
 app.command("replay")(_replay.replay)
 app.add_typer(_journal.app, name="journal")
 app.command("export")(_export.export)
+app.add_typer(_draft.app, name="draft")
 # Sub-applications of later features register here, one line each.
 
 
