@@ -150,7 +150,8 @@ class Platform:
         ui = api_url[:-4] if api_url.rstrip("/").endswith("/api") else api_url
         self.urls = {"Prefect UI": ui.rstrip("/"), "Prefect API": api_url,
                      "web app": f"http://{o.host}:{o.web_port}", "API docs": f"http://{o.host}:{o.web_port}/docs",
-                     "lake": self.settings.lake, "deployments": ", ".join(names)}
+                     "Postgres": _masked(self.db.url), "lake": self.settings.lake,
+                     "deployments": ", ".join(names)}
 
     def shutdown(self) -> None:
         """Stop the children (newest first), then release the database (stopping the embedded Postgres)."""
@@ -290,6 +291,16 @@ def _read_json(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _masked(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    from psycopg.conninfo import make_conninfo
+
+    p = conninfo_to_dict(url)
+    if not p.get("password"):
+        return url
+    return make_conninfo(**{**p, "password": "***"})
 
 
 def _ensure_database(url: str, dbname: str) -> bool:

@@ -1,0 +1,167 @@
+"""``cmdlog up --demo`` as a subprocess: ready, export through the Prefect API, journal over HTTP, clean SIGTERM.
+
+One ``up`` is shared by the whole module (it takes ~20 s to start); the SIGTERM test runs last and ends it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import psutil
+import psycopg
+import pyarrow.dataset as ds
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CMDLOG = str(Path(sys.executable).with_name("cmdlog"))
+DEMO_TENANTS = ["acme", "globex", "initech", "umbrella", "hooli"]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (other test sessions may run concurrently)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """The test's environment for a ``cmdlog`` child: its own home, no inherited Prefect server or database."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PREFECT_API_URL", "CMDLOG_DATABASE_URL", "CMDLOG_LAKE_URI", "PREFECT_HOME")}
+    env["CMDLOG_HOME"] = str(home)
+    return env
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    """A running ``cmdlog up --demo`` on free ports with a temporary CMDLOG_HOME."""
+    home = tmp_path_factory.mktemp("up") / "home"
+    ports = SimpleNamespace(prefect=free_port(), web=free_port())
+    out = home.parent / "up.out"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen([CMDLOG, "up", "--demo", "--demo-commands", "3000", "--prefect-port",
+                                 str(ports.prefect), "--web-port", str(ports.web)], env=base_env(home),
+                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while "Press Ctrl-C to stop." not in out.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"cmdlog up did not become ready (exit {proc.poll()}):\n{out.read_text()}")
+        time.sleep(0.5)
+    state = json.loads((home / "run" / "up.json").read_text())
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    yield SimpleNamespace(proc=proc, home=home, ports=ports, out=out, urls=state["urls"], tree=tree,
+                          web=f"http://127.0.0.1:{ports.web}", api=f"http://127.0.0.1:{ports.prefect}/api",
+                          db_url=state["urls"]["Postgres"])
+    if proc.poll() is None:  # the SIGTERM test did not run (or failed): do not leave the platform behind
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    for p in tree:
+        if p.is_running():
+            p.kill()
+
+
+def make_token(platform, *args: str) -> str:
+    """A token made by ``cmdlog token create`` on the running platform's home (reusing its Postgres)."""
+    done = subprocess.run([CMDLOG, "token", "create", *args], env=base_env(platform.home), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_up_prints_every_url_and_each_answers(platform):
+    text = platform.out.read_text()
+    for name in ("Prefect UI", "web app", "API docs", "deployments"):
+        assert name in text
+    assert "export-snapshot/hourly" in platform.urls["deployments"]
+    assert httpx.get(f"{platform.api}/health").status_code == 200
+    assert httpx.get(f"{platform.web}/api/health").json() == {"status": "ok"}
+    assert "/api/journal" in httpx.get(f"{platform.web}/openapi.json").json()["paths"]
+    assert httpx.get(f"{platform.web}/docs").status_code == 200
+
+
+def test_export_snapshot_triggered_through_the_prefect_api_writes_parquet_and_a_snapshot_row(platform):
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: platform.api}):
+        run = run_deployment("export-snapshot/hourly", timeout=240, poll_interval=1)
+    assert run.state.is_completed(), run.state
+    files = list((platform.home / "lake").rglob("*.parquet"))
+    assert files, "no Parquet file in the lake"
+    with psycopg.connect(platform.db_url) as conn:
+        published = conn.execute("SELECT count(*) FROM export_snapshot "
+                                 "WHERE kind = 'export' AND status = 'published'").fetchone()[0]
+        logged = conn.execute("SELECT count(*) FROM command_log").fetchone()[0]
+    assert published >= 1
+    exported = ds.dataset(platform.home / "lake" / "commands", format="parquet", partitioning="hive").count_rows()
+    assert exported == logged > 0
+
+
+def test_journal_with_a_viewer_token_returns_only_its_tenant(platform):
+    token = make_token(platform, "--tenant", "acme", "--role", "viewer")
+    r = httpx.get(f"{platform.web}/api/journal", params={"limit": 500}, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    entries = r.json()["entries"]
+    assert entries and {e["tenant_id"] for e in entries} == {"acme"}
+    other = httpx.get(f"{platform.web}/api/journal", params={"tenant": "globex"},
+                      headers={"Authorization": f"Bearer {token}"})
+    assert other.status_code == 403
+
+
+def test_journal_with_an_admin_token_returns_the_lean_rows_of_every_tenant(platform):
+    token = make_token(platform, "--role", "admin")
+    r = httpx.get(f"{platform.web}/api/journal", params={"limit": 1000}, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    assert len({e["tenant_id"] for e in r.json()["entries"]}) > 1
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nope", "Bearer cl_0123456789ab.AAAAAAAAAAAAAAAAAAAAAAAAAAA"])
+def test_journal_with_a_bad_or_missing_token_is_401(platform, header):
+    headers = {"Authorization": header} if header else {}
+    r = httpx.get(f"{platform.web}/api/journal", headers=headers)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_second_up_on_the_same_home_says_one_is_running(platform):
+    done = subprocess.run([CMDLOG, "up", "--prefect-port", str(free_port()), "--web-port", str(free_port())],
+                          env=base_env(platform.home), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "already running" in done.stderr and str(platform.proc.pid) in done.stderr
+    assert httpx.get(f"{platform.web}/api/health").status_code == 200  # the first one is untouched
+
+
+def test_a_busy_port_is_named_with_the_option_to_choose_another(platform, tmp_path):
+    done = subprocess.run([CMDLOG, "up", "--prefect-port", str(free_port()), "--web-port", str(platform.ports.web)],
+                          env=base_env(tmp_path / "other"), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"port {platform.ports.web}" in done.stderr and "--web-port" in done.stderr
+    assert not (tmp_path / "other" / "pg").exists()  # nothing was started
+
+
+def test_sigterm_stops_every_child_and_postgres_within_15_seconds(platform):
+    pg = int((platform.home / "pg" / "postmaster.pid").read_text().split()[0])
+    assert len(platform.tree) >= 4  # up, Prefect server, deployments, web (and their children)
+    platform.proc.send_signal(signal.SIGTERM)
+    gone, alive = psutil.wait_procs(platform.tree, timeout=15)
+    assert not alive, [(p.pid, p.name()) for p in alive]
+    assert platform.proc.wait(5) == 0
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(pg) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not psutil.pid_exists(pg), "Postgres still running"
+    assert "stopped" in platform.out.read_text()
