@@ -202,21 +202,7 @@ class CommandBus:
         count = 0
         batch: list[CommandRecord] = []
         for entry in entries:
-            record = self._start(entry.command, entry.context, entry.cmd_uuid, log_rejection=False,
-                                 started_at=entry.started_at)
-            record.status = entry.status
-            record.finished_at = entry.finished_at or entry.started_at
-            record.result = entry.result
-            if entry.status != "succeeded":
-                record.error_type = entry.error_type or "Error"
-                record.error_message = entry.error_message
-                record.public_error_message = scrub(entry.error_message, record.secrets)
-                record.result = None
-            else:
-                record.events = [EventRecord(event_uuid=uuid7(record.finished_at), cmd_uuid=record.cmd_uuid,
-                                             event_type=t, payload=p, occurred_at=record.finished_at)
-                                 for t, p in entry.events]
-            batch.append(record)
+            batch.append(self.history_record(entry))
             if len(batch) >= batch_size:
                 count += self._copy(batch)
                 batch = []
@@ -224,14 +210,36 @@ class CommandBus:
             count += self._copy(batch)
         return count
 
+    def history_record(self, entry: HistoricalCommand) -> CommandRecord:
+        """The record of a command that already ran: checked and redacted like a live one."""
+        record = self._start(entry.command, entry.context, entry.cmd_uuid, log_rejection=False,
+                             started_at=entry.started_at)
+        record.status = entry.status
+        record.finished_at = entry.finished_at or entry.started_at
+        record.result = entry.result
+        if entry.status != "succeeded":
+            record.error_type = entry.error_type or "Error"
+            record.error_message = entry.error_message
+            record.public_error_message = scrub(entry.error_message, record.secrets)
+            record.result = None
+        else:
+            record.events = [EventRecord(event_uuid=uuid7(record.finished_at), cmd_uuid=record.cmd_uuid,
+                                         event_type=t, payload=p, occurred_at=record.finished_at)
+                             for t, p in entry.events]
+        return record
+
+    @staticmethod
+    def copy_rows_of(records: list[CommandRecord]) -> dict[str, list[tuple]]:
+        """The COPY rows of ``records`` for each log table."""
+        return {
+            "global_rows": [logs.global_row(r) for r in records],
+            "tenant_rows": [logs.tenant_row(r, _json_or_none(r.result)) for r in records],
+            "event_rows_": [row for r in records for row in logs.event_rows(r, _dumps)],
+        }
+
     def _copy(self, records: list[CommandRecord]) -> int:
         with self.db.connection() as conn:
-            logs.copy_rows(
-                conn,
-                global_rows=[logs.global_row(r) for r in records],
-                tenant_rows=[logs.tenant_row(r, _json_or_none(r.result)) for r in records],
-                event_rows_=[row for r in records for row in logs.event_rows(r, _dumps)],
-            )
+            logs.copy_rows(conn, **self.copy_rows_of(records))
         return len(records)
 
     def project(self, command: Command, context: ExecutionContext, *,
