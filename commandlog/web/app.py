@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from commandlog.settings import Settings
 from commandlog.web import errors
+from commandlog.web.drafts import router as drafts_router
 from commandlog.web.journal import router as journal_router
 
 
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, *, db=None, bus=None) -> FastAP
         return JSONResponse({"status": "ok"})
 
     app.include_router(journal_router)
+    app.include_router(drafts_router)
     # Routers of later features register here, one line each.
     return app
 

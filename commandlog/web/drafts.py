@@ -1,0 +1,143 @@
+"""``/api/drafts``: create, list, read, edit and project drafts; approve them with an operator token.
+
+A tenant token works on its own tenant's drafts; an admin token names the tenant with ``?tenant=``. Creating,
+editing and projecting change no domain state (a projection commits nothing), so a viewer token may do them;
+approving executes the command and needs an operator (or admin) token. Errors use the app's one error handler.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from commandlog.draft_errors import (
+    DraftConflictError, DraftNotFoundError, DraftNotOpenError, DraftValidationError, ProjectionRequiredError,
+    StaleProjectionError,
+)
+from commandlog.drafts import DraftService
+from commandlog.tokens import PermissionDeniedError, Principal
+from commandlog.web import errors
+from commandlog.web.auth import require_role
+from storage.drafts import ApprovalLockTimeoutError, DraftRow
+
+router = APIRouter(prefix="/api/drafts", tags=["drafts"])
+
+errors.STATUS_BY_ERROR.update({
+    DraftNotFoundError: 404, DraftValidationError: 422, DraftConflictError: 409, DraftNotOpenError: 409,
+    ProjectionRequiredError: 409, StaleProjectionError: 409, ApprovalLockTimeoutError: 409,
+})
+
+
+class NewDraft(BaseModel):
+    """A draft to create."""
+
+    cmd_class: str = Field(description="Registered command class, e.g. `billing.RenameCustomer`.")
+    body: dict[str, Any] = Field(description="The command body as a JSON map.")
+
+
+class DraftEdit(BaseModel):
+    """An edit: the version you edited, and the body (whole, or only the fields to change with `merge`)."""
+
+    version: int = Field(ge=1, description="The version you are editing; an older one is answered with 409.")
+    body: dict[str, Any] = Field(description="The new body, or the fields to change when `merge` is true.")
+    merge: bool = Field(True, description="Change only the given top-level fields (true) or replace the body.")
+
+
+class DraftApproval(BaseModel):
+    """An approval of the projection you reviewed."""
+
+    approver: str | None = Field(None, min_length=1, max_length=200, description="Your name (default: the token).")
+    comment: str | None = Field(None, max_length=2000)
+    fingerprint: str | None = Field(None, description="Fingerprint of the projection you reviewed.")
+
+
+def _tenant(principal: Principal, tenant: str | None) -> str:
+    if principal.is_admin:
+        if not tenant:
+            raise PermissionDeniedError("tenant: an admin token must name the tenant (?tenant=…)")
+        return tenant
+    if tenant is not None and tenant != principal.tenant_id:
+        raise PermissionDeniedError("tenant: this token may only use its own tenant's drafts")
+    return principal.tenant_id
+
+
+def _who(principal: Principal) -> str:
+    return f"token:{principal.token_id}"
+
+
+def _drafts(request: Request) -> DraftService:
+    return DraftService(request.app.state.bus)
+
+
+def _json(d: DraftRow) -> dict[str, Any]:
+    out = {k: getattr(d, k) for k in DraftRow.__dataclass_fields__}
+    return {k: (str(v) if isinstance(v, uuid.UUID) else v.isoformat() if hasattr(v, "isoformat") else v)
+            for k, v in out.items()}
+
+
+async def _call(fn, *args, **kwargs):
+    try:
+        return await run_in_threadpool(fn, *args, **kwargs)
+    except DraftValidationError as e:  # the field errors, not only the sentence
+        return JSONResponse({"error": type(e).__name__, "detail": str(e), "errors": e.errors}, status_code=422)
+
+
+TenantQuery = Query(None, description="Admin tokens only: the tenant.")
+
+
+@router.post("", status_code=201, summary="Create a draft (validated; errors name the field)")
+async def create(request: Request, new: NewDraft, tenant: str | None = TenantQuery,
+                 principal: Principal = Depends(require_role("viewer"))):
+    """A new open draft of `cmd_class` with `body`."""
+    d = await _call(_drafts(request).create, _tenant(principal, tenant), _who(principal), cmd_class=new.cmd_class,
+                    body=new.body)
+    return d if isinstance(d, JSONResponse) else JSONResponse(_json(d), status_code=201)
+
+
+@router.get("", summary="The tenant's drafts, most recently changed first")
+async def list_drafts(request: Request, tenant: str | None = TenantQuery,
+                      status: Literal["open", "executed", "rejected", "discarded"] | None = None,
+                      limit: int = Query(50, ge=1, le=1000),
+                      principal: Principal = Depends(require_role("viewer"))) -> dict:
+    """Drafts of the caller's tenant (read under row-level security)."""
+    rows = await run_in_threadpool(_drafts(request).list, _tenant(principal, tenant), status=status, limit=limit)
+    return {"drafts": [_json(d) for d in rows]}
+
+
+@router.get("/{draft_uuid}", summary="One draft")
+async def get(request: Request, draft_uuid: uuid.UUID, tenant: str | None = TenantQuery,
+              principal: Principal = Depends(require_role("viewer"))) -> dict:
+    """The draft with its body, version, status and last projection."""
+    return _json(await run_in_threadpool(_drafts(request).get, draft_uuid, tenant_id=_tenant(principal, tenant)))
+
+
+@router.patch("/{draft_uuid}", summary="Edit a draft (optimistic concurrency on `version`)")
+async def patch(request: Request, draft_uuid: uuid.UUID, change: DraftEdit, tenant: str | None = TenantQuery,
+                principal: Principal = Depends(require_role("viewer"))):
+    """The edited draft; 422 (draft unchanged) for an invalid body, 409 naming the current version when stale."""
+    d = await _call(_drafts(request).edit, draft_uuid, tenant_id=_tenant(principal, tenant), body=change.body,
+                    expected_version=change.version, merge=change.merge)
+    return d if isinstance(d, JSONResponse) else _json(d)
+
+
+@router.post("/{draft_uuid}/projection", summary="Project a draft (commits nothing)")
+async def project(request: Request, draft_uuid: uuid.UUID, tenant: str | None = TenantQuery,
+                  principal: Principal = Depends(require_role("viewer"))):
+    """Its would-be result, events, before/after diff of its subjects, and the fingerprint to approve with."""
+    p = await _call(_drafts(request).project, draft_uuid, tenant_id=_tenant(principal, tenant), actor=_who(principal))
+    return p if isinstance(p, JSONResponse) else p.to_json()
+
+
+@router.post("/{draft_uuid}/approval", summary="Approve a draft: execute it exactly once (operator)")
+async def approve(request: Request, draft_uuid: uuid.UUID, approval: DraftApproval, tenant: str | None = TenantQuery,
+                  principal: Principal = Depends(require_role("operator"))):
+    """Executes the projected version; 409 when already executed (naming the command) or the projection is stale."""
+    approver = approval.approver or _who(principal)
+    a = await _call(_drafts(request).approve, draft_uuid, tenant_id=_tenant(principal, tenant), approver=approver,
+                    comment=approval.comment, fingerprint=approval.fingerprint)
+    return a if isinstance(a, JSONResponse) else a.to_json()
