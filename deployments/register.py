@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from commandlog.settings import Settings
-from deployments import all_deployments
+from deployments import all_deployments, deployment_names
 
 
 def ensure_pool(name: str, *, pool_type: str = "process") -> bool:
@@ -33,14 +33,21 @@ def ensure_pool(name: str, *, pool_type: str = "process") -> bool:
         return True
 
 
-def register(pool: str, *, settings: Settings | None = None, create_pool: bool = True) -> list[str]:
-    """Apply every deployment to work pool ``pool``; return their ``flow/deployment`` names."""
+def register(pool: str, *, settings: Settings | None = None, create_pool: bool = True,
+             only: list[str] | None = None) -> list[str]:
+    """Apply every deployment (or those named in ``only``) to work pool ``pool``; return their names."""
+    deployments = all_deployments(settings)
+    known = deployment_names(deployments)
+    unknown = sorted(set(only or ()) - set(known))
+    if unknown:
+        raise ValueError(f"only: no deployment named {', '.join(unknown)} (known: {', '.join(known)})")
     if create_pool:
         ensure_pool(pool)
     names = []
-    for deployment in all_deployments(settings):
-        deployment.apply(work_pool_name=pool)
-        names.append(f"{deployment.flow_name}/{deployment.name}")
+    for name, deployment in zip(known, deployments):
+        if only is None or name in only:
+            deployment.apply(work_pool_name=pool)
+            names.append(name)
     return names
 
 
@@ -49,8 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m deployments.register")
     parser.add_argument("--pool", required=True, help="Work pool name (created as a process pool when missing).")
     parser.add_argument("--no-create", action="store_true", help="Fail instead of creating a missing pool.")
+    parser.add_argument("--only", action="append", help="Register only this flow/deployment (repeatable).")
     args = parser.parse_args(argv)
-    for name in register(args.pool, create_pool=not args.no_create):
+    for name in register(args.pool, create_pool=not args.no_create, only=args.only):
         print(f"registered {name} on pool {args.pool}")
 
 

@@ -15,6 +15,7 @@ app = typer.Typer(help="Register the deployments on a Prefect work pool, for wor
 def deploy(
     pool: str = typer.Option(..., "--pool", help="Work pool name (created as a `process` pool when missing)."),
     create: bool = typer.Option(True, "--create/--no-create", help="Create the pool when it does not exist."),
+    only: list[str] = typer.Option(None, "--only", help="Register only this flow/deployment (repeatable)."),
 ) -> None:
     """Apply export-snapshot and the other deployments to POOL on the server of PREFECT_API_URL."""
     if not os.environ.get("PREFECT_API_URL"):
@@ -26,7 +27,7 @@ def deploy(
     from deployments.register import register
 
     try:
-        names = register(pool, settings=_common.settings(), create_pool=create)
+        names = register(pool, settings=_common.settings(), create_pool=create, only=only or None)
     except ValueError as e:
         _common.fail(str(e))
     for name in names:
