@@ -13,9 +13,7 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 
 up: install
-	$(BIN)/cmdlog db upgrade
-	$(BIN)/cmdlog demo seed --tenants 5 --commands 20000 --days 30
-	$(BIN)/cmdlog log tail -n 15
+	$(BIN)/cmdlog up --demo
 
 test: install
 	$(BIN)/python -m pytest -q
