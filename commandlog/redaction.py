@@ -6,8 +6,9 @@ depth of nested models, lists and mappings. Error messages are scrubbed of every
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -15,6 +16,23 @@ from commandlog.commands import Sensitive
 
 WITHHELD = "[withheld]"
 """The value that replaces a sensitive field in the global log."""
+
+
+@functools.cache
+def has_sensitive(model_type: type) -> bool:
+    """Whether a model class can hold a sensitive value anywhere (conservative: ``Any`` fields count as yes)."""
+    return any(_is_sensitive(info) or _may_hold_sensitive(info.annotation)
+               for info in model_type.model_fields.values())
+
+
+def _may_hold_sensitive(annotation: Any) -> bool:
+    if annotation is Any or annotation is object:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return has_sensitive(annotation)
+    if get_origin(annotation) is Annotated:
+        return any(m is Sensitive for m in get_args(annotation)[1:]) or _may_hold_sensitive(get_args(annotation)[0])
+    return any(_may_hold_sensitive(a) for a in get_args(annotation))
 
 
 def _is_sensitive(info) -> bool:

@@ -64,3 +64,25 @@ def test_sensitive_fields_keep_their_key_with_the_marker():
     assert public["iban"] == WITHHELD and public["pin"] == WITHHELD
     assert public["cards"] == [{"label": "work", "number": WITHHELD}]
     assert public["owner"] == "o"
+
+
+def test_classes_are_known_to_hold_sensitive_values_at_any_depth():
+    from typing import Any
+
+    from commandlog.redaction import has_sensitive
+
+    class Plain(Command):
+        cmd_class = "test_unit.Plain"
+        name: str
+        tags: list[str] = []
+
+    class Loose(Command):
+        cmd_class = "test_unit.LooseAny"
+        blob: Any = None
+
+    class Deep(Command):
+        cmd_class = "test_unit.Deep"
+        cards: dict[str, list[Card]] | None = None
+
+    assert not has_sensitive(Plain)
+    assert has_sensitive(Nested) and has_sensitive(Deep) and has_sensitive(Loose)
