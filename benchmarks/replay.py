@@ -1,0 +1,129 @@
+"""Replay throughput: N failed commands replayed in execute mode through the ``replay-commands`` flow, against
+executing the same commands directly through the bus, in the same run and on the same database.
+
+    python -m benchmarks.replay                # 10k commands
+    python -m benchmarks.replay --rows 2000    # a quick look
+
+Setup: a fresh embedded Postgres (or ``--database-url``), N billing customers, N ``RenameCustomer`` originals
+logged as failed (batch path). Baseline: N ``RenameCustomer`` commands through ``bus.execute`` one by one, measured before and after
+the replays; the faster of the two counts. Flow:
+the ``replay-commands`` flow (plan task, one task per batch, report task) under a temporary Prefect server, Prefect
+defaults otherwise (heartbeats on). Also the same replay through the service without Prefect (``run_replay``),
+on a second tenant, to show what Prefect itself costs. Prints one JSON line; ``ratio_to_direct`` is flow/direct
+throughput (target >= 0.7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+
+def _setup(db, bus, tenant: str, n: int) -> None:
+    """``n`` customers of ``tenant`` and ``n`` failed renames of them in the log."""
+    from commandlog.bus import HistoricalCommand
+    from commandlog.context import ExecutionContext
+    from examples.billing import commands as c
+
+    with db.connection() as conn, conn.cursor() as cur:
+        with cur.copy("COPY billing.customer (tenant_id, customer_id, name, email) FROM STDIN") as copy:
+            for i in range(1, n + 1):
+                copy.write_row((tenant, i, f"Customer {i}", f"c{i}@{tenant}.example"))
+    ctx = ExecutionContext(tenant_id=tenant, actor_id=f"clerk@{tenant}")
+    start = datetime.now(UTC) - timedelta(hours=1)
+    bus.import_history(HistoricalCommand(
+        command=c.RenameCustomer(customer_id=i, name=f"Renamed {i}"), context=ctx,
+        started_at=start + timedelta(milliseconds=i), status="failed", error_type="CustomerNotFoundError",
+        error_message=f"customer {i} does not exist") for i in range(1, n + 1))
+
+
+def _direct(bus, tenant: str, n: int, *, label: str) -> float:
+    from commandlog.context import ExecutionContext
+    from examples.billing import commands as c
+
+    ctx = ExecutionContext(tenant_id=tenant, actor_id="bench")
+    start = time.perf_counter()
+    for i in range(1, n + 1):
+        bus.execute(c.RenameCustomer(customer_id=i, name=f"{label} {i}"), ctx)
+    return time.perf_counter() - start
+
+
+def _request(tenant: str, n: int, batch_size: int):
+    from commandlog.replay import ReplayRequest
+
+    return ReplayRequest(tenant_id=tenant, cmd_class="billing.RenameCustomer", status="failed", mode="execute",
+                         requested_by="bench", max_commands=n, batch_size=batch_size)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print one JSON line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.replay")
+    parser.add_argument("--rows", type=int, default=10_000, help="Commands to replay (default 10000).")
+    parser.add_argument("--batch-size", type=int, default=1000, help="Commands per replay task.")
+    parser.add_argument("--database-url", help="An existing Postgres instead of a fresh embedded one.")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    home = Path(tempfile.mkdtemp(prefix="cmdlog-bench-replay-"))
+
+    from commandlog.bootstrap import close_runtimes, runtime
+    from commandlog.replay import run_replay
+    from commandlog.settings import Settings
+    from storage import embedded
+    from storage.migrate import upgrade
+    from storage.postgres import Database
+
+    server = None if args.database_url else embedded.start_server(home / "pg", delete_on_exit=True)
+    db = Database(url=args.database_url or embedded.ensure_database(server, "bench_replay"))
+    upgrade(db)
+    os.environ["CMDLOG_DATABASE_URL"] = db.url  # the flow's tasks open the same database through runtime()
+    _, bus = runtime(Settings.from_env())
+    n, stamp = args.rows, int(time.time())
+    flow_tenant, service_tenant = f"bench-flow-{stamp}", f"bench-service-{stamp}"
+    _setup(db, bus, flow_tenant, n)
+    _setup(db, bus, service_tenant, n)
+    _direct(bus, flow_tenant, min(n, 200), label="Warm-up")
+
+    direct_s = _direct(bus, flow_tenant, n, label="Direct")
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.replay_commands import replay_commands
+
+    with prefect_test_harness(server_startup_timeout=120):
+        start = time.perf_counter()
+        summary = replay_commands(_request(flow_tenant, n, args.batch_size))
+        flow_s = time.perf_counter() - start
+    if summary["counts"] != {"succeeded": n}:
+        raise SystemExit(f"flow replay did not succeed for every command: {summary['counts']}")
+
+    start = time.perf_counter()
+    report = run_replay(db, bus, _request(service_tenant, n, args.batch_size))
+    service_s = time.perf_counter() - start
+    if report.counts() != {"succeeded": n}:
+        raise SystemExit(f"service replay did not succeed for every command: {report.counts()}")
+    direct_after_s = _direct(bus, flow_tenant, n, label="Again")
+    # the baseline is the faster of the two direct runs (before and after the replays): the conservative ratio
+    baseline_s = min(direct_s, direct_after_s)
+
+    close_runtimes()
+    db.close()
+    if server is not None:
+        embedded.stop_server(server)
+    print(json.dumps({
+        "benchmark": "replay", "rows": n, "batch_size": args.batch_size,
+        "direct_seconds": round(baseline_s, 3), "direct_runs_seconds": [round(direct_s, 3), round(direct_after_s, 3)],
+        "flow_seconds": round(flow_s, 3), "service_seconds": round(service_s, 3),
+        "direct_per_s": round(n / baseline_s, 1), "flow_per_s": round(n / flow_s, 1),
+        "service_per_s": round(n / service_s, 1),
+        "ratio_to_direct": round(baseline_s / flow_s, 3),
+        "service_ratio_to_direct": round(baseline_s / service_s, 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()
