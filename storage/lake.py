@@ -27,6 +27,8 @@ import pyarrow.parquet as pq
 from storage.errors import StorageError
 
 STAGING = "_staging"
+WRITE_OPTIONS = {"max_open_files": 1024, "max_partitions": 100_000, "max_rows_per_group": 256 * 1024}
+"""``pyarrow.dataset.write_dataset`` options of every export (the export benchmark's ceiling uses them too)."""
 MANIFESTS = "_manifests"
 
 
@@ -112,9 +114,8 @@ class Lake:
             ds.write_dataset(source, base, filesystem=self.fs, format="parquet",
                              partitioning=ds.partitioning(schema, flavor="hive"),
                              basename_template=f"{prefix}{snapshot_id:010d}-{{i}}.parquet",
-                             existing_data_behavior="overwrite_or_ignore", max_open_files=512,
-                             max_rows_per_file=max_rows_per_file, max_rows_per_group=256 * 1024,
-                             create_dir=True, file_visitor=visit)
+                             existing_data_behavior="overwrite_or_ignore", max_rows_per_file=max_rows_per_file,
+                             create_dir=True, file_visitor=visit, **WRITE_OPTIONS)
         except (pa.ArrowException, OSError) as e:
             raise LakeError(f"cannot write dataset {dataset!r} to {self.uri}: {e}") from e
         return written

@@ -1,0 +1,153 @@
+"""Export benchmark: ``cmdlog export`` against its ceiling, measured in the same run on the same rows.
+
+Ceiling: an ADBC fetch of the same rows (same select lists) plus one ``pyarrow.dataset.write_dataset`` per dataset
+with the same Hive partitioning, and no bookkeeping (no snapshot transaction range, ledger, staging, rename or
+manifest). ``ratio_to_ceiling`` = ceiling time / export time (1.0 = no overhead). Each side runs in its own child
+process so that ``peak_rss_mb`` is the export's own peak resident memory.
+
+    python -m benchmarks.export [--rows 2000000] [--repeat 3] [--database-url URL]
+
+Seeds through the bus batch path (``examples.billing.demo``) into ``bench_<rows>`` on an embedded server kept
+under ``$CMDLOG_BENCH_HOME`` (default ``/tmp/cmdlog-bench``), reused by later runs when the row count matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_HOME = Path(os.environ.get("CMDLOG_BENCH_HOME", "/tmp/cmdlog-bench"))
+
+
+def bench_database(rows: int, *, url: str | None = None, tenants: int = 20, days: int = 30) -> str:
+    """URL of a database holding exactly ``rows`` seeded commands (seeded now unless already there)."""
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from commandlog.bus import CommandBus
+    from examples.billing import setup
+    from examples.billing.demo import seed
+    from storage import embedded
+    from storage.migrate import upgrade
+    from storage.postgres import Database
+
+    if url is None:
+        server = embedded.start_server(BENCH_HOME / "pg", keep_running=True)
+        admin = embedded.ensure_database(server, "postgres")
+        params = conninfo_to_dict(admin)
+        params["dbname"] = f"bench_{rows}"
+        url = make_conninfo(**params)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (params["dbname"],)).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(params["dbname"])))
+    db = Database(url=url)
+    upgrade(db)
+    with db.connection() as conn:
+        have = conn.execute("SELECT count(*) FROM command_log").fetchone()[0]
+    if have != rows:
+        with db.connection() as conn:
+            conn.execute("TRUNCATE command_log, tenant_command_log, domain_event, frontend_action, export_snapshot")
+        t0 = time.perf_counter()
+        seed(setup(CommandBus(db)), tenants=tenants, commands=rows, days=days)
+        with db.connection() as conn:
+            conn.execute("ANALYZE")
+        print(f"seeded {rows} commands in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    db.close()
+    return url
+
+
+def _child(mode: str, url: str, lake: str) -> dict:
+    """Run one side in a child process; its wall time, rows and own peak RSS."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.export", "--child", mode, "--database-url", url,
+                          "--lake", lake], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{mode} child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _run_child(mode: str, url: str, lake: str) -> None:
+    from storage.postgres import Database
+
+    t0 = time.perf_counter()
+    if mode == "ceiling":
+        rows = _ceiling(url, lake)
+    else:
+        from commandlog.export import run_export
+
+        db = Database(url=url)
+        rows = sum(run_export(db, lake).rows.values())
+        db.close()
+    elapsed = time.perf_counter() - t0
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"mode": mode, "seconds": elapsed, "rows": rows, "peak_rss_mb": round(rss_mb, 1)}))
+
+
+def _ceiling(url: str, lake: str) -> int:
+    """ADBC fetch + partitioned write of the same rows, no bookkeeping."""
+    import adbc_driver_postgresql.dbapi as adbc
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    from storage.arrow_export import DATASETS
+    from storage.lake import WRITE_OPTIONS
+
+    rows = 0
+    with adbc.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+        for spec in DATASETS.values():
+            cur.execute(f"SELECT {spec.columns} FROM {spec.table}")
+            reader = cur.fetch_record_batch()
+            counted = []
+            ds.write_dataset(reader, f"{lake}/{spec.name}", format="parquet",
+                             partitioning=ds.partitioning(pa.schema([reader.schema.field(k) for k in spec.partition_by]),
+                                                          flavor="hive"),
+                             existing_data_behavior="overwrite_or_ignore", **WRITE_OPTIONS,
+                             file_visitor=lambda f, c=counted: c.append(f.metadata.num_rows))
+            rows += sum(counted)
+    return rows
+
+
+def main() -> None:
+    """Seed (or reuse), then alternate ceiling and export runs; print one JSON line."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=2_000_000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--database-url")
+    p.add_argument("--child", choices=["ceiling", "export"])
+    p.add_argument("--lake")
+    args = p.parse_args()
+    if args.child:
+        return _run_child(args.child, args.database_url, args.lake)
+    url = bench_database(args.rows, url=args.database_url)
+    ceiling, export = [], []
+    for _ in range(args.repeat):
+        for mode, results in (("ceiling", ceiling), ("export", export)):
+            lake = tempfile.mkdtemp(prefix=f"cmdlog-bench-{mode}-")
+            try:
+                results.append(_child(mode, url, lake))
+            finally:
+                shutil.rmtree(lake, ignore_errors=True)
+    if ceiling[0]["rows"] != export[0]["rows"]:
+        raise SystemExit(f"row counts differ: ceiling {ceiling[0]['rows']} vs export {export[0]['rows']}")
+    c_med = statistics.median(r["seconds"] for r in ceiling)
+    e_med = statistics.median(r["seconds"] for r in export)
+    print(json.dumps({
+        "benchmark": "export", "rows": args.rows, "rows_all_datasets": export[0]["rows"], "repeat": args.repeat,
+        "ceiling_seconds": round(c_med, 2), "export_seconds": round(e_med, 2),
+        "export_rows_per_s": round(export[0]["rows"] / e_med), "ratio_to_ceiling": round(c_med / e_med, 3),
+        "ceiling_peak_rss_mb": max(r["peak_rss_mb"] for r in ceiling),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in export),
+    }))
+
+
+if __name__ == "__main__":
+    main()
