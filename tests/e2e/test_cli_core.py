@@ -73,3 +73,19 @@ def test_bad_options_and_a_bad_setting_fail_with_a_message(home_env):
     wrong = cmdlog("log", "tail", env=env)
     assert wrong.returncode == 2 and "CMDLOG_MAX_BODY_BYTES must be an integer" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+def test_the_readme_quickstart_runs_and_logs_with_the_iban_withheld(database_factory, tmp_path):
+    url = database_factory("quickstart")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CMDLOG_")}
+    env.update(CMDLOG_DATABASE_URL=url, CMDLOG_HOME=str(tmp_path))
+    run = subprocess.run([sys.executable, "-m", "examples.quickstart"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("succeeded ")
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT cmd_body FROM command_log").fetchone() == (
+            {"account": "42", "iban": "[withheld]"},)
+        assert conn.execute("SELECT cmd_body->>'iban' FROM tenant_command_log").fetchone() == (
+            "DE89370400440532013000",)
+        assert conn.execute("SELECT iban FROM iban").fetchone() == ("DE89370400440532013000",)
