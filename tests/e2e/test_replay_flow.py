@@ -96,3 +96,11 @@ def test_the_deployment_refuses_parameters_that_do_not_fit_the_form(prefect_serv
     monkeypatch.setenv("CMDLOG_DATABASE_URL", pg_url)
     with pytest.raises(Exception, match="requested_by"):
         asyncio.run(go())
+
+
+def test_the_replay_deployment_is_among_all_deployments_with_one_run_at_a_time():
+    from deployments import all_deployments
+
+    [replay] = [d for d in all_deployments(Settings.from_env({})) if f"{d.flow_name}/{d.name}" == NAME]
+    assert replay.concurrency_limit == 1
+    assert replay.entrypoint == "flows.replay_commands.replay_commands"

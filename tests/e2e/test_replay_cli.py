@@ -1,0 +1,54 @@
+"""``cmdlog replay`` as a subprocess against the session's database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from examples.billing import commands as c
+
+CMDLOG = str(Path(sys.executable).with_name("cmdlog"))
+
+
+def cmdlog(pg_url: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CMDLOG_DATABASE_URL": pg_url, "CMDLOG_HOME": str(tmp_path), "COLUMNS": "200"}
+    return subprocess.run([CMDLOG, "replay", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_cmdlog_replay_dry_runs_by_id_then_recovers_the_failed_ones(pg_url, bus, db, ctx, tenant, tmp_path):
+    with pytest.raises(Exception) as info:
+        bus.execute(c.RenameCustomer(customer_id=1, name="From CLI"), ctx)
+    original = str(info.value.cmd_uuid)
+    bus.execute(c.CreateCustomer(customer_id=1, name="C", email="c@x.io"), ctx)
+
+    dry = cmdlog(pg_url, tmp_path, original, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    [row] = [json.loads(line) for line in dry.stdout.splitlines()]
+    assert (row["original_cmd_uuid"], row["outcome"], row["original_status"]) == (original, "now_succeeds", "failed")
+
+    refused = cmdlog(pg_url, tmp_path, "--failed", "--tenant", tenant, "--since", "1h", "--max", "0")
+    assert refused.returncode != 0
+
+    done = cmdlog(pg_url, tmp_path, "--failed", "--tenant", tenant, "--since", "1h", "--class",
+                  "billing.RenameCustomer", "--as", "ops@cli")
+    assert done.returncode == 0, done.stderr
+    assert "succeeded: 1" in done.stdout
+    with db.connection() as conn:
+        assert conn.execute("SELECT name FROM billing.customer WHERE tenant_id = %s", (tenant,)).fetchall() == [
+            ("From CLI",)]
+        assert conn.execute("SELECT actor_id, status FROM tenant_command_log WHERE replay_of = %s",
+                            (info.value.cmd_uuid,)).fetchall() == [("ops@cli", "succeeded")]
+
+
+def test_cmdlog_replay_explains_a_selection_over_the_cap(pg_url, bus, ctx, tenant, tmp_path):
+    for i in (1, 2):
+        with pytest.raises(Exception):
+            bus.execute(c.RenameCustomer(customer_id=i, name="x"), ctx)
+    result = cmdlog(pg_url, tmp_path, "--failed", "--tenant", tenant, "--max", "1", "--dry-run")
+    assert result.returncode == 2
+    assert "matches 2 commands, more than max_commands=1" in " ".join(result.stderr.split())
