@@ -84,7 +84,9 @@ def timeline(db, *, tenant: str | None, admin: bool = False, subject=None, actor
     """
     if not admin and not (isinstance(tenant, str) and tenant.strip()):
         raise InvalidFilterError("tenant", "a tenant is required unless the caller is an admin")
-    where, params = _filters(tenant=tenant if admin else None, subject=subject, actor=actor, cmd_class=cmd_class,
+    # Tenant callers filter on tenant_id explicitly too: RLS enforces it, the explicit equality lets the planner
+    # use the (tenant_id, …) indexes with a plain parameter.
+    where, params = _filters(tenant=tenant, subject=subject, actor=actor, cmd_class=cmd_class,
                              status=status, since=since, until=until, correlation_id=correlation_id, cursor=cursor)
     limit = _limit(limit)
     table = "command_log" if admin else "tenant_command_log"
