@@ -19,7 +19,7 @@ from commandlog.draft_errors import (
 )
 from commandlog.drafts import DraftService
 from commandlog.projection import Projection
-from commandlog.redaction import redact
+from commandlog.redaction import WITHHELD, redact
 from storage.drafts import DraftRow
 
 ReviewOutcome = Literal["approved", "rejected", "already_executed", "closed", "edited", "review_again"]
@@ -82,7 +82,8 @@ def apply_decision(drafts: DraftService, draft_uuid: uuid.UUID, *, decision: Lit
 def review_markdown(drafts: DraftService, draft: DraftRow, projection: Projection, *, note: str | None = None) -> str:
     """The reviewer's page: the body (secrets withheld), the projected outcome and the before/after diff."""
     command = drafts.command_of(draft)
-    body = redact(command, to_json_map(command))
+    excluded = type(command).body_excluded()  # e.g. a card token: never shown outside the tenant's own data
+    body = {"(body excluded)": WITHHELD} if excluded else redact(command, to_json_map(command))
     out = [f"# Draft `{draft.draft_uuid}`", "",
            f"**{draft.cmd_class}** (draft version {draft.version}) for tenant **{draft.tenant_id}**, "
            f"created by {draft.created_by}. Subjects: {', '.join(draft.subjects) or 'none'}.", ""]

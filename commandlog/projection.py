@@ -96,7 +96,14 @@ def project_command(bus, loaders: SubjectLoaders, command: Command, context: Exe
     return Projection(
         draft_uuid=context.draft_uuid, draft_version=draft_version, cmd_class=cls.cmd_class, status=outcome.status,
         result=outcome.result, events=[{"event_type": e.event_type, "payload": e.payload} for e in outcome.events],
-        error_type=outcome.error_type, error_message=outcome.error_message, subjects=subjects,
+        error_type=outcome.error_type, error_message=_public_error(outcome), subjects=subjects,
         before=outcome.before, after=outcome.after, diff=diff(outcome.before, outcome.after),
         fingerprint=fingerprint(outcome.before), projected_at=datetime.now(UTC).isoformat(),
     )
+
+
+def _public_error(outcome) -> str | None:
+    """The failure message scrubbed of the body's sensitive values (projections are shown to reviewers)."""
+    if outcome.record is not None and outcome.record.public_error_message is not None:
+        return outcome.record.public_error_message
+    return outcome.error_message

@@ -249,3 +249,16 @@ def test_tenant_role_cannot_write_drafts(db, drafts, tenant):
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         with db.tenant_session(tenant) as conn:
             conn.execute("UPDATE command_draft SET version = 9 WHERE draft_uuid = %s", (d.draft_uuid,))
+
+
+def test_review_page_withholds_sensitive_fields_and_excluded_bodies(drafts, tenant, bus, ctx, customer):
+    from commandlog.draft_review import review_markdown
+
+    iban = "DE99888877776666555544"
+    d = drafts.create(tenant, "alice", c.UpdatePaymentDetails(customer_id=customer, holder="Blue", iban=iban))
+    page = review_markdown(drafts, drafts.get(d.draft_uuid), drafts.project(d.draft_uuid))
+    assert iban not in page and "[withheld]" in page and "…5544" in page
+    token = "tok_secret_0123456789"
+    d = drafts.create(tenant, "alice", c.AttachCardToken(customer_id=customer, card_token=token))
+    page = review_markdown(drafts, drafts.get(d.draft_uuid), drafts.project(d.draft_uuid))
+    assert token not in page and "body excluded" in page
