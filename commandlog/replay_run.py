@@ -50,7 +50,18 @@ def dry_run_batch(db: Database, bus: CommandBus, the_plan: ReplayPlan,
 
 def execute_batch(db: Database, bus: CommandBus, the_plan: ReplayPlan,
                   cmd_uuids: Sequence[uuid.UUID]) -> list[ReplayItemResult]:
-    """Execute each original of the batch that this request has not executed yet."""
+    """Execute each original of the batch that this request has not executed yet.
+
+    Runs of the same request are serialised by an advisory lock held for the batch: a second run waits, then
+    finds the items done. (The deployment allows one run at a time anyway; this also covers the CLI.)
+    """
+    with db.connection() as lock_conn:
+        repo.lock_request(lock_conn, the_plan.request_id)
+        return _execute_batch(db, bus, the_plan, cmd_uuids)
+
+
+def _execute_batch(db: Database, bus: CommandBus, the_plan: ReplayPlan,
+                   cmd_uuids: Sequence[uuid.UUID]) -> list[ReplayItemResult]:
     rid = the_plan.request_id
     results: dict[uuid.UUID, ReplayItemResult] = {}
     runnable: list[tuple[repo.OriginalRow, object, uuid.UUID]] = []

@@ -204,6 +204,19 @@ def logged_status(conn: psycopg.Connection, cmd_uuids: Sequence[uuid.UUID]) -> d
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
+_LOCK_CLASS = 0x7265706C  # 'repl': the first key of the two-key advisory lock space (disjoint from bigint keys)
+
+
+def lock_request(conn: psycopg.Connection, request_id: uuid.UUID) -> None:
+    """Wait for, then hold until ``conn``'s transaction ends, the lock that serialises runs of one request.
+
+    A transaction-level advisory lock: released on commit, rollback or when the holder's connection dies
+    (https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS).
+    """
+    key = int.from_bytes(request_id.bytes[:4], "big", signed=True)
+    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, key))
+
+
 def finish_request(conn: psycopg.Connection, request_id: uuid.UUID) -> None:
     """Stamp the request finished (again on a rerun)."""
     conn.execute("UPDATE replay_request SET finished_at = now() WHERE request_id = %s", (request_id,))

@@ -3,6 +3,7 @@ divergence after a handler change (invariants 6 and 7)."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Annotated
 
@@ -241,6 +242,28 @@ def test_a_crash_between_batches_never_executes_an_original_twice(bus, db, ctx, 
     third = run_replay(db, bus, request.model_copy(update={"request_id": request_id}))
     assert [i.outcome for i in third.items] == ["already_replayed"] * 5
     assert [len(replays_of(db, o)) for o in originals] == [1] * 5
+
+
+def test_two_concurrent_runs_of_one_request_execute_each_original_exactly_once(bus, db, ctx, tenant):
+    originals = [failed_rename(bus, ctx, i, f"Race {i}") for i in range(1, 21)]
+    for i in range(1, 21):
+        create(bus, ctx, i)
+    the_plan = plan(db, ReplayRequest(tenant_id=tenant, status="failed", mode="execute", requested_by="ops"))
+    start = threading.Barrier(2)
+    outcomes: list[list[str]] = []
+
+    def run() -> None:
+        start.wait()
+        outcomes.append([i.outcome for i in replay_batch(db, bus, the_plan, the_plan.cmd_uuids)])
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert sorted(outcomes) == [["already_replayed"] * 20, ["succeeded"] * 20]
+    assert [[r[1] for r in replays_of(db, o)] for o in originals] == [["succeeded"]] * 20
 
 
 def test_a_failed_attempt_whose_item_was_not_closed_is_closed_on_rerun_not_executed_again(bus, db, ctx, tenant):
