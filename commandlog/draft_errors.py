@@ -9,7 +9,8 @@
           │    └── DraftAlreadyExecutedError   … executed, as ``cmd_uuid``
           ├── ProjectionRequiredError     approving needs a projection of the current version
           ├── StaleProjectionError        the subjects changed since the projection: project again
-          └── DraftExecutionError         the approved command failed (logged as failed; the draft stays open)
+          ├── DraftExecutionError         the approved command failed (logged as failed; the draft stays open)
+          └── DraftApprovalTimeoutError   nobody decided in the draft-approval flow in time (the draft stays open)
 """
 
 from __future__ import annotations
@@ -84,3 +85,7 @@ class DraftExecutionError(DraftError):
         self.draft_uuid = draft_uuid
         self.cmd_uuid = cmd_uuid
         super().__init__(f"draft {draft_uuid} failed as {cmd_uuid}: {type(error).__name__}: {error}")
+
+
+class DraftApprovalTimeoutError(DraftError):
+    """Nobody decided within the approval flow's timeout; the draft stays open."""

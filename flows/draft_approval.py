@@ -17,7 +17,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from commandlog.draft_errors import DraftError
+from commandlog.draft_errors import DraftApprovalTimeoutError
 from commandlog.draft_review import FINAL
 from tasks.drafts import apply_draft_decision, fail_run, project_draft
 
@@ -29,10 +29,6 @@ class DraftDecision(RunInput):
     approver: str = Field(min_length=1, max_length=200, description="Your name: recorded in the draft and the log.")
     comment: str = Field("", max_length=2000, description="Why (shown with a rejection).")
     edited_body: str = Field("", description="Optional: the whole body as JSON; saved, projected and shown again.")
-
-
-class DraftApprovalTimeoutError(DraftError):
-    """Nobody decided within the timeout; the draft stays open."""
 
 
 @flow(name="draft-approval", log_prints=True, validate_parameters=True)
