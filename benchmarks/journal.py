@@ -1,0 +1,112 @@
+"""Journal benchmark: the ``journal report`` queries on DuckDB over the lake vs the same SQL on Postgres, and the
+latency of subject, actor and class timelines on Postgres (tenant session, first page of 50).
+
+    python -m benchmarks.journal [--rows 5000000] [--timelines 100] [--database-url URL]
+
+``duckdb_speedup_median``: median over the report queries of (Postgres median time / DuckDB median time), both
+measured in this run on the same rows (the lake is exported from the benchmark database first, incrementally).
+``timeline_p95_ms``: p95 over all timeline calls (Python API, connection from the pool, rows decoded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+
+from benchmarks.export import BENCH_HOME, bench_database
+
+
+def _median_time(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_reports(db, lake_uri: str, *, runs: int) -> dict[str, dict]:
+    """Each report's median seconds on DuckDB (lake) and on Postgres (``command_log``)."""
+    from commandlog.analytics import REPORTS, lake_connection, report_sql
+    from storage.duckdb_journal import query
+
+    con = lake_connection(lake_uri)
+    out = {}
+    with db.connection() as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        for name in REPORTS:
+            duck_sql = report_sql(name, source="commands")
+            pg_sql = report_sql(name, source="command_log")
+            query(con, duck_sql).read_all()  # warm: file metadata, page cache
+            conn.execute(pg_sql).fetchall()
+            duck = _median_time(lambda s=duck_sql: query(con, s).read_all(), runs)
+            pg = _median_time(lambda s=pg_sql: conn.execute(s).fetchall(), max(1, runs // 2))
+            out[name] = {"duckdb_ms": round(duck * 1000, 1), "postgres_ms": round(pg * 1000, 1),
+                         "speedup": round(pg / duck, 1)}
+            print(f"{name}: {out[name]}", file=sys.stderr)
+    return out
+
+
+def bench_timelines(db, *, n: int, seed: int = 3) -> dict:
+    """Latencies (ms) of ``n`` subject, ``n`` actor and ``n`` class timelines for random tenants."""
+    from commandlog.journal import timeline
+
+    rng = random.Random(seed)
+    with db.connection() as conn:
+        sample = conn.execute("SELECT tenant_id, actor_id, cmd_class, subjects FROM command_log "
+                              "TABLESAMPLE SYSTEM (1) LIMIT 2000").fetchall()
+    sample = [r for r in sample if r[3]]
+    lat: dict[str, list[float]] = {"subject": [], "actor": [], "cmd_class": []}
+    for _ in range(3):  # warm the pool and plans
+        t, a, c, s = rng.choice(sample)
+        timeline(db, tenant=t, actor=a)
+    for kind in lat:
+        for _ in range(n):
+            t, a, c, s = rng.choice(sample)
+            value = {"subject": rng.choice(s), "actor": a, "cmd_class": c}[kind]
+            t0 = time.perf_counter()
+            page = timeline(db, tenant=t, **{kind: value})
+            lat[kind].append((time.perf_counter() - t0) * 1000)
+            assert page.entries, (kind, value)
+    every = sorted(x for v in lat.values() for x in v)
+    return {"p95_ms": round(every[int(0.95 * (len(every) - 1))], 2),
+            "per_filter_p95_ms": {k: round(sorted(v)[int(0.95 * (len(v) - 1))], 2) for k, v in lat.items()},
+            "p50_ms": round(statistics.median(every), 2)}
+
+
+def main() -> None:
+    """Seed (or reuse), export to the benchmark lake, time reports and timelines; print one JSON line."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=5_000_000)
+    p.add_argument("--timelines", type=int, default=100, help="Timelines per filter kind.")
+    p.add_argument("--runs", type=int, default=5, help="Runs per DuckDB report query (Postgres: half).")
+    p.add_argument("--database-url")
+    args = p.parse_args()
+
+    from commandlog.export import run_export
+    from storage.postgres import Database
+
+    url = bench_database(args.rows, url=args.database_url)
+    db = Database(url=url)
+    lake = str(BENCH_HOME / f"lake_{args.rows}")
+    t0 = time.perf_counter()
+    exported = run_export(db, lake)
+    print(f"export to {lake}: {sum(exported.rows.values())} new rows in {time.perf_counter() - t0:.1f}s",
+          file=sys.stderr)
+    reports = bench_reports(db, lake, runs=args.runs)
+    timelines = bench_timelines(db, n=args.timelines)
+    db.close()
+    print(json.dumps({
+        "benchmark": "journal", "rows": args.rows,
+        "duckdb_speedup_median": statistics.median(r["speedup"] for r in reports.values()),
+        "timeline_p95_ms": timelines["p95_ms"], "timeline_p50_ms": timelines["p50_ms"],
+        "timeline_per_filter_p95_ms": timelines["per_filter_p95_ms"], "reports": reports,
+    }))
+
+
+if __name__ == "__main__":
+    main()
