@@ -16,6 +16,7 @@ ledger/manifest steps, checking that the merged row count equals the replaced on
 
 from __future__ import annotations
 
+import datetime as dt
 import posixpath
 from collections import defaultdict
 from collections.abc import Callable
@@ -104,6 +105,30 @@ def run_compaction(db, lake_uri: str, *, min_files: int = 8, step: Step | None =
     return result
 
 
+def expire_partitions(db, lake_uri: str, *, retention: str, before: dt.date, step: Step | None = None) -> ExportResult:
+    """Remove every lake file of ``retention`` whose ``day`` is before ``before`` (for retention cleanup).
+
+    A ledger run of kind ``expiry``: the manifest drops the files first, then they are deleted, so manifest readers
+    never meet a missing file. Deleting the same days again is a no-op.
+    """
+    if retention not in ("short_lived", "long_lived"):
+        raise ExportError(f"retention: only short_lived or long_lived partitions expire, not {retention!r}")
+    step = step or _quiet
+    lake = Lake(lake_uri)
+    with ledger.lake_lock(db, lake_uri):
+        recovered = _recover(db, lake, step)
+        current = lake.manifest()
+        doomed = [f for f in (current[1] if current else [])
+                  if f.partition.get("retention") == retention and f.partition.get("day", "9999") < before.isoformat()]
+        if not doomed:
+            return ExportResult(snapshot_id=None, kind="expiry", recovered=recovered)
+        run = ledger.start_run(db, lake_uri, kind="expiry")
+        result = _publish(db, lake, run, [], doomed, step)
+        lake.prune_empty_dirs({(f.dataset, posixpath.dirname(f.path)) for f in doomed})
+    result.recovered = recovered
+    return result
+
+
 def _stage(lake: Lake, reader: SnapshotReader, run: ledger.SnapshotRow, step: Step) -> list[LakeFile]:
     """Write every dataset of the run's range under staging (redoing a previous attempt from scratch)."""
     lake.discard_staging(run.snapshot_id)
@@ -147,7 +172,7 @@ def _recover(db, lake: Lake, step: Step) -> list[int]:
     if run.status == "publishing":
         _publish(db, lake, run, [LakeFile.from_json(d) for d in run.files],
                  [LakeFile.from_json(d) for d in run.replaced_files], step)
-    elif run.kind == "compaction":
+    elif run.kind in ("compaction", "expiry"):
         lake.discard_staging(run.snapshot_id)
         ledger.abandon(db, run.snapshot_id)
     else:

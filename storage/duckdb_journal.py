@@ -19,6 +19,8 @@ On top, only ``SELECT``/``EXPLAIN`` statements are accepted.
 
 from __future__ import annotations
 
+import os
+
 import duckdb
 import pyarrow.dataset as ds
 
@@ -75,6 +77,8 @@ def open_journal(lake: Lake, *, tenant: str | None = None, threads: int | None =
     if current is None:
         raise NoLakeError(f"no lake at {lake.uri} yet: run `cmdlog export` first")
     files = current[1]
+    if lake.is_local:  # a partition folder removed by hand (or by retention) must not break every query
+        files = [f for f in files if os.path.exists(lake.abspath(f.dataset, f.path))]
     views = {name: [f for f in files if f.dataset == name] for name in GLOBAL_VIEWS}
     if tenant is not None:
         mine = [f for f in files if f.dataset == "tenant_commands" and f.partition.get("tenant_id") == tenant]

@@ -150,6 +150,18 @@ class Lake:
                 n += 1
         return n
 
+    def prune_empty_dirs(self, partitions: Iterable[tuple[str, str]]) -> None:
+        """Remove partition folders (and their empty parents inside the dataset) left without files."""
+        for dataset, pdir in sorted(partitions, key=lambda p: -len(p[1])):
+            parts = pdir.split("/")
+            while parts and parts != [""]:
+                path = self.abspath(dataset, *parts)
+                info = self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+                if info or not self._exists(path):
+                    break
+                self.fs.delete_dir(path)
+                parts = parts[:-1]
+
     def write_manifest(self, snapshot_id: int, files: list[LakeFile]) -> None:
         """Publish the manifest of every live file after ``snapshot_id`` (temporary name, then rename)."""
         body = json.dumps({"snapshot_id": snapshot_id, "files": [f.to_json() for f in files]}).encode()

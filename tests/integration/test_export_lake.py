@@ -170,3 +170,24 @@ def test_compaction_merges_small_files_without_losing_or_duplicating(fresh, tmp_
     lake = _lake_uuids(tmp_path)
     assert sorted(lake) == sorted(_pg_uuids(fresh.db))
     assert run_compaction(fresh.db, str(tmp_path), min_files=2).snapshot_id is None
+
+
+def test_expired_partitions_leave_the_manifest_then_the_disk(fresh, tmp_path):
+    import datetime as dt
+
+    from commandlog.export import expire_partitions
+    from storage.duckdb_journal import open_journal, query
+
+    run_export(fresh.db, str(tmp_path))
+    tomorrow = dt.date.today() + dt.timedelta(days=1)
+    with fresh.db.connection() as conn:
+        short = conn.execute("SELECT count(*) FROM command_log WHERE retention = 'short_lived'").fetchone()[0]
+    assert short > 0
+    result = expire_partitions(fresh.db, str(tmp_path), retention="short_lived", before=tomorrow)
+    assert result.replaced > 0
+    assert glob.glob(f"{tmp_path}/*/retention=short_lived/**/*.parquet", recursive=True) == []
+    assert not glob.glob(f"{tmp_path}/commands/retention=short_lived/*")
+    con = open_journal(Lake(str(tmp_path)))
+    left = query(con, "select count(*) n, count(*) filter (where retention = 'short_lived') s from commands")
+    assert left.read_all().to_pylist() == [{"n": 600 - short, "s": 0}]
+    assert expire_partitions(fresh.db, str(tmp_path), retention="short_lived", before=tomorrow).snapshot_id is None

@@ -4,9 +4,10 @@ Revision ID: 0002
 Revises: 0001
 
 ``export_snapshot`` records every run that changes the lake: an export (the transaction-id range it covered, the
-files it published, rows per dataset) or a compaction (files added and replaced). A run is ``writing`` while its
-files sit under temporary names, ``publishing`` while they are renamed into place (a crash there is rolled
-forward by the next run), then ``published`` (``abandoned``: an interrupted compaction, nothing of it visible). At most one unfinished run per lake.
+files it published, rows per dataset), a compaction (files added and replaced) or an expiry (files of expired
+partitions removed for retention). A run is ``writing`` while its files sit under temporary names, ``publishing``
+while they are renamed into place (a crash there is rolled forward by the next run), then ``published``
+(``abandoned``: an interrupted compaction or expiry, nothing of it visible). At most one unfinished run per lake.
 
 Journal indexes: one per timeline filter, each ending in ``(started_at DESC, cmd_uuid DESC)`` so that a filtered
 page is one ordered index range scan per partition (the keyset cursor's order). Created on the partitioned parents,
@@ -24,7 +25,7 @@ LEDGER = """
 CREATE TABLE export_snapshot (
     snapshot_id     bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     lake_uri        text        NOT NULL,
-    kind            text        NOT NULL CHECK (kind IN ('export', 'compaction')),
+    kind            text        NOT NULL CHECK (kind IN ('export', 'compaction', 'expiry')),
     status          text        NOT NULL CHECK (status IN ('writing', 'publishing', 'published', 'abandoned')),
     from_tx         xid8,
     to_tx           xid8,
@@ -34,7 +35,7 @@ CREATE TABLE export_snapshot (
     files           jsonb       NOT NULL DEFAULT '[]',
     replaced_files  jsonb       NOT NULL DEFAULT '[]',
     row_counts      jsonb       NOT NULL DEFAULT '{}',
-    CHECK (kind = 'compaction' OR (from_tx IS NOT NULL AND to_tx IS NOT NULL AND from_tx <= to_tx))
+    CHECK (kind <> 'export' OR (from_tx IS NOT NULL AND to_tx IS NOT NULL AND from_tx <= to_tx))
 );
 CREATE UNIQUE INDEX export_snapshot_one_open_idx ON export_snapshot (lake_uri) WHERE status IN ('writing', 'publishing');
 CREATE INDEX export_snapshot_lake_idx ON export_snapshot (lake_uri, snapshot_id DESC);
