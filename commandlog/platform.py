@@ -25,13 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
 from commandlog.errors import CommandLogError
 from commandlog.processes import Child, stop_all, wait_for
 from commandlog.settings import Settings
+from storage import server_admin
 
 PREFECT_DATABASE = "prefect"
 
@@ -120,7 +118,8 @@ class Platform:
         o = self.options
         self.external_api_url = os.environ.get("PREFECT_API_URL") or None
         self._check_ports()
-        _prune_dead_handles(self.settings)
+        if not self.settings.database_url:
+            server_admin.prune_dead_handles(self.settings.home / "pg")
         self.echo("starting Postgres and applying migrations…")
         self.db = open_db(self.settings)
         api_url = self.external_api_url or f"http://{o.host}:{o.prefect_port}/api"
@@ -129,11 +128,11 @@ class Platform:
             if not _http_ok(f"{api_url.rstrip('/')}/health"):
                 raise PlatformError(f"PREFECT_API_URL={api_url} does not answer; start that server or unset it")
         else:
-            if _ensure_database(self.db.url, PREFECT_DATABASE):
+            if server_admin.ensure_database(self.db.url, PREFECT_DATABASE):
                 self.echo(f"created the database {PREFECT_DATABASE!r} for the Prefect server")
             # The server applies its own migrations on start: the same work as `prefect server database upgrade
             # -y`, without a second Python start-up on the critical path (measured: ~24 s vs ~38 s cold, loaded).
-            server_env = {**env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": _asyncpg_url(self.db.url),
+            server_env = {**env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": server_admin.asyncpg_url(self.db.url, PREFECT_DATABASE),
                           "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "true"}
             self._spawn("prefect-server", [_prefect(), "server", "start", "--host", o.host,
                                            "--port", str(o.prefect_port)], server_env)
@@ -151,7 +150,7 @@ class Platform:
         ui = api_url[:-4] if api_url.rstrip("/").endswith("/api") else api_url
         self.urls = {"Prefect UI": ui.rstrip("/"), "Prefect API": api_url,
                      "web app": f"http://{o.host}:{o.web_port}", "API docs": f"http://{o.host}:{o.web_port}/docs",
-                     "Postgres": _masked(self.db.url), "lake": self.settings.lake,
+                     "Postgres": server_admin.masked_url(self.db.url), "lake": self.settings.lake,
                      "deployments": ", ".join(names)}
 
     def shutdown(self) -> None:
@@ -176,8 +175,9 @@ class Platform:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            pid = (self.run_dir / "up.lock").read_text().strip()
             state = _read_json(self.run_dir / "up.json")
-            where = f" (pid {state['pid']}, web app {state['urls'].get('web app')})" if state else ""
+            where = f" (pid {pid}" + (f", web app {state['urls'].get('web app')})" if state else ", starting)")
             raise AlreadyRunningError(f"cmdlog up is already running for CMDLOG_HOME={self.settings.home}{where}; "
                                       "stop it first (Ctrl-C or SIGTERM) or use another CMDLOG_HOME") from None
         os.ftruncate(fd, 0)
@@ -282,56 +282,3 @@ def _read_json(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _masked(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    from psycopg.conninfo import make_conninfo
-
-    p = conninfo_to_dict(url)
-    if not p.get("password"):
-        return url
-    return make_conninfo(**{**p, "password": "***"})
-
-
-def _ensure_database(url: str, dbname: str) -> bool:
-    """Create ``dbname`` on the server of ``url`` when missing; True if it was created now."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
-            return False
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-        return True
-
-
-def _asyncpg_url(url: str, dbname: str = PREFECT_DATABASE) -> str:
-    """The SQLAlchemy asyncpg URL of database ``dbname`` on the server of libpq URI ``url`` (socket or TCP)."""
-    from urllib.parse import quote
-
-    p = conninfo_to_dict(url)
-    auth = quote(p.get("user") or "postgres", safe="")
-    if p.get("password"):
-        auth += ":" + quote(p["password"], safe="")
-    host = p.get("host") or "localhost"
-    if host.startswith("/"):
-        query = f"?host={host}" + (f"&port={p['port']}" if p.get("port") else "")
-        return f"postgresql+asyncpg://{auth}@/{dbname}{query}"
-    port = f":{p['port']}" if p.get("port") else ""
-    return f"postgresql+asyncpg://{auth}@{host}{port}/{dbname}"
-
-
-def _prune_dead_handles(settings: Settings) -> None:
-    """Drop pids of dead processes from the embedded server's handle list, so the last live holder stops it.
-
-    The wheel counts holders in ``<pgdata>/.handle_pids.json`` but never forgets a process that was killed; a
-    leftover pid would keep Postgres running after ``up`` ends.
-    """
-    if settings.database_url:
-        return
-    import psutil
-
-    path = (settings.home / "pg").resolve() / ".handle_pids.json"
-    pids = _read_json(path)
-    if isinstance(pids, list):
-        alive = [p for p in pids if psutil.pid_exists(p)]
-        if alive != pids:
-            path.write_text(json.dumps(alive))

