@@ -11,13 +11,22 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from commandlog.bootstrap import runtime
 from commandlog.export import run_compaction, run_export
 
-_PHASE_PROGRESS = {"recovering": 5.0, "staged": 15.0, "publishing": 70.0, "published": 80.0, "compacting": 85.0}
+_PHASE_PROGRESS = {"recovering": 5.0, "publishing": 70.0, "published": 80.0, "compacting": 85.0}
 
 
 def _stepper(progress_id: UUID | None):
+    """A ``step`` callback moving the progress artifact: 10% + 15% per staged dataset, then publishing phases."""
+    staged = 0
+
     def step(phase: str, detail: str) -> None:
-        if progress_id is not None and phase in _PHASE_PROGRESS:
-            update_progress_artifact(progress_id, _PHASE_PROGRESS[phase] + (10.0 if phase == "staged" else 0.0))
+        nonlocal staged
+        if progress_id is None:
+            return
+        if phase == "staged":
+            staged += 1
+            update_progress_artifact(progress_id, 10.0 + 15.0 * staged)
+        elif phase in _PHASE_PROGRESS:
+            update_progress_artifact(progress_id, _PHASE_PROGRESS[phase])
     return step
 
 
