@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import psycopg
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from commandlog.commands import Command, CommandRegistry, registry as default_registry
@@ -27,6 +27,12 @@ from commandlog.errors import CommandRejectedError, NoHandlerError, UnknownComma
 from commandlog.ids import uuid7
 from commandlog.records import CommandRecord, Outcome
 from commandlog.redaction import has_sensitive, redact, scrub, sensitive_values
+from commandlog.validation import check_context as _check_context
+from commandlog.validation import dumps as _dumps
+from commandlog.validation import json_or_none as _json_or_none
+from commandlog.validation import serialisation_error as _serialisation_error
+from commandlog.validation import to_json as _to_json
+from commandlog.validation import validation_errors
 from storage import logs
 from storage.postgres import Database
 
@@ -41,14 +47,6 @@ _MAX_NAME = 200
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _json_or_none(value: Any) -> str | None:
-    return None if value is None else _dumps(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -400,38 +398,3 @@ class CommandBus:
 def _outcome(record: CommandRecord, events) -> Outcome:
     return Outcome(cmd_uuid=record.cmd_uuid, status=record.status, result=record.result, events=list(events),
                    error_type=record.error_type, error_message=record.error_message, record=record)
-
-
-def _to_json(result: Any) -> Any:
-    if result is None:
-        return None
-    if isinstance(result, BaseModel):
-        return result.model_dump(mode="json")
-    return to_jsonable_python(result)
-
-
-def _check_context(context: ExecutionContext) -> None:
-    for name in ("tenant_id", "actor_id"):
-        value = getattr(context, name, None)
-        if not isinstance(value, str) or not value.strip():
-            raise CommandRejectedError("context", [{"field": name, "message": "must be a non-empty string"}])
-
-
-def _serialisation_error(command: Command, e: Exception) -> dict:
-    """Name the first field whose value cannot be serialised to JSON."""
-    for name in type(command).model_fields:
-        try:
-            _dumps(command.model_dump(mode="json", include={name}))
-        except (PydanticSerializationError, TypeError, ValueError) as fe:
-            return {"field": name, "message": f"value cannot be serialised to JSON: {_first_line(fe)}"}
-    return {"field": None, "message": f"body cannot be serialised to JSON: {_first_line(e)}"}
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
-def validation_errors(e: ValidationError) -> list[dict]:
-    """Pydantic errors as ``{field, message, type}`` — without the offending input, which may be sensitive."""
-    return [{"field": ".".join(str(p) for p in err["loc"]) or None, "message": err["msg"], "type": err["type"]}
-            for err in e.errors(include_url=False, include_input=False)]

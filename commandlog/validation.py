@@ -1,0 +1,60 @@
+"""Checking what enters the log: JSON serialisation, execution contexts, and field errors that name the field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+from commandlog.commands import Command
+from commandlog.context import ExecutionContext
+from commandlog.errors import CommandRejectedError
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text; NaN and infinities are refused (Postgres jsonb has none)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def json_or_none(value: Any) -> str | None:
+    """``dumps(value)``, or None for None."""
+    return None if value is None else dumps(value)
+
+
+def to_json(result: Any) -> Any:
+    """A handler's result as JSON-ready data (pydantic models dumped in JSON mode)."""
+    if result is None:
+        return None
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    return to_jsonable_python(result)
+
+
+def check_context(context: ExecutionContext) -> None:
+    """Refuse a context without a tenant or an actor."""
+    for name in ("tenant_id", "actor_id"):
+        value = getattr(context, name, None)
+        if not isinstance(value, str) or not value.strip():
+            raise CommandRejectedError("context", [{"field": name, "message": "must be a non-empty string"}])
+
+
+def serialisation_error(command: Command, e: Exception) -> dict:
+    """Name the first field whose value cannot be serialised to JSON."""
+    for name in type(command).model_fields:
+        try:
+            dumps(command.model_dump(mode="json", include={name}))
+        except (PydanticSerializationError, TypeError, ValueError) as fe:
+            return {"field": name, "message": f"value cannot be serialised to JSON: {_first_line(fe)}"}
+    return {"field": None, "message": f"body cannot be serialised to JSON: {_first_line(e)}"}
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def validation_errors(e: ValidationError) -> list[dict]:
+    """Pydantic errors as ``{field, message, type}`` — without the offending input, which may be sensitive."""
+    return [{"field": ".".join(str(p) for p in err["loc"]) or None, "message": err["msg"], "type": err["type"]}
+            for err in e.errors(include_url=False, include_input=False)]
