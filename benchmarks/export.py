@@ -66,6 +66,80 @@ def bench_database(rows: int, *, url: str | None = None, tenants: int = 20, days
     return url
 
 
+_AMPLIFY = """
+INSERT INTO command_log (cmd_uuid, cmd_class, cmd_version, tenant_id, actor_id, correlation_id, causation_id,
+    replay_of, draft_uuid, status, error_type, error_message, started_at, finished_at, retention, subjects, cmd_body,
+    body_excluded)
+SELECT md5(cmd_uuid::text || %(k)s)::uuid, cmd_class, cmd_version, tenant_id, actor_id,
+    md5(correlation_id::text || %(k)s)::uuid, causation_id, replay_of, draft_uuid, status, error_type, error_message,
+    started_at - %(shift)s::interval, finished_at - %(shift)s::interval, retention, subjects, cmd_body, body_excluded
+FROM command_log WHERE cmd_uuid IN (SELECT cmd_uuid FROM pick WHERE rn <= %(n)s);
+INSERT INTO tenant_command_log (cmd_uuid, tenant_id, cmd_class, cmd_version, actor_id, correlation_id, causation_id,
+    replay_of, draft_uuid, status, error_type, error_message, started_at, finished_at, retention, subjects, cmd_body,
+    result)
+SELECT md5(cmd_uuid::text || %(k)s)::uuid, tenant_id, cmd_class, cmd_version, actor_id,
+    md5(correlation_id::text || %(k)s)::uuid, causation_id, replay_of, draft_uuid, status, error_type, error_message,
+    started_at - %(shift)s::interval, finished_at - %(shift)s::interval, retention, subjects, cmd_body, result
+FROM tenant_command_log WHERE cmd_uuid IN (SELECT cmd_uuid FROM pick WHERE rn <= %(n)s);
+INSERT INTO domain_event (event_uuid, cmd_uuid, tenant_id, event_type, payload, occurred_at, retention)
+SELECT md5(event_uuid::text || %(k)s)::uuid, md5(cmd_uuid::text || %(k)s)::uuid, tenant_id, event_type, payload,
+    occurred_at - %(shift)s::interval, retention
+FROM domain_event WHERE cmd_uuid IN (SELECT cmd_uuid FROM pick WHERE rn <= %(n)s);
+"""
+
+
+def amplified_database(rows: int, *, base_rows: int = 2_000_000, days: int = 30) -> str:
+    """``bench_<rows>``: a copy of the seeded ``bench_<base_rows>`` grown to ``rows`` in SQL (saves seeding time).
+
+    The extra commands are copies of seeded ones with new ids, shifted ``days``, 2×``days``, … into the past
+    (``INSERT … SELECT``, tenant rows and events alike), so the class/actor/subject mix stays the seeded one.
+    """
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from storage import embedded
+    from storage.migrate import ensure_partitions_between
+    from storage.postgres import Database
+
+    base = bench_database(base_rows)
+    server = embedded.start_server(BENCH_HOME / "pg", keep_running=True)
+    admin = embedded.ensure_database(server, "postgres")
+    params = conninfo_to_dict(admin)
+    params["dbname"] = f"bench_{rows}"
+    url = make_conninfo(**params)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (params["dbname"],)).fetchone()
+    if exists:
+        with psycopg.connect(url) as conn:
+            if conn.execute("SELECT count(*) FROM command_log").fetchone()[0] == rows:
+                return url
+    t0 = time.perf_counter()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(params["dbname"])))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(params["dbname"]), sql.Identifier(conninfo_to_dict(base)["dbname"])))
+    db = Database(url=url)
+    rounds = -(-(rows - base_rows) // base_rows)
+    ensure_partitions_between(db, f"current_date - {(rounds + 1) * days + 2}", "current_date")
+    left, k = rows - base_rows, 1
+    with db.connection() as conn:
+        conn.execute("CREATE TEMP TABLE pick AS SELECT cmd_uuid, row_number() OVER (ORDER BY cmd_uuid) AS rn "
+                     "FROM command_log")  # the seeded rows only, before any copy
+        conn.execute("CREATE INDEX ON pick (rn)")
+        while left > 0:
+            n = min(left, base_rows)
+            for statement in _AMPLIFY.split(";"):
+                if statement.strip():
+                    conn.execute(statement, {"n": n, "k": f"-{k}", "shift": f"{k * days} days"})
+            left, k = left - n, k + 1
+    with db.connection() as conn:
+        conn.execute("ANALYZE")
+    db.close()
+    print(f"grew {base_rows} seeded commands to {rows} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    return url
+
+
 def _child(mode: str, url: str, lake: str) -> dict:
     """Run one side in a child process; its wall time, rows and own peak RSS."""
     out = subprocess.run([sys.executable, "-m", "benchmarks.export", "--child", mode, "--database-url", url,

@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 
-from benchmarks.export import BENCH_HOME, bench_database
+from benchmarks.export import BENCH_HOME, amplified_database, bench_database
 
 
 def _median_time(fn, runs: int) -> float:
@@ -85,12 +85,17 @@ def main() -> None:
     p.add_argument("--timelines", type=int, default=100, help="Timelines per filter kind.")
     p.add_argument("--runs", type=int, default=5, help="Runs per DuckDB report query (Postgres: half).")
     p.add_argument("--database-url")
+    p.add_argument("--amplify", action=argparse.BooleanOptionalAction, default=True,
+                   help="Above 2M rows, grow the seeded 2M database in SQL instead of seeding every row.")
     args = p.parse_args()
 
     from commandlog.export import run_export
     from storage.postgres import Database
 
-    url = bench_database(args.rows, url=args.database_url)
+    if args.database_url or args.rows <= 2_000_000 or not args.amplify:
+        url = bench_database(args.rows, url=args.database_url)
+    else:
+        url = amplified_database(args.rows)
     db = Database(url=url)
     lake = str(BENCH_HOME / f"lake_{args.rows}")
     t0 = time.perf_counter()
