@@ -239,6 +239,7 @@ def finish(db: Database, the_plan: ReplayPlan) -> None:
 def replay_batch(db: Database, bus: CommandBus, the_plan: ReplayPlan,
                  cmd_uuids: Sequence[uuid.UUID]) -> list[ReplayItemResult]:
     """Replay one batch of originals of a plan; safe to call again with the same batch."""
+    # replay_run builds on this module's types, hence the import here rather than at the top
     if the_plan.mode == "dry_run":
         from commandlog.replay_run import dry_run_batch
 

@@ -13,10 +13,14 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
-ORIGINAL_COLUMNS = ("cmd_uuid, tenant_id, cmd_class, cmd_version, actor_id, correlation_id, status, error_type, "
-                    "error_message, started_at, cmd_body, result")
+SELECT_ORIGINALS = """
+SELECT cmd_uuid, tenant_id, cmd_class, cmd_version, actor_id, correlation_id, status, error_type, error_message,
+       started_at, cmd_body, result
+  FROM tenant_command_log WHERE cmd_uuid = ANY(%s)
+"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,8 +73,7 @@ class ItemRow:
 
 def load_originals(conn: psycopg.Connection, cmd_uuids: Sequence[uuid.UUID]) -> dict[uuid.UUID, OriginalRow]:
     """The tenant-log rows of ``cmd_uuids`` (missing ids are absent from the map)."""
-    rows = conn.execute(f"SELECT {ORIGINAL_COLUMNS} FROM tenant_command_log WHERE cmd_uuid = ANY(%s)",
-                        (list(cmd_uuids),)).fetchall()
+    rows = conn.execute(SELECT_ORIGINALS, (list(cmd_uuids),)).fetchall()
     return {r[0]: _original(r) for r in rows}
 
 
@@ -89,34 +92,37 @@ def select_uuids(conn: psycopg.Connection, *, tenant_id: str | None, cmd_class: 
     """
     where, params = _filter(tenant_id=tenant_id, cmd_class=cmd_class, status=status, since=since, until=until,
                             correlation_id=correlation_id, include_replayed=include_replayed)
-    rows = conn.execute(f"SELECT t.cmd_uuid FROM tenant_command_log t WHERE {where} "
-                        "ORDER BY t.started_at, t.cmd_uuid LIMIT %s", (*params, limit)).fetchall()
+    query = sql.SQL("SELECT t.cmd_uuid FROM tenant_command_log t WHERE {} ORDER BY t.started_at, t.cmd_uuid "
+                    "LIMIT %s").format(where)
+    rows = conn.execute(query, (*params, limit)).fetchall()
     return [r[0] for r in rows]
 
 
 def count_selection(conn: psycopg.Connection, **filters: Any) -> int:
     """How many originals a filter matches (for the message when a selection exceeds its cap)."""
     where, params = _filter(**filters)
-    return conn.execute(f"SELECT count(*) FROM tenant_command_log t WHERE {where}", params).fetchone()[0]
+    query = sql.SQL("SELECT count(*) FROM tenant_command_log t WHERE {}").format(where)
+    return conn.execute(query, params).fetchone()[0]
 
 
-def _filter(*, tenant_id, cmd_class, status, since, until, correlation_id, include_replayed) -> tuple[str, list]:
-    clauses, params = ["t.replay_of IS NULL"], []
+def _filter(*, tenant_id, cmd_class, status, since, until, correlation_id,
+            include_replayed) -> tuple[sql.Composable, list]:
+    clauses, params = [sql.SQL("t.replay_of IS NULL")], []
     for column, value in (("tenant_id", tenant_id), ("cmd_class", cmd_class), ("status", status),
                           ("correlation_id", correlation_id)):
         if value is not None:
-            clauses.append(f"t.{column} = %s")
+            clauses.append(sql.SQL("t.{} = %s").format(sql.Identifier(column)))
             params.append(value)
     if since is not None:
-        clauses.append("t.started_at >= %s")
+        clauses.append(sql.SQL("t.started_at >= %s"))
         params.append(since)
     if until is not None:
-        clauses.append("t.started_at < %s")
+        clauses.append(sql.SQL("t.started_at < %s"))
         params.append(until)
     if not include_replayed:
-        clauses.append("NOT EXISTS (SELECT 1 FROM tenant_command_log r "
-                       "WHERE r.replay_of = t.cmd_uuid AND r.status = 'succeeded')")
-    return " AND ".join(clauses), params
+        clauses.append(sql.SQL("NOT EXISTS (SELECT 1 FROM tenant_command_log r "
+                               "WHERE r.replay_of = t.cmd_uuid AND r.status = 'succeeded')"))
+    return sql.SQL(" AND ").join(clauses), params
 
 
 def original_events(conn: psycopg.Connection, cmd_uuids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[dict]]:
