@@ -17,7 +17,7 @@ def open_db(settings: Settings, *, migrate: bool = True, keep_server: bool = Fal
 
 
 def build_bus(db: Database, settings: Settings) -> CommandBus:
-    """A bus on ``db`` with every configured app's commands and handlers registered."""
+    """A bus on ``db`` with every configured app's commands and handlers registered, publishing its activity."""
     bus = CommandBus(db, max_body_bytes=settings.max_body_bytes)
     for name in settings.apps:
         try:
@@ -28,6 +28,10 @@ def build_bus(db: Database, settings: Settings) -> CommandBus:
         if setup is None:
             raise ConfigurationError(f"CMDLOG_APPS names {name!r}, which has no setup(bus) function")
         setup(bus)
+    # [monitor] every live attempt is published with NOTIFY after commit, whichever process runs it.
+    from commandlog.activity import install_publisher
+
+    install_publisher(bus)
     return bus
 
 

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from commandlog.settings import Settings
 from commandlog.web import errors
+from commandlog.web.activity import router as activity_router
 from commandlog.web.drafts import router as drafts_router
 from commandlog.web.journal import router as journal_router
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, *, db=None, bus=None) -> FastAP
 
     app.include_router(journal_router)
     app.include_router(drafts_router)
+    app.include_router(activity_router)
     # Routers of later features register here, one line each.
     return app
 

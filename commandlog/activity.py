@@ -1,0 +1,207 @@
+"""The activity publisher: lean items for every command attempt, domain event and frontend action, sent with
+Postgres ``NOTIFY`` once they are committed, so that every web replica's monitor sees work done in any process.
+
+An *item* is a small JSON map, the same for every watcher (it carries no body, no result, no event payload and
+only the scrubbed error message, i.e. what an admin may see in ``command_log``)::
+
+    {"kind": "command", "id": "<cmd_uuid>:succeeded", "at": "2026-…Z", "tenant_id": …, "cmd_class": …, "status": …}
+    {"kind": "event", "id": "<event_uuid>", "at": …, "event_type": …, "cmd_uuid": …, …}
+    {"kind": "frontend_action", "id": "<action_uuid>", "at": …, "action": …, "correlation_id": …, …}
+
+``install_publisher(bus)`` adds the bus hooks (``commandlog.bootstrap.build_bus`` calls it): ``started`` is sent
+before the command's transaction, ``succeeded``/``failed`` after its commit (the bus fires them then). Each
+``NOTIFY`` goes out on the publisher's own autocommit connection, i.e. outside the command's transaction — a
+``NOTIFY`` inside a transaction would only be delivered at its commit. Payloads are JSON arrays of items packed
+below ``MAX_PAYLOAD_BYTES`` (Postgres refuses more than 8000 bytes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import weakref
+from typing import Any
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "cmdlog_activity"
+"""The Postgres ``LISTEN``/``NOTIFY`` channel of the activity stream."""
+MAX_PAYLOAD_BYTES = 7000
+"""Upper bound of one ``NOTIFY`` payload (Postgres' limit is 8000 bytes by default)."""
+_MAX_ERROR_CHARS = 300
+_MAX_SUBJECTS = 20
+
+
+def stamp(when: dt.datetime | None) -> str | None:
+    """A fixed-width UTC timestamp (``2026-11-27T03:43:13.123456Z``) that sorts as text."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def command_item(lean: dict[str, Any], status: str) -> dict[str, Any]:
+    """The stream item of a command attempt from its lean row (``CommandRecord.lean()`` or a journal entry)."""
+    when = lean.get("finished_at") if status != "started" else None
+    when = when or lean["started_at"]
+    error = lean.get("error_message")
+    return {
+        "kind": "command", "id": f"{lean['cmd_uuid']}:{status}", "at": _stamp_text(when),
+        "tenant_id": lean["tenant_id"], "actor_id": lean["actor_id"], "cmd_uuid": str(lean["cmd_uuid"]),
+        "cmd_class": lean["cmd_class"], "status": status, "correlation_id": _str(lean.get("correlation_id")),
+        "causation_id": _str(lean.get("causation_id")), "replay_of": _str(lean.get("replay_of")),
+        "draft_uuid": _str(lean.get("draft_uuid")), "subjects": list(lean.get("subjects") or [])[:_MAX_SUBJECTS],
+        "error_type": lean.get("error_type"), "error_message": error[:_MAX_ERROR_CHARS] if error else None,
+        "started_at": _stamp_text(lean["started_at"]),
+    }
+
+
+def event_item(command: dict[str, Any], *, event_uuid, event_type: str, occurred_at) -> dict[str, Any]:
+    """The stream item of a domain event, carrying its command's tenant, actor, class and correlation."""
+    return {
+        "kind": "event", "id": str(event_uuid), "at": _stamp_text(occurred_at), "tenant_id": command["tenant_id"],
+        "actor_id": command["actor_id"], "cmd_uuid": command["cmd_uuid"], "cmd_class": command["cmd_class"],
+        "correlation_id": command["correlation_id"], "subjects": command["subjects"], "event_type": event_type,
+    }
+
+
+def action_item(*, action_uuid, tenant_id: str, actor_id: str, action: str, correlation_id,
+                occurred_at) -> dict[str, Any]:
+    """The stream item of a frontend action (its payload stays in the database)."""
+    return {
+        "kind": "frontend_action", "id": str(action_uuid), "at": _stamp_text(occurred_at), "tenant_id": tenant_id,
+        "actor_id": actor_id, "action": action, "correlation_id": _str(correlation_id), "subjects": [],
+    }
+
+
+def record_items(record, status: str) -> list[dict[str, Any]]:
+    """Items of one bus record: the command, then (once it succeeded) its domain events."""
+    item = command_item(record.lean(), status)
+    events = [event_item(item, event_uuid=e.event_uuid, event_type=e.event_type, occurred_at=e.occurred_at)
+              for e in (record.events if status == "succeeded" else [])]
+    return [item, *events]
+
+
+def pack(items: list[dict[str, Any]], *, limit: int = MAX_PAYLOAD_BYTES) -> list[str]:
+    """JSON-array payloads of ``items``, each at most ``limit`` bytes (an oversized item is trimmed, not dropped)."""
+    payloads: list[str] = []
+    current: list[str] = []
+    size = 2
+    for item in items:
+        text = _dumps(item)
+        if len(text.encode()) + 2 > limit:
+            text = _dumps({**item, "subjects": item.get("subjects", [])[:3], "error_message": None, "trimmed": True})
+        n = len(text.encode()) + 1
+        if current and size + n > limit:
+            payloads.append("[" + ",".join(current) + "]")
+            current, size = [], 2
+        current.append(text)
+        size += n
+    if current:
+        payloads.append("[" + ",".join(current) + "]")
+    return payloads
+
+
+class ActivityPublisher:
+    """Sends items with ``NOTIFY`` on one autocommit connection per process (opened lazily, reopened on error)."""
+
+    def __init__(self, url: str, *, channel: str = CHANNEL) -> None:
+        self.url = url
+        self.channel = channel
+        self._conn: psycopg.Connection | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def publish(self, items: list[dict[str, Any]]) -> None:
+        """Send ``items`` now (one round trip); retries once on a fresh connection if the old one broke."""
+        if not items:
+            return
+        payloads = pack(items)
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    conn = self._connection()
+                    conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) WITH ORDINALITY AS t(p, n) "
+                                 "ORDER BY n", (self.channel, payloads))
+                    return
+                except psycopg.OperationalError:
+                    self._drop()
+                    if attempt == 2:
+                        raise
+
+    def hook(self, status: str | None):
+        """A bus hook publishing the record with ``status`` (the record's own status when None)."""
+
+        def publish_record(record) -> None:
+            self.publish(record_items(record, status or record.status))
+
+        publish_record.__name__ = f"publish_{status or 'outcome'}"
+        return publish_record
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._drop()
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._pid != os.getpid():
+            self._conn = psycopg.connect(self.url, autocommit=True)
+            self._pid = os.getpid()
+        return self._conn
+
+    def _drop(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+        self._conn = None
+
+
+_publishers: dict[tuple[str, str], ActivityPublisher] = {}
+_installed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def publisher_for(url: str, *, channel: str = CHANNEL) -> ActivityPublisher:
+    """The process-wide publisher of database ``url``."""
+    with _lock:
+        key = (url, channel)
+        if key not in _publishers:
+            _publishers[key] = ActivityPublisher(url, channel=channel)
+        return _publishers[key]
+
+
+def install_publisher(bus, *, channel: str = CHANNEL) -> ActivityPublisher:
+    """Publish every live attempt of ``bus`` (started, then succeeded with its events, or failed/rejected); idempotent."""
+    with _lock:
+        if bus in _installed:
+            return _installed[bus]
+    publisher = publisher_for(bus.db.url, channel=channel)
+    with _lock:
+        if bus not in _installed:
+            bus.add_hook("started", publisher.hook("started"))
+            bus.add_hook("succeeded", publisher.hook("succeeded"))
+            bus.add_hook("failed", publisher.hook(None))
+            _installed[bus] = publisher
+        return _installed[bus]
+
+
+def _stamp_text(value) -> str | None:
+    if value is None or isinstance(value, dt.datetime):
+        return stamp(value)
+    return stamp(dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+
+
+def _str(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)

@@ -1,0 +1,149 @@
+"""``ActivityHub``: one ``LISTEN`` connection per process, each ``NOTIFY`` parsed once and fanned out in memory.
+
+Subscriptions hold a bounded queue of ready-to-send frames. The listener never waits for a watcher: when a
+subscription's queue is full it is marked overflowed and its sender closes the socket (a slow client is dropped,
+the others are not slowed). No database read happens per subscriber or per message; the tenant fence and the
+filters are checked against the item in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+
+import psycopg
+
+from commandlog.activity import CHANNEL
+from commandlog.monitor.filters import ActivityFilter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_QUEUE = 1000
+
+
+class Subscription:
+    """One watcher: its filter, a bounded queue of frames and an event its sender waits on."""
+
+    def __init__(self, activity_filter: ActivityFilter, *, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
+        self.filter = activity_filter
+        self.max_queue = max_queue
+        self.frames: collections.deque[tuple[list[str], str]] = collections.deque()
+        self.wakeup = asyncio.Event()
+        self.overflowed = False
+        self.lost_listener = False
+
+    def offer(self, items: list[tuple[dict, str]]) -> None:
+        """Queue the items of one notification that pass the filter (never blocks; overflow marks the watcher)."""
+        if self.overflowed:
+            return
+        accepts = self.filter.accepts
+        selected = [(item, text) for item, text in items if accepts(item)]
+        if not selected:
+            return
+        if len(self.frames) >= self.max_queue:
+            self.overflowed = True
+            self.frames.clear()
+        else:
+            self.frames.append(([item["id"] for item, _ in selected], _frame(selected)))
+        self.wakeup.set()
+
+    def listener_lost(self) -> None:
+        """The process lost its LISTEN connection: items may be missing, the watcher must resume from its cursor."""
+        self.lost_listener = True
+        self.wakeup.set()
+
+
+def _frame(selected: list[tuple[dict, str]]) -> str:
+    cursor = max(item["at"] for item, _ in selected)
+    return '{"type":"activity","cursor":' + json.dumps(str(cursor)) + ',"items":[' + ",".join(t for _, t in selected) + "]}"
+
+
+class ActivityHub:
+    """The process's listener on ``channel`` and its subscriptions."""
+
+    def __init__(self, url: str, *, channel: str = CHANNEL) -> None:
+        self.url = url
+        self.channel = channel
+        self.subscriptions: set[Subscription] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.notifications = 0
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+        self._conn: psycopg.AsyncConnection | None = None
+
+    async def start(self) -> None:
+        """Connect and ``LISTEN`` (returns once listening)."""
+        if self._task is None:
+            self.loop = asyncio.get_running_loop()
+            self._task = asyncio.create_task(self._run(), name="cmdlog-activity-listener")
+        await asyncio.wait_for(self._ready.wait(), timeout=30)
+
+    @property
+    def running(self) -> bool:
+        """True while the listener task is alive in the current event loop."""
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return self._task is not None and not self._task.done() and self.loop is current
+
+    def subscribe(self, subscription: Subscription) -> Subscription:
+        """Start delivering to ``subscription``."""
+        self.subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop delivering to ``subscription``."""
+        self.subscriptions.discard(subscription)
+
+    def dispatch(self, payload: str) -> None:
+        """Parse one notification payload once and offer its items to every subscription."""
+        try:
+            parsed = json.loads(payload)
+        except json.JSONDecodeError:
+            log.warning("ignoring a malformed activity notification (%d bytes)", len(payload))
+            return
+        items = [(item, json.dumps(item, separators=(",", ":"), ensure_ascii=False)) for item in parsed
+                 if isinstance(item, dict) and "id" in item and "at" in item]
+        if not items:
+            return
+        self.notifications += 1
+        for subscription in tuple(self.subscriptions):
+            subscription.offer(items)
+
+    async def close(self) -> None:
+        """Stop listening and close the connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                await self._conn.execute(f'LISTEN "{self.channel}"')
+                self._ready.set()
+                delay = 0.2
+                async for notify in self._conn.notifies():
+                    self.dispatch(notify.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the connection broke: watchers may have missed items, tell them, reconnect
+                log.warning("activity listener lost its connection (%s); reconnecting", e)
+            self._ready.clear()
+            for subscription in tuple(self.subscriptions):
+                subscription.listener_lost()
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    await self._conn.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

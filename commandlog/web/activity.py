@@ -1,0 +1,280 @@
+"""The live monitor over HTTP: ``WS /ws/activity``, ``POST /api/ws-ticket``, ``/api/frontend-actions`` and the page.
+
+``WS /ws/activity`` authenticates with ``Authorization: Bearer <token>`` or ``?ticket=`` (from ``POST
+/api/ws-ticket``), then streams the items of the token's tenant (admin: every tenant, or ``?tenant=``), narrowed by
+``kinds``, ``classes``, ``subjects`` (comma-separated) and ``actor``. ``?cursor=`` resumes: the missed items are
+backfilled from the journal first. Messages (JSON text): ``hello``, ``backfill`` (+ ``backfill_done``),
+``activity`` (live items), ``heartbeat``. Close codes: 4401 bad/expired/revoked token or ticket, 4403 a tenant
+that is not the token's, 4400 a bad filter or cursor, 4429 rate limited, 4008 the client reads too slowly,
+1012 the server lost its database listener (resume from the cursor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.websockets import WebSocketDisconnect
+
+from commandlog.activity import stamp
+from commandlog.journal import InvalidFilterError
+from commandlog.monitor import frontend_actions as actions
+from commandlog.monitor.backfill import backfill, parse_cursor
+from commandlog.monitor.filters import ActivityFilterError, parse_filter
+from commandlog.monitor.hub import DEFAULT_MAX_QUEUE, ActivityHub, Subscription
+from commandlog.monitor.ratelimit import RateLimitedError, RateLimiter
+from commandlog.monitor.tickets import check_token_still_valid, issue_ticket, redeem_ticket
+from commandlog.tokens import AuthenticationError, PermissionDeniedError, Principal, authenticate
+from commandlog.web import errors
+from commandlog.web.auth import require_role
+from storage import frontend_actions as actions_store
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+_ASSETS = {"monitor.js": "text/javascript", "monitor.css": "text/css"}
+
+errors.STATUS_BY_ERROR.update({RateLimitedError: 429, actions.ActionTooLargeError: 413,
+                               actions.FrontendActionError: 422, ActivityFilterError: 422})
+
+
+@dataclass(kw_only=True)
+class MonitorConfig:
+    """Per-app knobs (``app.state.monitor``); tests shrink them."""
+
+    max_queue: int = DEFAULT_MAX_QUEUE
+    """Frames a watcher may have queued before it is dropped as too slow."""
+    heartbeat_s: float = 15.0
+    """Seconds between heartbeats (each one also re-checks the token)."""
+    limiter: RateLimiter = field(default_factory=RateLimiter.from_env)
+    """Per-token request budget of the monitor's endpoints."""
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app):
+    yield
+    hub = getattr(app.state, "activity_hub", None)
+    if hub is not None:
+        await hub.close()
+
+
+router = APIRouter(tags=["activity"], lifespan=_lifespan)
+
+
+def monitor_config(app) -> MonitorConfig:
+    """The app's MonitorConfig (defaults on first use)."""
+    if not hasattr(app.state, "monitor"):
+        app.state.monitor = MonitorConfig()
+    return app.state.monitor
+
+
+async def activity_hub(app) -> ActivityHub:
+    """The app's listener in the running event loop, started on first use."""
+    hub = getattr(app.state, "activity_hub", None)
+    if hub is None or (hub.loop is not None and not hub.running):
+        hub = app.state.activity_hub = ActivityHub(app.state.db.url)
+    await hub.start()
+    return hub
+
+
+def _problem(e: Exception) -> JSONResponse:
+    status = errors.status_for(e)
+    body = {"error": type(e).__name__, "detail": str(e)}
+    if getattr(e, "errors", None):
+        body["errors"] = e.errors
+    headers = {"Retry-After": str(max(1, round(e.retry_after)))} if isinstance(e, RateLimitedError) else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# -- HTTP --------------------------------------------------------------------------------------------------------
+
+@router.post("/api/ws-ticket", summary="A single-use ticket (30 s) to open /ws/activity from a browser")
+async def post_ws_ticket(request: Request, principal: Principal = Depends(require_role("viewer"))):
+    """Trade the bearer token for a ticket: open ``/ws/activity?ticket=…`` within 30 seconds."""
+    try:
+        monitor_config(request.app).limiter.check(principal.token_id)
+    except RateLimitedError as e:
+        return _problem(e)
+    ticket, expires = await run_in_threadpool(issue_ticket, request.app.state.db, principal)
+    return {"ticket": ticket, "expires_at": expires.isoformat(), "url": f"/ws/activity?ticket={ticket}"}
+
+
+@router.post("/api/frontend-actions", status_code=201, summary="Report frontend actions (one, or a batch ≤ 100)")
+async def post_frontend_actions(request: Request, principal: Principal = Depends(require_role("viewer"))):
+    """Store and stream actions: ``{"action", "payload"?, "occurred_at"?, "correlation_id"?, "action_uuid"?,
+    "actor_id"?}``, a list of them or ``{"actions": [...]}``. 413 payload > 16 KiB, 422 field errors, 429."""
+    try:
+        monitor_config(request.app).limiter.check(principal.token_id)
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > actions.MAX_REQUEST_BYTES:
+            raise actions.ActionTooLargeError([{"field": "body", "message": f"request is {length} bytes, over "
+                                                f"{actions.MAX_REQUEST_BYTES}"}])
+        raw, batch = actions.parse_request(await request.body())
+        rows = actions.validate(raw, principal, batch=batch)
+    except (RateLimitedError, actions.FrontendActionError) as e:
+        return _problem(e)
+    ids = await run_in_threadpool(actions.ingest, request.app.state.db, rows)
+    return {"accepted": len(ids), "action_uuids": [str(i) for i in ids]}
+
+
+@router.get("/api/frontend-actions", summary="A tenant's frontend actions, newest first (full payloads)")
+async def get_frontend_actions(request: Request, principal: Principal = Depends(require_role("viewer")),
+                               correlation_id: str | None = Query(None, description="Only this correlation."),
+                               tenant: str | None = Query(None, description="Admin only: the tenant."),
+                               limit: int = Query(100, ge=1, le=1000)):
+    """Actions of the token's tenant under row-level security; admin tokens name a tenant and get no payloads."""
+    if principal.is_admin and not tenant:
+        raise PermissionDeniedError("tenant: an admin token must name the tenant (?tenant=…)")
+    if not principal.is_admin and tenant not in (None, principal.tenant_id):
+        raise PermissionDeniedError("tenant: this token may only read its own tenant")
+    corr = None
+    if correlation_id is not None:
+        from commandlog.journal import _uuid
+
+        corr = _uuid("correlation_id", correlation_id)
+    rows = await run_in_threadpool(actions_store.tenant_actions, request.app.state.db,
+                                   tenant or principal.tenant_id, correlation_id=corr, limit=limit)
+    out = []
+    for r in rows:
+        entry = {k: (str(v) if k in ("action_uuid", "correlation_id") and v else v) for k, v in r.items()}
+        entry["occurred_at"] = r["occurred_at"].isoformat()
+        if principal.is_admin:
+            entry.pop("payload", None)
+        out.append(entry)
+    return {"actions": out}
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> HTMLResponse:
+    """The journal and live monitor page (plain HTML and a little JS; works offline)."""
+    return HTMLResponse((STATIC / "monitor.html").read_text(encoding="utf-8"))
+
+
+@router.get("/static/monitor/{name}", include_in_schema=False)
+async def asset(name: str) -> FileResponse:
+    """The page's script and style sheet."""
+    if name not in _ASSETS:
+        raise HTTPException(404)
+    return FileResponse(STATIC / name, media_type=_ASSETS[name])
+
+
+# -- WebSocket ---------------------------------------------------------------------------------------------------
+
+@router.websocket("/ws/activity")
+async def activity_socket(ws: WebSocket, ticket: str | None = None, cursor: str | None = None,
+                          kinds: str | None = None, classes: str | None = None, subjects: str | None = None,
+                          actor: str | None = None, tenant: str | None = None) -> None:
+    """The live activity stream (see the module docstring for messages and close codes)."""
+    await ws.accept()
+    app, db = ws.app, ws.app.state.db
+    config = monitor_config(app)
+    try:
+        principal = await run_in_threadpool(_ws_principal, db, ws.headers.get("authorization"), ticket)
+        config.limiter.check(principal.token_id)
+        if not principal.is_admin and tenant not in (None, principal.tenant_id):
+            raise PermissionDeniedError("tenant: this token may only watch its own tenant")
+        fence = tenant if principal.is_admin else principal.tenant_id
+        activity_filter = parse_filter(tenant_id=fence, kinds=kinds, classes=classes, subjects=subjects, actor=actor)
+        since = parse_cursor(cursor) if cursor else None
+    except (AuthenticationError, PermissionDeniedError, RateLimitedError, ActivityFilterError,
+            InvalidFilterError) as e:
+        code = {AuthenticationError: 4401, PermissionDeniedError: 4403, RateLimitedError: 4429}.get(type(e), 4400)
+        await ws.close(code, str(e)[:120])
+        return
+    hub = await activity_hub(app)
+    subscription = hub.subscribe(Subscription(activity_filter, max_queue=config.max_queue))
+    try:
+        await ws.send_text(json.dumps({"type": "hello", "cursor": stamp(dt.datetime.now(dt.UTC)),
+                                       "role": principal.role, "tenant_id": principal.tenant_id,
+                                       "heartbeat_s": config.heartbeat_s}))
+        seen: set[str] = set()
+        if since is not None:
+            seen = await _send_backfill(ws, db, activity_filter, since, admin=principal.is_admin)
+        await _pump(ws, subscription, seen, principal, db, config)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        hub.unsubscribe(subscription)
+
+
+def _ws_principal(db, authorization: str | None, ticket: str | None) -> Principal:
+    if ticket:
+        return redeem_ticket(db, ticket)
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        raise AuthenticationError("missing bearer token or ticket")
+    return authenticate(db, token.strip())
+
+
+async def _send_backfill(ws: WebSocket, db, activity_filter, since, *, admin: bool) -> set[str]:
+    items, truncated = await run_in_threadpool(backfill, db, activity_filter, since, admin=admin)
+    for start in range(0, len(items), 200):
+        chunk = items[start:start + 200]
+        await ws.send_text(json.dumps({"type": "backfill", "cursor": chunk[-1]["at"], "items": chunk},
+                                      separators=(",", ":"), ensure_ascii=False))
+    await ws.send_text(json.dumps({"type": "backfill_done", "count": len(items), "truncated": truncated}))
+    return {i["id"] for i in items}
+
+
+async def _pump(ws: WebSocket, subscription: Subscription, seen: set[str], principal: Principal, db,
+                config: MonitorConfig) -> None:
+    receiver = asyncio.create_task(_receive_until_closed(ws))
+    sender = asyncio.create_task(_send_until_done(ws, subscription, seen, principal, db, config))
+    done, pending = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+async def _receive_until_closed(ws: WebSocket) -> None:
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") and '"ping"' in message["text"]:
+            await ws.send_text('{"type":"pong"}')
+
+
+async def _send_until_done(ws: WebSocket, subscription: Subscription, seen: set[str], principal: Principal, db,
+                          config: MonitorConfig) -> None:
+    loop = asyncio.get_running_loop()
+    seen_until = loop.time() + 30  # ids sent by the backfill may also come live for a short while
+    while True:
+        try:
+            await asyncio.wait_for(subscription.wakeup.wait(), timeout=config.heartbeat_s)
+        except TimeoutError:
+            try:
+                await run_in_threadpool(check_token_still_valid, db, principal)
+            except AuthenticationError as e:
+                await _close(ws, 4401, str(e))
+                return
+            await ws.send_text(json.dumps({"type": "heartbeat", "cursor": stamp(dt.datetime.now(dt.UTC))}))
+            continue
+        subscription.wakeup.clear()
+        if subscription.overflowed:
+            await _close(ws, 4008, f"client too slow: more than {subscription.max_queue} messages queued")
+            return
+        if subscription.lost_listener:
+            await _close(ws, 1012, "server lost its activity listener; reconnect with your cursor")
+            return
+        frames = subscription.frames
+        while frames:
+            ids, frame = frames.popleft()
+            if seen and all(i in seen for i in ids):
+                continue
+            await ws.send_text(frame)
+        if seen and loop.time() > seen_until:
+            seen = set()
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(ws.close(code, reason[:120]), timeout=2)
