@@ -189,7 +189,7 @@ def plan(db: Database, request: ReplayRequest, *, default_request_id: uuid.UUID 
             if len(wanted) > request.max_commands:
                 raise ReplaySelectionTooLargeError(repo.count_selection(conn, **request.filters()),
                                                    request.max_commands)
-        originals = repo.load_originals(conn, wanted)
+        originals = repo.load_originals(conn, wanted, with_body=False)
         found = sorted(originals.values(), key=lambda o: (o.started_at, o.cmd_uuid))
         ordered = [o.cmd_uuid for o in found] + [u for u in wanted if u not in originals]
         if request.mode == "execute":

@@ -21,6 +21,11 @@ SELECT cmd_uuid, tenant_id, cmd_class, cmd_version, actor_id, correlation_id, st
        started_at, cmd_body, result
   FROM tenant_command_log WHERE cmd_uuid = ANY(%s)
 """
+SELECT_HEADS = """
+SELECT cmd_uuid, tenant_id, cmd_class, cmd_version, actor_id, correlation_id, status, error_type, error_message,
+       started_at, NULL, NULL
+  FROM tenant_command_log WHERE cmd_uuid = ANY(%s)
+"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,9 +76,11 @@ class ItemRow:
     """Error or refusal message."""
 
 
-def load_originals(conn: psycopg.Connection, cmd_uuids: Sequence[uuid.UUID]) -> dict[uuid.UUID, OriginalRow]:
-    """The tenant-log rows of ``cmd_uuids`` (missing ids are absent from the map)."""
-    rows = conn.execute(SELECT_ORIGINALS, (list(cmd_uuids),)).fetchall()
+def load_originals(conn: psycopg.Connection, cmd_uuids: Sequence[uuid.UUID], *,
+                   with_body: bool = True) -> dict[uuid.UUID, OriginalRow]:
+    """The tenant-log rows of ``cmd_uuids`` (missing ids are absent); ``with_body=False`` leaves body and result
+    out (None), for planning."""
+    rows = conn.execute(SELECT_ORIGINALS if with_body else SELECT_HEADS, (list(cmd_uuids),)).fetchall()
     return {r[0]: _original(r) for r in rows}
 
 
