@@ -1,0 +1,269 @@
+"""The retention purge: expired log rows leave Postgres (whole partitions where possible) and the lake.
+
+One run (a ``retention_run`` row fixing ``as_of``, the policy and the lake's export bound):
+
+1. finishes the leaves an interrupted run had started to detach (``retention_step`` rows still ``detaching``);
+2. for each log table and purgeable class, walks the leaves older than the latest cutoff:
+   a leaf entirely before the class's cutoff, holding no row of a held tenant or of a tenant kept longer by an
+   override, and (lake guard) fully exported, is detached concurrently and dropped — cost independent of its rows;
+   any other leaf gets batch deletes of exactly its expired, unheld, exported rows, block range by block range;
+3. purges the lake (``commandlog.retention_lake``) with the same cutoffs and holds;
+4. executes ``retention.Purge`` through the bus: its log row (counts per table, class and tenant) and the run's
+   ``finished`` mark commit together.
+
+A crash anywhere leaves the run ``running``; the next call finishes it with the same cutoffs before starting its
+own, so nothing is deleted twice or beyond what the interrupted run would have deleted. Future partitions are
+created ahead (``cmdlog_ensure_partitions``) at every call so writers never miss one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+
+from commandlog import retention as rp
+from commandlog.context import ExecutionContext
+from commandlog.retention import Purge, PurgeCount, RetentionError, RetentionPolicy
+from storage import export_ledger, partitions
+from storage import retention as store
+from storage.migrate import ensure_partitions
+from storage.partitions import PURGEABLE_CLASSES, TIME_COLUMN, Partition
+
+Step = Callable[[str, str], None]
+"""``step(phase, detail)``: progress callback (tests inject crashes here)."""
+DAYS_AHEAD = 14
+
+
+@dataclass(kw_only=True)
+class PurgeReport:
+    """What a purge removed (or, in a dry run, would remove)."""
+
+    run_id: int | None
+    """The run's bookkeeping row (None for a dry run)."""
+    as_of: datetime
+    """Reference time of the cutoffs."""
+    dry_run: bool
+    """True: nothing was deleted."""
+    counts: list[dict] = field(default_factory=list)
+    """``{table, retention, tenant_id, rows}``; lake datasets appear as ``lake:<dataset>``."""
+    partitions_dropped: int = 0
+    """Leaves detached and dropped (dry run: that would be)."""
+    bytes_freed: int = 0
+    """Bytes of the dropped leaves, data and indexes."""
+    lake_uri: str | None = None
+    """The lake purged and guarded (None: no lake)."""
+    export_bound: int | None = None
+    """Rows of transactions at or after this id were not exported and are kept."""
+    resumed: list[int] = field(default_factory=list)
+    """Runs interrupted earlier that this call finished first."""
+    purge_cmd_uuid: str | None = None
+    """The ``retention.Purge`` command recording the run."""
+
+    @property
+    def total_rows(self) -> int:
+        """Rows removed from Postgres."""
+        return sum(c["rows"] for c in self.counts if not c["table"].startswith("lake:"))
+
+
+def run_purge(db, bus, policy: RetentionPolicy, *, as_of: datetime | None = None, lake_uri: str | None = None,
+              dry_run: bool = False, step: Step | None = None) -> PurgeReport:
+    """Purge expired entries (dry run: count them); an interrupted earlier run is finished first."""
+    step = step or (lambda phase, detail: None)
+    as_of = as_of or rp.now()
+    ensure_partitions(db, days_back=0, days_ahead=DAYS_AHEAD)
+    bound = export_ledger.last_export_bound(db, lake_uri) if lake_uri else None
+    if dry_run:
+        return _dry_run(db, policy, as_of=as_of, lake_uri=lake_uri, bound=bound)
+    rp.setup(bus)
+    with _purge_lock(db):
+        resumed = []
+        with db.connection() as conn:
+            old = store.open_run(conn)
+        if old is not None:
+            step("resuming", f"run {old.run_id}")
+            _execute(db, bus, old, step)
+            resumed.append(old.run_id)
+        with db.connection() as conn:
+            run = store.start_run(conn, as_of=as_of, policy=policy.model_dump(mode="json"), lake_uri=lake_uri,
+                                  export_bound=bound)
+        report = _execute(db, bus, run, step)
+    report.resumed = resumed
+    return report
+
+
+@contextlib.contextmanager
+def _purge_lock(db) -> Iterator[None]:
+    conn = psycopg.connect(db.url, autocommit=True)
+    try:
+        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (store.PURGE_LOCK_KEY,)).fetchone()[0]:
+            raise RetentionError("another retention purge is running")
+        yield
+    finally:
+        conn.close()
+
+
+def _execute(db, bus, run: store.RunRow, step: Step) -> PurgeReport:
+    policy = RetentionPolicy.model_validate(run.policy)
+    with db.connection() as conn:
+        pending = store.pending_drops(conn, run.run_id)
+    with contextlib.closing(partitions.drop_connection(db.url, lock_timeout_ms=policy.lock_timeout_ms)) as dconn:
+        for table, retention, leaf in pending:  # started by an interrupted attempt: finish exactly those
+            nbytes = partitions.detach_and_drop(dconn, parent=f"{table}_{retention}", name=leaf)
+            store.mark_step_done(dconn, run.run_id, leaf, nbytes=nbytes or 0)
+            step("dropped", leaf)
+        _walk(db, dconn, run, policy, step)
+    if run.lake_uri:
+        from commandlog.retention_lake import purge_lake
+
+        removed = purge_lake(db, run.lake_uri, policy, as_of=run.as_of, dry_run=False)
+        with db.connection() as conn:
+            for (dataset, retention), per_tenant in removed.items():
+                store.record_step(conn, run.run_id, action="lake", table=f"lake:{dataset}", partition=None,
+                                  retention=retention, status="done", counts=per_tenant)
+        step("lake", f"{sum(sum(c.values()) for c in removed.values())} rows")
+    return _finish(db, bus, run)
+
+
+def _walk(db, dconn, run: store.RunRow, policy: RetentionPolicy, step: Step) -> None:
+    """Every leaf older than its class's latest cutoff: dropped whole when it can be, else batch-deleted."""
+    for table in TIME_COLUMN:
+        for retention in PURGEABLE_CLASSES:
+            cut = policy.cutoffs(retention, run.as_of)
+            if cut.latest is None:
+                continue
+            leaves = [p for p in partitions.list_partitions(dconn, table, retention) if p.lower < cut.latest]
+            for leaf in leaves:
+                if leaf.detach_pending:
+                    continue  # half-detached by someone else's command: not ours to finish
+                if not (cut.default is not None and leaf.upper <= cut.default
+                        and _drop(dconn, run, leaf, cut, step)):
+                    _sweep(db, run, policy, leaf, cut, step)
+
+
+def _keep_tenants(conn, leaf: Partition, cut: store.ClassCutoffs) -> list[str]:
+    """Tenants whose rows may not all go with the leaf: held ones, and overrides keeping them past its end."""
+    longer = [t for t, c in cut.overrides.items() if c is None or c < leaf.upper]
+    return sorted(set(store.held_tenants(conn)) | set(longer))
+
+
+def _drop(dconn, run: store.RunRow, leaf: Partition, cut, step: Step) -> bool:
+    """Detach and drop ``leaf`` if it is still droppable under the holds' lock; False when it is not."""
+    def prepare(conn) -> bool:
+        if not store.leaf_is_droppable(conn, leaf.name, keep_tenants=_keep_tenants(conn, leaf, cut),
+                                       export_bound=run.export_bound):
+            return False
+        store.record_step(conn, run.run_id, action="drop", table=leaf.table, partition=leaf.name,
+                          retention=leaf.retention, status="detaching", counts=store.count_by_tenant(conn, leaf.name))
+        step("detaching", leaf.name)
+        return True
+
+    nbytes = partitions.detach_and_drop(dconn, parent=leaf.parent, name=leaf.name, lock_key=store.HOLD_LOCK_KEY,
+                                        prepare=prepare)
+    if nbytes is None:
+        return False
+    store.mark_step_done(dconn, run.run_id, leaf.name, nbytes=nbytes)
+    step("dropped", leaf.name)
+    return True
+
+
+def _sweep(db, run: store.RunRow, policy: RetentionPolicy, leaf: Partition, cut, step: Step) -> None:
+    """Batch-delete the expired rows of a leaf that cannot be dropped whole."""
+    sibling = None
+    with db.connection() as conn:
+        blocks, per_block = store.leaf_blocks(conn, leaf.name)
+        if leaf.table == "command_log":
+            name = "tenant_command_log" + leaf.name[len("command_log"):]
+            sibling = name if partitions.relation_state(conn, name) != "gone" else None
+    span = max(1, int(policy.batch_size / max(per_block, 1.0)))
+
+    def record(conn, counts: store.Counts) -> None:
+        for table, per_tenant in counts.items():
+            store.record_step(conn, run.run_id, action="delete", table=table, partition=leaf.name,
+                              retention=leaf.retention, status="done", counts=per_tenant)
+
+    for b0 in range(0, blocks + 1, span):
+        with db.connection() as conn:
+            counts = store.delete_batch(conn, table=leaf.table, leaf=leaf.name, sibling=sibling,
+                                        retention=leaf.retention, lower=leaf.lower, cut=cut,
+                                        export_bound=run.export_bound, blocks=(b0, b0 + span),
+                                        lock_timeout_ms=policy.lock_timeout_ms, record=record)
+        if counts:
+            step("batch", f"{leaf.name} {sum(sum(c.values()) for c in counts.values())} rows")
+
+
+def _aggregate(steps: list[dict]) -> list[dict]:
+    totals: dict[tuple[str, str, str], int] = {}
+    for s in steps:
+        for tenant, n in s["counts"].items():
+            key = (s["table"], s["retention"], tenant)
+            totals[key] = totals.get(key, 0) + int(n)
+    return [{"table": t, "retention": r, "tenant_id": tenant, "rows": n}
+            for (t, r, tenant), n in sorted(totals.items()) if n]
+
+
+def _finish(db, bus, run: store.RunRow) -> PurgeReport:
+    with db.connection() as conn:
+        steps = store.run_steps(conn, run.run_id)
+    drops = [s for s in steps if s["action"] == "drop"]
+    report = PurgeReport(run_id=run.run_id, as_of=run.as_of, dry_run=False, counts=_aggregate(steps),
+                         partitions_dropped=len(drops), bytes_freed=sum(int(s["bytes"]) for s in drops),
+                         lake_uri=run.lake_uri, export_bound=run.export_bound)
+    out = bus.execute(Purge(run_id=run.run_id, as_of=run.as_of, policy=run.policy,
+                            counts=[PurgeCount(**c) for c in report.counts],
+                            partitions_dropped=report.partitions_dropped, bytes_freed=report.bytes_freed),
+                      ExecutionContext(tenant_id=rp.SYSTEM_TENANT, actor_id=rp.SYSTEM_ACTOR))
+    report.purge_cmd_uuid = str(out.cmd_uuid)
+    return report
+
+
+def _dry_run(db, policy: RetentionPolicy, *, as_of: datetime, lake_uri: str | None, bound: int | None) -> PurgeReport:
+    """Count what a purge would remove; nothing is written."""
+    steps: list[dict] = []
+    dropped = 0
+    nbytes = 0
+    with db.connection() as conn:
+        for table in TIME_COLUMN:
+            for retention in PURGEABLE_CLASSES:
+                cut = policy.cutoffs(retention, as_of)
+                if cut.latest is None:
+                    continue
+                for leaf in partitions.list_partitions(conn, table, retention):
+                    if leaf.lower >= cut.latest:
+                        continue
+                    whole = (cut.default is not None and leaf.upper <= cut.default and store.leaf_is_droppable(
+                        conn, leaf.name, keep_tenants=_keep_tenants(conn, leaf, cut), export_bound=bound))
+                    if whole:
+                        dropped += 1
+                        nbytes += conn.execute("SELECT pg_total_relation_size(%s::regclass)", (leaf.name,)).fetchone()[0]
+                        counts = store.count_by_tenant(conn, leaf.name)
+                    else:
+                        counts = store.count_expired(conn, table=table, leaf=leaf.name, cut=cut, export_bound=bound)
+                    steps.append({"table": table, "retention": retention, "counts": counts})
+    if lake_uri:
+        from commandlog.retention_lake import purge_lake
+
+        for (dataset, retention), per_tenant in purge_lake(db, lake_uri, policy, as_of=as_of, dry_run=True).items():
+            steps.append({"table": f"lake:{dataset}", "retention": retention, "counts": per_tenant})
+    return PurgeReport(run_id=None, as_of=as_of, dry_run=True, counts=_aggregate(steps), partitions_dropped=dropped,
+                       bytes_freed=nbytes, lake_uri=lake_uri, export_bound=bound)
+
+
+def lake_for(db, settings) -> str | None:
+    """The lake to guard and purge: ``CMDLOG_RETENTION_LAKE`` = ``on``/``off``/``auto`` (default ``auto``: the
+    configured lake once something was exported to it)."""
+    mode = (settings.extra.get("CMDLOG_RETENTION_LAKE") or "auto").strip().lower()
+    if mode not in ("auto", "on", "off"):
+        raise RetentionError(f"CMDLOG_RETENTION_LAKE: 'auto', 'on' or 'off', not {mode!r}")
+    if mode == "off":
+        return None
+    if mode == "on":
+        return settings.lake
+    with db.connection() as conn:
+        known = conn.execute("SELECT EXISTS (SELECT 1 FROM export_snapshot WHERE lake_uri = %s)",
+                             (settings.lake,)).fetchone()[0]
+    return settings.lake if known else None
+

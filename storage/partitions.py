@@ -1,0 +1,153 @@
+"""Log partitions as the catalog lists them, and removing one without disturbing writers.
+
+The log tables are ``LIST (retention)`` → ``RANGE (time)`` partitioned (migration 0001): ``<table>_short_lived_pYYYYMMDD``
+by day, ``<table>_long_lived_pYYYYMM`` by month, ``<table>_permanent`` as one table. Retention removes a whole leaf
+with ``ALTER TABLE … DETACH PARTITION … CONCURRENTLY`` then ``DROP TABLE``: the concurrent detach takes only a
+``SHARE UPDATE EXCLUSIVE`` lock on the parent, which inserts (``ROW EXCLUSIVE``) do not conflict with, and it cannot
+run inside a transaction block, hence the autocommit connection
+(https://www.postgresql.org/docs/current/sql-altertable.html#SQL-ALTERTABLE-DETACH-PARTITION). An interrupted
+concurrent detach leaves the partition "detach pending"; ``DETACH PARTITION … FINALIZE`` completes it. Every step
+runs under ``lock_timeout`` and is retried, so a purge waits in short slices instead of queueing writers behind it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from storage.errors import StorageError
+
+TIME_COLUMN = {"command_log": "started_at", "tenant_command_log": "started_at",
+               "domain_event": "occurred_at", "frontend_action": "occurred_at"}
+"""The log tables and the column their ranges partition on."""
+PURGEABLE_CLASSES = ("short_lived", "long_lived")
+_BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
+
+
+class PartitionBusyError(StorageError):
+    """A partition could not be detached or dropped within the retries (its lock stayed taken)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Partition:
+    """A time-range leaf partition of a log table."""
+
+    table: str
+    """The log table (``command_log``, ``tenant_command_log``, ``domain_event``, ``frontend_action``)."""
+    name: str
+    """The leaf's table name."""
+    parent: str
+    """Its direct parent (``<table>_<retention>``)."""
+    retention: str
+    """Retention class of its rows."""
+    lower: datetime
+    """First instant it holds (inclusive)."""
+    upper: datetime
+    """End of its range (exclusive)."""
+    detach_pending: bool = False
+    """An interrupted ``DETACH … CONCURRENTLY`` left it half-detached."""
+
+
+def list_partitions(conn: psycopg.Connection, table: str, retention: str) -> list[Partition]:
+    """The leaves of ``table`` for ``retention`` (``short_lived``/``long_lived``), oldest first, from ``pg_inherits``."""
+    parent = f"{table}_{retention}"
+    with conn.transaction():
+        conn.execute("SET LOCAL TimeZone = 'UTC'")  # bounds print in the session's zone; parse them in UTC
+        rows = conn.execute(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid), i.inhdetachpending FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
+            "WHERE p.relname = %s AND c.relkind = 'r'", (parent,)).fetchall()
+    parts = []
+    for name, bound, pending in rows:
+        m = _BOUND.search(bound or "")
+        if m is None:
+            continue  # not a range partition (nothing we created)
+        parts.append(Partition(table=table, name=name, parent=parent, retention=retention,
+                               lower=datetime.fromisoformat(m.group(1)), upper=datetime.fromisoformat(m.group(2)),
+                               detach_pending=pending))
+    return sorted(parts, key=lambda p: p.lower)
+
+
+def relation_state(conn: psycopg.Connection, name: str) -> str:
+    """``attached``, ``pending`` (half-detached), ``detached`` (a plain table) or ``gone``."""
+    row = conn.execute("SELECT c.oid, i.inhdetachpending FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid "
+                       "WHERE c.relname = %s AND c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace",
+                       (name,)).fetchone()
+    if row is None:
+        return "gone"
+    if row[1] is None:
+        return "detached"
+    return "pending" if row[1] else "attached"
+
+
+def drop_connection(url: str, *, lock_timeout_ms: int = 2000) -> psycopg.Connection:
+    """An autocommit connection for ``detach_and_drop`` (``DETACH … CONCURRENTLY`` refuses a transaction block)."""
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout_ms)}ms")))
+    return conn
+
+
+def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempts: int = 60,
+                    lock_key: int | None = None,
+                    prepare: Callable[[psycopg.Connection], bool] | None = None) -> int | None:
+    """Detach ``name`` from ``parent`` concurrently, then drop it; resumes from whatever state it is in.
+
+    ``conn``: from ``drop_connection``. ``lock_key``: a session advisory lock held meanwhile (legal holds take it
+    too, so no hold appears while the leaf goes). ``prepare(conn)`` runs under that lock before an attached leaf
+    is touched; when it returns False nothing is done and None is returned. Otherwise returns the bytes the table
+    and its indexes occupied.
+    """
+    tries = 0
+
+    def retry(e: Exception) -> None:
+        nonlocal tries
+        tries += 1
+        if tries >= attempts:
+            raise PartitionBusyError(f"{name}: still locked after {tries} attempts ({e})") from e
+        time.sleep(min(0.05 * tries, 1.0))
+
+    while lock_key is not None:
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", (lock_key,))
+            break
+        except psycopg.errors.LockNotAvailable as e:
+            retry(e)
+    try:
+        if prepare is not None and relation_state(conn, name) == "attached" and not prepare(conn):
+            return None
+        size = 0
+        while True:
+            state = relation_state(conn, name)
+            if state == "gone":
+                return size
+            if not size:
+                size = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (name,)).fetchone()[0]
+            ident, par = sql.Identifier(name), sql.Identifier(parent)
+            stmt = {"attached": sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY").format(par, ident),
+                    "pending": sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE").format(par, ident),
+                    "detached": sql.SQL("DROP TABLE IF EXISTS {}").format(ident)}[state]
+            try:
+                conn.execute(stmt)
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled,
+                    psycopg.errors.DeadlockDetected) as e:
+                retry(e)
+    finally:
+        if lock_key is not None and not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key,))
+
+
+def table_sizes(conn: psycopg.Connection) -> dict[str, dict[str, int]]:
+    """Bytes of data (heap + TOAST) and of indexes per log table, summed over its leaves."""
+    out = {}
+    for table in TIME_COLUMN:
+        data, index = conn.execute(
+            "SELECT coalesce(sum(pg_table_size(relid)), 0)::bigint, coalesce(sum(pg_indexes_size(relid)), 0)::bigint "
+            "FROM pg_partition_tree(%s::regclass) WHERE isleaf", (table,)).fetchone()
+        out[table] = {"table_bytes": int(data), "index_bytes": int(index)}
+    return out
