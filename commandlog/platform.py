@@ -119,6 +119,9 @@ class Platform:
         o = self.options
         self.external_api_url = os.environ.get("PREFECT_API_URL") or None
         self._check_ports()
+        if self.external_api_url and not _http_ok(f"{self.external_api_url.rstrip('/')}/health"):
+            raise PlatformError(f"PREFECT_API_URL={self.external_api_url} does not answer; start that server or "
+                                "unset PREFECT_API_URL to let cmdlog up start one")
         if not self.settings.database_url:
             server_admin.prune_dead_handles(self.settings.home / "pg")
         self.echo("starting Postgres…")
@@ -148,12 +151,13 @@ class Platform:
 
     def _start_prefect_server(self, env: dict[str, str]) -> None:
         """Start the local Prefect server on its own database of the same Postgres (or check PREFECT_API_URL)."""
-        api_url = env["PREFECT_API_URL"]
         if self.external_api_url:
-            if not _http_ok(f"{api_url.rstrip('/')}/health"):
-                raise PlatformError(f"PREFECT_API_URL={api_url} does not answer; start that server or unset it")
             return
-        if server_admin.ensure_database(self.db.url, PREFECT_DATABASE):
+        try:
+            created = server_admin.ensure_database(self.db.url, PREFECT_DATABASE)
+        except server_admin.DatabaseAdminError as e:
+            raise PlatformError(f"{e}; create it yourself, or set PREFECT_API_URL to an existing server") from e
+        if created:
             self.echo(f"created the database {PREFECT_DATABASE!r} for the Prefect server")
         # The server applies its own migrations on start: the work of `prefect server database upgrade -y` without
         # a second Python start-up on the critical path (a cold start measured ~24 s instead of ~38 s, loaded).
@@ -224,7 +228,8 @@ class Platform:
     def _await_deployments(self, api_url: str, ready_file: Path) -> list[str]:
         def registered() -> bool:
             names = _read_json(ready_file)
-            return names is not None and all(_http_ok(f"{api_url}/deployments/name/{n}") for n in names)
+            base = api_url.rstrip("/")
+            return names is not None and all(_http_ok(f"{base}/deployments/name/{n}") for n in names)
 
         if not wait_for(registered, timeout=self.options.ready_timeout, interval=0.5, children=self.children):
             self._fail("the deployments were not registered")

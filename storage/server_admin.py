@@ -12,17 +12,27 @@ import psutil
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from storage.errors import StorageError
+
+
+class DatabaseAdminError(StorageError):
+    """A server-level chore (creating a database) failed; the message names the database and the cause."""
+
 
 def ensure_database(url: str, dbname: str) -> bool:
     """Create ``dbname`` on the server of ``url`` when missing; True if it was created now."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
-            return False
-        try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-        except psycopg.errors.DuplicateDatabase:  # created concurrently
-            return False
-        return True
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+                return False
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+            except psycopg.errors.DuplicateDatabase:  # created concurrently
+                return False
+            return True
+    except psycopg.Error as e:
+        raise DatabaseAdminError(f"cannot create the database {dbname!r} on the server of {masked_url(url)}: "
+                                 f"{str(e).strip()}") from e
 
 
 def asyncpg_url(url: str, dbname: str) -> str:

@@ -153,6 +153,25 @@ def test_a_busy_port_is_named_with_the_option_to_choose_another(platform, tmp_pa
     assert not (tmp_path / "other" / "pg").exists()  # nothing was started
 
 
+def test_with_prefect_api_url_set_up_uses_that_server_and_starts_none(platform, tmp_path):
+    out = tmp_path / "second.out"
+    env = {**base_env(tmp_path / "second"), "PREFECT_API_URL": platform.api}
+    with open(out, "wb") as f:  # the Prefect port is the busy one of the first platform: it must not matter
+        proc = subprocess.Popen([CMDLOG, "up", "--prefect-port", str(platform.ports.prefect), "--web-port",
+                                 str(free_port())], env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while "Press Ctrl-C to stop." not in out.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.5)
+        state = json.loads((tmp_path / "second" / "run" / "up.json").read_text())
+        assert state["urls"]["Prefect API"] == platform.api
+        assert sorted(state["children"]) == ["deployments", "web"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
 def test_sigterm_stops_every_child_and_postgres_within_15_seconds(platform):
     pg = int((platform.home / "pg" / "postmaster.pid").read_text().split()[0])
     assert len(platform.tree) >= 4  # up, Prefect server, deployments, web (and their children)

@@ -97,3 +97,16 @@ def test_the_lock_refuses_a_second_platform_on_the_same_home(tmp_path):
     second = _platform(tmp_path)
     second._acquire_lock()  # released with the first: no stale lock
     second.shutdown()
+
+
+def test_an_unanswering_prefect_api_url_is_named_before_anything_starts(tmp_path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        web_port = s.getsockname()[1]
+    with pytest.raises(PlatformError, match="PREFECT_API_URL=.* does not answer"):
+        _platform(tmp_path, web_port=web_port).run()
+    assert not (tmp_path / "home" / "pg").exists()
