@@ -50,10 +50,26 @@ def draft_approval_on_demand(settings: Settings) -> RunnerDeployment:
                                    "approve executes it exactly once (rerun-safe).")
 
 
+def retention_cleanup_daily(settings: Settings) -> RunnerDeployment:
+    """``retention-cleanup/daily``: purge expired entries (cron ``CMDLOG_RETENTION_CRON``, default 03:30, in
+    ``CMDLOG_RETENTION_TIMEZONE``, default UTC); the schedule purges, a manual run defaults to a dry run."""
+    from commandlog.retention import RetentionPolicy
+    from flows.retention_cleanup import retention_cleanup
+
+    cron = settings.extra.get("CMDLOG_RETENTION_CRON") or "30 3 * * *"
+    tz = settings.extra.get("CMDLOG_RETENTION_TIMEZONE") or "UTC"
+    return _deployment(retention_cleanup, "daily", concurrency_limit=1,
+                       parameters={"policy": RetentionPolicy.from_settings(settings).model_dump(mode="json")},
+                       schedules=[Cron(cron, timezone=tz, parameters={"dry_run": False})],
+                       description="Drop/delete log entries past their retention class, in Postgres and the lake "
+                                   "(holds, permanent and unexported rows kept; rerun-safe).")
+
+
 ENTRIES: list[Callable[[Settings], RunnerDeployment]] = [
     export_snapshot_hourly,
     replay_commands_on_demand,
     draft_approval_on_demand,
+    retention_cleanup_daily,
 ]
 
 

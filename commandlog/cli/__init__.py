@@ -12,6 +12,7 @@ from commandlog.cli import demo as _demo
 from commandlog.cli import draft as _draft
 from commandlog.cli import log as _log
 from commandlog.cli import replay as _replay
+from commandlog.cli import retention as _retention
 from commandlog.cli import token as _token
 from commandlog.cli import up as _up
 from commandlog.cli._common import run
@@ -29,6 +30,7 @@ app.add_typer(_journal.app, name="journal")
 app.command("export")(_export.export)
 app.add_typer(_draft.app, name="draft")
 # Sub-applications of later features register here, one line each.
+app.add_typer(_retention.app, name="retention")
 
 
 def main() -> None:

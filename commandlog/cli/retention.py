@@ -1,0 +1,112 @@
+"""``cmdlog retention``: run a purge once (or a dry run), and manage legal holds (each change logged as a command)."""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import json
+import sys
+
+import typer
+from rich.table import Table
+
+from commandlog.cli import _common
+
+app = typer.Typer(help="Retention cleanup and legal holds.", no_args_is_help=True)
+hold_app = typer.Typer(help="Legal holds: held rows are never purged.", no_args_is_help=True)
+app.add_typer(hold_app, name="hold")
+
+
+def _actor(actor: str | None) -> str:
+    return actor or f"cli:{getpass.getuser()}"
+
+
+@app.command("run")
+def run(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be removed; remove nothing."),
+    lake: str | None = typer.Option(None, "--lake", help="Lake to guard and purge (default: CMDLOG_RETENTION_LAKE)."),
+    no_lake: bool = typer.Option(False, "--no-lake", help="Ignore the lake: no archive guard, no lake purge."),
+    export_first: bool = typer.Option(True, "--export-first/--no-export-first",
+                                      help="Export new rows to the lake before purging."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Purge entries older than their class allows (policy from CMDLOG_RETENTION_*), in Postgres and the lake."""
+    from commandlog.bootstrap import build_bus
+    from commandlog.export import run_export
+    from commandlog.purge import lake_for, run_purge
+    from commandlog.retention import RetentionPolicy
+
+    s = _common.settings()
+    policy = RetentionPolicy.from_settings(s)
+    with _common.database(s) as db:
+        uri = None if no_lake else (lake or lake_for(db, s))
+        if uri and export_first and not dry_run:
+            run_export(db, uri)
+        report = run_purge(db, build_bus(db, s), policy, lake_uri=uri, dry_run=dry_run)
+    if as_json:
+        out = dataclasses.asdict(report) | {"total_rows": report.total_rows}
+        sys.stdout.write(json.dumps(out, default=str) + "\n")
+        return
+    title = f"{'dry run: would remove' if dry_run else 'removed'} {report.total_rows} rows (as of {report.as_of:%Y-%m-%d %H:%M} UTC)"
+    table = Table(title=title)
+    for col in ("table", "retention", "tenant", "rows"):
+        table.add_column(col, justify="right" if col == "rows" else "left")
+    for c in report.counts:
+        table.add_row(c["table"], c["retention"], c["tenant_id"], str(c["rows"]))
+    _common.console.print(table)
+    _common.console.print(f"partitions dropped: {report.partitions_dropped}, bytes freed: {report.bytes_freed}, "
+                          f"lake: {report.lake_uri or 'none'}"
+                          + (f", finished interrupted run(s) {report.resumed}" if report.resumed else ""))
+
+
+@hold_app.command("add")
+def hold_add(
+    tenant: str = typer.Option(..., "--tenant", help="Tenant to hold."),
+    reason: str = typer.Option(..., "--reason", help="Why (kept in the log)."),
+    subject: str | None = typer.Option(None, "--subject", help="Hold one subject only, e.g. invoice:42."),
+    actor: str | None = typer.Option(None, "--actor", help="Who adds it (default cli:<user>)."),
+) -> None:
+    """Put a tenant (or one subject of it) under a legal hold; logged as retention.AddLegalHold."""
+    from commandlog.retention import add_hold
+
+    with _common.bus() as bus:
+        hold_id = add_hold(bus, tenant=tenant, subject=subject, reason=reason, actor=_actor(actor))
+    _common.console.print(f"hold {hold_id} added on {tenant}{'/' + subject if subject else ''}")
+
+
+@hold_app.command("remove")
+def hold_remove(
+    tenant: str = typer.Option(..., "--tenant", help="Held tenant."),
+    subject: str | None = typer.Option(None, "--subject", help="The held subject (omit for a tenant-wide hold)."),
+    reason: str | None = typer.Option(None, "--reason", help="Why it is released."),
+    actor: str | None = typer.Option(None, "--actor", help="Who removes it (default cli:<user>)."),
+) -> None:
+    """Release a legal hold; logged as retention.RemoveLegalHold."""
+    from commandlog.retention import remove_hold
+
+    with _common.bus() as bus:
+        hold_id = remove_hold(bus, tenant=tenant, subject=subject, reason=reason, actor=_actor(actor))
+    _common.console.print(f"hold {hold_id} released")
+
+
+@hold_app.command("list")
+def hold_list(
+    tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant's holds."),
+    include_released: bool = typer.Option(False, "--all", help="Include released holds."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List legal holds, newest first."""
+    from commandlog.retention import list_holds
+
+    with _common.database() as db:
+        holds = list_holds(db, tenant=tenant, include_released=include_released)
+    if as_json:
+        sys.stdout.write(json.dumps([dataclasses.asdict(h) for h in holds], default=str) + "\n")
+        return
+    table = Table(title=f"{len(holds)} legal hold(s)")
+    for col in ("id", "tenant", "subject", "reason", "by", "since", "released"):
+        table.add_column(col)
+    for h in holds:
+        table.add_row(str(h.hold_id), h.tenant_id, h.subject or "(whole tenant)", h.reason, h.created_by,
+                      f"{h.created_at:%Y-%m-%d %H:%M}", f"{h.released_at:%Y-%m-%d %H:%M}" if h.released_at else "")
+    _common.console.print(table)

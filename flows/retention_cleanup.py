@@ -1,0 +1,28 @@
+"""Flow ``retention-cleanup``: removes log entries older than their retention class allows, in Postgres and the lake.
+
+Changes: drops expired partitions and batch-deletes expired rows not covered by a legal hold (never ``permanent``
+ones, never rows the lake has not received yet), removes the same rows from the lake, and logs the purge as a
+``retention.Purge`` command. ``dry_run`` (the default of a manual run; the daily schedule sets it to False) only
+counts. Rerun-safe: an interrupted purge is finished by the next run with the same cutoffs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import flow
+
+from commandlog.retention import RetentionPolicy
+from tasks.retention import export_before_purge, purge_expired, report_purge, resolve_lake
+
+
+@flow(name="retention-cleanup", log_prints=True, validate_parameters=True)
+def retention_cleanup(policy: RetentionPolicy = RetentionPolicy(), dry_run: bool = True, export_first: bool = True,
+                      lake_uri: str | None = None, as_of: datetime | None = None) -> dict:
+    """Export first (when a lake is in use and ``export_first``), purge or count, publish the counts table."""
+    lake = resolve_lake(lake_uri)
+    if lake and export_first and not dry_run:
+        export_before_purge(lake)
+    report = purge_expired(policy, dry_run=dry_run, lake_uri=lake, as_of=as_of)
+    report_purge(report)
+    return report

@@ -1,0 +1,56 @@
+"""Prefect tasks of retention cleanup: thin wrappers over ``commandlog.purge`` (a retried purge resumes its run)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+
+from commandlog.bootstrap import runtime
+from commandlog.export import run_export
+from commandlog.purge import lake_for, run_purge
+from commandlog.retention import RetentionPolicy
+from commandlog.settings import Settings
+
+
+@task(name="resolve-lake")
+def resolve_lake(lake_uri: str | None = None) -> str | None:
+    """The lake to guard and purge: the one given, else ``CMDLOG_RETENTION_LAKE``'s choice (None: no lake)."""
+    if lake_uri:
+        return lake_uri
+    db, _ = runtime()
+    return lake_for(db, Settings.from_env())
+
+
+@task(name="export-before-purge", retries=2, retry_delay_seconds=5)
+def export_before_purge(lake_uri: str) -> dict:
+    """Export what is not in the lake yet, so the archive guard lets expired rows go (rerun-safe)."""
+    db, _ = runtime()
+    result = run_export(db, lake_uri)
+    return {"snapshot_id": result.snapshot_id, "rows": result.rows}
+
+
+@task(name="purge-expired", retries=1, retry_delay_seconds=10)
+def purge_expired(policy: RetentionPolicy, *, dry_run: bool, lake_uri: str | None,
+                  as_of: datetime | None = None) -> dict:
+    """Purge (or count, in a dry run) expired entries in Postgres and the lake; a retry finishes the same run."""
+    db, bus = runtime()
+    report = run_purge(db, bus, policy, as_of=as_of, lake_uri=lake_uri, dry_run=dry_run)
+    out = dataclasses.asdict(report)
+    out["total_rows"] = report.total_rows
+    return out
+
+
+@task(name="report-purge")
+def report_purge(report: dict) -> None:
+    """Publish the table artifact: rows removed per table, retention class and tenant."""
+    rows = [dict(c) for c in report["counts"]] or [
+        {"table": "(nothing expired)", "retention": "", "tenant_id": "", "rows": 0}]
+    verb = "would remove" if report["dry_run"] else "removed"
+    create_table_artifact(
+        rows, key="retention-cleanup-counts",
+        description=(f"{'Dry run: ' if report['dry_run'] else ''}retention {verb} {report['total_rows']} rows as of "
+                     f"{report['as_of']}; {report['partitions_dropped']} partitions dropped, "
+                     f"{report['bytes_freed']} bytes freed; lake: {report['lake_uri'] or 'none'}"))
