@@ -2,6 +2,7 @@
 
 Stopping sends SIGTERM to the child's whole group, waits, then SIGKILLs the group and any descendant that had
 moved to another group or session (collected with psutil before the first signal), so nothing outlives ``up``.
+On Linux each child also asks the kernel for SIGTERM when ``up`` dies without cleaning up (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,8 @@ class Child:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_term_with_parent)
         return self
 
     @property
@@ -83,6 +86,15 @@ class Child:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
             pass
+
+
+def _term_with_parent() -> None:
+    """In the child before exec (Linux): get SIGTERM if ``up`` itself dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

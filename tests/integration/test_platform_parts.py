@@ -110,3 +110,17 @@ def test_an_unanswering_prefect_api_url_is_named_before_anything_starts(tmp_path
     with pytest.raises(PlatformError, match="PREFECT_API_URL=.* does not answer"):
         _platform(tmp_path, web_port=web_port).run()
     assert not (tmp_path / "home" / "pg").exists()
+
+
+def test_children_get_sigterm_when_their_supervisor_is_killed(tmp_path):
+    # A supervisor process starts a Child and is then SIGKILLed: the child must not live on.
+    script = ("import os, sys, time; from commandlog.processes import Child; "
+              "c = Child(name='sleeper', argv=['sleep', '300'], env=dict(os.environ), "
+              f"log_path=__import__('pathlib').Path({str(tmp_path / 'sleeper.log')!r})).start(); "
+              "print(c.pid, flush=True); time.sleep(300)")
+    supervisor = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = psutil.Process(int(supervisor.stdout.readline()))
+    supervisor.kill()
+    supervisor.wait()
+    gone, alive = psutil.wait_procs([child], timeout=5)
+    assert not alive
