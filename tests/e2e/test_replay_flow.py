@@ -9,10 +9,30 @@ import uuid
 
 import pytest
 
+from commandlog import Command
+from commandlog.replay import ReplayRequest
 from commandlog.settings import Settings
 from examples.billing import commands as c
 
 NAME = "replay-commands/on-demand"
+
+
+class PowerCut(BaseException):
+    """The worker dies (not an ordinary error: nothing catches it)."""
+
+
+ARMED = {"power_cut": False}
+
+
+class Flaky(Command):
+    """Test command whose replay kills the worker while ``ARMED["power_cut"]`` is set."""
+
+    cmd_class = "test_replay_flow.Flaky"
+    step: int
+
+
+def _not_yet(cmd: Flaky, hctx) -> None:
+    raise RuntimeError("not yet")
 
 
 def _run_through_deployment(parameters: dict):
@@ -79,6 +99,48 @@ def test_the_deployment_replays_failed_commands_and_a_rerun_executes_nothing_twi
     assert "already_replayed=3" in artifacts[0].description
     assert _rows(db, "SELECT count(*) FROM tenant_command_log WHERE tenant_id = %s AND replay_of IS NOT NULL",
                  tenant) == [(3,)]
+
+
+def test_a_flow_run_that_crashes_between_batches_is_resumed_without_executing_anything_twice(
+        prefect_server, pg_url, bus, db, ctx, tenant, monkeypatch):
+    from commandlog.bootstrap import runtime
+    from flows.replay_commands import replay_commands
+
+    monkeypatch.setenv("CMDLOG_DATABASE_URL", pg_url)
+    _, flow_bus = runtime()  # the bus the flow's tasks use in this process
+
+    def flaky(cmd: Flaky, hctx) -> dict:
+        if ARMED["power_cut"]:
+            raise PowerCut("worker killed")
+        return {"step": cmd.step}
+
+    flow_bus.register(Flaky, flaky)
+    bus.register(Flaky, _not_yet)  # the original fails
+    originals = []
+    for cmd in (c.RenameCustomer(customer_id=1, name="A"), c.RenameCustomer(customer_id=2, name="B"),
+                Flaky(step=3), c.RenameCustomer(customer_id=3, name="C")):
+        with pytest.raises(Exception) as info:
+            bus.execute(cmd, ctx)
+        originals.append(info.value.cmd_uuid)
+    for i in (1, 2, 3):
+        bus.execute(c.CreateCustomer(customer_id=i, name="C", email=f"c{i}@x.io"), ctx)
+    request = ReplayRequest(tenant_id=tenant, status="failed", mode="execute", requested_by="ops", batch_size=2,
+                            request_id=uuid.uuid4())
+
+    ARMED["power_cut"] = True
+    try:
+        with pytest.raises(PowerCut):
+            replay_commands(request)  # batch 1 done, the worker dies at the start of batch 2
+    finally:
+        ARMED["power_cut"] = False
+    summary = replay_commands(request)
+
+    assert [i["outcome"] for i in summary["items"]] == ["already_replayed", "already_replayed", "already_replayed",
+                                                         "succeeded"]
+    assert "(failed): worker killed" in summary["items"][2]["message"]  # attempted once, never run again
+    counts = _rows(db, "SELECT replay_of, count(*) FROM tenant_command_log WHERE tenant_id = %s "
+                       "AND replay_of IS NOT NULL GROUP BY replay_of", tenant)
+    assert sorted(n for _, n in counts) == [1, 1, 1, 1] and {o for o, _ in counts} == set(originals)
 
 
 def test_the_deployment_refuses_parameters_that_do_not_fit_the_form(prefect_server, pg_url, monkeypatch):
