@@ -17,6 +17,7 @@
     for (const c of children) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
     return node;
   }
+  const clock = (iso) => time(iso).slice(11);
   const time = (iso) => (iso || "").replace("T", " ").replace(/(\.\d{3})\d*/, "$1").replace(/(Z|\+00:00)$/, "");
   async function api(path, options) {
     const opts = Object.assign({ headers: {} }, options || {});
@@ -164,7 +165,7 @@
   function commandRow(i) {
     return el("div", { class: "item command", "data-cmd-uuid": i.cmd_uuid, "data-status": i.status,
                        "data-tenant": i.tenant_id, onclick: () => showDetail(i.cmd_uuid, i.correlation_id) },
-      el("span", { class: "t" }, time(i.at)), el("b", {}, i.cmd_class),
+      el("span", { class: "t", title: i.at }, clock(i.at)), el("b", {}, i.cmd_class),
       el("span", { class: "st-" + i.status }, i.status), el("span", {}, i.actor_id),
       el("span", { class: "subj" }, (i.subjects || []).join(", ")),
       i.error_message ? el("span", { class: "error" }, i.error_type + ": " + i.error_message) : null);
@@ -173,7 +174,7 @@
     const label = i.kind === "event" ? "↳ " + i.event_type : "⚑ " + i.action;
     return el("div", { class: "item " + i.kind, "data-id": i.id, "data-tenant": i.tenant_id,
                        onclick: () => i.cmd_uuid ? showDetail(i.cmd_uuid, i.correlation_id) : showAction(i) },
-      el("span", { class: "t" }, time(i.at)), el("span", {}, label), el("span", { class: "subj" }, i.actor_id));
+      el("span", { class: "t", title: i.at }, clock(i.at)), el("span", {}, label), el("span", { class: "subj" }, i.actor_id));
   }
   $("#live-filters").addEventListener("submit", (e) => {
     e.preventDefault();
