@@ -224,6 +224,7 @@ class Platform:
     def _await(self, what: str, url: str) -> None:
         if not wait_for(lambda: _http_ok(url), timeout=self.options.ready_timeout, children=self.children):
             self._fail(f"the {what} did not become ready at {url}")
+        self.echo(f"{what} ready")
 
     def _await_deployments(self, api_url: str, ready_file: Path) -> list[str]:
         def registered() -> bool:
