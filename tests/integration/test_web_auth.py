@@ -164,3 +164,28 @@ def test_create_token_refuses_bad_input_and_names_the_field(db, tenant_arg, role
         create_token(db, tenant=tenant_arg, role=role)
     with db.connection() as conn:
         assert conn.execute("SELECT count(*) FROM api_token").fetchone()[0] == before
+
+
+def _cli(pg_url, *args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "CMDLOG_DATABASE_URL": pg_url}
+    return subprocess.run([str(Path(sys.executable).with_name("cmdlog")), "token", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_token_create_cli_prints_a_working_token_once_and_refuses_bad_roles(db, pg_url, tenant):
+    made = _cli(pg_url, "create", "--tenant", tenant, "--role", "operator")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert authenticate(db, token) == Principal(token_id=token[3:15], tenant_id=tenant, role="operator")
+    bad = _cli(pg_url, "create", "--tenant", tenant, "--role", "owner")
+    assert bad.returncode == 2
+    assert "role: must be one of viewer, operator, admin" in bad.stderr and "Traceback" not in bad.stderr
+    revoked = _cli(pg_url, "revoke", token[3:15])
+    assert revoked.returncode == 0
+    with pytest.raises(AuthenticationError, match="revoked"):
+        authenticate(db, token)
