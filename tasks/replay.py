@@ -14,9 +14,21 @@ from prefect.cache_policies import NO_CACHE
 
 from commandlog import replay
 from commandlog.bootstrap import runtime
+from commandlog.errors import CommandLogError
 
 
-@task(name="plan-replay", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def _transient(task, task_run, state) -> bool:
+    """Retry database trouble, not a request that cannot be carried out (over the cap, conflicting id)."""
+    try:
+        state.result()
+    except CommandLogError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(name="plan-replay", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
 def plan_replay(request: replay.ReplayRequest, default_request_id: str | None = None) -> replay.ReplayPlan:
     """Resolve the selection (refused over the cap) and, in execute mode, record the request and its items.
 
@@ -28,7 +40,7 @@ def plan_replay(request: replay.ReplayRequest, default_request_id: str | None = 
     return replay.plan(db, request, default_request_id=default)
 
 
-@task(name="replay-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="replay-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
 def replay_batch(the_plan: replay.ReplayPlan, cmd_uuids: list[uuid.UUID]) -> list[dict]:
     """Replay one batch of originals; returns one JSON-ready row per original."""
     db, bus = runtime()

@@ -143,6 +143,20 @@ def test_a_flow_run_that_crashes_between_batches_is_resumed_without_executing_an
     assert sorted(n for _, n in counts) == [1, 1, 1, 1] and {o for o, _ in counts} == set(originals)
 
 
+def test_a_flow_over_the_cap_fails_at_once_with_the_message(prefect_server, pg_url, bus, ctx, tenant, monkeypatch):
+    from flows.replay_commands import replay_commands
+
+    monkeypatch.setenv("CMDLOG_DATABASE_URL", pg_url)
+    for i in (1, 2):
+        with pytest.raises(Exception):
+            bus.execute(c.RenameCustomer(customer_id=i, name="x"), ctx)
+    request = ReplayRequest(tenant_id=tenant, status="failed", max_commands=1, requested_by="ops")
+    state = replay_commands(request, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="matches 2 commands, more than max_commands=1"):
+        state.result()
+
+
 def test_the_deployment_refuses_parameters_that_do_not_fit_the_form(prefect_server, pg_url, monkeypatch):
     from prefect.deployments import run_deployment
     from prefect.runner import Runner
