@@ -90,7 +90,7 @@ class Platform:
     def run(self) -> int:
         """Start everything, wait until stopped by a signal or a dying child; return the exit code."""
         self._acquire_lock()
-        previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         code = 0
         try:
             started = time.monotonic()
