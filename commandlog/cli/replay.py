@@ -51,6 +51,9 @@ def replay(
     until: str | None = typer.Option(None, "--until", help="Started before: ISO time or a span ago."),
     cmd_class: str | None = typer.Option(None, "--class", help="Only this command class."),
     tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant."),
+    correlation: str | None = typer.Option(None, "--correlation", help="Only this correlation id."),
+    include_replayed: bool = typer.Option(False, "--include-replayed",
+                                          help="Also originals that a replay already recovered."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compare with the original outcome; commit nothing."),
     max_commands: int = typer.Option(1000, "--max", help="Refuse a selection larger than this."),
     batch_size: int = typer.Option(500, "--batch-size", help="Commands per batch."),
@@ -64,14 +67,16 @@ def replay(
     fields = dict(mode="dry_run" if dry_run else "execute", requested_by=actor, max_commands=max_commands,
                   batch_size=batch_size, request_id=_uuid(request_id, "--request-id") if request_id else None)
     if cmd_uuids:
-        if failed or since or until or cmd_class or tenant:
-            _common.fail("give command ids or --failed/--since/--until/--class/--tenant, not both")
+        if failed or since or until or cmd_class or tenant or correlation:
+            _common.fail("give command ids or --failed/--since/--until/--class/--tenant/--correlation, not both")
         fields["cmd_uuids"] = [_uuid(u, "CMD_UUIDS") for u in cmd_uuids]
     else:
-        if not (failed or since or until or cmd_class or tenant):
+        if not (failed or since or until or cmd_class or tenant or correlation):
             _common.fail("give command ids, or select with --failed (and --since, --class, --tenant)")
         fields.update(status="failed" if failed else None, since=parse_when(since, option="--since"),
-                      until=parse_when(until, option="--until"), cmd_class=cmd_class, tenant_id=tenant)
+                      until=parse_when(until, option="--until"), cmd_class=cmd_class, tenant_id=tenant,
+                      correlation_id=_uuid(correlation, "--correlation") if correlation else None,
+                      include_replayed=include_replayed)
     try:
         request = ReplayRequest(**fields)
     except ValidationError as e:
