@@ -107,6 +107,7 @@ def _execute_one(bus: CommandBus, the_plan: ReplayPlan, original: repo.OriginalR
     rid = the_plan.request_id
 
     def close_item(conn: psycopg.Connection, outcome: Outcome) -> None:
+        """In the replayed command's transaction: mark its item done, or roll it back if a rival run did."""
         if not repo.mark_done(conn, rid, original.cmd_uuid, outcome="succeeded"):
             raise ReplayConflictError(f"original {original.cmd_uuid} was already replayed by request {rid}")
 
