@@ -25,15 +25,16 @@ DEFAULT_MAX_QUEUE = 1000
 
 
 class Subscription:
-    """One watcher: its filter, a bounded queue of frames and an event its sender waits on."""
+    """One watcher: its filter, a bounded queue of ``(ids, cursor, items JSON)`` and an event its sender waits on."""
 
     def __init__(self, activity_filter: ActivityFilter, *, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
         self.filter = activity_filter
         self.max_queue = max_queue
-        self.frames: collections.deque[tuple[list[str], str]] = collections.deque()
+        self.frames: collections.deque[tuple[list[str], str, str]] = collections.deque()
         self.wakeup = asyncio.Event()
         self.overflowed = False
         self.lost_listener = False
+        self.heartbeat_due = False
 
     def offer(self, items: list[tuple[dict, str]]) -> None:
         """Queue the items of one notification that pass the filter (never blocks; overflow marks the watcher)."""
@@ -47,7 +48,8 @@ class Subscription:
             self.overflowed = True
             self.frames.clear()
         else:
-            self.frames.append(([item["id"] for item, _ in selected], _frame(selected)))
+            self.frames.append(([item["id"] for item, _ in selected], max(item["at"] for item, _ in selected),
+                                ",".join(text for _, text in selected)))
         self.wakeup.set()
 
     def listener_lost(self) -> None:
@@ -56,9 +58,11 @@ class Subscription:
         self.wakeup.set()
 
 
-def _frame(selected: list[tuple[dict, str]]) -> str:
-    cursor = max(item["at"] for item, _ in selected)
-    return '{"type":"activity","cursor":' + json.dumps(str(cursor)) + ',"items":[' + ",".join(t for _, t in selected) + "]}"
+def activity_frame(batches: list[tuple[list[str], str, str]]) -> str:
+    """One ``activity`` message carrying the items of ``batches`` (queued notifications are sent together)."""
+    cursor = max(cursor for _, cursor, _ in batches)
+    return ('{"type":"activity","cursor":' + json.dumps(str(cursor)) + ',"items":['
+            + ",".join(items for _, _, items in batches) + "]}")
 
 
 class ActivityHub:

@@ -29,7 +29,7 @@ from commandlog.journal import InvalidFilterError
 from commandlog.monitor import frontend_actions as actions
 from commandlog.monitor.backfill import backfill, parse_cursor
 from commandlog.monitor.filters import ActivityFilterError, parse_filter
-from commandlog.monitor.hub import DEFAULT_MAX_QUEUE, ActivityHub, Subscription
+from commandlog.monitor.hub import DEFAULT_MAX_QUEUE, ActivityHub, Subscription, activity_frame
 from commandlog.monitor.ratelimit import RateLimitedError, RateLimiter
 from commandlog.monitor.tickets import check_token_still_valid, issue_ticket, redeem_ticket
 from commandlog.tokens import AuthenticationError, PermissionDeniedError, Principal, authenticate
@@ -247,32 +247,43 @@ async def _send_until_done(ws: WebSocket, subscription: Subscription, seen: set[
                           config: MonitorConfig) -> None:
     loop = asyncio.get_running_loop()
     seen_until = loop.time() + 30  # ids sent by the backfill may also come live for a short while
-    while True:
-        try:
-            await asyncio.wait_for(subscription.wakeup.wait(), timeout=config.heartbeat_s)
-        except TimeoutError:
-            try:
-                await run_in_threadpool(check_token_still_valid, db, principal)
-            except AuthenticationError as e:
-                await _close(ws, 4401, str(e))
+    beat = asyncio.create_task(_heartbeats(subscription, config.heartbeat_s))
+    try:
+        while True:
+            await subscription.wakeup.wait()  # no timeout here: a per-message timer would cost a task each time
+            subscription.wakeup.clear()
+            if subscription.overflowed:
+                await _close(ws, 4008, f"client too slow: more than {subscription.max_queue} messages queued")
                 return
-            await ws.send_text(json.dumps({"type": "heartbeat", "cursor": stamp(dt.datetime.now(dt.UTC))}))
-            continue
-        subscription.wakeup.clear()
-        if subscription.overflowed:
-            await _close(ws, 4008, f"client too slow: more than {subscription.max_queue} messages queued")
-            return
-        if subscription.lost_listener:
-            await _close(ws, 1012, "server lost its activity listener; reconnect with your cursor")
-            return
-        frames = subscription.frames
-        while frames:
-            ids, frame = frames.popleft()
-            if seen and all(i in seen for i in ids):
-                continue
-            await ws.send_text(frame)
-        if seen and loop.time() > seen_until:
-            seen = set()
+            if subscription.lost_listener:
+                await _close(ws, 1012, "server lost its activity listener; reconnect with your cursor")
+                return
+            if subscription.heartbeat_due:
+                subscription.heartbeat_due = False
+                try:
+                    await run_in_threadpool(check_token_still_valid, db, principal)
+                except AuthenticationError as e:
+                    await _close(ws, 4401, str(e))
+                    return
+                await ws.send_text(json.dumps({"type": "heartbeat", "cursor": stamp(dt.datetime.now(dt.UTC))}))
+            batches = []
+            while subscription.frames:
+                batch = subscription.frames.popleft()
+                if not (seen and all(i in seen for i in batch[0])):
+                    batches.append(batch)
+            if batches:
+                await ws.send_text(activity_frame(batches))
+            if seen and loop.time() > seen_until:
+                seen = set()
+    finally:
+        beat.cancel()
+
+
+async def _heartbeats(subscription: Subscription, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        subscription.heartbeat_due = True
+        subscription.wakeup.set()
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
