@@ -227,7 +227,7 @@ async def _pump(ws: WebSocket, subscription: Subscription, seen: set[str], princ
                 config: MonitorConfig) -> None:
     receiver = asyncio.create_task(_receive_until_closed(ws))
     sender = asyncio.create_task(_send_until_done(ws, subscription, seen, principal, db, config))
-    done, pending = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+    _, pending = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

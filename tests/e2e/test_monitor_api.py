@@ -74,7 +74,7 @@ def test_tenants_only_ever_receive_their_own_entries(client, db, bus):
     with contextlib.ExitStack() as stack:
         sockets = {t: stack.enter_context(client.websocket_connect("/ws/activity", headers=_bearer(tokens[t])))
                    for t in tenants}
-        admin_ws = stack.enter_context(client.websocket_connect(f"/ws/activity?kinds=command", headers=_bearer(admin)))
+        admin_ws = stack.enter_context(client.websocket_connect("/ws/activity?kinds=command", headers=_bearer(admin)))
         for ws in [*sockets.values(), admin_ws]:
             assert ws.receive_json()["type"] == "hello"
         for n in range(60):
@@ -172,7 +172,7 @@ def test_bad_tokens_get_401_and_close_code_4401(client, db, tenant):
 
 def test_frontend_actions_are_validated_with_field_errors(client, db, tenant):
     h = _bearer(create_token(db, tenant=tenant, role="viewer"))
-    post = lambda body, **kw: client.post("/api/frontend-actions", headers={**h, **kw.pop("headers", {})},  # noqa
+    post = lambda body, **kw: client.post("/api/frontend-actions", headers={**h, **kw.pop("headers", {})},
                                           content=body if isinstance(body, (bytes, str)) else json.dumps(body))
     r = post({"action": "x.y", "payload": {"blob": "z" * 17_000}})
     assert r.status_code == 413 and r.json()["errors"][0]["field"] == "payload"
@@ -248,7 +248,7 @@ def test_filters_narrow_the_stream(client, db, bus, tenant):
         _create(bus, tenant, 1)
         _create(bus, tenant, 2, actor="carol")
         rename = bus.execute(c.RenameCustomer(customer_id=1, name="Zed"), ExecutionContext(tenant_id=tenant, actor_id="dave"))
-        done = lambda items: any(i.get("cmd_uuid") == str(rename.cmd_uuid) for i in items)  # noqa: E731
+        done = lambda items: any(i.get("cmd_uuid") == str(rename.cmd_uuid) for i in items)
         got = _drain(events, until=done)
         assert {i["kind"] for i in got} == {"event"} and {i["event_type"] for i in got} >= {"CustomerCreated", "CustomerRenamed"}
         got = _drain(renames, until=lambda items: any(i.get("status") == "succeeded" for i in items))

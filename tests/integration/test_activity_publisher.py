@@ -1,0 +1,53 @@
+"""The publisher on real Postgres: a command's items are NOTIFYed only once its rows are committed (a listener that
+reads the log on receipt always finds them), failures and rejections are published, projections are not."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+import pytest
+
+from commandlog.activity import CHANNEL, install_publisher
+from commandlog.context import ExecutionContext
+from commandlog.errors import CommandRejectedError
+from examples.billing import commands as c
+from examples.billing.errors import CustomerNotFoundError
+
+
+def _items(listener, tenant: str, count: int) -> list[dict]:
+    items: list[dict] = []
+    for notify in listener.notifies(timeout=5):
+        items += [i for i in json.loads(notify.payload) if i["tenant_id"] == tenant]
+        if len(items) >= count:
+            break
+    return items
+
+
+def test_items_are_published_after_commit_with_events_failures_and_rejections(db, bus, tenant, ctx):
+    install_publisher(bus)
+    assert install_publisher(bus) is install_publisher(bus)  # idempotent: hooks are added once
+    with psycopg.connect(db.url, autocommit=True) as listener:
+        listener.execute(f'LISTEN "{CHANNEL}"')
+        ok = bus.execute(c.CreateCustomer(customer_id=1, name="Acme", email="a@x.example"), ctx)
+        items = _items(listener, tenant, 3)
+        assert [(i["kind"], i.get("status") or i.get("event_type")) for i in items] == [
+            ("command", "started"), ("command", "succeeded"), ("event", "CustomerCreated")]
+        assert all("cmd_body" not in i and "payload" not in i for i in items)
+        # The succeeded item arrives after the commit: another connection already sees the row.
+        with db.connection() as conn:
+            assert conn.execute("SELECT status FROM command_log WHERE cmd_uuid = %s", (ok.cmd_uuid,)).fetchone() == (
+                "succeeded",)
+
+        with pytest.raises(CustomerNotFoundError):
+            bus.execute(c.RenameCustomer(customer_id=404, name="X"), ctx)
+        with pytest.raises(CommandRejectedError):
+            bus.submit("billing.CreateCustomer", {"customer_id": "nope"}, ctx)
+        bus.project(c.RenameCustomer(customer_id=1, name="Projected"), ctx)  # rolled back: nothing published
+        marker = ExecutionContext(tenant_id=tenant, actor_id="marker", correlation_id=uuid.uuid4())
+        bus.execute(c.RenameCustomer(customer_id=1, name="Last"), marker)
+        items = _items(listener, tenant, 6)
+        statuses = [i["status"] for i in items if i["kind"] == "command"]
+        assert statuses == ["started", "failed", "rejected", "started", "succeeded"]
+        assert "Projected" not in json.dumps(items)
