@@ -20,32 +20,6 @@ from storage.postgres import Database
 
 
 @pytest.fixture
-def fresh_url(pg_url):
-    """A new, migrated database on the session's server, as a URL (dropped afterwards).
-
-    Own fixture: the shared ``database_factory`` returns a key=value conninfo that ``Database.engine`` cannot parse.
-    """
-    import uuid
-    from urllib.parse import urlsplit, urlunsplit
-
-    from psycopg import sql
-
-    from storage.migrate import upgrade
-
-    name = f"t_drafts_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    parts = urlsplit(pg_url)
-    url = urlunsplit(parts._replace(path=f"/{name}"))
-    db = Database(url=url)
-    upgrade(db)
-    db.close()
-    yield url
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-@pytest.fixture
 def drafts(bus) -> DraftService:
     return DraftService(bus)
 
@@ -127,10 +101,10 @@ def _counts(conn) -> dict:
     return counts
 
 
-def test_projection_commits_nothing(fresh_url, outbox):
+def test_projection_commits_nothing(database_factory, outbox):
     from examples.billing import setup
 
-    db = Database(url=fresh_url)
+    db = Database(url=database_factory())
     try:
         bus = setup(CommandBus(db))
         from commandlog.context import ExecutionContext
