@@ -102,7 +102,8 @@ def show(draft_uuid: str = typer.Argument(...), tenant: str = TENANT, as_json: b
         return _print_json({**out, "projection": d.projection})
     for key, value in out.items():
         if value is not None:
-            _common.console.print(f"[bold]{key}[/]: {escape(json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value))}")
+            text = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
+            _common.console.print(f"[bold]{key}[/]: {escape(text)}")
 
 
 @app.command("edit")
