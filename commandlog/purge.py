@@ -30,7 +30,6 @@ from commandlog.context import ExecutionContext
 from commandlog.retention import Purge, PurgeCount, RetentionError, RetentionPolicy
 from storage import export_ledger, partitions
 from storage import retention as store
-from storage.migrate import ensure_partitions
 from storage.partitions import PURGEABLE_CLASSES, TIME_COLUMN, Partition
 
 Step = Callable[[str, str], None]
@@ -74,7 +73,7 @@ def run_purge(db, bus, policy: RetentionPolicy, *, as_of: datetime | None = None
     """Purge expired entries (dry run: count them); an interrupted earlier run is finished first."""
     step = step or (lambda phase, detail: None)
     as_of = as_of or rp.now()
-    ensure_partitions(db, days_back=0, days_ahead=DAYS_AHEAD)
+    partitions.ensure_ahead(db.url, days=DAYS_AHEAD)
     bound = export_ledger.last_export_bound(db, lake_uri) if lake_uri else None
     if dry_run:
         return _dry_run(db, policy, as_of=as_of, lake_uri=lake_uri, bound=bound)

@@ -142,6 +142,46 @@ def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempt
             conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key,))
 
 
+# A writer's log statement (storage.logs) routes rows into domain_event, then tenant_command_log, then command_log
+# (data-modifying CTEs run after the main statement, the last one first); creating partitions locks the parents in
+# that same order, so the two can wait for each other but never deadlock.
+_LOCK_ORDER = ("domain_event", "tenant_command_log", "command_log", "frontend_action")
+
+
+def ensure_ahead(url: str, *, days: int, lock_timeout_ms: int = 200, attempts: int = 100) -> int:
+    """Create the missing partitions from today to ``days`` ahead (``cmdlog_ensure_partitions``), one day per short
+    transaction that first locks the parents in the writers' order under ``lock_timeout`` (creating a partition
+    takes ``ACCESS EXCLUSIVE`` on its parent). Returns how many partitions were created."""
+    created = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        for day in range(days + 1):
+            names = conn.execute(
+                "SELECT array_agg(n) FILTER (WHERE to_regclass(n) IS NULL) FROM unnest(%s::text[]) AS t, "
+                "LATERAL unnest(ARRAY[t || '_short_lived_p' || to_char(current_date + %s, 'YYYYMMDD'), "
+                "t || '_long_lived_p' || to_char(current_date + %s, 'YYYYMM')]) AS n",
+                (list(_LOCK_ORDER), day, day)).fetchone()[0]
+            if not names:
+                continue
+            parents = [sql.Identifier(f"{t}_{c}") for c in PURGEABLE_CLASSES for t in _LOCK_ORDER]
+            tries = 0
+            while True:
+                try:
+                    with conn.transaction():
+                        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
+                            sql.Literal(f"{int(lock_timeout_ms)}ms")))
+                        for parent in parents:
+                            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(parent))
+                        created += conn.execute("SELECT cmdlog_ensure_partitions(current_date + %s, current_date + %s)",
+                                                (day, day)).fetchone()[0]
+                    break
+                except psycopg.errors.LockNotAvailable as e:
+                    tries += 1
+                    if tries >= attempts:
+                        raise PartitionBusyError(f"cannot create partitions {day} days ahead: {e}") from e
+                    time.sleep(min(0.02 * tries, 0.5))
+    return created
+
+
 def table_sizes(conn: psycopg.Connection) -> dict[str, dict[str, int]]:
     """Bytes of data (heap + TOAST) and of indexes per log table, summed over its leaves."""
     out = {}

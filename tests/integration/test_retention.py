@@ -1,0 +1,366 @@
+"""Retention purge on real Postgres (a fresh database per test: the purge spans every tenant) and a lake in tmp_path."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from psycopg import sql
+
+from commandlog.bus import CommandBus, HistoricalCommand
+from commandlog.context import ExecutionContext
+from commandlog.export import run_export
+from commandlog.purge import run_purge
+from commandlog.retention import RetentionError, RetentionPolicy, add_hold, list_holds, remove_hold
+from commandlog.retention import setup as retention_setup
+from examples.billing import commands as c
+from examples.billing import setup as billing_setup
+from storage.lake import Lake
+from storage.migrate import ensure_partitions_between
+from storage.postgres import Database
+
+AS_OF = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+OLD = AS_OF - timedelta(days=100)      # expired under POLICY for short_lived and long_lived
+MID = AS_OF - timedelta(days=20)       # short_lived expired, long_lived not
+NEW = AS_OF - timedelta(days=2)        # nothing expired
+POLICY = RetentionPolicy(short_lived_days=10, long_lived_days=60)
+TABLES = ("command_log", "tenant_command_log", "domain_event", "frontend_action")
+
+
+class Crash(Exception):
+    """Injected failure."""
+
+
+@pytest.fixture
+def fresh(database_factory):
+    """A new migrated database with the billing and retention commands registered, partitions for the test's past."""
+    db = Database(url=database_factory())
+    bus = retention_setup(billing_setup(CommandBus(db)))
+    # only the days the tests write (each leaf costs a detach + drop): keeps every purge short
+    for start, end in ((OLD - timedelta(days=31), OLD + timedelta(days=1)), (MID, MID), (NEW, NEW),
+                       (AS_OF - timedelta(days=61), AS_OF - timedelta(days=60)),
+                       (AS_OF - timedelta(days=11), AS_OF - timedelta(days=10))):
+        ensure_partitions_between(db, f"'{start:%Y-%m-%d}'::date", f"'{end:%Y-%m-%d}'::date")
+    yield db, bus
+    db.close()
+
+
+def _history(bus, tenant: str, when: datetime, n: int, kind: str = "rename", customer: int = 1) -> None:
+    entries = []
+    for i in range(n):
+        t = when + timedelta(minutes=i)
+        events: tuple = ()
+        if kind == "rename":
+            cmd = c.RenameCustomer(customer_id=customer, name=f"Name {i}")
+            events = (("CustomerRenamed", {"customer_id": customer, "name": f"Name {i}"}),)
+        elif kind == "login":
+            cmd = c.RecordLogin(user_id=f"u{i}", ip="10.0.0.1")
+        else:
+            cmd = c.CloseMonth(month="2026-07")
+        entries.append(HistoricalCommand(command=cmd, context=ExecutionContext(tenant_id=tenant, actor_id="a@x"),
+                                         started_at=t, finished_at=t + timedelta(milliseconds=3), events=events,
+                                         result={"ok": True}))
+    bus.import_history(entries)
+
+
+def _actions(db, tenant: str, when: datetime, n: int) -> None:
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO frontend_action (action_uuid, tenant_id, actor_id, action, occurred_at) "
+                        "VALUES (%s, %s, 'a@x', 'click', %s)",
+                        [(uuid.uuid4(), tenant, when + timedelta(minutes=i)) for i in range(n)])
+
+
+def _count(db, table: str, where: str = "true", params=()) -> int:
+    with db.connection() as conn:
+        return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE " + where).format(sql.Identifier(table)),
+                            params).fetchone()[0]
+
+
+def _snapshot(db) -> dict[str, set]:
+    keys = {"command_log": "cmd_uuid", "tenant_command_log": "cmd_uuid", "domain_event": "event_uuid",
+            "frontend_action": "action_uuid"}
+    with db.connection() as conn:  # the application's rows (not retention's own commands)
+        return {t: {r[0] for r in conn.execute(sql.SQL(
+            "SELECT {} FROM {} WHERE " + ("cmd_class NOT LIKE 'retention.%%'" if "command" in t else "true")).format(
+                sql.Identifier(k), sql.Identifier(t)))} for t, k in keys.items()}
+
+
+def _seed_mix(db, bus, tenants=("t1", "t2")) -> None:
+    for t in tenants:
+        for when in (OLD, MID, NEW):
+            _history(bus, t, when, 5, "rename")
+            _history(bus, t, when, 5, "login")
+            _history(bus, t, when, 2, "close")
+            _actions(db, t, when, 3)
+
+
+def test_permanent_rows_survive_every_policy(fresh):
+    db, bus = fresh
+    _seed_mix(db, bus)
+    before = _count(db, "command_log", "retention = 'permanent'")
+    for policy in (POLICY, RetentionPolicy(short_lived_days=1, long_lived_days=1),
+                   RetentionPolicy(short_lived_days=1, long_lived_days=1,
+                                   tenant_overrides={"t1": {"short_lived_days": 1, "long_lived_days": 1}})):
+        run_purge(db, bus, policy, as_of=AS_OF)
+        assert _count(db, "command_log", "retention = 'permanent' AND cmd_class = 'billing.CloseMonth'") == before
+    assert _count(db, "command_log", "retention <> 'permanent'") == 0
+    with pytest.raises(ValueError, match="permanent_days"):
+        RetentionPolicy.model_validate({"permanent_days": 5})
+
+
+def test_expired_rows_leave_every_table_and_the_rest_stay(fresh):
+    db, bus = fresh
+    _seed_mix(db, bus)
+    report = run_purge(db, bus, POLICY, as_of=AS_OF)
+    for table in TABLES:
+        time_col = "started_at" if table.endswith("command_log") else "occurred_at"
+        assert _count(db, table, f"retention = 'short_lived' AND {time_col} < %s", (AS_OF - timedelta(days=10),)) == 0
+        assert _count(db, table, f"retention = 'long_lived' AND {time_col} < %s", (AS_OF - timedelta(days=60),)) == 0
+    # kept: long_lived of MID and NEW, short_lived of NEW, frontend actions of NEW (short_lived by default)
+    assert _count(db, "command_log", "cmd_class = 'billing.RenameCustomer'") == 2 * 2 * 5
+    assert _count(db, "command_log", "cmd_class = 'billing.RecordLogin'") == 2 * 5
+    assert _count(db, "frontend_action") == 2 * 3
+    assert _count(db, "domain_event") == 2 * 2 * 5
+    assert report.partitions_dropped > 0
+    by_table = {}
+    for row in report.counts:
+        by_table[row["table"]] = by_table.get(row["table"], 0) + row["rows"]
+    assert by_table == {"command_log": 2 * (5 + 5 + 5), "tenant_command_log": 2 * (5 + 5 + 5),
+                        "domain_event": 2 * 5, "frontend_action": 2 * 6}
+    # the purge is itself a permanent command of a system actor, with counts per table, class and tenant
+    with db.connection() as conn:
+        row = conn.execute("SELECT retention, actor_id, cmd_body FROM command_log WHERE cmd_class = 'retention.Purge'"
+                           ).fetchone()
+    assert row[0] == "permanent" and row[1] == "system:retention"
+    assert {(x["table"], x["retention"], x["tenant_id"]) for x in row[2]["counts"]} >= {
+        ("command_log", "short_lived", "t1"), ("command_log", "long_lived", "t2"), ("frontend_action", "short_lived", "t1")}
+
+
+def test_held_rows_survive_tenant_wide_and_subject_holds(fresh):
+    db, bus = fresh
+    for t in ("held", "subj", "free"):
+        _history(bus, t, OLD, 4, "rename", customer=1)
+        _history(bus, t, OLD, 3, "rename", customer=2)
+        _history(bus, t, OLD, 2, "login")
+        _actions(db, t, OLD, 2)
+    add_hold(bus, tenant="held", reason="litigation")
+    add_hold(bus, tenant="subj", subject="customer:1", reason="dispute")
+    run_purge(db, bus, POLICY, as_of=AS_OF)
+    q = "tenant_id = %s AND cmd_class LIKE 'billing.%%'"
+    assert _count(db, "command_log", q, ("held",)) == 9
+    assert _count(db, "tenant_command_log", q, ("held",)) == 9
+    assert _count(db, "domain_event", "tenant_id = 'held'") == 7
+    assert _count(db, "frontend_action", "tenant_id = 'held'") == 2
+    assert _count(db, "command_log", q, ("subj",)) == 4
+    assert _count(db, "command_log", q + " AND 'customer:1' = ANY (subjects)", ("subj",)) == 4
+    assert _count(db, "tenant_command_log", q, ("subj",)) == 4
+    assert _count(db, "domain_event", "tenant_id = 'subj'") == 4  # the held commands' events, not the others'
+    assert _count(db, "frontend_action", "tenant_id = 'subj'") == 0  # subject holds do not cover frontend actions
+    for table in TABLES:
+        assert _count(db, table, "tenant_id = 'free'") == 0
+    # holds are logged as permanent commands, and releasing one lets the next purge remove the rows
+    remove_hold(bus, tenant="subj", subject="customer:1", reason="settled")
+    assert [h.tenant_id for h in list_holds(db)] == ["held"]
+    run_purge(db, bus, POLICY, as_of=AS_OF)
+    assert _count(db, "command_log", q, ("subj",)) == 0
+    assert _count(db, "domain_event", "tenant_id = 'subj'") == 0
+    with db.connection() as conn:
+        logged = conn.execute("SELECT cmd_class, retention, status FROM command_log WHERE cmd_class LIKE "
+                              "'retention.%%Hold' ORDER BY started_at").fetchall()
+    assert logged == [("retention.AddLegalHold", "permanent", "succeeded")] * 2 + [
+        ("retention.RemoveLegalHold", "permanent", "succeeded")]
+    with pytest.raises(RetentionError, match="already under an active legal hold"):
+        add_hold(bus, tenant="held", reason="again")
+
+
+def test_tenant_overrides_keep_longer_or_purge_sooner(fresh):
+    db, bus = fresh
+    for t in ("long", "short", "plain"):
+        _history(bus, t, OLD, 3, "rename")
+        _history(bus, t, MID, 3, "rename")
+    policy = RetentionPolicy(short_lived_days=10, long_lived_days=60, tenant_overrides={
+        "long": {"long_lived_days": "never"}, "short": {"long_lived_days": 15}})
+    run_purge(db, bus, policy, as_of=AS_OF)
+    assert _count(db, "command_log", "tenant_id = 'long'") == 6
+    assert _count(db, "command_log", "tenant_id = 'short'") == 0
+    assert _count(db, "command_log", "tenant_id = 'plain'") == 3
+
+
+def test_dry_run_deletes_nothing_and_counts_what_would_go(fresh):
+    db, bus = fresh
+    _seed_mix(db, bus)
+    before = _snapshot(db)
+    report = run_purge(db, bus, POLICY, as_of=AS_OF, dry_run=True)
+    assert _snapshot(db) == before
+    assert report.dry_run and report.run_id is None and report.partitions_dropped > 0
+    assert _count(db, "retention_run") == 0
+    real = run_purge(db, bus, POLICY, as_of=AS_OF)
+    assert report.total_rows == real.total_rows == sum(len(before[t] - s) for t, s in _snapshot(db).items())
+
+
+def _lake_rows(lake_uri: str) -> dict[str, pa.Table]:
+    lake = Lake(lake_uri)
+    _, files = lake.manifest()
+    out = {}
+    for name in ("commands", "tenant_commands", "events", "frontend_actions"):
+        tables = []
+        for f in (f for f in files if f.dataset == name):
+            t = pq.read_table(lake.abspath(name, f.path))
+            for key, value in f.partition.items():  # Hive keys live in the path, not in the file
+                if key not in t.column_names:
+                    t = t.append_column(key, pa.array([value] * t.num_rows, pa.string()))
+            tables.append(t)
+        out[name] = pa.concat_tables(tables, promote_options="default") if tables else None
+    return out
+
+
+def test_expired_rows_disappear_from_postgres_and_every_lake_dataset(fresh, tmp_path):
+    db, bus = fresh
+    lake = str(tmp_path / "lake")
+    _seed_mix(db, bus, tenants=("t1", "t2", "keep"))
+    _history(bus, "t1", AS_OF - timedelta(days=10, minutes=3), 6, "login")  # straddles the short_lived cutoff
+    add_hold(bus, tenant="keep", reason="audit")
+    run_export(db, lake)
+    run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake)
+    cut = {"short_lived": AS_OF - timedelta(days=10), "long_lived": AS_OF - timedelta(days=60)}
+    tables = _lake_rows(lake)
+    for name, time_col in (("commands", "started_at"), ("events", "occurred_at"),
+                           ("frontend_actions", "occurred_at")):
+        rows = tables[name].to_pylist()
+        assert rows, name
+        for r in rows:
+            if r["tenant_id"] != "keep" and r["retention"] != "permanent":
+                assert r[time_col] >= cut[r["retention"]], (name, r)
+    pg = _snapshot(db)
+    app_rows = {name: [r for r in tables[name].to_pylist() if not r["cmd_class"].startswith("retention.")]
+                for name in ("commands", "tenant_commands")}
+    assert {r["cmd_uuid"] for r in app_rows["commands"]} == pg["command_log"]
+    assert {r["cmd_uuid"] for r in app_rows["tenant_commands"]} == pg["tenant_command_log"]
+    assert {u for u in tables["events"].column("event_uuid").to_pylist()} == pg["domain_event"]
+    assert {u for u in tables["frontend_actions"].column("action_uuid").to_pylist()} == pg["frontend_action"]
+    assert _count(db, "command_log", "cmd_class = 'billing.RecordLogin' AND tenant_id = 't1' AND started_at >= %s",
+                  (cut["short_lived"],)) == 3 + 5  # the straddling ones after the cutoff, and NEW
+    # only files in the manifest remain on disk, and the ledger records what the purge removed
+    on_disk = {str(p.relative_to(tmp_path / "lake")) for p in (tmp_path / "lake").rglob("*.parquet")}
+    listed = {f"{f.dataset}/{f.path}" for f in Lake(lake).manifest()[1]}
+    assert on_disk == listed
+    with db.connection() as conn:
+        counts = conn.execute("SELECT row_counts FROM export_snapshot WHERE row_counts->>'purpose' = 'retention' "
+                              "AND status = 'published'").fetchone()[0]
+    assert counts["removed"]["commands/short_lived"]["t1"] == 5 + 5 + 3
+
+
+def test_unexported_rows_survive_while_the_lake_is_on(fresh, tmp_path):
+    db, bus = fresh
+    lake = str(tmp_path / "lake")
+    _history(bus, "t1", OLD, 4, "rename")
+    run_export(db, lake)
+    _history(bus, "t2", OLD, 3, "rename")  # committed after the export: not in the lake yet
+    _actions(db, "t2", OLD, 2)
+    run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake)
+    assert _count(db, "command_log", "tenant_id = 't1'") == 0
+    assert _count(db, "command_log", "tenant_id = 't2'") == 3
+    assert _count(db, "tenant_command_log", "tenant_id = 't2'") == 3
+    assert _count(db, "domain_event", "tenant_id = 't2'") == 3
+    assert _count(db, "frontend_action", "tenant_id = 't2'") == 2
+    run_export(db, lake)
+    run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake)
+    for table in TABLES:
+        assert _count(db, table, "tenant_id IN ('t1', 't2')") == 0
+    for table in _lake_rows(lake).values():
+        assert table is None or not {"t1", "t2"} & set(table.column("tenant_id").to_pylist())
+
+
+def _clone(db, name: str) -> Database:
+    """An identical copy of ``db`` (CREATE DATABASE … TEMPLATE)."""
+    db.close()
+    src = psycopg.conninfo.conninfo_to_dict(db.url)["dbname"]
+    with psycopg.connect(db.url, dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(src)))
+    return Database(url=db.url.replace(f"/{src}?", f"/{name}?"))
+
+
+@pytest.mark.parametrize("crash_at", ["detaching", "dropped", "batch"])
+def test_a_crash_mid_purge_is_finished_by_the_next_run_and_nothing_extra_is_deleted(fresh, crash_at):
+    db, bus = fresh
+    _seed_mix(db, bus, tenants=("t1", "t2", "t3"))
+    _history(bus, "t1", AS_OF - timedelta(days=60, minutes=30), 60, "rename")  # straddles: batch deletes
+    add_hold(bus, tenant="t3", subject="customer:1", reason="dispute")
+    twin = _clone(db, f"twin_{uuid.uuid4().hex[:8]}")
+    twin_bus = retention_setup(billing_setup(CommandBus(twin), install_schema=False))
+    try:
+        seen = []
+
+        def crash(phase, detail):
+            if phase == crash_at:
+                seen.append(detail)
+                if len(seen) == 2:
+                    raise Crash(f"injected at {phase} {detail}")
+
+        with pytest.raises(Crash):
+            run_purge(db, bus, POLICY, as_of=AS_OF, step=crash)
+        with db.connection() as conn:
+            assert conn.execute("SELECT status FROM retention_run").fetchone()[0] == "running"
+        later = AS_OF + timedelta(days=1)  # the next run finishes the interrupted one with *its* cutoffs first
+        resumed = run_purge(db, bus, RetentionPolicy(short_lived_days="never", long_lived_days="never"), as_of=later)
+        clean = run_purge(twin, twin_bus, POLICY, as_of=AS_OF)
+        assert resumed.resumed and resumed.total_rows == 0
+        assert _snapshot(db) == _snapshot(twin)
+        with db.connection() as conn:
+            first = conn.execute("SELECT cmd_body->'counts' FROM command_log WHERE cmd_class = 'retention.Purge' "
+                                 "ORDER BY started_at LIMIT 1").fetchone()[0]
+            assert conn.execute("SELECT count(*) FROM retention_run WHERE status = 'running'").fetchone()[0] == 0
+        assert first == [dict(r) for r in clean.counts]
+    finally:
+        twin.close()
+
+
+def test_writers_inserting_during_the_purge_see_no_error(fresh):
+    db, bus = fresh
+    for day in range(30):
+        _history(bus, "old", OLD - timedelta(days=day), 3, "login")
+        _history(bus, "old", OLD - timedelta(days=day), 3, "rename")
+    add_hold(bus, tenant="old", subject="customer:1", reason="keeps some partitions mixed")
+    errors: list[BaseException] = []
+    written: list = []
+    stop = threading.Event()
+
+    def writer():
+        ctx = ExecutionContext(tenant_id="live", actor_id="w@live")
+        while not stop.is_set():
+            try:
+                written.append(bus.execute(c.RecordLogin(user_id="w", ip="10.0.0.2"), ctx).cmd_uuid)
+            except BaseException as e:  # noqa: BLE001 - the test's point is that none happens
+                errors.append(e)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        report = run_purge(db, bus, RetentionPolicy(short_lived_days=10, long_lived_days=10, lock_timeout_ms=50),
+                           as_of=AS_OF)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == [], [(repr(e), repr(e.__context__), repr(getattr(e.__context__, '__context__', None))) for e in errors[:3]]
+    assert report.partitions_dropped >= 30 and len(written) > 0
+    assert _count(db, "command_log", "tenant_id = 'live'") == len(written)
+    assert _count(db, "command_log", "tenant_id = 'old' AND cmd_class LIKE 'billing.%%'") == 30 * 3  # the held subject's commands
+
+
+def test_a_second_purge_at_the_same_time_is_refused(fresh):
+    db, bus = fresh
+    lock = psycopg.connect(db.url, autocommit=True)
+    try:
+        from storage.retention import PURGE_LOCK_KEY
+
+        lock.execute("SELECT pg_advisory_lock(%s)", (PURGE_LOCK_KEY,))
+        with pytest.raises(RetentionError, match="another retention purge"):
+            run_purge(db, bus, POLICY, as_of=AS_OF)
+    finally:
+        lock.close()
