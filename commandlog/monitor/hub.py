@@ -32,6 +32,7 @@ class Subscription:
         self.max_queue = max_queue
         self.frames: collections.deque[tuple[list[str], str, str]] = collections.deque()
         self.wakeup = asyncio.Event()
+        self.dropped = asyncio.Event()  # set on overflow: the socket is closed even if a send is stuck
         self.overflowed = False
         self.lost_listener = False
         self.heartbeat_due = False
@@ -47,6 +48,7 @@ class Subscription:
         if len(self.frames) >= self.max_queue:
             self.overflowed = True
             self.frames.clear()
+            self.dropped.set()
         else:
             self.frames.append(([item["id"] for item, _ in selected], max(item["at"] for item, _ in selected),
                                 ",".join(text for _, text in selected)))

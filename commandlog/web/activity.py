@@ -16,6 +16,8 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,8 @@ from storage import frontend_actions as actions_store
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+COALESCE = 64
+"""At most this many queued notifications go out in one message (a slow client then waits on each send)."""
 _ASSETS = {"monitor.js": "text/javascript", "monitor.css": "text/css"}
 
 errors.STATUS_BY_ERROR.update({RateLimitedError: 429, actions.ActionTooLargeError: 413,
@@ -49,8 +53,8 @@ errors.STATUS_BY_ERROR.update({RateLimitedError: 429, actions.ActionTooLargeErro
 class MonitorConfig:
     """Per-app knobs (``app.state.monitor``); tests shrink them."""
 
-    max_queue: int = DEFAULT_MAX_QUEUE
-    """Frames a watcher may have queued before it is dropped as too slow."""
+    max_queue: int = field(default_factory=lambda: int(os.environ.get("CMDLOG_MONITOR_QUEUE", DEFAULT_MAX_QUEUE)))
+    """Notifications a watcher may have queued before it is dropped as too slow (``CMDLOG_MONITOR_QUEUE``)."""
     heartbeat_s: float = 15.0
     """Seconds between heartbeats (each one also re-checks the token)."""
     limiter: RateLimiter = field(default_factory=RateLimiter.from_env)
@@ -134,11 +138,10 @@ async def get_frontend_actions(request: Request, principal: Principal = Depends(
         raise PermissionDeniedError("tenant: an admin token must name the tenant (?tenant=…)")
     if not principal.is_admin and tenant not in (None, principal.tenant_id):
         raise PermissionDeniedError("tenant: this token may only read its own tenant")
-    corr = None
-    if correlation_id is not None:
-        from commandlog.journal import _uuid
-
-        corr = _uuid("correlation_id", correlation_id)
+    try:
+        corr = uuid.UUID(correlation_id) if correlation_id is not None else None
+    except ValueError:
+        raise InvalidFilterError("correlation_id", f"must be a UUID, not {correlation_id!r}") from None
     rows = await run_in_threadpool(actions_store.tenant_actions, request.app.state.db,
                                    tenant or principal.tenant_id, correlation_id=corr, limit=limit)
     out = []
@@ -227,11 +230,14 @@ async def _pump(ws: WebSocket, subscription: Subscription, seen: set[str], princ
                 config: MonitorConfig) -> None:
     receiver = asyncio.create_task(_receive_until_closed(ws))
     sender = asyncio.create_task(_send_until_done(ws, subscription, seen, principal, db, config))
-    _, pending = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+    dropped = asyncio.create_task(subscription.dropped.wait())
+    done, pending = await asyncio.wait({receiver, sender, dropped}, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    if dropped in done and sender not in done:  # the sender may be stuck in a send to a client that reads nothing
+        await _close(ws, 4008, f"client too slow: more than {subscription.max_queue} messages queued", wait=10)
 
 
 async def _receive_until_closed(ws: WebSocket) -> None:
@@ -267,12 +273,14 @@ async def _send_until_done(ws: WebSocket, subscription: Subscription, seen: set[
                     return
                 await ws.send_text(json.dumps({"type": "heartbeat", "cursor": stamp(dt.datetime.now(dt.UTC))}))
             batches = []
-            while subscription.frames:
+            while subscription.frames and len(batches) < COALESCE:
                 batch = subscription.frames.popleft()
                 if not (seen and all(i in seen for i in batch[0])):
                     batches.append(batch)
             if batches:
                 await ws.send_text(activity_frame(batches))
+            if subscription.frames:
+                subscription.wakeup.set()  # more than COALESCE were queued: go round again
             if seen and loop.time() > seen_until:
                 seen = set()
     finally:
@@ -286,6 +294,7 @@ async def _heartbeats(subscription: Subscription, every: float) -> None:
         subscription.wakeup.set()
 
 
-async def _close(ws: WebSocket, code: int, reason: str) -> None:
+async def _close(ws: WebSocket, code: int, reason: str, *, wait: float = 2.0) -> None:
+    """Close with ``code``; give up after ``wait`` seconds (the close frame queues behind unread data)."""
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(ws.close(code, reason[:120]), timeout=2)
+        await asyncio.wait_for(ws.close(code, reason[:120]), timeout=wait)
