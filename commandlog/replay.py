@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -115,6 +115,10 @@ class ReplayPlan:
     """The originals, oldest first (unknown ids last)."""
     resumed: bool = False
     """True when the request already existed (a rerun)."""
+
+    def header(self) -> ReplayPlan:
+        """The plan without its list of originals: what a batch needs (light to pass to every Prefect task)."""
+        return replace(self, cmd_uuids=())
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,5 +20,5 @@ def replay_commands(request: ReplayRequest) -> dict:
     the_plan = plan_replay(request, default_request_id=runtime.flow_run.id)
     rows: list[dict] = []
     for batch in batches(the_plan.cmd_uuids, request.batch_size):
-        rows.extend(replay_batch(the_plan, batch))
-    return publish_replay_report(the_plan, rows)
+        rows.extend(replay_batch(the_plan.header(), batch))
+    return publish_replay_report(the_plan.header(), rows)
