@@ -198,13 +198,14 @@ def test_unavailable_bodies_are_not_replayable_and_the_others_go_on(bus, db, ctx
     purged = bus.execute(c.RenameCustomer(customer_id=1, name="Purged"), ctx).cmd_uuid
     deleted = bus.execute(c.RenameCustomer(customer_id=1, name="Deleted"), ctx).cmd_uuid
     fine = bus.execute(c.UpdatePaymentDetails(customer_id=1, holder="Ada", iban="DE44500105175407324931"), ctx)
+    card = bus.execute(c.AttachCardToken(customer_id=1, card_token="tok_12345678"), ctx).cmd_uuid
     with db.connection() as conn:  # retention purged one body and one whole row
         conn.execute("UPDATE tenant_command_log SET cmd_body = NULL WHERE cmd_uuid = %s", (purged,))
         conn.execute("DELETE FROM tenant_command_log WHERE cmd_uuid = %s", (deleted,))
-        conn.execute("UPDATE billing.customer SET iban = NULL WHERE tenant_id = %s", (tenant,))
+        conn.execute("UPDATE billing.customer SET iban = NULL, card_token = NULL WHERE tenant_id = %s", (tenant,))
 
     report = run_replay(db, bus, ReplayRequest(
-        cmd_uuids=[never_stored, opted_out, purged, deleted, fine.cmd_uuid], requested_by="ops", mode="execute"))
+        cmd_uuids=[never_stored, opted_out, purged, deleted, fine.cmd_uuid, card], requested_by="ops", mode="execute"))
 
     by_id = {i.original_cmd_uuid: (i.outcome, i.message) for i in report.items}
     assert by_id[never_stored] == ("not_replayable", "not replayable: body unavailable")
@@ -213,8 +214,12 @@ def test_unavailable_bodies_are_not_replayable_and_the_others_go_on(bus, db, ctx
                                 "not replayable: test_replay.ChargeCard opts out of replay (replayable = False)")
     assert by_id[deleted][0] == "not_found"
     assert by_id[fine.cmd_uuid] == ("succeeded", None)
-    # the payload came from the tenant log: the sensitive IBAN, not the global log's withheld marker
-    assert rows(db, "SELECT iban FROM billing.customer WHERE tenant_id = %s", tenant) == [("DE44500105175407324931",)]
+    assert by_id[card] == ("succeeded", None)  # excluded from the global log only: the tenant log has the body
+    # the payload came from the tenant log: the sensitive IBAN and the excluded card token, not the global log's
+    # withheld marker or missing body
+    assert rows(db, "SELECT iban, card_token FROM billing.customer WHERE tenant_id = %s", tenant) == [
+        ("DE44500105175407324931", "tok_12345678")]
+    assert rows(db, "SELECT cmd_body FROM command_log WHERE cmd_uuid = %s", card) == [(None,)]
     for refused in (never_stored, opted_out, purged):
         assert replays_of(db, refused) == []
 
