@@ -37,27 +37,49 @@ class Subscription:
         self.lost_listener = False
         self.heartbeat_due = False
 
-    def offer(self, items: list[tuple[dict, str]]) -> None:
-        """Queue the items of one notification that pass the filter (never blocks; overflow marks the watcher)."""
+    def offer(self, items: list[tuple[dict, str]], cache: dict | None = None) -> None:
+        """Queue the items of one notification that pass the filter (never blocks; overflow marks the watcher).
+
+        ``cache`` (one per notification) shares the selection between watchers with equal filters.
+        """
         if self.overflowed:
             return
-        accepts = self.filter.accepts
-        selected = [(item, text) for item, text in items if accepts(item)]
-        if not selected:
+        key = self.filter
+        batch = cache.get(key, _MISSING) if cache is not None else _MISSING
+        if batch is _MISSING:
+            batch = select(items, key)
+            if cache is not None:
+                cache[key] = batch
+        if batch is None:
             return
         if len(self.frames) >= self.max_queue:
             self.overflowed = True
             self.frames.clear()
             self.dropped.set()
         else:
-            self.frames.append(([item["id"] for item, _ in selected], max(item["at"] for item, _ in selected),
-                                ",".join(text for _, text in selected)))
+            self.frames.append(batch)
         self.wakeup.set()
 
     def listener_lost(self) -> None:
         """The process lost its LISTEN connection: items may be missing, the watcher must resume from its cursor."""
         self.lost_listener = True
         self.wakeup.set()
+
+
+_MISSING = object()
+
+
+def select(items: list[tuple[dict, str]], activity_filter: ActivityFilter) -> tuple[list[str], str, str] | None:
+    """``(ids, cursor, items JSON)`` of the items passing ``activity_filter``; None when none does."""
+    accepts = activity_filter.accepts
+    selected = [pair for pair in items if accepts(pair[0])]
+    if not selected:
+        return None
+    if len(selected) == 1:
+        item, text = selected[0]
+        return [item["id"]], item["at"], text
+    return ([item["id"] for item, _ in selected], max(item["at"] for item, _ in selected),
+            ",".join(text for _, text in selected))
 
 
 def activity_frame(batches: list[tuple[list[str], str, str]]) -> str:
@@ -117,8 +139,9 @@ class ActivityHub:
         if not items:
             return
         self.notifications += 1
+        cache: dict = {}
         for subscription in tuple(self.subscriptions):
-            subscription.offer(items)
+            subscription.offer(items, cache)
 
     async def close(self) -> None:
         """Stop listening and close the connection."""
