@@ -207,7 +207,8 @@ def mark_done_many(conn: psycopg.Connection, request_id: uuid.UUID,
                    outcomes: Sequence[tuple[uuid.UUID, str, str | None]]) -> None:
     """Close several items: ``(original, outcome, message)`` triples."""
     with conn.cursor() as cur:
-        cur.executemany(MARK_DONE, [(outcome, message, request_id, original) for original, outcome, message in outcomes])
+        cur.executemany(MARK_DONE, [(outcome, message, request_id, original)
+                                    for original, outcome, message in outcomes])
 
 
 def logged_status(conn: psycopg.Connection, cmd_uuids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str, str | None]]:
