@@ -8,9 +8,9 @@ Setup: a fresh embedded Postgres (or ``--database-url``), N billing customers, N
 logged as failed (batch path). Baseline: N ``RenameCustomer`` commands through ``bus.execute`` one by one.
 Direct and flow runs alternate, twice each, and each path counts its best run (on a shared machine single runs
 swing). Flow: the ``replay-commands`` flow (plan task, one task per batch, report task) under a temporary
-Prefect server, Prefect defaults otherwise (heartbeats on). Also the same replay through the service without Prefect (``run_replay``),
-on a second tenant, to show what Prefect itself costs. ``--repeat R`` runs R rounds (fresh tenants each) and
-reports the round with the median ratio. Prints one JSON line; ``ratio_to_direct`` is flow/direct throughput
+Prefect server, Prefect defaults otherwise (heartbeats on). Also the same replay through the service without
+Prefect (``run_replay``), on a second tenant, to show what Prefect itself costs. ``--repeat R`` runs R rounds
+(fresh tenants each) and reports the round with the median ratio. Prints one JSON line; ``ratio_to_direct`` is flow/direct throughput
 (target >= 0.7).
 """
 
