@@ -143,16 +143,16 @@ def _walk(db, dconn, run: store.RunRow, policy: RetentionPolicy, step: Step) -> 
                     _sweep(db, run, policy, leaf, cut, step)
 
 
-def _keep_tenants(conn, leaf: Partition, cut: store.ClassCutoffs) -> list[str]:
-    """Tenants whose rows may not all go with the leaf: held ones, and overrides keeping them past its end."""
-    longer = [t for t, c in cut.overrides.items() if c is None or c < leaf.upper]
-    return sorted(set(store.held_tenants(conn)) | set(longer))
+def _keep_tenants(leaf: Partition, cut: store.ClassCutoffs) -> list[str]:
+    """Tenants whose rows may not all go with the leaf because an override keeps them past its end (held tenants
+    are checked by ``leaf_is_droppable`` itself)."""
+    return sorted(t for t, c in cut.overrides.items() if c is None or c < leaf.upper)
 
 
 def _drop(dconn, run: store.RunRow, leaf: Partition, cut, step: Step) -> bool:
     """Detach and drop ``leaf`` if it is still droppable under the holds' lock; False when it is not."""
     def prepare(conn) -> bool:
-        if not store.leaf_is_droppable(conn, leaf.name, keep_tenants=_keep_tenants(conn, leaf, cut),
+        if not store.leaf_is_droppable(conn, leaf.name, keep_tenants=_keep_tenants(leaf, cut),
                                        export_bound=run.export_bound):
             return False
         store.record_step(conn, run.run_id, action="drop", table=leaf.table, partition=leaf.name,
@@ -234,7 +234,7 @@ def _dry_run(db, policy: RetentionPolicy, *, as_of: datetime, lake_uri: str | No
                     if leaf.lower >= cut.latest:
                         continue
                     whole = (cut.default is not None and leaf.upper <= cut.default and store.leaf_is_droppable(
-                        conn, leaf.name, keep_tenants=_keep_tenants(conn, leaf, cut), export_bound=bound))
+                        conn, leaf.name, keep_tenants=_keep_tenants(leaf, cut), export_bound=bound))
                     if whole:
                         dropped += 1
                         nbytes += conn.execute("SELECT pg_total_relation_size(%s::regclass)", (leaf.name,)).fetchone()[0]

@@ -159,15 +159,15 @@ def _params(cut: ClassCutoffs, export_bound: int | None, **extra) -> dict:
 
 def leaf_is_droppable(conn: psycopg.Connection, leaf: str, *, keep_tenants: list[str],
                       export_bound: int | None) -> bool:
-    """True when ``leaf`` holds no row of ``keep_tenants`` (held, or kept longer by an override) and, with the lake
-    guard, no row not yet exported (both checks are index probes)."""
-    q = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {t} WHERE tenant_id = ANY (%s))").format(t=sql.Identifier(leaf))
-    if not conn.execute(q, (keep_tenants,)).fetchone()[0]:
-        return False
-    if export_bound is None:
-        return True
-    q = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {t} WHERE tx_id >= %s::text::xid8)").format(t=sql.Identifier(leaf))
-    return conn.execute(q, (str(export_bound),)).fetchone()[0]
+    """True when ``leaf`` holds no row of a tenant with an active hold or of ``keep_tenants`` (kept longer by an
+    override) and, with the lake guard, no row not yet exported (index probes, one round trip)."""
+    q = sql.SQL(
+        "SELECT NOT EXISTS (SELECT 1 FROM (SELECT unnest(%(keep)s::text[]) UNION SELECT h.tenant_id FROM legal_hold h "
+        "WHERE h.released_at IS NULL) AS k(tenant_id) WHERE EXISTS (SELECT 1 FROM {t} x WHERE x.tenant_id = k.tenant_id)) "
+        "AND (%(bound)s::text IS NULL OR NOT EXISTS (SELECT 1 FROM {t} WHERE tx_id >= %(bound)s::text::xid8))"
+    ).format(t=sql.Identifier(leaf))
+    return conn.execute(q, {"keep": keep_tenants,
+                            "bound": str(export_bound) if export_bound is not None else None}).fetchone()[0]
 
 
 def count_by_tenant(conn: psycopg.Connection, leaf: str) -> dict[str, int]:
