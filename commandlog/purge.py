@@ -35,6 +35,8 @@ from storage.partitions import PURGEABLE_CLASSES, TIME_COLUMN, Partition
 Step = Callable[[str, str], None]
 """``step(phase, detail)``: progress callback (tests inject crashes here)."""
 DAYS_AHEAD = 14
+MAX_LOGGED_COUNTS = 1000
+"""Above this many (table, class, tenant) counts the Purge command logs totals per table and class (tenant ``*``)."""
 
 
 @dataclass(kw_only=True)
@@ -211,8 +213,14 @@ def _finish(db, bus, run: store.RunRow) -> PurgeReport:
     report = PurgeReport(run_id=run.run_id, as_of=run.as_of, dry_run=False, counts=_aggregate(steps),
                          partitions_dropped=len(drops), bytes_freed=sum(int(s["bytes"]) for s in drops),
                          lake_uri=run.lake_uri, export_bound=run.export_bound)
+    counts = report.counts
+    if len(counts) > MAX_LOGGED_COUNTS:  # keep the body under the bus's size limit; per-tenant rows stay in the steps
+        totals: dict[tuple[str, str], int] = {}
+        for c in counts:
+            totals[(c["table"], c["retention"])] = totals.get((c["table"], c["retention"]), 0) + c["rows"]
+        counts = [{"table": t, "retention": r, "tenant_id": "*", "rows": n} for (t, r), n in sorted(totals.items())]
     out = bus.execute(Purge(run_id=run.run_id, as_of=run.as_of, policy=run.policy,
-                            counts=[PurgeCount(**c) for c in report.counts],
+                            counts=[PurgeCount(**c) for c in counts],
                             partitions_dropped=report.partitions_dropped, bytes_freed=report.bytes_freed),
                       ExecutionContext(tenant_id=rp.SYSTEM_TENANT, actor_id=rp.SYSTEM_ACTOR))
     report.purge_cmd_uuid = str(out.cmd_uuid)
