@@ -5,6 +5,7 @@ the billing bus on it, fresh databases on demand, and one Prefect test server pe
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 
 # Fail fast instead of silently starting a temporary Prefect server in tests that did not ask for one.
@@ -31,9 +32,24 @@ def pg_url(tmp_path_factory) -> str:
     if url:
         yield url
         return
-    server = embedded.start_server(tmp_path_factory.mktemp("pg") / "data", delete_on_exit=True)
+    data = tmp_path_factory.mktemp("pg") / "data"
+    server = embedded.start_server(data, delete_on_exit=True)
     yield embedded.ensure_database(server, "cmdlog_test")
+    _report_server_crashes(data / "log")
     embedded.stop_server(server)
+
+
+def _report_server_crashes(log_path) -> None:
+    """Show what the server log says about crashed backends (the data folder is deleted right after)."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    marks = ("terminated by signal", "PANIC", "was terminated", "server process (PID")
+    for i, line in enumerate(lines):
+        if any(m in line for m in marks):
+            print("\n[embedded Postgres log]\n" + "\n".join(lines[max(0, i - 20):i + 10]), file=sys.stderr)
+            break
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +72,8 @@ def database_factory(pg_url):
         return url
 
     yield make
+    if not os.environ.get("CMDLOG_TEST_DATABASE_URL"):
+        return  # the throwaway server and everything on it are deleted at the end of the session
     with psycopg.connect(pg_url, autocommit=True) as conn:
         for dbname in made:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
