@@ -45,12 +45,12 @@ from storage.postgres import Database
 BASE_MAX = 200_000
 POLICY = RetentionPolicy(short_lived_days=60, long_lived_days=60)
 COLS = {
-    "command_log": ("cmd_uuid", "started_at", "cmd_class, cmd_version, tenant_id, actor_id, correlation_id, "
-                    "causation_id, replay_of, draft_uuid, status, error_type, error_message, finished_at, retention, "
-                    "subjects, cmd_body, body_excluded"),
-    "tenant_command_log": ("cmd_uuid", "started_at", "tenant_id, cmd_class, cmd_version, actor_id, correlation_id, "
-                           "causation_id, replay_of, draft_uuid, status, error_type, error_message, finished_at, "
-                           "retention, subjects, cmd_body, result"),
+    "command_log": ("cmd_uuid", "started_at", (
+        "cmd_class, cmd_version, tenant_id, actor_id, correlation_id, causation_id, replay_of, draft_uuid, status, "
+        "error_type, error_message, finished_at, retention, subjects, cmd_body, body_excluded")),
+    "tenant_command_log": ("cmd_uuid", "started_at", (
+        "tenant_id, cmd_class, cmd_version, actor_id, correlation_id, causation_id, replay_of, draft_uuid, status, "
+        "error_type, error_message, finished_at, retention, subjects, cmd_body, result")),
 }
 
 

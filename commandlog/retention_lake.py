@@ -11,9 +11,10 @@ run, and readers never see a half-purged partition.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,7 +42,7 @@ def purge_lake(db, lake_uri: str, policy: RetentionPolicy, *, as_of: datetime, d
         run_compaction(db, lake_uri, min_files=2**31)  # finishes an interrupted export/compaction/purge, merges nothing
     holds = _holds(db)
     removed: Removed = defaultdict(dict)
-    with ledger.lake_lock(db, lake_uri) if not dry_run else _nolock():
+    with ledger.lake_lock(db, lake_uri) if not dry_run else contextlib.nullcontext():
         current = lake.manifest()
         groups: dict[tuple[str, str], list[LakeFile]] = defaultdict(list)
         for f in current[1]:
@@ -63,14 +64,6 @@ def purge_lake(db, lake_uri: str, policy: RetentionPolicy, *, as_of: datetime, d
             return dict(removed)
         _publish(db, lake, replaced, kept, removed, as_of)
     return dict(removed)
-
-
-class _nolock:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return None
 
 
 def _holds(db) -> dict:
@@ -163,8 +156,3 @@ def _publish(db, lake: Lake, replaced: list[LakeFile], kept: list[tuple[str, str
     lake.discard_staging(run.snapshot_id)
     ledger.mark_published(db, run.snapshot_id)
 
-
-def day_bounds(day: str) -> tuple[datetime, datetime]:
-    """The UTC instants a lake ``day=`` partition covers."""
-    start = datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=UTC)
-    return start, start + timedelta(days=1)

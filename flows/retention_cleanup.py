@@ -13,11 +13,19 @@ from datetime import datetime
 from prefect import flow
 
 from commandlog.retention import RetentionPolicy
-from tasks.retention import export_before_purge, purge_expired, report_purge, resolve_lake
+from tasks.retention import (
+    export_before_purge,
+    purge_expired,
+    report_purge,
+    resolve_lake,
+)
+
+DEFAULT_POLICY = RetentionPolicy()
+"""The built-in defaults; the daily deployment passes the policy configured by ``CMDLOG_RETENTION_*``."""
 
 
 @flow(name="retention-cleanup", log_prints=True, validate_parameters=True)
-def retention_cleanup(policy: RetentionPolicy = RetentionPolicy(), dry_run: bool = True, export_first: bool = True,
+def retention_cleanup(policy: RetentionPolicy = DEFAULT_POLICY, dry_run: bool = True, export_first: bool = True,
                       lake_uri: str | None = None, as_of: datetime | None = None) -> dict:
     """Export first (when a lake is in use and ``export_first``), purge or count, publish the counts table."""
     lake = resolve_lake(lake_uri)

@@ -143,8 +143,8 @@ def expired_predicate(table: str, cut: ClassCutoffs, *, export_bound: int | None
     """The SQL condition on ``x`` (a row of ``table``) that makes it expired; parameters from ``_params``."""
     col = TIME_COLUMN[table]
     if cut.overrides:
-        parts = [f"x.{col} < coalesce((SELECT o.cut::timestamptz FROM unnest(%(ot)s::text[], %(oc)s::text[]) "
-                 f"AS o(t, cut) WHERE o.t = x.tenant_id), %(cut)s::timestamptz)"]
+        parts = [(f"x.{col} < coalesce((SELECT o.cut::timestamptz FROM unnest(%(ot)s::text[], %(oc)s::text[]) "
+                  f"AS o(t, cut) WHERE o.t = x.tenant_id), %(cut)s::timestamptz)")]
     else:
         parts = [f"x.{col} < %(cut)s::timestamptz"]
     parts.append(_UNHELD[_KIND[table]])
@@ -202,8 +202,8 @@ def delete_batch(conn: psycopg.Connection, *, table: str, leaf: str, sibling: st
     events — in one transaction that also runs ``record(conn, counts)``."""
     key, col = KEYS[table], TIME_COLUMN[table]
     pred = expired_predicate(table, cut, export_bound=export_bound)
-    ctes = [f"v AS MATERIALIZED (SELECT x.{key} AS k, x.{col} AS at FROM {{leaf}} x WHERE x.ctid >= %(t0)s::tid "
-            f"AND x.ctid < %(t1)s::tid AND {pred})",
+    ctes = [(f"v AS MATERIALIZED (SELECT x.{key} AS k, x.{col} AS at FROM {{leaf}} x WHERE x.ctid >= %(t0)s::tid "
+             f"AND x.ctid < %(t1)s::tid AND {pred})"),
             f"d AS (DELETE FROM {{leaf}} x USING v WHERE x.{key} = v.k AND x.{col} = v.at RETURNING x.tenant_id)"]
     selects = [f"SELECT '{table}', tenant_id, count(*) FROM d GROUP BY 2"]
     if table == "command_log":  # the commands' tenant rows and events leave in the same statement

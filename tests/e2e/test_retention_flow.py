@@ -102,7 +102,8 @@ def test_the_daily_deployment_purges_on_its_schedule_in_the_configured_time_zone
 def cmdlog(url: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CMDLOG_DATABASE_URL": url, "CMDLOG_HOME": str(tmp_path), "COLUMNS": "200",
            "CMDLOG_RETENTION_LAKE": "off"}
-    return subprocess.run([CMDLOG, "retention", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([CMDLOG, "retention", *args], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 def test_cmdlog_retention_holds_and_runs(database_factory, tmp_path):

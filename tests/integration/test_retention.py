@@ -16,7 +16,13 @@ from commandlog.bus import CommandBus, HistoricalCommand
 from commandlog.context import ExecutionContext
 from commandlog.export import run_export
 from commandlog.purge import run_purge
-from commandlog.retention import RetentionError, RetentionPolicy, add_hold, list_holds, remove_hold
+from commandlog.retention import (
+    RetentionError,
+    RetentionPolicy,
+    add_hold,
+    list_holds,
+    remove_hold,
+)
 from commandlog.retention import setup as retention_setup
 from examples.billing import commands as c
 from examples.billing import setup as billing_setup
