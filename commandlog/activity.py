@@ -8,11 +8,11 @@ only the scrubbed error message, i.e. what an admin may see in ``command_log``):
     {"kind": "event", "id": "<event_uuid>", "at": …, "event_type": …, "cmd_uuid": …, …}
     {"kind": "frontend_action", "id": "<action_uuid>", "at": …, "action": …, "correlation_id": …, …}
 
-``install_publisher(bus)`` adds the bus hooks (``commandlog.bootstrap.build_bus`` calls it): ``started`` is sent
-before the command's transaction, ``succeeded``/``failed`` after its commit (the bus fires them then). Each
-``NOTIFY`` goes out on the publisher's own autocommit connection, i.e. outside the command's transaction — a
-``NOTIFY`` inside a transaction would only be delivered at its commit. Payloads are JSON arrays of items packed
-below ``MAX_PAYLOAD_BYTES`` (Postgres refuses more than 8000 bytes).
+``install_publisher(bus)`` adds the bus hooks (``commandlog.bootstrap.build_bus`` calls it): ``started`` is queued
+before the command's transaction, ``succeeded``/``failed`` after its commit (the bus fires them then). The
+publisher's thread sends each ``NOTIFY`` on its own autocommit connection, i.e. outside the command's transaction
+(a ``NOTIFY`` inside a transaction would only be delivered at its commit), and the command does not wait for it.
+Payloads are JSON arrays of items packed below ``MAX_PAYLOAD_BYTES`` (Postgres refuses more than 8000 bytes).
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import atexit
 import os
+import queue
 import threading
 import weakref
 from typing import Any
@@ -35,6 +37,7 @@ MAX_PAYLOAD_BYTES = 7000
 """Upper bound of one ``NOTIFY`` payload (Postgres' limit is 8000 bytes by default)."""
 _MAX_ERROR_CHARS = 300
 _MAX_SUBJECTS = 20
+_MAX_BATCH_ITEMS = 500
 
 
 def stamp(when: dt.datetime | None) -> str | None:
@@ -109,31 +112,52 @@ def pack(items: list[dict[str, Any]], *, limit: int = MAX_PAYLOAD_BYTES) -> list
 
 
 class ActivityPublisher:
-    """Sends items with ``NOTIFY`` on one autocommit connection per process (opened lazily, reopened on error)."""
+    """Sends items with ``NOTIFY`` from one background thread per process, on its own autocommit connection.
+
+    ``publish`` only queues (a command never waits for a NOTIFY round trip); the thread sends what is queued in
+    order, several hooks' items per round trip under load. ``flush`` waits until everything queued is sent; it runs
+    at interpreter exit, so a CLI process that executes a command and exits still publishes it.
+    """
 
     def __init__(self, url: str, *, channel: str = CHANNEL) -> None:
         self.url = url
         self.channel = channel
         self._conn: psycopg.Connection | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._pid = 0
         self._lock = threading.Lock()
 
     def publish(self, items: list[dict[str, Any]]) -> None:
-        """Send ``items`` now (one round trip); retries once on a fresh connection if the old one broke."""
-        if not items:
-            return
+        """Queue ``items`` for sending (returns at once)."""
+        if items:
+            self._ensure_thread()
+            self._queue.put(items)
+
+    def publish_now(self, items: list[dict[str, Any]]) -> None:
+        """Send ``items`` in this thread, one round trip; retries once on a fresh connection if the old one broke."""
         payloads = pack(items)
+        if not payloads:
+            return
         with self._lock:
             for attempt in (1, 2):
                 try:
-                    conn = self._connection()
-                    conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) WITH ORDINALITY AS t(p, n) "
-                                 "ORDER BY n", (self.channel, payloads))
+                    self._connection().execute(
+                        "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n",
+                        (self.channel, payloads))
                     return
                 except psycopg.OperationalError:
                     self._drop()
                     if attempt == 2:
                         raise
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued so far is sent; False on timeout."""
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
 
     def hook(self, status: str | None):
         """A bus hook publishing the record with ``status`` (the record's own status when None)."""
@@ -145,18 +169,49 @@ class ActivityPublisher:
         return publish_record
 
     def close(self) -> None:
-        """Close the connection."""
+        """Send what is queued, then close the connection."""
+        self.flush()
         with self._lock:
             self._drop()
 
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid():  # a forked child gets its own thread and queue
+                self._queue, self._conn, self._pid = queue.SimpleQueue(), None, os.getpid()
+                self._thread = threading.Thread(target=self._run, name="cmdlog-activity-publisher", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch, markers = [], []
+            entry = self._queue.get()
+            while True:
+                if isinstance(entry, threading.Event):
+                    markers.append(entry)
+                else:
+                    batch += entry
+                if len(batch) >= _MAX_BATCH_ITEMS:
+                    break
+                try:
+                    entry = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            try:
+                self.publish_now(batch)
+            except Exception:  # a lost notification costs live watchers an item; resuming from a cursor restores it
+                log.exception("could not publish %d activity item(s)", len(batch))
+            for marker in markers:
+                marker.set()
+
     def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed or self._pid != os.getpid():
+        if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.url, autocommit=True)
-            self._pid = os.getpid()
         return self._conn
 
     def _drop(self) -> None:
-        if self._conn is not None and self._pid == os.getpid():
+        if self._conn is not None:
             try:
                 self._conn.close()
             except psycopg.Error:
@@ -176,6 +231,13 @@ def publisher_for(url: str, *, channel: str = CHANNEL) -> ActivityPublisher:
         if key not in _publishers:
             _publishers[key] = ActivityPublisher(url, channel=channel)
         return _publishers[key]
+
+
+@atexit.register
+def flush_publishers(timeout: float = 5.0) -> None:
+    """Send everything the process's publishers have queued (runs at interpreter exit)."""
+    for publisher in list(_publishers.values()):
+        publisher.flush(timeout)
 
 
 def install_publisher(bus, *, channel: str = CHANNEL) -> ActivityPublisher:

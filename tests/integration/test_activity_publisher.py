@@ -51,3 +51,23 @@ def test_items_are_published_after_commit_with_events_failures_and_rejections(db
         statuses = [i["status"] for i in items if i["kind"] == "command"]
         assert statuses == ["started", "failed", "rejected", "started", "succeeded"]
         assert "Projected" not in json.dumps(items)
+
+
+def test_a_process_that_exits_right_after_a_command_still_publishes_it(db, tenant):
+    import subprocess
+    import sys
+
+    child = (
+        "from commandlog.bus import CommandBus\nfrom commandlog.context import ExecutionContext\n"
+        "from commandlog.activity import install_publisher\nfrom storage.postgres import Database\n"
+        "from examples.billing import setup, commands as c\n"
+        f"bus = setup(CommandBus(Database(url={db.url!r})))\ninstall_publisher(bus)\n"
+        "bus.execute(c.CreateCustomer(customer_id=1, name='E', email='e@x.io'), "
+        f"ExecutionContext(tenant_id={tenant!r}, actor_id='cli'))\n")
+    with psycopg.connect(db.url, autocommit=True) as listener:
+        listener.execute(f'LISTEN "{CHANNEL}"')
+        done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        items = _items(listener, tenant, 3)
+    assert [(i["kind"], i.get("status")) for i in items] == [("command", "started"), ("command", "succeeded"),
+                                                                ("event", None)]
