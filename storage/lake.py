@@ -20,15 +20,15 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from storage.errors import StorageError
+from storage.parquet_partitions import PartitionedWriter
 
 STAGING = "_staging"
 WRITE_OPTIONS = {"max_open_files": 1024, "max_partitions": 100_000, "max_rows_per_group": 256 * 1024}
-"""``pyarrow.dataset.write_dataset`` options of every export (the export benchmark's ceiling uses them too)."""
+"""``pyarrow.dataset.write_dataset`` options of the export benchmark's ceiling (partitions of a whole export)."""
 MANIFESTS = "_manifests"
 
 
@@ -97,28 +97,21 @@ class Lake:
         return f"{STAGING}/{snapshot_id:010d}"
 
     def write_dataset(self, source: pa.RecordBatchReader, *, dataset: str, partition_by: list[str],
-                      snapshot_id: int, prefix: str = "s", max_rows_per_file: int = 2_000_000) -> list[LakeFile]:
+                      snapshot_id: int, prefix: str = "s") -> list[LakeFile]:
         """Stream ``source`` into staging, Hive-partitioned by ``partition_by``; the files written, unpublished.
 
-        pyarrow applies backpressure to the reader, so memory stays bounded by the batch size and open files.
+        Memory stays within the writer's fixed budget (``storage.parquet_partitions``), whatever the row count.
         """
-        written: list[LakeFile] = []
         base = self.abspath(self.staging_dir(snapshot_id), dataset)
-        schema = pa.schema([source.schema.field(k) for k in partition_by])
-
-        def visit(f) -> None:
-            rel = posixpath.relpath(f.path, base)
-            written.append(LakeFile(dataset=dataset, path=rel, rows=f.metadata.num_rows))
-
+        writer = PartitionedWriter(self.fs, base, schema=source.schema, partition_by=partition_by,
+                                   name=lambda n: f"{prefix}{snapshot_id:010d}-{n}.parquet")
         try:
-            ds.write_dataset(source, base, filesystem=self.fs, format="parquet",
-                             partitioning=ds.partitioning(schema, flavor="hive"),
-                             basename_template=f"{prefix}{snapshot_id:010d}-{{i}}.parquet",
-                             existing_data_behavior="overwrite_or_ignore", max_rows_per_file=max_rows_per_file,
-                             create_dir=True, file_visitor=visit, **WRITE_OPTIONS)
+            for batch in source:
+                writer.write(batch)
+            written = writer.close()
         except (pa.ArrowException, OSError) as e:
             raise LakeError(f"cannot write dataset {dataset!r} to {self.uri}: {e}") from e
-        return written
+        return [LakeFile(dataset=dataset, path=rel, rows=rows) for rel, rows in written]
 
     def publish(self, files: Iterable[LakeFile], *, snapshot_id: int) -> int:
         """Rename staged files into their datasets; already-published ones are skipped (safe to repeat)."""
