@@ -31,10 +31,10 @@ def _setup(db, bus, tenant: str, n: int) -> None:
     from commandlog.context import ExecutionContext
     from examples.billing import commands as c
 
-    with db.connection() as conn, conn.cursor() as cur:
-        with cur.copy("COPY billing.customer (tenant_id, customer_id, name, email) FROM STDIN") as copy:
-            for i in range(1, n + 1):
-                copy.write_row((tenant, i, f"Customer {i}", f"c{i}@{tenant}.example"))
+    copy_sql = "COPY billing.customer (tenant_id, customer_id, name, email) FROM STDIN"
+    with db.connection() as conn, conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        for i in range(1, n + 1):
+            copy.write_row((tenant, i, f"Customer {i}", f"c{i}@{tenant}.example"))
     ctx = ExecutionContext(tenant_id=tenant, actor_id=f"clerk@{tenant}")
     start = datetime.now(UTC) - timedelta(hours=1)
     bus.import_history(HistoricalCommand(

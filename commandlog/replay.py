@@ -97,8 +97,8 @@ class ReplayRequest(BaseModel):
 
     def filters(self) -> dict[str, Any]:
         """The filter as keyword arguments of ``storage.replays.select_uuids``."""
-        return dict(tenant_id=self.tenant_id, cmd_class=self.cmd_class, status=self.status, since=self.since,
-                    until=self.until, correlation_id=self.correlation_id, include_replayed=self.include_replayed)
+        return {"tenant_id": self.tenant_id, "cmd_class": self.cmd_class, "status": self.status, "since": self.since,
+                "until": self.until, "correlation_id": self.correlation_id, "include_replayed": self.include_replayed}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -268,7 +268,7 @@ def prepare(bus: CommandBus, original: repo.OriginalRow) -> Command | str:
                 f"version {command_type.cmd_version}")
     try:
         body = bus.registry.upcast(original.cmd_class, original.cmd_version, original.body)
-    except Exception as e:  # an upcaster is user code: any failure refuses this one command only
+    except Exception as e:  # noqa: BLE001 — an upcaster is user code: any failure refuses this one command only
         return f"not replayable: upcasting from version {original.cmd_version} failed: {e}"
     try:
         return command_type.model_validate(body)

@@ -17,8 +17,7 @@ import psycopg
 from commandlog.bus import CommandBus
 from commandlog.ids import uuid7
 from commandlog.records import Outcome
-from commandlog.replay import (ReplayError, ReplayItemResult, ReplayPlan, dry_run_verdict, prepare,
-                               replay_context)
+from commandlog.replay import ReplayError, ReplayItemResult, ReplayPlan, dry_run_verdict, prepare, replay_context
 from storage import replays as repo
 from storage.postgres import Database
 
@@ -111,11 +110,11 @@ def _execute_one(bus: CommandBus, the_plan: ReplayPlan, original: repo.OriginalR
         if not repo.mark_done(conn, rid, original.cmd_uuid, outcome="succeeded"):
             raise ReplayConflictError(f"original {original.cmd_uuid} was already replayed by request {rid}")
 
-    base = dict(original_cmd_uuid=original.cmd_uuid, cmd_class=original.cmd_class, tenant_id=original.tenant_id,
-                original_status=original.status, replay_cmd_uuid=replay_uuid)
+    base = {"original_cmd_uuid": original.cmd_uuid, "cmd_class": original.cmd_class, "tenant_id": original.tenant_id,
+            "original_status": original.status, "replay_cmd_uuid": replay_uuid}
     try:
         bus.execute(command, replay_context(the_plan, original), cmd_uuid=replay_uuid, in_transaction=close_item)
-    except Exception as e:  # the bus has logged the failed attempt under replay_uuid
+    except Exception as e:  # noqa: BLE001 — any handler error fails this replay only; the bus logged it
         message = f"{type(e).__name__}: {e}"
         failures.append((original.cmd_uuid, "failed", message))
         return ReplayItemResult(outcome="failed", message=message, **base)

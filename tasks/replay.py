@@ -23,7 +23,7 @@ def _transient(task, task_run, state) -> bool:
         state.result()
     except CommandLogError:
         return False
-    except Exception:
+    except Exception:  # noqa: BLE001 — anything else (database, network) is worth another try
         return True
     return True
 

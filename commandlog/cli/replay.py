@@ -14,6 +14,7 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -45,7 +46,8 @@ def parse_when(value: str | None, *, option: str) -> datetime | None:
 
 
 def replay(
-    cmd_uuids: list[str] | None = typer.Argument(None, help="Ids of the commands to replay.", show_default=False),
+    cmd_uuids: Annotated[list[str] | None, typer.Argument(help="Ids of the commands to replay.",
+                                                          show_default=False)] = None,
     failed: bool = typer.Option(False, "--failed", help="Select failed commands (with the filters below)."),
     since: str | None = typer.Option(None, "--since", help="Started at or after: ISO time or a span (2h, 7d)."),
     until: str | None = typer.Option(None, "--until", help="Started before: ISO time or a span ago."),
@@ -64,8 +66,9 @@ def replay(
     """Replay commands by id, or select them with --failed and filters; executes unless --dry-run."""
     from commandlog.replay import ReplayRequest, run_replay
 
-    fields = dict(mode="dry_run" if dry_run else "execute", requested_by=actor, max_commands=max_commands,
-                  batch_size=batch_size, request_id=_uuid(request_id, "--request-id") if request_id else None)
+    fields: dict = {"mode": "dry_run" if dry_run else "execute", "requested_by": actor, "max_commands": max_commands,
+                    "batch_size": batch_size,
+                    "request_id": _uuid(request_id, "--request-id") if request_id else None}
     if cmd_uuids:
         if failed or since or until or cmd_class or tenant or correlation:
             _common.fail("give command ids or --failed/--since/--until/--class/--tenant/--correlation, not both")

@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 
 from examples.billing import commands as c
+from examples.billing.errors import CustomerNotFoundError
 
 CMDLOG = str(Path(sys.executable).with_name("cmdlog"))
 
 
 def cmdlog(pg_url: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CMDLOG_DATABASE_URL": pg_url, "CMDLOG_HOME": str(tmp_path), "COLUMNS": "200"}
-    return subprocess.run([CMDLOG, "replay", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([CMDLOG, "replay", *args], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 def test_cmdlog_replay_dry_runs_by_id_then_recovers_the_failed_ones(pg_url, bus, db, ctx, tenant, tmp_path):
@@ -47,7 +49,7 @@ def test_cmdlog_replay_dry_runs_by_id_then_recovers_the_failed_ones(pg_url, bus,
 
 def test_cmdlog_replay_explains_a_selection_over_the_cap(pg_url, bus, ctx, tenant, tmp_path):
     for i in (1, 2):
-        with pytest.raises(Exception):
+        with pytest.raises(CustomerNotFoundError):
             bus.execute(c.RenameCustomer(customer_id=i, name="x"), ctx)
     result = cmdlog(pg_url, tmp_path, "--failed", "--tenant", tenant, "--max", "1", "--dry-run")
     assert result.returncode == 2

@@ -13,6 +13,7 @@ from commandlog import Command
 from commandlog.replay import ReplayRequest
 from commandlog.settings import Settings
 from examples.billing import commands as c
+from examples.billing.errors import CustomerNotFoundError
 
 NAME = "replay-commands/on-demand"
 
@@ -148,7 +149,7 @@ def test_a_flow_over_the_cap_fails_at_once_with_the_message(prefect_server, pg_u
 
     monkeypatch.setenv("CMDLOG_DATABASE_URL", pg_url)
     for i in (1, 2):
-        with pytest.raises(Exception):
+        with pytest.raises(CustomerNotFoundError):
             bus.execute(c.RenameCustomer(customer_id=i, name="x"), ctx)
     request = ReplayRequest(tenant_id=tenant, status="failed", max_commands=1, requested_by="ops")
     state = replay_commands(request, return_state=True)

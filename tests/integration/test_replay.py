@@ -12,8 +12,14 @@ from pydantic import Field, ValidationError
 
 from commandlog import Command, NeverStoreCmdBody, registry
 from commandlog.bus import CommandBus
-from commandlog.replay import (ReplayRequest, ReplayRequestConflictError, ReplaySelectionTooLargeError, plan,
-                               replay_batch, run_replay)
+from commandlog.replay import (
+    ReplayRequest,
+    ReplayRequestConflictError,
+    ReplaySelectionTooLargeError,
+    plan,
+    replay_batch,
+    run_replay,
+)
 from examples.billing import commands as c
 
 
