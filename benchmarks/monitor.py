@@ -154,8 +154,8 @@ def run_once(db: Database, bus: CommandBus, commit_times: dict, *, real: bool, t
     out = str(Path(tmp) / f"received-{'real' if real else 'base'}-{time.time_ns()}.json")
     with serve(factory, env, port):
         clients = subprocess.Popen([sys.executable, "-m", "benchmarks.monitor", "--child-clients", url, "--out", out],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**env, "BENCH_TOKENS": ",".join(tokens)},
-                                   text=True)
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                   env={**env, "BENCH_TOKENS": ",".join(tokens)})
         assert clients.stdout.readline().strip() == "ready"
         time.sleep(1.0)
         sent = drive(bus, rows=rows, rate=rate)
@@ -246,7 +246,8 @@ def measure(db: Database, args, tmp: str) -> dict:
             "repeat": args.repeat, "p50_ms": med["monitor"]["p50_ms"], "p99_ms": med["monitor"]["p99_ms"],
             "baseline_p50_ms": med["baseline"]["p50_ms"], "baseline_p99_ms": med["baseline"]["p99_ms"],
             "p99_ratio_to_baseline": round(med["monitor"]["p99_ms"] / med["baseline"]["p99_ms"], 3),
-            "lost": sum(r["lost"] for r in runs["monitor"]), "duplicated": sum(r["duplicated"] for r in runs["monitor"]),
+            "lost": sum(r["lost"] for r in runs["monitor"]),
+            "duplicated": sum(r["duplicated"] for r in runs["monitor"]),
             "baseline_lost": sum(r["lost"] for r in runs["baseline"])}
 
 

@@ -4,7 +4,7 @@ Postgres ``NOTIFY`` once they are committed, so that every web replica's monitor
 An *item* is a small JSON map, the same for every watcher (it carries no body, no result, no event payload and
 only the scrubbed error message, i.e. what an admin may see in ``command_log``)::
 
-    {"kind": "command", "id": "<cmd_uuid>:succeeded", "at": "2026-…Z", "tenant_id": …, "cmd_class": …, "status": …}
+    {"kind": "command", "id": "<cmd_uuid>:succeeded", "at": "2026-…Z", "tenant_id": …, "status": …, …}
     {"kind": "event", "id": "<event_uuid>", "at": …, "event_type": …, "cmd_uuid": …, …}
     {"kind": "frontend_action", "id": "<action_uuid>", "at": …, "action": …, "correlation_id": …, …}
 
@@ -241,7 +241,7 @@ def flush_publishers(timeout: float = 5.0) -> None:
 
 
 def install_publisher(bus, *, channel: str = CHANNEL) -> ActivityPublisher:
-    """Publish every live attempt of ``bus`` (started, then succeeded with its events, or failed/rejected); idempotent."""
+    """Publish every live attempt of ``bus`` (started; succeeded with its events; failed/rejected). Idempotent."""
     with _lock:
         if bus in _installed:
             return _installed[bus]

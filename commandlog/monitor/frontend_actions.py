@@ -2,7 +2,7 @@
 
     CommandLogError
      └── FrontendActionError           an action (or the request) is not acceptable; ``errors`` name the fields
-          └── ActionTooLargeError      a payload is over ``MAX_PAYLOAD_BYTES`` or the request over ``MAX_REQUEST_BYTES``
+          └── ActionTooLargeError      a payload over ``MAX_PAYLOAD_BYTES`` or a request too large
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ class FrontendAction(BaseModel):
 def parse_request(raw: bytes) -> tuple[list[Any], bool]:
     """The actions of a request body (one object, a JSON array, or ``{"actions": [...]}``) and whether a batch."""
     if len(raw) > MAX_REQUEST_BYTES:
-        raise ActionTooLargeError([{"field": "body", "message": f"request is {len(raw)} bytes, over {MAX_REQUEST_BYTES}"}])
+        raise ActionTooLargeError([{"field": "body",
+                                    "message": f"request is {len(raw)} bytes, over {MAX_REQUEST_BYTES}"}])
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -84,11 +84,13 @@ def test_tenants_only_ever_receive_their_own_entries(client, db, bus):
                 expected[t].add(f"{_create(bus, t, n + 1)}:succeeded")
             elif roll < 0.75:
                 with pytest.raises(CustomerNotFoundError) as e:
-                    bus.execute(c.RenameCustomer(customer_id=99_999, name="X"), ExecutionContext(tenant_id=t, actor_id="bob"))
+                    bus.execute(c.RenameCustomer(customer_id=99_999, name="X"),
+                                ExecutionContext(tenant_id=t, actor_id="bob"))
                 expected[t].add(f"{e.value.cmd_uuid}:failed")
             elif roll < 0.85:
                 with pytest.raises(CommandRejectedError) as e:
-                    bus.submit("billing.CreateCustomer", {"customer_id": -1}, ExecutionContext(tenant_id=t, actor_id="eve"))
+                    bus.submit("billing.CreateCustomer", {"customer_id": -1},
+                               ExecutionContext(tenant_id=t, actor_id="eve"))
                 expected[t].add(f"{e.value.cmd_uuid}:rejected")
             else:
                 r = client.post("/api/frontend-actions", json={"action": "invoice.opened", "payload": {"n": n}},
@@ -195,7 +197,8 @@ def test_frontend_actions_are_validated_with_field_errors(client, db, tenant):
     future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
     r = post([{"action": "fine"}, {"action": "a", "occurred_at": future}])
     assert r.status_code == 422 and r.json()["errors"] == [
-        {"field": "actions.1.occurred_at", "message": "must be within the last 24 hours and not more than 5 minutes ahead"}]
+        {"field": "actions.1.occurred_at",
+         "message": "must be within the last 24 hours and not more than 5 minutes ahead"}]
     assert post({"actions": [{"action": "a"}] * 101}).status_code == 422
     assert post({"actions": []}).status_code == 422
     with db.connection() as conn:
@@ -203,7 +206,7 @@ def test_frontend_actions_are_validated_with_field_errors(client, db, tenant):
 
     corr, fixed = uuid.uuid4(), str(uuid.uuid4())
     good = [{"action": "invoice.opened", "payload": {"invoice": 7}, "correlation_id": str(corr), "actor_id": "ann",
-             "action_uuid": fixed, "occurred_at": "2020-01-01T00:00:00Z".replace("2020-01-01", dt.date.today().isoformat())}]
+             "action_uuid": fixed, "occurred_at": (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat()}]
     r = post(good)
     assert r.status_code == 201 and r.json()["accepted"] == 1
     assert post(good).status_code == 201  # a retried report with the same action_uuid is stored once
@@ -247,10 +250,12 @@ def test_filters_narrow_the_stream(client, db, bus, tenant):
             assert ws.receive_json()["type"] == "hello"
         _create(bus, tenant, 1)
         _create(bus, tenant, 2, actor="carol")
-        rename = bus.execute(c.RenameCustomer(customer_id=1, name="Zed"), ExecutionContext(tenant_id=tenant, actor_id="dave"))
+        rename = bus.execute(c.RenameCustomer(customer_id=1, name="Zed"),
+                             ExecutionContext(tenant_id=tenant, actor_id="dave"))
         done = lambda items: any(i.get("cmd_uuid") == str(rename.cmd_uuid) for i in items)
         got = _drain(events, until=done)
-        assert {i["kind"] for i in got} == {"event"} and {i["event_type"] for i in got} >= {"CustomerCreated", "CustomerRenamed"}
+        assert {i["kind"] for i in got} == {"event"}
+        assert {i["event_type"] for i in got} >= {"CustomerCreated", "CustomerRenamed"}
         got = _drain(renames, until=lambda items: any(i.get("status") == "succeeded" for i in items))
         assert {i["cmd_class"] for i in got} == {"billing.RenameCustomer"}
         got = _drain(subj, timeout=1.0)

@@ -97,7 +97,8 @@ def _open(page, server: str, token: str) -> None:
 
 
 def _run(bus, tenant: str, command, **ctx) -> str:
-    return str(bus.execute(command, ExecutionContext(tenant_id=tenant, actor_id=ctx.pop("actor", "alice"), **ctx)).cmd_uuid)
+    context = ExecutionContext(tenant_id=tenant, actor_id=ctx.pop("actor", "alice"), **ctx)
+    return str(bus.execute(command, context).cmd_uuid)
 
 
 def test_a_command_appears_in_the_live_pane_within_two_seconds(server, page, db, bus, tenant):
@@ -126,7 +127,8 @@ def test_journal_filters_paging_and_detail_with_full_body(server, page, db, bus,
     for n in range(1, 28):
         _run(bus, tenant, c.CreateCustomer(customer_id=n, name=f"Customer {n}", email=f"c{n}@x.example"))
     renamed = _run(bus, tenant, c.RenameCustomer(customer_id=3, name="Renamed Three"), actor="carol")
-    secret = _run(bus, tenant, c.UpdatePaymentDetails(customer_id=4, iban="DE89370400440532013000", holder="Ann Example"))
+    secret = _run(bus, tenant, c.UpdatePaymentDetails(customer_id=4, iban="DE89370400440532013000",
+                                                      holder="Ann Example"))
     _open(page, server, create_token(db, tenant=tenant, role="viewer"))
 
     page.wait_for_selector("#journal-rows tr[data-cmd-uuid]")
