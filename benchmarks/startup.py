@@ -28,6 +28,7 @@ import httpx
 
 BIN = Path(sys.executable).parent
 TARGET_SECONDS = 30.0
+PHASES = ("starting Postgres", "applying migrations", "demo:", "Prefect API ready", "web app ready", "ready in")
 
 
 def _free_port() -> int:
@@ -75,10 +76,10 @@ def time_prefect_server(workdir: Path) -> float:
         _stop(proc, group=True)
 
 
-def time_up(home: Path, *, rows: int) -> float:
-    """Seconds from ``cmdlog up --demo`` to ready with both URLs answering."""
+def time_up(home: Path, *, rows: int, phases: dict[str, float]) -> float:
+    """Seconds from ``cmdlog up --demo`` to ready with both URLs answering; ``phases`` gets each step's time."""
     prefect_port, web_port = _free_port(), _free_port()
-    out = home.parent / f"{home.name}.out"
+    out = home.parent / f"{home.name}.{time.time_ns()}.out"
     start = time.perf_counter()
     with open(out, "ab") as f:
         proc = subprocess.Popen([str(BIN / "cmdlog"), "up", "--demo", "--demo-commands", str(rows),
@@ -87,11 +88,16 @@ def time_up(home: Path, *, rows: int) -> float:
                                 start_new_session=True)
     try:
         urls = (f"http://127.0.0.1:{prefect_port}/api/health", f"http://127.0.0.1:{web_port}/api/health")
-        while not ("Press Ctrl-C" in out.read_text(errors="replace") and all(_ok(u) for u in urls)):
+        while True:
+            text = out.read_text(errors="replace")
+            for marker in PHASES:  # when each step was first reported, to see where the time goes
+                if marker in text and marker not in phases:
+                    phases[marker] = round(time.perf_counter() - start, 1)
+            if "Press Ctrl-C" in text and all(_ok(u) for u in urls):
+                return time.perf_counter() - start
             if proc.poll() is not None or time.perf_counter() - start > 300:
-                raise RuntimeError(f"cmdlog up did not become ready:\n{out.read_text(errors='replace')[-3000:]}")
+                raise RuntimeError(f"cmdlog up did not become ready:\n{text[-3000:]}")
             time.sleep(0.1)
-        return time.perf_counter() - start
     finally:
         _stop(proc, group=False)  # SIGTERM to up alone: it stops its own children
 
@@ -108,10 +114,12 @@ def main(argv: list[str] | None = None) -> None:
             run_dir = Path(tmp) / f"run{i}"
             run_dir.mkdir()
             baseline.append(time_prefect_server(run_dir))
-            cold.append(time_up(run_dir / "home", rows=args.rows))
-            warm.append(time_up(run_dir / "home", rows=args.rows))
-            print(f"run {i + 1}: baseline {baseline[-1]:.1f}s, cold up {cold[-1]:.1f}s, warm up {warm[-1]:.1f}s",
-                  file=sys.stderr, flush=True)
+            cold_phases: dict[str, float] = {}
+            warm_phases: dict[str, float] = {}
+            cold.append(time_up(run_dir / "home", rows=args.rows, phases=cold_phases))
+            warm.append(time_up(run_dir / "home", rows=args.rows, phases=warm_phases))
+            print(f"run {i + 1}: baseline {baseline[-1]:.1f}s, cold up {cold[-1]:.1f}s {cold_phases}, "
+                  f"warm up {warm[-1]:.1f}s {warm_phases}", file=sys.stderr, flush=True)
     seconds, base = statistics.median(cold), statistics.median(baseline)
     print(json.dumps({
         "benchmark": "startup", "runs": args.runs, "demo_commands": args.rows,
