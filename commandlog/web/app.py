@@ -25,7 +25,8 @@ def create_app(settings: Settings | None = None, *, db=None, bus=None) -> FastAP
 
         db, bus = runtime(settings)
 
-    app = FastAPI(title="commandlog", version="0.1.0", description="The commandlog web API. Every `/api` route except `/api/health` needs "
+    app = FastAPI(title="commandlog", version="0.1.0",
+                  description="The commandlog web API. Every `/api` route except `/api/health` needs "
                               "`Authorization: Bearer <token>` (make one with `cmdlog token create`).")
     app.state.settings, app.state.db, app.state.bus = settings, db, bus
     errors.install(app)
