@@ -89,7 +89,7 @@ def main() -> None:
                    help="Above 2M rows, grow the seeded 2M database in SQL instead of seeding every row.")
     args = p.parse_args()
 
-    from commandlog.export import run_export
+    from commandlog.export import run_compaction, run_export
     from storage.postgres import Database
 
     if args.database_url or args.rows <= 2_000_000 or not args.amplify:
@@ -100,8 +100,9 @@ def main() -> None:
     lake = str(BENCH_HOME / f"lake_{args.rows}")
     t0 = time.perf_counter()
     exported = run_export(db, lake)
-    print(f"export to {lake}: {sum(exported.rows.values())} new rows in {time.perf_counter() - t0:.1f}s",
-          file=sys.stderr)
+    compacted = run_compaction(db, lake)  # as `cmdlog export` does
+    print(f"export to {lake}: {sum(exported.rows.values())} new rows, {compacted.replaced} files compacted, "
+          f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     reports = bench_reports(db, lake, runs=args.runs)
     timelines = bench_timelines(db, n=args.timelines)
     db.close()

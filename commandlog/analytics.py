@@ -2,7 +2,7 @@
 
 The report SQL is written in the dialect DuckDB and Postgres share, over a relation named by ``{source}``
 (``commands`` or ``tenant_commands`` in the lake, ``command_log`` in Postgres), so the same text runs on both — the
-journal benchmark compares them.
+journal benchmark compares them (Postgres sessions running it set ``TimeZone = 'UTC'``).
 """
 
 from __future__ import annotations
@@ -63,12 +63,17 @@ def report_sql(name: str, *, source: str = "commands", since: dt.datetime | None
     """The SQL of report ``name`` over ``source`` (a trusted relation name), for DuckDB or Postgres alike."""
     conds = []
     if since is not None:
-        conds.append(f"started_at >= CAST('{since.isoformat()}' AS timestamptz)")
+        conds.append(f"started_at >= CAST('{_utc(since)}' AS timestamp)")
     if until is not None:
-        conds.append(f"started_at < CAST('{until.isoformat()}' AS timestamptz)")
+        conds.append(f"started_at < CAST('{_utc(until)}' AS timestamp)")
     where = ("WHERE " + " AND ".join(conds)) if conds else ""
     where_ok = "WHERE " + " AND ".join(conds + ["status = 'succeeded'"])
     return REPORTS[name][1].format(source=source, where=where, where_ok=where_ok, limit=int(limit))
+
+
+def _utc(when: dt.datetime) -> str:
+    """A naive UTC literal: the lake views hold UTC TIMESTAMPs; Postgres reads it in the session's UTC zone."""
+    return when.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
 
 
 def lake_connection(lake: str | Settings | None = None, *, tenant: str | None = None,

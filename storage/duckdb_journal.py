@@ -28,6 +28,10 @@ from storage.errors import StorageError
 from storage.lake import Lake, LakeFile
 
 HIVE_TYPES = {"retention": "VARCHAR", "day": "DATE", "tenant_id": "VARCHAR"}
+# Timestamps are exposed as UTC TIMESTAMP: DuckDB's TIMESTAMPTZ functions (date_trunc, extract, arithmetic) go
+# through ICU time zones and measured 1.5-4x slower on the report queries. epoch_us → make_timestamp is exact.
+TIME_COLUMNS = {"commands": ("started_at", "finished_at"), "tenant_commands": ("started_at", "finished_at"),
+                "events": ("occurred_at",), "frontend_actions": ("occurred_at",)}
 READ_ONLY = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 GLOBAL_VIEWS = ("commands", "events", "frontend_actions")
 
@@ -35,16 +39,16 @@ GLOBAL_VIEWS = ("commands", "events", "frontend_actions")
 _COLUMNS = {
     "commands": "cmd_uuid UUID, cmd_class VARCHAR, cmd_version INTEGER, tenant_id VARCHAR, actor_id VARCHAR, "
                 "correlation_id UUID, causation_id UUID, replay_of UUID, draft_uuid UUID, status VARCHAR, "
-                "error_type VARCHAR, error_message VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, "
+                "error_type VARCHAR, error_message VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP, "
                 "subjects VARCHAR[], cmd_body JSON, body_excluded BOOLEAN, retention VARCHAR, day DATE",
     "tenant_commands": "cmd_uuid UUID, cmd_class VARCHAR, cmd_version INTEGER, actor_id VARCHAR, correlation_id UUID, "
                        "causation_id UUID, replay_of UUID, draft_uuid UUID, status VARCHAR, error_type VARCHAR, "
-                       "error_message VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, subjects VARCHAR[], "
+                       "error_message VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP, subjects VARCHAR[], "
                        "cmd_body JSON, result JSON, tenant_id VARCHAR, retention VARCHAR, day DATE",
     "events": "event_uuid UUID, cmd_uuid UUID, tenant_id VARCHAR, event_type VARCHAR, payload JSON, "
-              "occurred_at TIMESTAMPTZ, retention VARCHAR, day DATE",
+              "occurred_at TIMESTAMP, retention VARCHAR, day DATE",
     "frontend_actions": "action_uuid UUID, tenant_id VARCHAR, actor_id VARCHAR, action VARCHAR, payload JSON, "
-                        "correlation_id UUID, occurred_at TIMESTAMPTZ, retention VARCHAR, day DATE",
+                        "correlation_id UUID, occurred_at TIMESTAMP, retention VARCHAR, day DATE",
 }
 
 
@@ -109,16 +113,24 @@ def _create_view(con, lake: Lake, name: str, files: list[LakeFile]) -> list[str]
     if lake.is_local:
         listed = ", ".join(_literal(p) for p in paths)
         types = ", ".join(f"{_literal(k)}: {v}" for k, v in HIVE_TYPES.items() if k in files[0].partition)
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listed}], hive_partitioning = true, "
-                    f"union_by_name = true, hive_types = {{{types}}})")
+        con.execute(f"CREATE VIEW _{name}_files AS SELECT * FROM read_parquet([{listed}], hive_partitioning = true, "
+                    f"hive_types = {{{types}}})")  # one schema per dataset: no union_by_name
+        con.execute(f"CREATE VIEW {name} AS {_utc_select(con, name, f'_{name}_files')}")
         return paths
     # Remote lakes: pyarrow reads through its filesystem; DuckDB scans the Arrow dataset (no DuckDB file access).
     dataset = ds.dataset(paths, filesystem=lake.fs, format="parquet",
                          partitioning=ds.HivePartitioning.discover(infer_dictionary=False),
                          partition_base_dir=lake.abspath(name))
     con.register(f"_{name}_arrow", dataset)
-    con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}_arrow")
+    con.execute(f"CREATE VIEW {name} AS {_utc_select(con, name, f'_{name}_arrow')}")
     return []
+
+
+def _utc_select(con, name: str, source: str) -> str:
+    rel = con.sql(f"SELECT * FROM {source} LIMIT 0")
+    present = {c for c, t in zip(rel.columns, rel.types, strict=True) if str(t) == "TIMESTAMP WITH TIME ZONE"}
+    cols = ", ".join(f"make_timestamp(epoch_us({c})) AS {c}" for c in TIME_COLUMNS[name] if c in present)
+    return f"SELECT * REPLACE ({cols}) FROM {source}" if cols else f"SELECT * FROM {source}"
 
 
 def _select_empty(name: str) -> str:
