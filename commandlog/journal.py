@@ -92,14 +92,25 @@ def timeline(db, *, tenant: str | None, admin: bool = False, subject=None, actor
         raise InvalidFilterError("tenant", "a tenant is required unless the caller is an admin")
     # Tenant callers filter on tenant_id explicitly too: RLS enforces it, the explicit equality lets the planner
     # use the (tenant_id, …) indexes with a plain parameter.
-    where, params = _filters(tenant=tenant, subject=subject, actor=actor, cmd_class=cmd_class,
+    keyed = subject is not None and not admin
+    subject_value = _text("subject", subject) if keyed else None
+    where, params = _filters(tenant=tenant, subject=None if keyed else subject, actor=actor, cmd_class=cmd_class,
                              status=status, since=since, until=until, correlation_id=correlation_id, cursor=cursor)
     limit = _limit(limit)
     table = "command_log" if admin else "tenant_command_log"
-    page = (f"SELECT {_TENANT_COLUMNS} FROM {table} WHERE {' AND '.join(where) or 'true'} "
-            f"ORDER BY started_at DESC, cmd_uuid DESC LIMIT {limit + 1:d}")  # a literal: plans assume a small limit
     session = db.connection() if admin else db.tenant_session(tenant)
     with session as conn, conn.cursor(row_factory=dict_row) as cur:
+        if keyed:  # see cmdlog_subject_keys in migration 0002: RLS keeps @> from using the index
+            only_subject = actor is None and cmd_class is None and status is None and correlation_id is None
+            keys = _subject_keys(cur, subject_value, since=since, until=until, cursor=cursor,
+                                 limit=limit + 1 if only_subject else None)
+            if not keys:
+                return TimelinePage(entries=[], next_cursor=None)
+            # Literal time bounds prune partitions; uuid equality is leakproof, so the key index serves it.
+            where += ["cmd_uuid = ANY(%s)", "started_at >= %s", "started_at <= %s"]
+            params += [[k[0] for k in keys], min(k[1] for k in keys), max(k[1] for k in keys)]
+        page = (f"SELECT {_TENANT_COLUMNS} FROM {table} WHERE {' AND '.join(where) or 'true'} "
+                f"ORDER BY started_at DESC, cmd_uuid DESC LIMIT {limit + 1:d}")  # literal: plans for a small limit
         # Unprepared on purpose: a prepared statement soon runs a generic plan, which cannot skip the partitions a
         # custom plan prunes or sizes for its values — measured 23 ms against 5 ms for a class timeline at 2M rows.
         rows = cur.execute(page, params, prepare=False).fetchall()
@@ -189,6 +200,14 @@ def _limit(limit: Any) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise InvalidFilterError("limit", f"must be an integer from 1 to {MAX_LIMIT}")
     return limit
+
+
+def _subject_keys(cur, subject: str, *, since, until, cursor, limit: int | None) -> list[tuple]:
+    before = decode_cursor(_text("cursor", cursor)) if cursor is not None else (None, None)
+    rows = cur.execute("SELECT cmd_uuid, started_at FROM cmdlog_subject_keys(%s, %s, %s, %s, %s, %s)",
+                       (subject, parse_time("since", since), parse_time("until", until), *before, limit),
+                       prepare=False).fetchall()
+    return [(r["cmd_uuid"], r["started_at"]) for r in rows]
 
 
 def _events(cur, rows: list[dict]) -> dict:

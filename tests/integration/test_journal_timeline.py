@@ -88,3 +88,33 @@ def test_bad_filters_name_the_field(db, tenant, kw, field):
 def test_a_tenant_caller_must_name_a_tenant(db):
     with pytest.raises(InvalidFilterError, match="tenant"):
         timeline(db, tenant=None)
+
+
+def test_subject_timeline_pages_and_combines_with_other_filters(bus, tenant):
+    _run(bus, tenant, 1, actor="bob@x", customer=5)
+    ctx = ExecutionContext(tenant_id=tenant, actor_id="carol@x")
+    for i in range(4):
+        bus.execute(c.RenameCustomer(customer_id=5, name=f"N{i}"), ctx)
+    first = timeline(bus.db, tenant=tenant, subject="customer:5", limit=2)
+    seen = [e["cmd_uuid"] for e in first.entries]
+    cursor = first.next_cursor
+    while cursor:
+        page = timeline(bus.db, tenant=tenant, subject="customer:5", limit=2, cursor=cursor)
+        seen += [e["cmd_uuid"] for e in page.entries]
+        cursor = page.next_cursor
+    assert len(seen) == len(set(seen)) == 5
+    assert [e["actor_id"] for e in timeline(bus.db, tenant=tenant, subject="customer:5", actor="bob@x").entries] \
+        == ["bob@x"]
+    assert len(timeline(bus.db, tenant=tenant, subject="customer:5", cmd_class="billing.RenameCustomer").entries) == 4
+
+
+def test_subject_keys_function_answers_only_for_the_session_tenant(bus, tenant):
+    other = f"t-{uuid.uuid4().hex[:12]}"
+    _run(bus, other, 1, customer=77)
+    assert timeline(bus.db, tenant=tenant, subject="customer:77").entries == []
+    with bus.db.tenant_session(tenant) as conn:
+        assert conn.execute("SELECT count(*) FROM cmdlog_subject_keys('customer:77', NULL, NULL, NULL, NULL, NULL)"
+                            ).fetchone()[0] == 0
+    with bus.db.tenant_session(other) as conn:
+        assert conn.execute("SELECT count(*) FROM cmdlog_subject_keys('customer:77', NULL, NULL, NULL, NULL, NULL)"
+                            ).fetchone()[0] == 1

@@ -57,13 +57,42 @@ CREATE INDEX command_log_time_idx ON command_log (started_at DESC, cmd_uuid DESC
 """
 
 
+# Subject timelines under row-level security: RLS may only push *leakproof* operators below its policy, and array
+# containment (@>) is not leakproof, so in a tenant session the GIN index above cannot serve `subjects @> …` (a
+# subject timeline scanned every row of the tenant: ~0.4 s at 2M rows). This function answers the subject part with
+# the index, as its owner, for the tenant named by the same setting the policy reads (cmdlog.tenant_id) — it
+# returns nothing the caller's policy would not show, only keys — and the timeline then reads the rows by key
+# under RLS (uuid and timestamptz equality are leakproof). With an owner subject to FORCE RLS it is merely as slow
+# as before, never wider. https://www.postgresql.org/docs/current/ddl-rowsecurity.html
+SUBJECT_KEYS = """
+CREATE FUNCTION cmdlog_subject_keys(p_subject text, p_since timestamptz, p_until timestamptz,
+                                    p_before_at timestamptz, p_before_uuid uuid, p_limit integer)
+RETURNS TABLE (cmd_uuid uuid, started_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+    SELECT t.cmd_uuid, t.started_at FROM public.tenant_command_log t
+    WHERE t.tenant_id = current_setting('cmdlog.tenant_id', true)
+      AND t.subjects @> ARRAY[p_subject]
+      AND (p_since IS NULL OR t.started_at >= p_since)
+      AND (p_until IS NULL OR t.started_at < p_until)
+      AND (p_before_at IS NULL OR (t.started_at, t.cmd_uuid) < (p_before_at, p_before_uuid))
+    ORDER BY t.started_at DESC, t.cmd_uuid DESC
+    LIMIT p_limit
+$fn$;
+REVOKE ALL ON FUNCTION cmdlog_subject_keys(text, timestamptz, timestamptz, timestamptz, uuid, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cmdlog_subject_keys(text, timestamptz, timestamptz, timestamptz, uuid, integer)
+    TO cmdlog_tenant;
+"""
+
+
 def upgrade() -> None:
     op.execute(LEDGER)
     op.execute(INDEXES)
+    op.execute(SUBJECT_KEYS)
 
 
 def downgrade() -> None:
     op.execute(
+        "DROP FUNCTION IF EXISTS cmdlog_subject_keys(text, timestamptz, timestamptz, timestamptz, uuid, integer);"
         "DROP TABLE IF EXISTS export_snapshot;"
         "DROP INDEX IF EXISTS tenant_command_log_actor_idx, tenant_command_log_class_idx, "
         "tenant_command_log_failed_idx, tenant_command_log_correlation_idx, tenant_command_log_subjects_idx, "
