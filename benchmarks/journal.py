@@ -108,7 +108,7 @@ def main() -> None:
     db.close()
     print(json.dumps({
         "benchmark": "journal", "rows": args.rows,
-        "duckdb_speedup_median": statistics.median(r["speedup"] for r in reports.values()),
+        "duckdb_speedup_median": round(statistics.median(r["speedup"] for r in reports.values()), 2),
         "timeline_p95_ms": timelines["p95_ms"], "timeline_p50_ms": timelines["p50_ms"],
         "timeline_per_filter_p95_ms": timelines["per_filter_p95_ms"], "reports": reports,
     }))
