@@ -5,8 +5,11 @@ the billing bus on it, fresh databases on demand, and one Prefect test server pe
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import uuid
+from pathlib import Path
 
 # Fail fast instead of silently starting a temporary Prefect server in tests that did not ask for one.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
@@ -32,11 +35,14 @@ def pg_url(tmp_path_factory) -> str:
     if url:
         yield url
         return
-    data = tmp_path_factory.mktemp("pg") / "data"
+    # Outside pytest's basetemp: the server runs as another system user, and a pytest session resets its basetemp
+    # to mode 0700, which would lock that user out of a server started by another session.
+    data = Path(tempfile.mkdtemp(prefix="cmdlog-test-pg-")) / "data"
     server = embedded.start_server(data, delete_on_exit=True)
     yield embedded.ensure_database(server, "cmdlog_test")
     _report_server_crashes(data / "log")
     embedded.stop_server(server)
+    shutil.rmtree(data.parent, ignore_errors=True)
 
 
 def _report_server_crashes(log_path) -> None:
