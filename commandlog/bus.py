@@ -79,8 +79,6 @@ class HistoricalCommand:
 class _UnitOfWork:
     """The records of one root transaction: written at its commit, or (failures only) after its rollback."""
 
-    conn: psycopg.Connection
-    mode: Mode
     records: list[CommandRecord] = field(default_factory=list)
     failures: list[CommandRecord] = field(default_factory=list)
 
@@ -151,7 +149,7 @@ class CommandBus:
         """
         record = self._start(command, context, cmd_uuid)
         with self.db.connection() as conn:
-            uow = _UnitOfWork(conn, "live")
+            uow = _UnitOfWork()
             hctx = self._handler_context(conn, uow, record, context, "live")
             self._fire("started", record)
             # An explicit transaction, so that savepoints of sub-commands (and of handlers) nest inside it.
@@ -255,7 +253,7 @@ class CommandBus:
     def _rolled_back(self, command: Command, context: ExecutionContext, mode: Mode, observe) -> Outcome:
         record = self._start(command, context, None, log_rejection=False)
         with self.db.connection() as conn, conn.transaction(force_rollback=True):
-            uow = _UnitOfWork(conn, mode)
+            uow = _UnitOfWork()
             hctx = self._handler_context(conn, uow, record, context, mode)
             before = observe(conn) if observe else None
             try:

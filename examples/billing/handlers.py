@@ -10,6 +10,15 @@ from examples.billing import mailer as mail
 from examples.billing.errors import CustomerNotFoundError, InvoiceNotFoundError, InvoiceStateError
 
 
+def _update_customer(ctx: HandlerContext, customer_id: int, assignments: str, values: tuple) -> None:
+    """``UPDATE billing.customer SET <assignments>`` for one customer of the tenant, or raise if there is none."""
+    cur = ctx.conn.execute(
+        f"UPDATE billing.customer SET {assignments}, updated_at = now() WHERE tenant_id = %s AND customer_id = %s",
+        (*values, ctx.tenant_id, customer_id))
+    if cur.rowcount == 0:
+        raise CustomerNotFoundError(f"customer {customer_id} does not exist")
+
+
 def create_customer(cmd: c.CreateCustomer, ctx: HandlerContext) -> dict:
     ctx.conn.execute(
         "INSERT INTO billing.customer (tenant_id, customer_id, name, email, plan) VALUES (%s, %s, %s, %s, %s)",
@@ -19,32 +28,19 @@ def create_customer(cmd: c.CreateCustomer, ctx: HandlerContext) -> dict:
 
 
 def rename_customer(cmd: c.RenameCustomer, ctx: HandlerContext) -> dict:
-    cur = ctx.conn.execute(
-        "UPDATE billing.customer SET name = %s, updated_at = now() WHERE tenant_id = %s AND customer_id = %s",
-        (cmd.name, ctx.tenant_id, cmd.customer_id))
-    if cur.rowcount == 0:
-        raise CustomerNotFoundError(f"customer {cmd.customer_id} does not exist")
+    _update_customer(ctx, cmd.customer_id, "name = %s", (cmd.name,))
     ctx.emit("CustomerRenamed", {"customer_id": cmd.customer_id, "name": cmd.name})
     return {"customer_id": cmd.customer_id, "name": cmd.name}
 
 
 def update_payment_details(cmd: c.UpdatePaymentDetails, ctx: HandlerContext) -> dict:
-    cur = ctx.conn.execute(
-        "UPDATE billing.customer SET iban = %s, iban_holder = %s, updated_at = now() "
-        "WHERE tenant_id = %s AND customer_id = %s",
-        (cmd.iban, cmd.holder, ctx.tenant_id, cmd.customer_id))
-    if cur.rowcount == 0:
-        raise CustomerNotFoundError(f"customer {cmd.customer_id} does not exist")
+    _update_customer(ctx, cmd.customer_id, "iban = %s, iban_holder = %s", (cmd.iban, cmd.holder))
     ctx.emit("PaymentDetailsUpdated", {"customer_id": cmd.customer_id, "iban_last4": cmd.iban[-4:]})
     return {"customer_id": cmd.customer_id}
 
 
 def attach_card_token(cmd: c.AttachCardToken, ctx: HandlerContext) -> dict:
-    cur = ctx.conn.execute(
-        "UPDATE billing.customer SET card_token = %s, updated_at = now() WHERE tenant_id = %s AND customer_id = %s",
-        (cmd.card_token, ctx.tenant_id, cmd.customer_id))
-    if cur.rowcount == 0:
-        raise CustomerNotFoundError(f"customer {cmd.customer_id} does not exist")
+    _update_customer(ctx, cmd.customer_id, "card_token = %s", (cmd.card_token,))
     ctx.emit("CardAttached", {"customer_id": cmd.customer_id})
     return {"customer_id": cmd.customer_id}
 
