@@ -41,9 +41,17 @@ class ReviewResult:
     decided_by: str | None = None
     """Who decided."""
 
+    def summary(self) -> str:
+        """One line for the flow run's log and final state: ``draft <uuid> approved by <who> and executed as cmd <uuid>``."""
+        if self.outcome == "approved":
+            return f"draft {self.draft_uuid} approved by {self.decided_by} and executed as cmd {self.cmd_uuid}"
+        if self.outcome == "rejected":
+            return f"draft {self.draft_uuid} rejected by {self.decided_by}"
+        return f"draft {self.draft_uuid} {self.outcome.replace('_', ' ')}: {self.message}"
+
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready map (the flow's return value)."""
-        return asdict(self)
+        """A JSON-ready map (the flow's return value), with the ``summary`` line."""
+        return asdict(self) | {"summary": self.summary()}
 
 
 def apply_decision(drafts: DraftService, draft_uuid: uuid.UUID, *, decision: Literal["approve", "reject"],

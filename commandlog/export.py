@@ -19,8 +19,9 @@ from __future__ import annotations
 import datetime as dt
 import posixpath
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from commandlog.errors import CommandLogError
 from storage import export_ledger as ledger
@@ -57,6 +58,25 @@ class ExportResult:
     """Files a compaction removed."""
     recovered: list[int] = field(default_factory=list)
     """Snapshot ids of interrupted runs this call finished first."""
+
+
+def summary_line(exported: Mapping[str, Any], compacted: Mapping[str, Any] | None = None) -> str:
+    """One line for the run's log and final state, from ``ExportResult``s as JSON maps (what the flow passes on).
+
+    ``export: 12,345 rows in 37 files across 4 datasets, snapshot 17`` (plus the compaction when one ran).
+    """
+    rows = sum(exported["rows"].values())
+    datasets = sum(1 for n in exported["rows"].values() if n)
+    line = (f"export: {rows:,} {_plural(rows, 'row')} in {exported['files']:,} {_plural(exported['files'], 'file')} "
+            f"across {datasets} {_plural(datasets, 'dataset')}, snapshot {exported['snapshot_id']}")
+    if compacted and compacted.get("snapshot_id"):
+        line += (f"; compaction merged {compacted['replaced']:,} files into {compacted['files']:,}, "
+                 f"snapshot {compacted['snapshot_id']}")
+    return line
+
+
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else f"{word}s"
 
 
 def run_export(db, lake_uri: str, *, step: Step | None = None) -> ExportResult:

@@ -19,9 +19,10 @@ created ahead (``cmdlog_ensure_partitions``) at every call so writers never miss
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -68,6 +69,22 @@ class PurgeReport:
     def total_rows(self) -> int:
         """Rows removed from Postgres."""
         return sum(c["rows"] for c in self.counts if not c["table"].startswith("lake:"))
+
+
+def summary_line(report: Mapping[str, Any]) -> str:
+    """One line for the run's log and final state, from a ``PurgeReport`` as a JSON map (plus ``total_rows``).
+
+    ``retention dry run: would purge 12,000 rows, 3 partitions dropped whole; lake: none``
+    """
+    lake_rows = sum(c["rows"] for c in report["counts"] if c["table"].startswith("lake:"))
+    dropped = report["partitions_dropped"]
+    head = "retention dry run: would purge" if report["dry_run"] else "retention: purged"
+    line = (f"{head} {report['total_rows']:,} rows, {dropped:,} partition{'' if dropped == 1 else 's'} "
+            f"dropped whole")
+    line += f"; lake {report['lake_uri']}: {lake_rows:,} rows" if report["lake_uri"] else "; lake: none"
+    if report.get("purge_cmd_uuid"):
+        line += f"; logged as cmd {report['purge_cmd_uuid']}"
+    return line
 
 
 def run_purge(db, bus, policy: RetentionPolicy, *, as_of: datetime | None = None, lake_uri: str | None = None,

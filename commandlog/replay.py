@@ -18,7 +18,7 @@ and reports every ``done`` item as "already replayed as <uuid>".
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -166,6 +166,19 @@ class ReplayReport:
         for item in self.items:
             counts[item.outcome] = counts.get(item.outcome, 0) + 1
         return counts
+
+
+def summary_line(mode: Literal["dry_run", "execute"], counts: Mapping[str, int]) -> str:
+    """One line for the run's log and final state, most frequent outcome first.
+
+    ``replay dry run: 52 commands — 30 reproduced, 12 now_succeeds, 10 diverged``
+    """
+    label = "replay dry run" if mode == "dry_run" else "replay"
+    total = sum(counts.values())
+    if not total:
+        return f"{label}: nothing selected"
+    parts = ", ".join(f"{n:,} {outcome}" for outcome, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"{label}: {total:,} command{'' if total == 1 else 's'} — {parts}"
 
 
 # -- planning --------------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from prefect import flow
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.states import Completed, State
 from pydantic import Field
 
 from commandlog.draft_errors import DraftApprovalTimeoutError
@@ -32,8 +33,11 @@ class DraftDecision(RunInput):
 
 
 @flow(name="draft-approval", log_prints=True, validate_parameters=True)
-def draft_approval(draft_uuid: uuid.UUID, timeout_seconds: int = 3600, poll_interval_seconds: int = 5) -> dict:
-    """Project, publish the review, pause for a decision; an edit re-projects and asks again."""
+def draft_approval(draft_uuid: uuid.UUID, timeout_seconds: int = 3600, poll_interval_seconds: int = 5) -> State:
+    """Project, publish the review, pause for a decision; an edit re-projects and asks again.
+
+    Ends Completed with the decision's summary line as its message; calling the flow returns the decision (a map).
+    """
     note = None
     while True:
         review = project_draft(draft_uuid, note)
@@ -47,7 +51,6 @@ def draft_approval(draft_uuid: uuid.UUID, timeout_seconds: int = 3600, poll_inte
             fail_run(message)
             raise DraftApprovalTimeoutError(message) from None
         result = apply_draft_decision(draft_uuid, decision.model_dump(), review)
-        print(result["message"])
         if result["outcome"] in FINAL:
-            return result
+            return Completed(message=result["summary"], data=result)
         note = result["message"]

@@ -8,17 +8,21 @@ one, so no row is lost or exported twice.
 from __future__ import annotations
 
 from prefect import flow
+from prefect.states import Completed, State
 
 from commandlog.settings import Settings
 from tasks.export import compact_lake, export_lake, report_export, start_progress
 
 
 @flow(name="export-snapshot", log_prints=True)
-def export_snapshot(lake_uri: str | None = None, compact: bool = True, min_files: int = 8) -> dict:
-    """Export new rows to the lake (``lake_uri`` or the configured lake), then compact partitions with many files."""
+def export_snapshot(lake_uri: str | None = None, compact: bool = True, min_files: int = 8) -> State:
+    """Export new rows to the lake (``lake_uri`` or the configured lake), then compact partitions with many files.
+
+    Ends Completed with the summary line as its message; calling the flow returns ``{lake, export, compaction}``.
+    """
     lake = lake_uri or Settings.from_env().lake
     progress_id = start_progress()
     exported = export_lake(lake, progress_id=progress_id)
     compacted = compact_lake(lake, min_files=min_files, progress_id=progress_id) if compact else None
-    report_export(exported, compacted, progress_id=progress_id)
-    return {"lake": lake, "export": exported, "compaction": compacted}
+    summary = report_export(exported, compacted, progress_id=progress_id)
+    return Completed(message=summary, data={"lake": lake, "export": exported, "compaction": compacted})

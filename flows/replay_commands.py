@@ -9,16 +9,21 @@ with the same ``request_id`` reports "already replayed as <uuid>" for what ran.
 from __future__ import annotations
 
 from prefect import flow, runtime
+from prefect.states import Completed, State
 
 from commandlog.replay import ReplayRequest, batches
 from tasks.replay import plan_replay, publish_replay_report, replay_batch
 
 
 @flow(name="replay-commands", log_prints=True, validate_parameters=True)
-def replay_commands(request: ReplayRequest) -> dict:
-    """Plan the request, replay its originals batch by batch (one task per batch), publish a table artifact."""
+def replay_commands(request: ReplayRequest) -> State:
+    """Plan the request, replay its originals batch by batch (one task per batch), publish a table artifact.
+
+    Ends Completed with the summary line as its message; calling the flow returns the report (a map).
+    """
     the_plan = plan_replay(request, default_request_id=runtime.flow_run.id)
     rows: list[dict] = []
     for batch in batches(the_plan.cmd_uuids, request.batch_size):
         rows.extend(replay_batch(the_plan.header(), batch))
-    return publish_replay_report(the_plan.header(), rows)
+    report = publish_replay_report(the_plan.header(), rows)
+    return Completed(message=report["summary"], data=report)

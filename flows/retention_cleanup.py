@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from prefect import flow
+from prefect.states import Completed, State
 
 from commandlog.retention import RetentionPolicy
 from tasks.retention import (
@@ -26,11 +27,14 @@ DEFAULT_POLICY = RetentionPolicy()
 
 @flow(name="retention-cleanup", log_prints=True, validate_parameters=True)
 def retention_cleanup(policy: RetentionPolicy = DEFAULT_POLICY, dry_run: bool = True, export_first: bool = True,
-                      lake_uri: str | None = None, as_of: datetime | None = None) -> dict:
-    """Export first (when a lake is in use and ``export_first``), purge or count, publish the counts table."""
+                      lake_uri: str | None = None, as_of: datetime | None = None) -> State:
+    """Export first (when a lake is in use and ``export_first``), purge or count, publish the counts table.
+
+    Ends Completed with the summary line as its message; calling the flow returns the purge report (a map).
+    """
     lake = resolve_lake(lake_uri)
     if lake and export_first and not dry_run:
         export_before_purge(lake)
     report = purge_expired(policy, dry_run=dry_run, lake_uri=lake, as_of=as_of)
-    report_purge(report)
-    return report
+    summary = report_purge(report)
+    return Completed(message=summary, data=report)

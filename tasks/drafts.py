@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import uuid
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from commandlog.bootstrap import runtime
-from commandlog.draft_review import apply_decision, review_markdown
+from commandlog.draft_review import FINAL, apply_decision, review_markdown
 from commandlog.drafts import DraftService
 
 
@@ -47,8 +47,10 @@ def fail_run(message: str) -> None:
 
 @task(name="apply-draft-decision", cache_policy=NO_CACHE)
 def apply_draft_decision(draft_uuid: uuid.UUID, decision: dict, review: dict) -> dict:
-    """Apply the reviewer's decision to the version and fingerprint they reviewed."""
+    """Apply the reviewer's decision to the version and fingerprint they reviewed; logs the summary line when it ends
+    the review, else the message for the next review."""
     result = apply_decision(_drafts(), draft_uuid, decision=decision["decision"], approver=decision["approver"],
                             comment=decision.get("comment") or "", edited_body=decision.get("edited_body") or "",
                             reviewed_version=review["version"], reviewed_fingerprint=review["fingerprint"])
+    get_run_logger().info(result.summary() if result.outcome in FINAL else result.message)
     return result.to_json()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 from uuid import UUID
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
 from commandlog.bootstrap import runtime
-from commandlog.export import run_compaction, run_export
+from commandlog.export import run_compaction, run_export, summary_line
 
 _PHASE_PROGRESS = {"recovering": 5.0, "publishing": 70.0, "published": 80.0, "compacting": 85.0}
 
@@ -51,8 +51,9 @@ def compact_lake(lake_uri: str, *, min_files: int = 8, progress_id: UUID | None 
 
 
 @task(name="report-export")
-def report_export(exported: dict, compacted: dict | None, *, progress_id: UUID | None = None) -> None:
-    """Publish the table artifact of rows per dataset and partition, and complete the progress bar."""
+def report_export(exported: dict, compacted: dict | None, *, progress_id: UUID | None = None) -> str:
+    """Publish the table artifact of rows per dataset and partition, complete the progress bar, log the summary line
+    (returned: the flow's final state message)."""
     table = [{"dataset": p["dataset"], "partition": p["partition"], "files": p["files"], "rows": p["rows"]}
              for p in exported["partitions"]]
     if not table:
@@ -64,3 +65,6 @@ def report_export(exported: dict, compacted: dict | None, *, progress_id: UUID |
                                       f"{compact_note}")
     if progress_id is not None:
         update_progress_artifact(progress_id, 100.0)
+    summary = summary_line(exported, compacted)
+    get_run_logger().info(summary)
+    return summary

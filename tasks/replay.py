@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -54,7 +54,8 @@ _EXPECTED = ("succeeded", "reproduced", "already_replayed")
 
 @task(name="publish-replay-report", cache_policy=NO_CACHE)
 def publish_replay_report(the_plan: replay.ReplayPlan, rows: list[dict]) -> dict:
-    """Stamp the request finished and publish the per-run table artifact; returns the summary."""
+    """Stamp the request finished, publish the per-run table artifact and log the summary line; returns the report
+    (``summary`` is the flow's final state message)."""
     db, _ = runtime()
     replay.finish(db, the_plan)
     counts: dict[str, int] = {}
@@ -69,4 +70,7 @@ def publish_replay_report(the_plan: replay.ReplayPlan, rows: list[dict]) -> dict
     omitted = f" ({len(rows) - len(shown)} expected outcomes not listed)" if len(rows) > len(shown) else ""
     create_table_artifact(key="replay-report", table=table or [{"replay outcome": "nothing selected"}],
                           description=f"Replay {the_plan.request_id} ({the_plan.mode}): {summary}{omitted}")
-    return {"request_id": str(the_plan.request_id), "mode": the_plan.mode, "counts": counts, "items": rows}
+    line = replay.summary_line(the_plan.mode, counts)
+    get_run_logger().info(line)
+    return {"request_id": str(the_plan.request_id), "mode": the_plan.mode, "counts": counts, "items": rows,
+            "summary": line}

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from commandlog.bootstrap import runtime
 from commandlog.export import run_export
-from commandlog.purge import lake_for, run_purge
+from commandlog.purge import lake_for, run_purge, summary_line
 from commandlog.retention import RetentionPolicy
 from commandlog.settings import Settings
 
@@ -44,8 +44,9 @@ def purge_expired(policy: RetentionPolicy, *, dry_run: bool, lake_uri: str | Non
 
 
 @task(name="report-purge")
-def report_purge(report: dict) -> None:
-    """Publish the table artifact: rows removed per table, retention class and tenant."""
+def report_purge(report: dict) -> str:
+    """Publish the table artifact (rows removed per table, retention class and tenant), log the summary line
+    (returned: the flow's final state message)."""
     rows = [dict(c) for c in report["counts"]] or [
         {"table": "(nothing expired)", "retention": "", "tenant_id": "", "rows": 0}]
     verb = "would remove" if report["dry_run"] else "removed"
@@ -54,3 +55,6 @@ def report_purge(report: dict) -> None:
         description=(f"{'Dry run: ' if report['dry_run'] else ''}retention {verb} {report['total_rows']} rows as of "
                      f"{report['as_of']}; {report['partitions_dropped']} partitions dropped, "
                      f"{report['bytes_freed']} bytes freed; lake: {report['lake_uri'] or 'none'}"))
+    summary = summary_line(report)
+    get_run_logger().info(summary)
+    return summary

@@ -134,3 +134,30 @@ def prefect_server():
     with prefect_test_harness(server_startup_timeout=90):
         with temporary_settings(updates={"flows.heartbeat_frequency": None}):
             yield
+
+
+@pytest.fixture
+def flow_run_story(prefect_server):
+    """``story(flow_run_id) -> (final state message, [log messages])`` read back from the Prefect server.
+
+    Logs travel to the server in batches: the local batch is flushed, then the logs are read until one carries
+    ``expect`` (or 15 s pass), which also covers runs in another process (a Runner's subprocess).
+    """
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    def story(flow_run_id, *, expect: str | None = None) -> tuple[str | None, list[str]]:
+        APILogWorker.drain_all(timeout=5)
+        deadline = time.monotonic() + 15
+        with get_client(sync_client=True) as client:
+            while True:
+                logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+                messages = [log.message for log in logs]
+                if expect is None or expect in messages or time.monotonic() > deadline:
+                    return client.read_flow_run(flow_run_id).state.message, messages
+                time.sleep(0.3)
+
+    return story

@@ -87,7 +87,7 @@ def _log(db, draft_uuid):
         return conn.execute("SELECT status, actor_id FROM command_log WHERE draft_uuid = %s", (draft_uuid,)).fetchall()
 
 
-def test_approve_input_executes_the_draft_and_records_the_approver(runtime_env, bus, db, draft):
+def test_approve_input_executes_the_draft_and_records_the_approver(runtime_env, flow_run_story, bus, db, draft):
     flow = FlowThread(draft_uuid=draft.draft_uuid)
     run = _paused_run(draft.draft_uuid)
     _resume(run, {"decision": "approve", "approver": "bob@ops", "comment": "looks right"})
@@ -99,6 +99,9 @@ def test_approve_input_executes_the_draft_and_records_the_approver(runtime_env, 
     assert (row.status, row.decided_by, row.decision_comment, str(row.executed_as_cmd_uuid)) == (
         "executed", "bob@ops", "looks right", result["cmd_uuid"])
     assert _log(db, draft.draft_uuid) == [("succeeded", "bob@ops")]
+    expected = f"draft {draft.draft_uuid} approved by {row.decided_by} and executed as cmd {row.executed_as_cmd_uuid}"
+    message, logs = flow_run_story(run.id, expect=expected)  # the run's final state message and log line
+    assert message == expected and expected in logs
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
@@ -106,14 +109,18 @@ def test_approve_input_executes_the_draft_and_records_the_approver(runtime_env, 
     assert any(a.key == "draft-review" and "Blue Bakery" in a.data and "Nova Labs" in a.data for a in artifacts)
 
 
-def test_reject_input_marks_the_draft_rejected_with_the_comment(runtime_env, bus, db, draft):
+def test_reject_input_marks_the_draft_rejected_with_the_comment(runtime_env, flow_run_story, bus, db, draft):
     flow = FlowThread(draft_uuid=draft.draft_uuid)
-    _resume(_paused_run(draft.draft_uuid), {"decision": "reject", "approver": "carol", "comment": "wrong name"})
+    run = _paused_run(draft.draft_uuid)
+    _resume(run, {"decision": "reject", "approver": "carol", "comment": "wrong name"})
     state = flow.join()
     assert state.is_completed() and state.result()["outcome"] == "rejected"
     row = DraftService(bus).get(draft.draft_uuid)
     assert (row.status, row.decided_by, row.decision_comment) == ("rejected", "carol", "wrong name")
     assert _log(db, draft.draft_uuid) == []
+    expected = f"draft {draft.draft_uuid} rejected by {row.decided_by}"
+    message, logs = flow_run_story(run.id, expect=expected)
+    assert message == expected and expected in logs
 
 
 def test_edit_input_reprojects_and_pauses_again_before_approval(runtime_env, bus, db, draft):

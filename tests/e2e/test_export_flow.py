@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pyarrow.dataset as ds
 
@@ -25,8 +26,25 @@ def _artifacts(flow_run_id):
     return asyncio.run(go())
 
 
+def _expected_summary(db, lake: str) -> str:
+    """The summary line rebuilt from what the ledger (Postgres) and the lake hold after one export + compaction."""
+    with db.connection() as conn:
+        runs = {kind: (sid, files, replaced) for kind, sid, files, replaced in conn.execute(
+            "SELECT kind, snapshot_id, jsonb_array_length(files), jsonb_array_length(replaced_files) "
+            "FROM export_snapshot WHERE lake_uri = %s AND status = 'published'", (lake,)).fetchall()}
+    counts = {p.name: ds.dataset(str(p), partitioning="hive").count_rows() for p in Path(lake).iterdir()
+              if p.is_dir() and not p.name.startswith("_")}
+    datasets = sum(1 for n in counts.values() if n)
+    sid, files, _ = runs["export"]
+    line = f"export: {sum(counts.values()):,} rows in {files} files across {datasets} datasets, snapshot {sid}"
+    if "compaction" in runs:
+        csid, cfiles, creplaced = runs["compaction"]
+        line += f"; compaction merged {creplaced} files into {cfiles}, snapshot {csid}"
+    return line
+
+
 def test_export_snapshot_flow_writes_the_lake_and_reports_rows_per_partition(
-        prefect_server, database_factory, tmp_path, monkeypatch):
+        prefect_server, flow_run_story, database_factory, tmp_path, monkeypatch):
     from flows.export_snapshot import export_snapshot
 
     url = database_factory()
@@ -47,6 +65,11 @@ def test_export_snapshot_flow_writes_the_lake_and_reports_rows_per_partition(
         assert sum(r["rows"] for r in rows if r["dataset"] == "commands") == 200
         assert {r["dataset"] for r in rows} >= {"commands", "tenant_commands", "events"}
         assert artifacts["export-snapshot-progress"].data == 100.0
+        expected = _expected_summary(db, lake)  # the run tells its story: final state message and a log line
+        assert expected.startswith("export: ") and " 0 files" not in expected
+        message, logs = flow_run_story(state.state_details.flow_run_id, expect=expected)
+        assert message == expected == state.message
+        assert expected in logs
 
         again = export_snapshot(lake_uri=lake, compact=False, return_state=True).result()
         assert again["export"]["rows"]["commands"] == 0

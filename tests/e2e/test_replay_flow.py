@@ -60,13 +60,20 @@ def _run_through_deployment(parameters: dict):
     return asyncio.run(go())
 
 
+def _story(flow_run_story, run, expected: str) -> str | None:
+    """The run's final state message, once its logs (read back from the server) hold ``expected`` as a line."""
+    message, logs = flow_run_story(run.id, expect=expected)
+    assert expected in logs, logs
+    return message
+
+
 def _rows(db, sql: str, *args):
     with db.connection() as conn:
         return conn.execute(sql, args).fetchall()
 
 
 def test_the_deployment_replays_failed_commands_and_a_rerun_executes_nothing_twice(
-        prefect_server, pg_url, bus, db, ctx, tenant, monkeypatch):
+        prefect_server, flow_run_story, pg_url, bus, db, ctx, tenant, monkeypatch):
     monkeypatch.setenv("CMDLOG_DATABASE_URL", pg_url)  # the flow run (a subprocess) opens the same database
     originals = []
     for i in (1, 2, 3):
@@ -93,11 +100,18 @@ def test_the_deployment_replays_failed_commands_and_a_rerun_executes_nothing_twi
     assert artifact.type == "table" and artifact.key == "replay-report"
     assert "succeeded=3" in artifact.description
     assert _rows(db, "SELECT count(*) FROM replay_item WHERE request_id = %s AND state = 'done'", request_id) == [(3,)]
+    [(status, n)] = _rows(db, "SELECT status, count(*) FROM tenant_command_log WHERE tenant_id = %s "
+                              "AND replay_of IS NOT NULL GROUP BY status", tenant)
+    expected = f"replay: {n} commands — {n} {status}"  # the run's final state message and log line
+    assert _story(flow_run_story, run, expected) == expected
 
     rerun, artifacts, _ = _run_through_deployment(parameters)  # same request id: reported, not executed again
 
     assert rerun.state.is_completed(), rerun.state
     assert "already_replayed=3" in artifacts[0].description
+    [(done,)] = _rows(db, "SELECT count(*) FROM replay_item WHERE request_id = %s AND state = 'done'", request_id)
+    expected = f"replay: {done} commands — {done} already_replayed"
+    assert _story(flow_run_story, rerun, expected) == expected
     assert _rows(db, "SELECT count(*) FROM tenant_command_log WHERE tenant_id = %s AND replay_of IS NOT NULL",
                  tenant) == [(3,)]
 

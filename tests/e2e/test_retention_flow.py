@@ -47,6 +47,22 @@ def _count(url: str, where: str) -> int:
         db.close()
 
 
+def _story_data(url: str) -> tuple[int, set[str], list[str]]:
+    """Rows of the four log tables outside ``permanent``, their leaf partitions, and the Purge commands logged."""
+    db = Database(url=url)
+    try:
+        with db.connection() as conn:
+            rows = sum(conn.execute(f"SELECT count(*) FROM {t} WHERE retention <> 'permanent'").fetchone()[0]
+                       for t in ("command_log", "tenant_command_log", "domain_event", "frontend_action"))
+            leaves = {r[0] for t in ("command_log", "tenant_command_log", "domain_event", "frontend_action")
+                      for r in conn.execute(f"SELECT relid::text FROM pg_partition_tree('{t}') WHERE isleaf")}
+            purges = [str(r[0]) for r in conn.execute(
+                "SELECT cmd_uuid FROM command_log WHERE cmd_class = 'retention.Purge' ORDER BY started_at")]
+        return rows, leaves, purges
+    finally:
+        db.close()
+
+
 def _artifacts(flow_run_id):
     from prefect.client.orchestration import get_client
 
@@ -58,7 +74,7 @@ def _artifacts(flow_run_id):
 
 
 def test_retention_cleanup_flow_dry_runs_by_default_then_purges_and_reports_counts(
-        prefect_server, database_factory, tmp_path, monkeypatch):
+        prefect_server, flow_run_story, database_factory, tmp_path, monkeypatch):
     from flows.retention_cleanup import retention_cleanup
 
     url = database_factory()
@@ -71,9 +87,21 @@ def test_retention_cleanup_flow_dry_runs_by_default_then_purges_and_reports_coun
         assert dry.is_completed(), dry
         assert dry.result()["dry_run"] and dry.result()["total_rows"] == 14  # global + tenant rows
         assert _count(url, "cmd_class = 'billing.RecordLogin'") == 7
+        rows_before, leaves_before, _ = _story_data(url)
 
         state = retention_cleanup(policy=RetentionPolicy(), dry_run=False, return_state=True)
         assert state.is_completed(), state
+        rows_after, leaves_after, [purge_cmd] = _story_data(url)
+        removed, dropped = rows_before - rows_after, len(leaves_before - leaves_after)
+        assert removed == 14 and dropped >= 1
+        # Both runs tell their story (final state message and a log line), built from what Postgres lost.
+        for run, expected in (
+                (dry, f"retention dry run: would purge {removed} rows, {dropped} partition{'s' * (dropped != 1)} "
+                      "dropped whole; lake: none"),
+                (state, f"retention: purged {removed} rows, {dropped} partition{'s' * (dropped != 1)} dropped whole; "
+                        f"lake: none; logged as cmd {purge_cmd}")):
+            message, logs = flow_run_story(run.state_details.flow_run_id, expect=expected)
+            assert message == expected and expected in logs
         assert state.result()["total_rows"] == 14
         assert _count(url, "cmd_class = 'billing.RecordLogin'") == 0
         assert _count(url, "cmd_class = 'billing.CloseMonth'") == 1
