@@ -68,6 +68,10 @@ class SqlError(JournalQueryError):
     """DuckDB refused the SQL, or the statement is not a read."""
 
 
+class TenantViewError(SqlError):
+    """The SQL reads ``tenant_commands`` on a journal opened without a tenant (the view exists only with one)."""
+
+
 def lake_tenants(lake: Lake) -> list[str]:
     """Tenant ids with files in the lake's newest manifest."""
     current = lake.manifest()
@@ -162,5 +166,10 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, *, batch_rows: int = 64 * 10
     try:
         rel = con.sql(sql)
         return rel.to_arrow_reader(batch_rows)
+    except duckdb.CatalogException as e:
+        missing = not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'tenant_commands'").fetchone()[0]
+        if missing and "tenant_commands" in {n.lower() for n in con.get_table_names(sql)}:
+            raise TenantViewError("tenant_commands exists only in a journal opened for one tenant") from None
+        raise SqlError(str(e)) from None
     except duckdb.Error as e:
         raise SqlError(str(e)) from None

@@ -103,11 +103,15 @@ def sql_cmd(
 ) -> None:
     """Query the lake with DuckDB (in-memory, read-only; the operational database is not touched)."""
     from commandlog.analytics import lake_connection, run_sql
+    from storage.duckdb_journal import TenantViewError
 
     if fmt is SqlFormat.parquet and not out:
         _common.fail("--format parquet needs --out FILE")
     con = lake_connection(_common.settings(), tenant=tenant)
-    reader = run_sql(con, sql)
+    try:
+        reader = run_sql(con, sql)
+    except TenantViewError:
+        _common.fail("tenant_commands holds one tenant's full log: add --tenant TENANT to query it")
     _write_result(reader, fmt, out, max_rows=max_rows)
 
 
@@ -128,6 +132,8 @@ def report_cmd(
     if fmt is TimelineFormat.table:
         for r in results:
             _print_table(r.table, title=r.title)
+            if r.total > r.table.num_rows:
+                _common.console.print(f"{r.table.num_rows} of {r.total} rows; --limit N shows more", highlight=False)
         return
     doc = {r.name: r.table.to_pylist() for r in results}
     if fmt is TimelineFormat.json:

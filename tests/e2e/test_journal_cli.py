@@ -123,6 +123,26 @@ def test_report_runs_every_builtin_analysis(exported):
     assert "unknown tenant" in out.stderr
 
 
+def test_report_says_when_a_table_is_cut_and_how_to_see_more(exported):
+    doc = json.loads(cmdlog(exported, "journal", "report", "--format", "json", "-n", "10000", check=0).stdout)
+    classes = len(doc["command_mix"])  # every class, read back from the lake
+    assert classes > 2
+    out = cmdlog(exported, "journal", "report", "-n", "2", check=0)
+    assert f"2 of {classes} rows; --limit N shows more" in out.stdout
+    whole = cmdlog(exported, "journal", "report", "-n", "10000", check=0)
+    assert " rows; --limit N shows more" not in whole.stdout
+
+
+def test_sql_on_tenant_commands_without_tenant_says_to_add_tenant(exported):
+    out = cmdlog(exported, "journal", "sql", "select count(*) from tenant_commands", check=2)
+    assert "add --tenant TENANT" in out.stderr and "Catalog Error" not in out.stderr
+    out = cmdlog(exported, "journal", "sql", "select count(*) AS n from tenant_commands", "--tenant", "acme",
+                 "--format", "json", check=0)
+    assert json.loads(out.stdout)[0]["n"] > 0
+    out = cmdlog(exported, "journal", "sql", "select * from no_such_table", check=2)
+    assert "Catalog Error" in out.stderr and "--tenant" not in out.stderr
+
+
 def test_timeline_formats_and_bad_filters(exported):
     out = cmdlog(exported, "journal", "timeline", "--tenant", "acme", "--format", "json", "-n", "5", check=0)
     doc = json.loads(out.stdout)
