@@ -18,6 +18,12 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def table_console() -> Console:
+    """The console for tables: the terminal's width, or unbounded when output is piped or redirected (rich would
+    otherwise cut and wrap every column to 80 characters)."""
+    return console if console.is_terminal else Console(width=100_000)
+
+
 def settings() -> Settings:
     """Settings from the environment."""
     return Settings.from_env()

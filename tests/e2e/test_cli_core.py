@@ -89,3 +89,60 @@ def test_the_readme_quickstart_runs_and_logs_with_the_iban_withheld(database_fac
         assert conn.execute("SELECT cmd_body->>'iban' FROM tenant_command_log").fetchone() == (
             "DE89370400440532013000",)
         assert conn.execute("SELECT iban FROM iban").fetchone() == ("DE89370400440532013000",)
+
+
+@pytest.fixture(scope="module")
+def seeded_env(database_factory, tmp_path_factory):
+    """A seeded database given by URL, and an environment with no COLUMNS (as in a pipe or a cron job)."""
+    from commandlog.bus import CommandBus
+    from examples.billing import setup
+    from examples.billing.demo import seed
+    from storage.postgres import Database
+
+    url = database_factory()
+    db = Database(url=url)
+    seed(setup(CommandBus(db)), tenants=2, commands=60, days=2)
+    db.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CMDLOG_") and k not in ("COLUMNS", "LINES")}
+    env.update(CMDLOG_DATABASE_URL=url, CMDLOG_HOME=str(tmp_path_factory.mktemp("home")))
+    return url, env
+
+
+def _newest(url: str, n: int) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT cmd_uuid::text, cmd_class, tenant_id, actor_id, cmd_body::text FROM command_log "
+                            "ORDER BY started_at DESC, cmd_uuid DESC LIMIT %s", (n,)).fetchall()[::-1]
+
+
+def test_log_tail_as_json_lines_and_csv_lists_the_newest_entries_oldest_first(seeded_env):
+    import csv
+    import io
+    import json
+
+    url, env = seeded_env
+    expected = _newest(url, 7)
+    out = cmdlog("log", "tail", "-n", "7", "--format", "json", env=env)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(d["cmd_uuid"], d["cmd_class"], d["tenant_id"]) for d in lines] == [e[:3] for e in expected]
+    assert [d["cmd_body"] for d in lines] == [json.loads(e[4]) if e[4] else None for e in expected]
+    out = cmdlog("log", "tail", "-n", "7", "--format", "csv", env=env)
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert list(rows[0]) == ["cmd_uuid", "started_at", "tenant_id", "actor_id", "cmd_class", "status", "subjects",
+                             "cmd_body", "error_message"]
+    assert [(r["cmd_uuid"], r["actor_id"]) for r in rows] == [(e[0], e[3]) for e in expected]
+    bad = cmdlog("log", "tail", "--format", "yaml", env=env)
+    assert bad.returncode == 2 and "yaml" in bad.stderr
+
+
+def test_log_tail_piped_keeps_whole_columns(seeded_env):
+    import json
+
+    url, env = seeded_env
+    out = cmdlog("log", "tail", "-n", "5", env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    for _, cmd_class, tenant_id, actor_id, body in _newest(url, 5):
+        detail = json.dumps(json.loads(body), ensure_ascii=False)[:160] if body else "(body excluded)"
+        assert any(actor_id in line and cmd_class in line and detail in line for line in lines), (detail, out.stdout)
