@@ -23,7 +23,8 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from commandlog.commands import Command, CommandRegistry, registry as default_registry
 from commandlog.context import EventRecord, ExecutionContext, HandlerContext, Mode
-from commandlog.errors import CommandRejectedError, NoHandlerError, UnknownCommandError
+from commandlog.command_json import check_depth
+from commandlog.errors import CommandRejectedError, JsonNestingError, NoHandlerError, UnknownCommandError
 from commandlog.ids import uuid7
 from commandlog.records import CommandRecord, Outcome
 from commandlog.redaction import has_sensitive, redact, scrub, sensitive_values
@@ -126,6 +127,13 @@ class CommandBus:
             self._reject_raw(str(cmd_class)[:_MAX_NAME], 0, "long_lived", context, e, kw.get("cmd_uuid"),
                              [{"field": "cmd_class", "message": str(e)}], raw_body=None)
             raise
+        try:
+            check_depth(body)
+        except JsonNestingError as e:  # too deep to validate, store or encode: refused and logged without it
+            exc = CommandRejectedError(cmd_class, e.errors)
+            exc.cmd_uuid = self._reject_raw(cmd_class, command_type.cmd_version, command_type.retention, context, exc,
+                                            kw.get("cmd_uuid"), e.errors, raw_body=None)
+            raise exc from None
         try:
             command = command_type.model_validate(dict(body))
         except ValidationError as e:

@@ -33,6 +33,15 @@ class CommandRejectedError(CommandLogError):
         super().__init__(f"{cmd_class} rejected: {detail}")
 
 
+class JsonNestingError(CommandLogError, ValueError):
+    """A JSON value given by a client nests deeper than allowed; ``errors`` name the field."""
+
+    def __init__(self, field: str, limit: int) -> None:
+        self.field = field
+        self.errors = [{"field": field, "message": f"nesting deeper than {limit} levels"}]
+        super().__init__(f"{field}: nesting deeper than {limit} levels")
+
+
 class NoHandlerError(CommandLogError):
     """A command class has no handler registered on the bus."""
 

@@ -11,7 +11,9 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
+from commandlog import command_json
 from commandlog.cli import _common
+from commandlog.errors import JsonNestingError
 
 app = typer.Typer(help="Draft commands: create, edit, project, approve exactly once.", no_args_is_help=True)
 
@@ -27,7 +29,9 @@ def _body(text: str) -> Any:
         except OSError as e:
             _common.fail(f"body: cannot read {text[1:]}: {e}")
     try:
-        return json.loads(text)
+        return command_json.loads(text, field="body")
+    except JsonNestingError as e:
+        _common.fail(str(e))
     except json.JSONDecodeError as e:
         _common.fail(f"body: not valid JSON: {e}")
 
@@ -40,7 +44,9 @@ def _sets(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             _common.fail(f"set: expected field=value, got {pair!r}")
         try:
-            out[key] = json.loads(value)
+            out[key] = command_json.loads(value, field=key)
+        except JsonNestingError as e:
+            _common.fail(str(e))
         except json.JSONDecodeError:
             out[key] = value
     return out

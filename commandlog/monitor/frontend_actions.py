@@ -15,8 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from commandlog import command_json
 from commandlog.activity import action_item, publisher_for
-from commandlog.errors import CommandLogError
+from commandlog.errors import CommandLogError, JsonNestingError
 from commandlog.ids import uuid7
 from commandlog.tokens import Principal
 from storage import frontend_actions as store
@@ -68,7 +69,9 @@ def parse_request(raw: bytes) -> tuple[list[Any], bool]:
         raise ActionTooLargeError([{"field": "body",
                                     "message": f"request is {len(raw)} bytes, over {MAX_REQUEST_BYTES}"}])
     try:
-        body = json.loads(raw)
+        body = command_json.loads(raw, field="body")
+    except JsonNestingError as e:
+        raise FrontendActionError(e.errors) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FrontendActionError([{"field": "body", "message": f"not valid JSON: {e}"}]) from None
     if isinstance(body, dict) and set(body) == {"actions"}:

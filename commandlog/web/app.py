@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from commandlog.settings import Settings
 from commandlog.web import errors
 from commandlog.web.activity import router as activity_router
+from commandlog.web.bodies import JsonDepthMiddleware
 from commandlog.web.drafts import router as drafts_router
 from commandlog.web.journal import router as journal_router
 
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None, *, db=None, bus=None) -> FastAP
                               "`Authorization: Bearer <token>` (make one with `cmdlog token create`).")
     app.state.settings, app.state.db, app.state.bus = settings, db, bus
     errors.install(app)
+    app.add_middleware(JsonDepthMiddleware)  # deep JSON bodies: 422 before a route parses them
 
     @app.get("/api/health", tags=["health"], summary="Liveness and database reachability")
     async def health(request: Request) -> JSONResponse:

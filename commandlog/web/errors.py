@@ -15,6 +15,7 @@ from commandlog.errors import (
     CommandLogError,
     CommandRejectedError,
     ConfigurationError,
+    JsonNestingError,
     NoHandlerError,
     UnknownCommandError,
 )
@@ -29,6 +30,7 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     TenantIsolationError: 403,
     UnknownCommandError: 404,
     CommandRejectedError: 422,
+    JsonNestingError: 422,
     NoHandlerError: 501,
     ConfigurationError: 500,
     DatabaseUnavailableError: 503,
