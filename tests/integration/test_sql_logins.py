@@ -246,3 +246,20 @@ def test_the_embedded_servers_socket_is_private_to_the_platforms_account(pg_url)
     """Owner access by trust on the socket is safe only because no other OS account can reach the socket."""
     socket_dir = Path(conninfo_to_dict(pg_url)["host"])
     assert stat.S_IMODE(socket_dir.stat().st_mode) & 0o077 == 0
+
+
+def test_a_database_the_platform_creates_later_is_closed_to_logins_too(pg_url, login):
+    """`cmdlog up` creates the Prefect database after the migration ran; it restricts CONNECT right away."""
+    uri, *_ = login
+    name = f"t_later_{uuid.uuid4().hex[:8]}"
+    assert server_admin.ensure_database(pg_url, name) is True
+    try:
+        later = make_conninfo(**{**conninfo_to_dict(uri), "dbname": name})
+        psycopg.connect(later).close()  # what PUBLIC may do on a new database by default
+        assert server_admin.restrict_connect(pg_url, name) is True
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            psycopg.connect(later).close()
+        psycopg.connect(make_conninfo(**{**conninfo_to_dict(pg_url), "dbname": name})).close()  # the platform can
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
