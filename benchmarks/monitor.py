@@ -51,6 +51,9 @@ def baseline_app():
     """The thinnest pipeline on the same stack: LISTEN on one psycopg connection, send each payload to every socket."""
     import psycopg
     from starlette.applications import Starlette
+
+    from commandlog.channel_seal import ChannelSeal
+    from storage.channel_key import load_key_async
     from starlette.routing import WebSocketRoute
     from starlette.websockets import WebSocketDisconnect
 
@@ -59,13 +62,16 @@ def baseline_app():
     @contextlib.asynccontextmanager
     async def lifespan(app):
         conn = await psycopg.AsyncConnection.connect(os.environ["CMDLOG_DATABASE_URL"], autocommit=True)
+        # Payloads are sealed (commandlog.channel_seal): opening them is part of the thinnest pipeline too.
+        seal = ChannelSeal(await load_key_async(conn), channel=CHANNEL)
         await conn.execute(f'LISTEN "{CHANNEL}"')
 
         async def broadcast():
             async for notify in conn.notifies():
+                payload = seal.open(notify.payload).rstrip()
                 for ws in tuple(sockets):
                     try:
-                        await ws.send_text(notify.payload)
+                        await ws.send_text(payload)
                     except Exception:
                         sockets.discard(ws)
 

@@ -12,7 +12,9 @@ only the scrubbed error message, i.e. what an admin may see in ``command_log``):
 before the command's transaction, ``succeeded``/``failed`` after its commit (the bus fires them then). The
 publisher's thread sends each ``NOTIFY`` on its own autocommit connection, i.e. outside the command's transaction
 (a ``NOTIFY`` inside a transaction would only be delivered at its commit), and the command does not wait for it.
-Payloads are JSON arrays of items packed below ``MAX_PAYLOAD_BYTES`` (Postgres refuses more than 8000 bytes).
+Payloads are JSON arrays of items packed below ``MAX_PAYLOAD_BYTES``, then sealed (AES-256-GCM with the owner-only
+key of ``cmdlog_secret``, ``commandlog.channel_seal``): any role may ``LISTEN``, none but the platform's may read
+or make an item. Postgres refuses payloads of 8000 bytes or more.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from typing import Any
 
 import psycopg
 
+from commandlog.channel_seal import ChannelSeal
+from storage.channel_key import load_key
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "cmdlog_activity"
 """The Postgres ``LISTEN``/``NOTIFY`` channel of the activity stream."""
-MAX_PAYLOAD_BYTES = 7000
-"""Upper bound of one ``NOTIFY`` payload (Postgres' limit is 8000 bytes by default)."""
+MAX_PAYLOAD_BYTES = 5600
+"""Upper bound of one payload's JSON; sealed (padded, encrypted, base64) it stays under Postgres' 8000 bytes."""
 _MAX_ERROR_CHARS = 300
 _MAX_SUBJECTS = 20
 _MAX_BATCH_ITEMS = 500
@@ -123,6 +128,7 @@ class ActivityPublisher:
         self.url = url
         self.channel = channel
         self._conn: psycopg.Connection | None = None
+        self._seal: ChannelSeal | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -142,9 +148,12 @@ class ActivityPublisher:
         with self._lock:
             for attempt in (1, 2):
                 try:
-                    self._connection().execute(
+                    conn = self._connection()
+                    if self._seal is None:
+                        self._seal = ChannelSeal(load_key(conn), channel=self.channel)
+                    conn.execute(
                         "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n",
-                        (self.channel, payloads))
+                        (self.channel, [self._seal.seal(p) for p in payloads]))
                     return
                 except psycopg.OperationalError:
                     self._drop()

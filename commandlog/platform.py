@@ -159,6 +159,9 @@ class Platform:
             raise PlatformError(f"{e}; create it yourself, or set PREFECT_API_URL to an existing server") from e
         if created:
             self.echo(f"created the database {PREFECT_DATABASE!r} for the Prefect server")
+        if not server_admin.restrict_connect(self.db.url, PREFECT_DATABASE):
+            self.echo(f"warning: cannot revoke CONNECT on {PREFECT_DATABASE!r} from PUBLIC; tenant-bound SQL logins "
+                      f"can connect to it (ask its owner to)")
         # The server applies its own migrations on start: the work of `prefect server database upgrade -y` without
         # a second Python start-up on the critical path (a cold start measured ~24 s instead of ~38 s, loaded).
         server_env = {**env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": server_admin.asyncpg_url(self.db.url,

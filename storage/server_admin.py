@@ -35,6 +35,24 @@ def ensure_database(url: str, dbname: str) -> bool:
                                  f"{str(e).strip()}") from e
 
 
+def restrict_connect(url: str, dbname: str) -> bool:
+    """Only the role of ``url`` (and superusers) may connect to ``dbname``: CONNECT revoked from PUBLIC.
+
+    Every role may connect to a new database by default (https://www.postgresql.org/docs/current/ddl-priv.html);
+    a tenant-bound SQL login must not reach the Prefect database. False when this role may not change it.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        may = conn.execute(
+            "SELECT r.rolsuper OR pg_has_role(current_user, d.datdba, 'MEMBER') FROM pg_roles r, pg_database d "
+            "WHERE r.rolname = current_user AND d.datname = %s", (dbname,)).fetchone()
+        if not may or not may[0]:
+            return False
+        db = sql.Identifier(dbname)
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, sql.Identifier(conn.info.user)))
+        conn.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(db))
+        return True
+
+
 def asyncpg_url(url: str, dbname: str) -> str:
     """The SQLAlchemy asyncpg URL of database ``dbname`` on the server of libpq URI ``url`` (socket or TCP)."""
     p = conninfo_to_dict(url)

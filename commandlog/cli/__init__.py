@@ -13,6 +13,7 @@ from commandlog.cli import draft as _draft
 from commandlog.cli import log as _log
 from commandlog.cli import replay as _replay
 from commandlog.cli import retention as _retention
+from commandlog.cli import sql_login as _sql_login
 from commandlog.cli import token as _token
 from commandlog.cli import up as _up
 from commandlog.cli._common import run
@@ -31,6 +32,7 @@ app.command("export")(_export.export)
 app.add_typer(_draft.app, name="draft")
 # Sub-applications of later features register here, one line each.
 app.add_typer(_retention.app, name="retention")
+app.add_typer(_sql_login.app, name="sql-login")
 
 
 def main() -> None:

@@ -4,6 +4,10 @@ Subscriptions hold a bounded queue of ready-to-send frames. The listener never w
 subscription's queue is full it is marked overflowed and its sender closes the socket (a slow client is dropped,
 the others are not slowed). No database read happens per subscriber or per message; the tenant fence and the
 filters are checked against the item in memory.
+
+Every payload is opened with the channel's key (``commandlog.channel_seal``) before it is parsed: any database role
+may ``NOTIFY`` on the channel, so a payload that does not authenticate (not sealed with the key, stale, replayed)
+is dropped, counted in ``rejected`` and logged at debug level.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import logging
 import psycopg
 
 from commandlog.activity import CHANNEL
+from commandlog.channel_seal import ChannelSeal, UnsealError
+from storage.channel_key import load_key_async
 from commandlog.monitor.filters import ActivityFilter
 
 log = logging.getLogger(__name__)
@@ -98,6 +104,9 @@ class ActivityHub:
         self.subscriptions: set[Subscription] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.notifications = 0
+        self.rejected = 0
+        """Notifications dropped because they did not authenticate."""
+        self._seal: ChannelSeal | None = None
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
         self._conn: psycopg.AsyncConnection | None = None
@@ -128,7 +137,14 @@ class ActivityHub:
         self.subscriptions.discard(subscription)
 
     def dispatch(self, payload: str) -> None:
-        """Parse one notification payload once and offer its items to every subscription."""
+        """Open and parse one notification payload once and offer its items to every subscription."""
+        try:
+            payload = self._seal.open(payload)
+        except UnsealError as e:
+            self.rejected += 1
+            log.debug("dropped an activity notification that does not authenticate (%s, %d bytes)", e.reason,
+                      len(payload))
+            return
         try:
             parsed = json.loads(payload)
         except json.JSONDecodeError:
@@ -159,6 +175,8 @@ class ActivityHub:
         while True:
             try:
                 self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                if self._seal is None:  # kept across reconnects: it remembers the nonces already opened
+                    self._seal = ChannelSeal(await load_key_async(self._conn), channel=self.channel)
                 await self._conn.execute(f'LISTEN "{self.channel}"')
                 self._ready.set()
                 delay = 0.2

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from commandlog.activity import CHANNEL, install_publisher, stamp
+from commandlog.channel_seal import ChannelSeal
 from commandlog.context import ExecutionContext
 from commandlog.errors import CommandRejectedError
 from commandlog.monitor.ratelimit import RateLimiter
@@ -25,6 +26,7 @@ from commandlog.web.activity import MonitorConfig
 from commandlog.web.app import create_app
 from examples.billing import commands as c
 from examples.billing.errors import CustomerNotFoundError
+from storage.channel_key import load_key
 
 
 @pytest.fixture
@@ -292,8 +294,10 @@ def test_a_slow_client_is_closed_without_holding_back_the_others(app, client, db
         with client.websocket_connect("/ws/activity", headers=h) as fast:
             assert fast.receive_json()["type"] == "hello"
             # 50 notifications in one transaction reach the listener in one go, faster than any socket drains.
-            with psycopg.connect(db.url, autocommit=True) as conn:
-                conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (CHANNEL, items))
+            with psycopg.connect(db.url, autocommit=True) as conn:  # as the platform's writer: sealed with the key
+                seal = ChannelSeal(load_key(conn), channel=CHANNEL)
+                conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+                             (CHANNEL, [seal.seal(i) for i in items]))
             got = _drain(fast, until=lambda got: len(got) == 50)
             assert len(got) == 50
         with pytest.raises(WebSocketDisconnect) as e:

@@ -18,7 +18,9 @@ import psycopg
 import pytest
 
 from commandlog.activity import CHANNEL, stamp
+from commandlog.channel_seal import ChannelSeal
 from commandlog.tokens import create_token
+from storage.channel_key import load_key
 
 websockets_sync = pytest.importorskip("websockets.sync.client")
 
@@ -96,7 +98,9 @@ def test_a_client_that_stops_reading_is_closed_and_the_others_get_everything(ser
 
     reader = threading.Thread(target=read_all, daemon=True)
     reader.start()
-    with psycopg.connect(db.url, autocommit=True) as conn:
+    with psycopg.connect(db.url, autocommit=True) as conn:  # as the platform's writer: sealed with the key
+        seal = ChannelSeal(load_key(conn), channel=CHANNEL)
+        payloads = [seal.seal(p) for p in payloads]
         for start in range(0, notifications, 500):
             conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (CHANNEL, payloads[start:start + 500]))
     reader.join(timeout=90)

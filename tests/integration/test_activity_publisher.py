@@ -10,16 +10,19 @@ import psycopg
 import pytest
 
 from commandlog.activity import CHANNEL, install_publisher
+from commandlog.channel_seal import ChannelSeal
 from commandlog.context import ExecutionContext
 from commandlog.errors import CommandRejectedError
 from examples.billing import commands as c
 from examples.billing.errors import CustomerNotFoundError
+from storage.channel_key import load_key
 
 
 def _items(listener, tenant: str, count: int) -> list[dict]:
+    seal = ChannelSeal(load_key(listener), channel=CHANNEL)  # the listener is the platform's: it holds the key
     items: list[dict] = []
     for notify in listener.notifies(timeout=5):
-        items += [i for i in json.loads(notify.payload) if i["tenant_id"] == tenant]
+        items += [i for i in json.loads(seal.open(notify.payload)) if i["tenant_id"] == tenant]
         if len(items) >= count:
             break
     return items

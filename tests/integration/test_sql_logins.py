@@ -1,0 +1,265 @@
+"""Invariant 9 for SQL: a tenant-bound login, connecting with its own URI, sees its tenant and nothing else — whatever
+it SETs, RESETs or calls. Every test is an attack run through psycopg with the login's URI."""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from commandlog import ExecutionContext
+from commandlog.bus import CommandBus
+from commandlog.sql_logins import SqlLoginError, create_login, list_logins, revoke_login
+from examples.billing import commands as c
+from storage import server_admin
+from storage.postgres import Database
+
+TENANT_PARENTS = ["command_log", "tenant_command_log", "domain_event", "frontend_action", "command_draft",
+                  "legal_hold", "replay_item"]
+DENIED = psycopg.errors.InsufficientPrivilege
+
+
+@pytest.fixture(scope="module")
+def secured(pg_url, database_factory):
+    """A fresh database migrated while the server also holds a ``prefect`` database, with two tenants' commands."""
+    server_admin.ensure_database(pg_url, "prefect")
+    db = Database(url=database_factory("sql_logins"))
+    from examples.billing import setup
+
+    bus = setup(CommandBus(db))
+    tenants = f"acme-{uuid.uuid4().hex[:6]}", f"globex-{uuid.uuid4().hex[:6]}"
+    for t in tenants:
+        ctx = ExecutionContext(tenant_id=t, actor_id=f"alice@{t}")
+        bus.execute(c.CreateCustomer(customer_id=1, name=t, email=f"x@{t}.io"), ctx)
+        bus.execute(c.UpdatePaymentDetails(customer_id=1, holder=t, iban="DE89370400440532013000"), ctx)
+        bus.execute(c.RecordLogin(user_id=f"alice@{t}"), ctx)  # short_lived: another partition
+    yield db, tenants
+    db.close()
+
+
+@pytest.fixture
+def login(secured):
+    """A login bound to the first tenant: ``(uri, role name, own tenant, other tenant)``; revoked afterwards."""
+    db, (mine, other) = secured
+    created = create_login(db, tenant=mine, created_by="test")
+    yield created.uri, created.login.role_name, mine, other
+    with db.connection() as conn:
+        bound = conn.execute("SELECT 1 FROM tenant_sql_login WHERE role_name = %s",
+                             (created.login.role_name,)).fetchone()
+    if bound:
+        revoke_login(db, created.login.role_name)
+
+
+def tenants_seen(conn) -> set[str]:
+    seen: set[str] = set()
+    for table in TENANT_PARENTS:
+        seen |= {r[0] for r in conn.execute(f"SELECT DISTINCT tenant_id FROM {table}")}
+    return seen
+
+
+def test_a_login_sees_its_own_tenants_rows_in_every_tenant_table(login):
+    uri, _, mine, _ = login
+    with psycopg.connect(uri) as conn:
+        assert tenants_seen(conn) == {mine}
+        assert conn.execute("SELECT count(*) FROM tenant_command_log").fetchone() == (3,)
+        assert conn.execute("SELECT cmdlog_current_tenant()").fetchone() == (mine,)
+
+
+@pytest.mark.parametrize("attack", [
+    "SET cmdlog.tenant_id = '{other}'",
+    "SELECT set_config('cmdlog.tenant_id', '{other}', false)",
+    "SET SESSION cmdlog.tenant_id = '{other}'",
+    "RESET ROLE",
+    "RESET ALL",
+])
+def test_settings_and_resets_do_not_change_the_tenant_of_a_login(login, attack):
+    uri, _, mine, other = login
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(attack.format(other=other))
+        assert tenants_seen(conn) == {mine}
+        assert conn.execute("SELECT count(*) FROM tenant_command_log WHERE tenant_id = %s", (other,)).fetchone() \
+            == (0,)
+
+
+def test_turning_row_security_off_makes_a_logins_queries_fail_not_widen(login):
+    uri, *_ = login
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("SET row_security = off")
+        with pytest.raises(DENIED, match="row-level security"):
+            conn.execute("SELECT count(*) FROM tenant_command_log")
+
+
+@pytest.mark.parametrize("attack", [
+    "SET ROLE cmdlog_tenant", "SET ROLE postgres", "SET SESSION AUTHORIZATION postgres",
+    "SET ROLE cmdlog_sql_login; SET ROLE cmdlog_tenant",
+])
+def test_a_login_cannot_become_another_role(login, attack):
+    uri, role, mine, _ = login
+    with psycopg.connect(uri, autocommit=True) as conn:
+        with pytest.raises(DENIED):
+            for statement in attack.split("; "):
+                conn.execute(statement)
+        assert conn.execute("SELECT session_user").fetchone() == (role,)
+        assert tenants_seen(conn) == {mine}
+
+
+def test_a_login_cannot_read_partitions_or_platform_tables(login):
+    uri, *_ = login
+    with psycopg.connect(uri, autocommit=True) as conn:
+        partitions = [r[0] for r in conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = ANY(%s::regclass[])", (TENANT_PARENTS,))]
+        assert partitions
+        for table in [*partitions, "tenant_sql_login", "cmdlog_secret", "api_token", "ws_ticket",
+                      "export_snapshot", "alembic_version"]:
+            with pytest.raises(DENIED):
+                conn.execute(f"SELECT 1 FROM {table} LIMIT 1")
+
+
+def test_a_login_cannot_write_or_create_anything(login):
+    uri, _, mine, _ = login
+    with psycopg.connect(uri, autocommit=True) as conn:
+        for statement in [
+            "CREATE TEMP TABLE loot (x int)",
+            "CREATE TABLE public.loot (x int)",
+            "SELECT cmdlog_ensure_partitions(current_date, current_date + 400)",
+            "SELECT cmdlog_apply_tenant_rls('command_log'::regclass)",
+            f"INSERT INTO frontend_action (action_uuid, tenant_id, actor_id, action, occurred_at) "
+            f"VALUES (gen_random_uuid(), '{mine}', 'mallory', 'x', now())",
+            f"DELETE FROM tenant_command_log WHERE tenant_id = '{mine}'",
+        ]:
+            with pytest.raises(DENIED):
+                conn.execute(statement)
+
+
+def test_our_security_definer_functions_answer_a_login_only_for_its_tenant(secured, login):
+    """Every SECURITY DEFINER function we ship is listed here: a new one fails this test until it is reviewed."""
+    db, _ = secured
+    uri, _, mine, other = login
+    with psycopg.connect(uri, autocommit=True) as conn:
+        definers = {r[0] for r in conn.execute(
+            "SELECT proname FROM pg_proc WHERE prosecdef AND pronamespace = 'public'::regnamespace")}
+        assert definers == {"cmdlog_current_tenant", "cmdlog_subject_keys"}
+        conn.execute("SELECT set_config('cmdlog.tenant_id', %s, false)", (other,))
+        assert conn.execute("SELECT cmdlog_current_tenant()").fetchone() == (mine,)
+        with pytest.raises(DENIED):  # the subject-key function is the platform's (its tenant sessions only)
+            conn.execute("SELECT * FROM cmdlog_subject_keys('customer:1', NULL, NULL, NULL, NULL, 50)")
+    # Even called from a session that could execute it, it answers from the binding, not from the setting.
+    with db.connection() as conn, conn.transaction():
+        conn.execute("SET LOCAL ROLE cmdlog_tenant")
+        conn.execute("SELECT set_config('cmdlog.tenant_id', %s, true)", (mine,))
+        keys = conn.execute("SELECT count(*) FROM cmdlog_subject_keys('customer:1', NULL, NULL, NULL, NULL, 50)")
+        assert keys.fetchone()[0] >= 1
+
+
+def test_a_login_cannot_connect_to_the_servers_other_databases(login, db):
+    uri, *_ = login
+    params = conninfo_to_dict(uri)
+    for dbname in ["postgres", "prefect", conninfo_to_dict(db.url)["dbname"]]:
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            psycopg.connect(make_conninfo(**{**params, "dbname": dbname})).close()
+
+
+def test_a_login_needs_its_password(login):
+    uri, *_ = login
+    params = conninfo_to_dict(uri)
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(make_conninfo(**{**params, "password": "guessed"})).close()
+
+
+def test_statistics_do_not_show_a_login_other_tenants_values(secured, login):
+    """pg_stats hides the columns of a table under active row-level security (it would list common values)."""
+    db, _ = secured
+    uri, *_ = login
+    with db.connection() as conn:
+        conn.execute("ANALYZE tenant_command_log")
+    with psycopg.connect(uri) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_stats WHERE tablename LIKE 'tenant_command_log%'").fetchone() \
+            == (0,)
+
+
+def test_revoking_a_login_stops_its_uri_and_ends_its_sessions(secured, login):
+    db, _ = secured
+    uri, role, mine, _ = login
+    session = psycopg.connect(uri, autocommit=True)
+    assert tenants_seen(session) == {mine}
+    revoke_login(db, role)
+    with pytest.raises(psycopg.OperationalError):
+        session.execute("SELECT 1")
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(uri).close()
+    assert role not in {x.role_name for x in list_logins(db)}
+    with pytest.raises(SqlLoginError, match="name: no tenant-bound SQL login"):
+        revoke_login(db, role)
+
+
+def test_the_server_keeps_only_a_scram_verifier_and_list_shows_no_password(secured, login):
+    db, _ = secured
+    uri, role, mine, _ = login
+    password = conninfo_to_dict(uri)["password"]
+    with db.connection() as conn:
+        stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)).fetchone()[0]
+        member_of = {r[0] for r in conn.execute(
+            "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+            "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s", (role,))}
+    assert stored.startswith("SCRAM-SHA-256$") and password not in stored
+    assert member_of == {"cmdlog_sql_login"}
+    listed = [x for x in list_logins(db, tenant=mine) if x.role_name == role]
+    assert len(listed) == 1 and password not in repr(listed[0])
+
+
+def test_names_and_tenants_are_checked_before_anything_is_created(secured):
+    db, _ = secured
+    with pytest.raises(SqlLoginError, match="^tenant: "):
+        create_login(db, tenant="acme'; DROP TABLE x", created_by="test")
+    for name in ["postgres", "pg_monitor", "cmdlog_tenant", "Robert", "a-b"]:
+        with pytest.raises(SqlLoginError, match="^name: "):
+            create_login(db, tenant="acme", name=name, created_by="test")
+    with db.connection() as conn:
+        conn.execute("CREATE ROLE taken_name_probe NOLOGIN")
+    try:
+        with pytest.raises(SqlLoginError, match="name: a role named 'taken_name_probe' already exists"):
+            create_login(db, tenant="acme", name="taken_name_probe", created_by="test")
+    finally:
+        with db.connection() as conn:
+            conn.execute("DROP ROLE taken_name_probe")
+
+
+def test_every_tenant_isolation_policy_takes_the_tenant_from_the_binding_function(secured):
+    db, _ = secured
+    with db.connection() as conn:
+        quals = conn.execute("SELECT tablename, qual, with_check FROM pg_policies WHERE policyname = "
+                             "'tenant_isolation'").fetchall()
+        tables = conn.execute("SELECT count(*) FROM pg_class WHERE relrowsecurity").fetchone()[0]
+    assert len(quals) == tables
+    for table, qual, check in quals:
+        assert qual == check == "(tenant_id = ( SELECT cmdlog_current_tenant() AS cmdlog_current_tenant))", table
+
+
+@pytest.mark.skipif(bool(os.environ.get("CMDLOG_TEST_DATABASE_URL")), reason="only the embedded server's socket")
+def test_the_embedded_servers_socket_is_private_to_the_platforms_account(pg_url):
+    """Owner access by trust on the socket is safe only because no other OS account can reach the socket."""
+    socket_dir = Path(conninfo_to_dict(pg_url)["host"])
+    assert stat.S_IMODE(socket_dir.stat().st_mode) & 0o077 == 0
+
+
+def test_a_database_the_platform_creates_later_is_closed_to_logins_too(pg_url, login):
+    """`cmdlog up` creates the Prefect database after the migration ran; it restricts CONNECT right away."""
+    uri, *_ = login
+    name = f"t_later_{uuid.uuid4().hex[:8]}"
+    assert server_admin.ensure_database(pg_url, name) is True
+    try:
+        later = make_conninfo(**{**conninfo_to_dict(uri), "dbname": name})
+        psycopg.connect(later).close()  # what PUBLIC may do on a new database by default
+        assert server_admin.restrict_connect(pg_url, name) is True
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            psycopg.connect(later).close()
+        psycopg.connect(make_conninfo(**{**conninfo_to_dict(pg_url), "dbname": name})).close()  # the platform can
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
