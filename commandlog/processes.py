@@ -2,6 +2,9 @@
 
 Stopping sends SIGTERM to the child's whole group, waits, then SIGKILLs the group and any descendant that had
 moved to another group or session (collected with psutil before the first signal), so nothing outlives ``up``.
+``stop_all`` stops the children in two waves under one deadline: the clients at once (serving process, web app,
+trickle), then the servers they talk to (``stop_last``, the Prefect server), so a stop takes the slowest child's
+time, not the sum, and a client's last API calls still find its server.
 On Linux each child also asks the kernel for SIGTERM when ``up`` dies without cleaning up (``PR_SET_PDEATHSIG``).
 """
 
@@ -30,6 +33,8 @@ class Child:
     """Full environment of the child."""
     log_path: Path
     """Where its stdout and stderr go."""
+    stop_last: bool = False
+    """A server the other children use: stopped after them."""
     proc: subprocess.Popen | None = field(default=None, init=False)
 
     def start(self) -> Child:
@@ -67,25 +72,27 @@ class Child:
         except psutil.NoSuchProcess:
             return []
 
-    def stop(self, *, timeout: float = 10.0) -> None:
-        """SIGTERM the group, wait up to ``timeout`` s, then SIGKILL the group and every straggler."""
+    def terminate(self) -> list[psutil.Process]:
+        """SIGTERM the child's group and any descendant that left it; return the processes to wait for."""
         if self.proc is None:
-            return
+            return []
         tree = self.descendants()
         _signal_group(self.proc.pid, signal.SIGTERM)
         for p in tree[1:]:  # descendants that left the group (new sessions) get the signal too
             if _pgid(p) != self.proc.pid:
                 _signal(p, signal.SIGTERM)
-        _, alive = psutil.wait_procs(tree, timeout=timeout) if tree else ([], [])
-        if alive:
+        return tree
+
+    def kill(self, alive: list[psutil.Process]) -> None:
+        """SIGKILL the child's group and every process of ``alive``."""
+        if self.proc is not None:
             _signal_group(self.proc.pid, signal.SIGKILL)
-            for p in alive:
-                _signal(p, signal.SIGKILL)
-            psutil.wait_procs(alive, timeout=5)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
-            pass
+        for p in alive:
+            _signal(p, signal.SIGKILL)
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """SIGTERM the group, wait up to ``timeout`` s, then SIGKILL the group and every straggler."""
+        stop_all([self], timeout=timeout)
 
 
 def _term_with_parent() -> None:
@@ -118,10 +125,29 @@ def _signal(p: psutil.Process, sig: int) -> None:
         pass
 
 
-def stop_all(children: list[Child], *, timeout: float = 10.0) -> None:
-    """Stop ``children`` in reverse start order (consumers before the servers they use)."""
-    for child in reversed(children):
-        child.stop(timeout=timeout)
+def stop_all(children: list[Child], *, timeout: float = 4.0) -> None:
+    """Stop ``children`` within about ``timeout`` s: clients first (together), then the ``stop_last`` servers.
+
+    The clients get 60% of ``timeout`` before SIGKILL (all of it when there is no server), the servers what is left,
+    so a child that ignores SIGTERM costs at most ``timeout`` in all, never ``timeout`` per child.
+    """
+    deadline = time.monotonic() + timeout
+    clients = [c for c in children if not c.stop_last]
+    servers = [c for c in children if c.stop_last]
+    for wave, until in ((clients, deadline - (0.4 * timeout if servers else 0)), (servers, deadline)):
+        trees = {id(c): c.terminate() for c in wave}
+        procs = [p for tree in trees.values() for p in tree]
+        _, alive = psutil.wait_procs(procs, timeout=max(0.1, until - time.monotonic())) if procs else ([], [])
+        if alive:
+            for c in wave:
+                c.kill([p for p in trees[id(c)] if p in alive])
+            psutil.wait_procs(alive, timeout=2)
+        for c in wave:
+            if c.proc is not None:
+                try:
+                    c.proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
+                    pass
 
 
 def wait_for(check, *, timeout: float, interval: float = 0.25, children: list[Child] = ()) -> bool:

@@ -79,9 +79,66 @@ def _await_password_rules(server, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def stop_server(server) -> None:
-    """Stop the server now if this process holds the last handle on it."""
-    server.cleanup()
+def stop_server(server, *, lock_timeout: float | None = None) -> None:
+    """Stop the server now if this process holds the last handle on it.
+
+    The wheel does this under one lock shared by every embedded server on the machine
+    (``/tmp/runtime-<uid>/python_PostgresServer/.lockfile``), which another process's ``initdb`` or start holds for
+    seconds at a time (spans of up to 7.6 s were seen while test suites ran beside ``cmdlog up``). With
+    ``lock_timeout``, wait at most that long for the lock, then do the wheel's cleanup without it: drop this process
+    from the server's holder list and, if it was the last holder, stop the postmaster with a fast shutdown (SIGINT;
+    SIGQUIT, an immediate shutdown, after ``fast_timeout`` s). The lock guards only that list and server starts;
+    a process that starts on the *same* data folder in that very moment could find its server stopping, which is
+    what it would see anyway had it come a second later.
+    """
+    if lock_timeout is None:
+        server.cleanup()
+        return
+    import atexit
+    import os
+
+    got = server._lock.acquire(timeout=lock_timeout)
+    try:
+        atexit.unregister(server._cleanup)  # the wheel's own exit hook would wait for the lock again
+        holders = server.global_process_id_list.get_and_remove(os.getpid())
+        server._instances.pop(server.pgdata, None)
+        if holders == [os.getpid()] and server.cleanup_mode == "stop" and server._postmaster_info is not None:
+            stop_postmaster(server._postmaster_info.process, server.pgdata)
+    finally:
+        if got:
+            server._lock.release()
+
+
+def stop_postmaster(process, pgdata: Path, *, fast_timeout: float = 3.0) -> None:
+    """Stop a postmaster (a ``psutil.Process``): fast shutdown, immediate shutdown if that takes too long.
+
+    Done once ``postmaster.pid`` is gone, as ``pg_ctl -w stop`` decides: the process itself can linger as a zombie
+    until whoever inherited it reaps it.
+    """
+    import signal
+    import time
+
+    import psutil
+
+    def stopped() -> bool:
+        try:
+            return not (pgdata / "postmaster.pid").exists() or process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    # Postgres shutdown modes by signal: SIGINT fast, SIGQUIT immediate
+    # (https://www.postgresql.org/docs/current/server-shutdown.html).
+    for sig, wait in ((signal.SIGINT, fast_timeout), (signal.SIGQUIT, 2.0), (signal.SIGKILL, 2.0)):
+        try:
+            process.send_signal(sig)
+        except psutil.NoSuchProcess:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if stopped():
+                return
+            time.sleep(0.05)
+        log.warning("Postgres (pid %s) did not stop within %.0fs of signal %s", process.pid, wait, sig)
 
 
 def ensure_database(server, dbname: str) -> str:

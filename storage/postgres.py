@@ -105,8 +105,11 @@ class Database:
                 conn.execute("SELECT set_config('cmdlog.tenant_id', %s, true)", (tenant_id,))
                 yield conn
 
-    def close(self) -> None:
-        """Close the pool and the engine; stop the embedded server if this process holds its last handle."""
+    def close(self, *, lock_timeout: float | None = None) -> None:
+        """Close the pool and the engine; stop the embedded server if this process holds its last handle.
+
+        ``lock_timeout``: see ``storage.embedded.stop_server`` (``cmdlog up`` passes one to stop promptly).
+        """
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -114,7 +117,7 @@ class Database:
             self._engine.dispose()
             self._engine = None
         if self.server is not None:
-            embedded.stop_server(self.server)
+            embedded.stop_server(self.server, lock_timeout=lock_timeout)
             self.server = None
 
 

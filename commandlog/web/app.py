@@ -1,4 +1,4 @@
-"""The web app: ``create_app`` builds the FastAPI application (health check, journal API, OpenAPI docs).
+"""The web app: ``create_app`` builds the FastAPI application (health check, journal API, OpenAPI docs offline).
 
 Run it under any ASGI server: ``uvicorn --factory commandlog.web.app:create_app`` (``cmdlog up`` does this).
 Features add their router with one ``app.include_router(...)`` line below.
@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from commandlog.settings import Settings
-from commandlog.web import errors
+from commandlog.web import docs, errors
 from commandlog.web.activity import router as activity_router
 from commandlog.web.bodies import JsonDepthMiddleware
 from commandlog.web.drafts import router as drafts_router
@@ -26,12 +26,13 @@ def create_app(settings: Settings | None = None, *, db=None, bus=None) -> FastAP
 
         db, bus = runtime(settings)
 
-    app = FastAPI(title="commandlog", version="0.1.0",
+    app = FastAPI(title="commandlog", version="0.1.0", docs_url=None, redoc_url=None,  # docs.install serves them
                   description="The commandlog web API. Every `/api` route except `/api/health` needs "
                               "`Authorization: Bearer <token>` (make one with `cmdlog token create`).")
     app.state.settings, app.state.db, app.state.bus = settings, db, bus
     errors.install(app)
     app.add_middleware(JsonDepthMiddleware)  # deep JSON bodies: 422 before a route parses them
+    docs.install(app)
 
     @app.get("/api/health", tags=["health"], summary="Liveness and database reachability")
     async def health(request: Request) -> JSONResponse:

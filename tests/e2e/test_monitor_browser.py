@@ -177,3 +177,33 @@ def test_a_bad_token_shows_the_sign_in_form(server, page):
     page.goto(f"{server}/#token=cl_0123456789ab.{'x' * 43}")
     page.wait_for_selector("#login:not([hidden])")
     assert "rejected" in page.text_content("#who").lower()
+    assert page.text_content("#live-status") == "signed out"
+
+
+def test_without_a_token_the_badge_says_signed_out(server, page):
+    page.goto(f"{server}/")
+    page.wait_for_selector("#login:not([hidden])")
+    assert page.text_content("#live-status") == "signed out"
+    assert "connecting" not in page.text_content("body")
+
+
+def test_api_docs_render_offline_with_every_request_kept_on_this_machine(server, page, tmp_path):
+    # Any request that would leave 127.0.0.1 (a CDN, Google Fonts) is refused and recorded.
+    remote: list[str] = []
+
+    def only_local(route):
+        url = route.request.url
+        if url.startswith(("http://127.0.0.1:", "data:", "blob:")):
+            route.continue_()
+        else:
+            remote.append(url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(f"{server}/docs")
+    # Swagger UI puts zero-width spaces into the shown path; data-path holds it as is.
+    page.wait_for_selector('.opblock-get .opblock-summary-path[data-path="/api/journal"]', timeout=20_000)
+    assert page.locator(".opblock-get .opblock-summary-method").first.text_content() == "GET"
+    page.screenshot(path=str(tmp_path / "docs.png"), full_page=True)
+    assert remote == [], remote
+    print(f"screenshot: {tmp_path / 'docs.png'}")

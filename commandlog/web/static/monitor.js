@@ -37,7 +37,7 @@
       history.replaceState(null, "", location.pathname + location.search);
     }
     state.token = sessionStorage.getItem("cmdlog.token");
-    if (!state.token) { $("#login").hidden = false; return; }
+    if (!state.token) { $("#login").hidden = false; setStatus("signed out", "down"); return; }
     $("#app").hidden = false;
     loadJournal();
     connect();
@@ -48,6 +48,7 @@
     if (state.ws) state.ws.close();
     $("#app").hidden = true; $("#login").hidden = false;
     $("#who").textContent = message || "not signed in";
+    setStatus("signed out", "down");
   }
   $("#login-form").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -108,7 +109,10 @@
     setStatus("connecting");
     let ticket;
     try { ticket = (await api("/api/ws-ticket", { method: "POST" })).ticket; }
-    catch (err) { setStatus("offline: " + err.message, "down"); return retryLater(); }
+    catch (err) {
+      if (state.stopped) return;  // a 401 signed out already: the badge says so
+      setStatus("offline: " + err.message, "down"); return retryLater();
+    }
     const q = liveQuery();
     q.set("ticket", ticket);
     if (state.cursor) q.set("cursor", state.cursor);
