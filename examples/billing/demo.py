@@ -90,14 +90,14 @@ def _moments(rng: random.Random, n: int, start: dt.datetime, end: dt.datetime) -
         total += _HOUR_WEIGHT[t.hour] * seconds
         starts.append(t), lengths.append(seconds), cumulative.append(total)
         t = nxt
-    x = 0.0
+    x, last = 0.0, end - dt.timedelta(microseconds=1)
     for k in range(n, 0, -1):
         x = 1 - (1 - x) * rng.random() ** (1 / k)
         target = x * total
         i = min(bisect.bisect_left(cumulative, target), len(cumulative) - 1)
         before = cumulative[i - 1] if i else 0.0
         share = min(1.0, (target - before) / (cumulative[i] - before))
-        yield min(starts[i] + dt.timedelta(seconds=share * lengths[i]), end - dt.timedelta(microseconds=1))
+        yield min(starts[i] + dt.timedelta(seconds=share * lengths[i]), last)
 
 
 class _Tenant:
@@ -128,7 +128,8 @@ class DemoHistory:
         rng = random.Random(self.seed)
         tenants = [_Tenant(t, self.month_zone) for t in tenant_ids(self.tenants)]
         self.books = {t.id: t.books for t in tenants}
-        kinds, weights = zip(*USER_MIX, strict=True)
+        kinds = [k for k, _ in USER_MIX]
+        cum_weights = list(itertools.accumulate(w for _, w in USER_MIX))
         moments = _moments(rng, self.commands, self.now - dt.timedelta(days=self.days), self.now)
         emitted = 0
         while emitted < self.commands:
@@ -149,7 +150,7 @@ class DemoHistory:
                 for _ in itertools.islice(moments, len(entries) - 1):
                     pass  # the sub-commands take the places of as many draws
             else:
-                kind = "create" if tenant.next_customer <= FIRST_CUSTOMERS else rng.choices(kinds, weights)[0]
+                kind = "create" if tenant.next_customer <= FIRST_CUSTOMERS else rng.choices(kinds, cum_weights=cum_weights)[0]
                 kind, cmd = self._draw(rng, tenant, kind, actor, at)
                 entries = self._run(rng, tenant, kind, cmd, actor, at)
             emitted += len(entries)
