@@ -38,6 +38,7 @@ from storage.postgres import Database, open_database
 
 TENANTS = 10
 INVOICES = 200
+INVOICE_BASE = 10_000_000  # above the demo's own invoice ids (the seeded log issues them from 1)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -56,7 +57,7 @@ def seed(bus: CommandBus, rows: int, drafts: DraftService, n_drafts: int) -> Non
     tenant = demo.tenant_ids(TENANTS)[0]
     ctx = ExecutionContext(tenant_id=tenant, actor_id="bench")
     for i in range(1, INVOICES + 1):  # live invoices to pay and a month to close
-        bus.execute(c.IssueInvoice(invoice_id=10_000 + i, customer_id=1 + i % 100, due_date=dt.date(2027, 1, 1),
+        bus.execute(c.IssueInvoice(invoice_id=INVOICE_BASE + i, customer_id=1 + i % 100, due_date=dt.date(2027, 1, 1),
                                    lines=[c.InvoiceLine(description="Seats", quantity=1 + i % 5,
                                                         unit_price=Decimal("19.90"))]), ctx)
     for i in range(n_drafts):
@@ -71,7 +72,7 @@ def command_mix(rng: random.Random, i: int) -> c.Command:
     month closings rare)."""
     kind = rng.choices([k for k, _ in demo.MIX], [w for _, w in demo.MIX])[0]
     cust = 1 + rng.randrange(100)
-    invoice = 10_001 + rng.randrange(INVOICES)
+    invoice = INVOICE_BASE + 1 + rng.randrange(INVOICES)
     return {
         "rename": lambda: c.RenameCustomer(customer_id=cust, name=f"Renamed {i}"),
         "create": lambda: c.CreateCustomer(customer_id=500_000 + i, name=f"New {i}", email=f"n{i}@x.example"),

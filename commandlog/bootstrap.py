@@ -1,14 +1,21 @@
-"""Wiring, done once: open the database, build the bus, let each configured app register its commands."""
+"""Wiring, done once: open the database, build the bus, let the library's features and each configured app register
+their commands."""
 
 from __future__ import annotations
 
 import importlib
 import threading
 
+from commandlog import retention
 from commandlog.bus import CommandBus
 from commandlog.errors import ConfigurationError
 from commandlog.settings import Settings
 from storage.postgres import Database, open_database
+
+FEATURE_SETUPS = (retention.setup,)
+"""The library's own features that log commands (``retention.Purge``, ``retention.AddLegalHold``,
+``retention.RemoveLegalHold``): each ``setup(bus)`` registers its classes and handlers on every bus built here, so
+the CLI, the flows and the web app all know them (a replay refuses them for the right reason, not as unknown)."""
 
 
 def open_db(settings: Settings, *, migrate: bool = True, keep_server: bool = False) -> Database:
@@ -17,8 +24,11 @@ def open_db(settings: Settings, *, migrate: bool = True, keep_server: bool = Fal
 
 
 def build_bus(db: Database, settings: Settings) -> CommandBus:
-    """A bus on ``db`` with every configured app's commands and handlers registered, publishing its activity."""
+    """A bus on ``db`` with the library's and every configured app's commands and handlers registered, publishing
+    its activity."""
     bus = CommandBus(db, max_body_bytes=settings.max_body_bytes)
+    for feature_setup in FEATURE_SETUPS:
+        feature_setup(bus)
     for name in settings.apps:
         try:
             module = importlib.import_module(name)

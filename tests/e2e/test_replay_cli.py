@@ -54,3 +54,56 @@ def test_cmdlog_replay_explains_a_selection_over_the_cap(pg_url, bus, ctx, tenan
     result = cmdlog(pg_url, tmp_path, "--failed", "--tenant", tenant, "--max", "1", "--dry-run")
     assert result.returncode == 2
     assert "matches 2 commands, more than max_commands=1" in " ".join(result.stderr.split())
+
+
+OPTS_OUT = "not replayable: retention.AddLegalHold opts out of replay (replayable = False)"
+
+SERVICE = """
+import json, sys, uuid
+from pathlib import Path
+from commandlog.bootstrap import build_bus, open_db
+from commandlog.replay import ReplayRequest, run_replay
+from commandlog.settings import Settings
+
+settings = Settings(database_url=sys.argv[1], home=Path(sys.argv[2]))
+db = open_db(settings)
+report = run_replay(db, build_bus(db, settings), ReplayRequest(cmd_uuids=[uuid.UUID(sys.argv[3])], mode=sys.argv[4],
+                                                               requested_by="ops@service"))
+print(json.dumps([item.row() for item in report.items]))
+db.close()
+"""
+
+
+@pytest.fixture
+def logged_hold(bus, db, tenant) -> str:
+    """The id of a ``retention.AddLegalHold`` logged through the bus for ``tenant``."""
+    from commandlog import retention
+
+    retention.add_hold(bus, tenant=tenant, subject="customer:1", reason="audit")
+    with db.connection() as conn:
+        [(cmd_uuid,)] = conn.execute("SELECT cmd_uuid FROM tenant_command_log WHERE tenant_id = %s "
+                                     "AND cmd_class = 'retention.AddLegalHold'", (tenant,)).fetchall()
+    return str(cmd_uuid)
+
+
+@pytest.mark.parametrize("mode", ["--dry-run", "--as"])
+def test_cmdlog_replay_of_a_legal_hold_says_it_opts_out(pg_url, db, logged_hold, tmp_path, mode):
+    args = ["--dry-run"] if mode == "--dry-run" else ["--as", "ops@cli"]
+    result = cmdlog(pg_url, tmp_path, logged_hold, *args, "--json")
+    assert result.returncode == 0, result.stderr
+    [row] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert (row["original_cmd_uuid"], row["outcome"], row["message"]) == (logged_hold, "not_replayable", OPTS_OUT)
+    with db.connection() as conn:  # nothing ran again
+        assert conn.execute("SELECT count(*) FROM command_log WHERE replay_of = %s",
+                            (logged_hold,)).fetchone() == (0,)
+
+
+@pytest.mark.parametrize("mode", ["dry_run", "execute"])
+def test_the_replay_service_on_a_bootstrapped_bus_says_a_legal_hold_opts_out(pg_url, logged_hold, tmp_path, mode):
+    """A fresh interpreter: only what bootstrap registers is known (the test process imported retention itself)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CMDLOG_")}
+    out = subprocess.run([sys.executable, "-c", SERVICE, pg_url, str(tmp_path), logged_hold, mode], env=env,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    [row] = json.loads(out.stdout)
+    assert (row["original_cmd_uuid"], row["outcome"], row["message"]) == (logged_hold, "not_replayable", OPTS_OUT)
