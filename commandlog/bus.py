@@ -46,6 +46,9 @@ HookEvent = Literal["started", "succeeded", "failed"]
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 _MAX_NAME = 200
 _MAX_ERROR = 10_000
+NO_TENANT = " "
+"""``tenant_id`` of a rejected row whose tenant was missing or blank: no tenant session can have it (sessions refuse
+blank tenants), whereas ``''`` is what ``current_setting('cmdlog.tenant_id', true)`` reads after a reset."""
 
 
 def _now() -> datetime:
@@ -411,7 +414,7 @@ class CommandBus:
         now = _now()
         record = CommandRecord(
             cmd_uuid=cmd_uuid or uuid7(), cmd_class=storable_text(cmd_class, limit=_MAX_NAME), cmd_version=version,
-            tenant_id=storable_text(getattr(context, "tenant_id", None), limit=_MAX_NAME),
+            tenant_id=storable_text(getattr(context, "tenant_id", None), limit=_MAX_NAME).strip() or NO_TENANT,
             actor_id=storable_text(getattr(context, "actor_id", None), limit=_MAX_NAME),
             correlation_id=link("correlation_id") or uuid7(), causation_id=link("causation_id"),
             replay_of=link("replay_of"), draft_uuid=link("draft_uuid"),

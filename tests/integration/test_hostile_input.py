@@ -70,6 +70,8 @@ def test_a_hostile_tenant_or_actor_leaves_a_rejected_row_naming_the_field(bus, d
         [(status, t, actor, _, error, _)] = _log(db, info.value.cmd_uuid)
         assert status == "rejected" and error.startswith(f"{name}: ")
         assert "\x00" not in t + actor and len(t) <= 200 and len(actor) <= 200  # escaped and capped, never lost
+        assert t.strip() or t == " "  # never '': a reset tenant session reads the setting as ''
+
 
 
 def test_an_unknown_cmd_class_with_nul_is_logged_escaped(bus, db, ctx):
