@@ -9,6 +9,7 @@ no hooks. Lifecycle hooks (started / succeeded / failed) run after the outcome i
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
@@ -23,12 +24,12 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from commandlog.commands import Command, CommandRegistry, registry as default_registry
 from commandlog.context import EventRecord, ExecutionContext, HandlerContext, Mode
-from commandlog.command_json import check_depth
-from commandlog.errors import CommandRejectedError, JsonNestingError, NoHandlerError, UnknownCommandError
+from commandlog.command_json import check_storable, may_be_unstorable, storable_text
+from commandlog.errors import CommandRejectedError, NoHandlerError, UnknownCommandError, UnstorableValueError
 from commandlog.ids import uuid7
 from commandlog.records import CommandRecord, Outcome
 from commandlog.redaction import has_sensitive, redact, scrub, sensitive_values
-from commandlog.validation import check_context as _check_context
+from commandlog.validation import context_errors
 from commandlog.validation import dumps as _dumps
 from commandlog.validation import json_or_none as _json_or_none
 from commandlog.validation import serialisation_error as _serialisation_error
@@ -44,6 +45,10 @@ Hook = Callable[[CommandRecord], None]
 HookEvent = Literal["started", "succeeded", "failed"]
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 _MAX_NAME = 200
+_MAX_ERROR = 10_000
+NO_TENANT = " "
+"""``tenant_id`` of a rejected row whose tenant was missing or blank: no tenant session can have it (sessions refuse
+blank tenants), whereas ``''`` is what ``current_setting('cmdlog.tenant_id', true)`` reads after a reset."""
 
 
 def _now() -> datetime:
@@ -120,32 +125,29 @@ class CommandBus:
     # -- entry points -------------------------------------------------------------------------------------------
 
     def submit(self, cmd_class: str, body: Mapping[str, Any], context: ExecutionContext, **kw: Any) -> Outcome:
-        """Validate a JSON map as ``cmd_class`` and execute it; an unknown class or invalid body is ``rejected``."""
+        """Validate a JSON map as ``cmd_class`` and execute it; a bad context, an unknown class or an invalid or
+        unstorable body is ``rejected`` (logged, and raised naming the fields)."""
+        cmd_uuid = kw.get("cmd_uuid")
+        if errors := context_errors(context):
+            raise self._refuse(cmd_class, 0, "long_lived", context, errors, cmd_uuid)
         try:
             command_type = self.registry.get(cmd_class)
         except UnknownCommandError as e:
-            self._reject_raw(str(cmd_class)[:_MAX_NAME], 0, "long_lived", context, e, kw.get("cmd_uuid"),
-                             [{"field": "cmd_class", "message": str(e)}], raw_body=None)
+            e.cmd_uuid = self._reject_raw(cmd_class, 0, "long_lived", context, e, cmd_uuid,  # type: ignore[attr-defined]
+                                          [{"field": "cmd_class", "message": str(e)}], raw_body=None)
             raise
+        refuse = functools.partial(self._refuse, cmd_class, command_type.cmd_version, command_type.retention, context)
+        if not isinstance(body, Mapping):
+            raise refuse([{"field": "body", "message": "must be a JSON object"}], cmd_uuid)
         try:
-            check_depth(body)
-        except JsonNestingError as e:  # too deep to validate, store or encode: refused and logged without it
-            exc = CommandRejectedError(cmd_class, e.errors)
-            exc.cmd_uuid = self._reject_raw(cmd_class, command_type.cmd_version, command_type.retention, context, exc,
-                                            kw.get("cmd_uuid"), e.errors, raw_body=None)
-            raise exc from None
+            check_storable(body)
+        except UnstorableValueError as e:  # the log could not store it (nor, when too deep, validate it): no body
+            raise refuse(e.errors, cmd_uuid) from None
         try:
             command = command_type.model_validate(dict(body))
         except ValidationError as e:
-            errors = validation_errors(e)
-            exc = CommandRejectedError(cmd_class, errors)
-            exc.cmd_uuid = self._reject_raw(cmd_class, command_type.cmd_version, command_type.retention, context, exc,
-                                            kw.get("cmd_uuid"), errors,
-                                            raw_body=body if command_type.body_stored() else None)
-            raise exc from None
-        except TypeError as e:
-            errors = [{"field": None, "message": f"body must be a JSON object: {e}"}]
-            raise CommandRejectedError(cmd_class, errors) from None
+            raise refuse(validation_errors(e), cmd_uuid,
+                         raw_body=body if command_type.body_stored() else None) from None
         return self.execute(command, context, **kw)
 
     def execute(self, command: Command, context: ExecutionContext, *, cmd_uuid: uuid.UUID | None = None,
@@ -178,6 +180,8 @@ class CommandBus:
             except BaseException as e:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     tx.__exit__(type(e), e, e.__traceback__)  # rolls back
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.rollback()  # a log write refused at the COMMIT's sync leaves the transaction aborted
                 self._finish_failed(record, e)
                 failures = [r for r in uow.failures if r is not record] + [record]
                 with conn.transaction():
@@ -222,8 +226,8 @@ class CommandBus:
         record.finished_at = entry.finished_at or entry.started_at
         record.result = entry.result
         if entry.status != "succeeded":
-            record.error_type = entry.error_type or "Error"
-            record.error_message = entry.error_message
+            record.error_type = storable_text(entry.error_type or "Error", limit=_MAX_NAME)
+            record.error_message = storable_text(entry.error_message, limit=_MAX_ERROR) if entry.error_message else None
             record.public_error_message = scrub(entry.error_message, record.secrets)
             record.result = None
         else:
@@ -300,31 +304,34 @@ class CommandBus:
         cmd_uuid = cmd_uuid or uuid7(started_at)
         if not isinstance(command, Command) or not command_type.cmd_class:
             raise UnknownCommandError(getattr(command_type, "cmd_class", "") or command_type.__name__)
-        _check_context(context)
-        errors: list[dict] = []
+        errors: list[dict] = context_errors(context)
         dumped: dict | None = None
         sensitive = has_sensitive(command_type)
-        try:
-            body_json = command.model_dump_json()  # serialised in Rust: the hot path's cheapest way to JSON
-            dumped = json.loads(body_json) if sensitive else None
-        except (PydanticSerializationError, TypeError, ValueError) as e:
-            errors = [_serialisation_error(command, e)]
-        else:
-            size = len(body_json.encode())
-            if size > self.max_body_bytes:
-                errors = [{"field": None, "message": f"body is {size} bytes, over the limit of {self.max_body_bytes}"}]
+        secrets: list[str] = []
+        if not errors:
+            try:
+                body_json = command.model_dump_json()  # serialised in Rust: the hot path's cheapest way to JSON
+                dumped = json.loads(body_json) if sensitive else None
+            except (PydanticSerializationError, TypeError, ValueError) as e:
+                errors = [_serialisation_error(command, e)]
+            else:
+                secrets = sensitive_values(command, dumped) if sensitive else []
+                errors = self._body_errors(command, body_json)
         subjects: list[str] = []
         if not errors:
             try:
                 subjects = [str(s) for s in command.subjects()]
-            except Exception as e:
+                check_storable(subjects, field="subjects")
+            except UnstorableValueError as e:
+                errors = e.errors
+            except Exception as e:  # user code: its message may quote a sensitive value, scrubbed below
                 errors = [{"field": "subjects", "message": f"{type(e).__name__}: {e}"}]
         if errors:
-            exc = CommandRejectedError(command_type.cmd_class, errors, cmd_uuid=cmd_uuid)
-            if log_rejection:
-                self._reject_raw(command_type.cmd_class, command_type.cmd_version, command_type.retention, context, exc,
-                                 cmd_uuid, errors, raw_body=None)
-            raise exc
+            if not log_rejection:
+                raise CommandRejectedError(storable_text(command_type.cmd_class, limit=_MAX_NAME), errors,
+                                           cmd_uuid=cmd_uuid)
+            raise self._refuse(command_type.cmd_class, command_type.cmd_version, command_type.retention, context,
+                               errors, cmd_uuid, secrets=secrets)
         excluded = command_type.body_excluded()
         return CommandRecord(
             cmd_uuid=cmd_uuid, cmd_class=command_type.cmd_class, cmd_version=command_type.cmd_version,
@@ -334,8 +341,20 @@ class CommandBus:
             subjects=subjects, started_at=started_at or _now(),
             body_json=body_json if command_type.body_stored() else None,
             public_body_json=None if excluded else (_dumps(redact(command, dumped)) if sensitive else body_json),
-            body_excluded=excluded, secrets=sensitive_values(command, dumped) if sensitive else [],
+            body_excluded=excluded, secrets=secrets,
         )
+
+    def _body_errors(self, command: Command, body_json: str) -> list[dict]:
+        """The size limit, then the one storable rule (``command_json.check_storable``) when the cheap screen asks."""
+        size = len(body_json.encode())
+        if size > self.max_body_bytes:
+            return [{"field": None, "message": f"body is {size} bytes, over the limit of {self.max_body_bytes}"}]
+        if may_be_unstorable(body_json):  # pydantic writes NaN as null: the values themselves are checked
+            try:
+                check_storable(command.model_dump(), field="body")
+            except UnstorableValueError as e:
+                return e.errors
+        return []
 
     def _handler_for(self, cmd_class: str) -> Handler:
         try:
@@ -358,31 +377,49 @@ class CommandBus:
         record.status = "failed"
         record.finished_at = _now()
         record.error_type = type(e).__name__
-        record.error_message = str(e)[:10_000]
+        record.error_message = storable_text(e, limit=_MAX_ERROR)  # any text, even with NUL, leaves its row
         record.public_error_message = scrub(record.error_message, record.secrets)
         record.result = None
         record.events = []
 
+    def _refuse(self, cmd_class: str, version: int, retention: str, context: ExecutionContext, errors: list[dict],
+                cmd_uuid: uuid.UUID | None, *, raw_body=None, secrets: list[str] = ()) -> CommandRejectedError:
+        """Log a ``rejected`` attempt naming ``errors`` and return the error to raise (with its ``cmd_uuid``)."""
+        exc = CommandRejectedError(storable_text(cmd_class, limit=_MAX_NAME), errors, cmd_uuid=cmd_uuid)
+        exc.cmd_uuid = self._reject_raw(cmd_class, version, retention, context, exc, cmd_uuid, errors,
+                                        raw_body=raw_body, secrets=secrets)
+        return exc
+
     def _reject_raw(self, cmd_class: str, version: int, retention: str, context: ExecutionContext,
-                    exc: Exception, cmd_uuid: uuid.UUID | None, errors: list[dict], *, raw_body) -> uuid.UUID:
-        """Write a ``rejected`` attempt: no body in the global log; the raw body in the tenant log when it fits."""
-        _check_context(context)
+                    exc: Exception, cmd_uuid: uuid.UUID | None, errors: list[dict], *, raw_body,
+                    secrets: list[str] = ()) -> uuid.UUID:
+        """Write a ``rejected`` attempt: no body in the global log; the raw body in the tenant log when it fits.
+
+        Whatever the caller sent, the row is written: identifiers and messages go through ``storable_text`` (NUL
+        and lone surrogates escaped, length capped), links that are not UUIDs are left out, and the global log's
+        message is scrubbed of the body's sensitive values.
+        """
         body_json = None
         if raw_body is not None:
             try:
+                check_storable(raw_body)
                 body_json = _dumps(to_jsonable_python(raw_body))
                 if len(body_json.encode()) > self.max_body_bytes:
                     body_json = None
             except (PydanticSerializationError, TypeError, ValueError):
                 body_json = None
-        message = "; ".join(f"{e['field']}: {e['message']}" if e.get("field") else e["message"] for e in errors)
+        message = storable_text("; ".join(f"{e['field']}: {e['message']}" if e.get("field") else e["message"]
+                                          for e in errors), limit=_MAX_ERROR)
+        link = lambda name: value if isinstance(value := getattr(context, name, None), uuid.UUID) else None
         now = _now()
         record = CommandRecord(
-            cmd_uuid=cmd_uuid or uuid7(), cmd_class=cmd_class, cmd_version=version, tenant_id=context.tenant_id,
-            actor_id=context.actor_id, correlation_id=context.correlation_id or uuid7(),
-            causation_id=context.causation_id, replay_of=context.replay_of, draft_uuid=context.draft_uuid,
+            cmd_uuid=cmd_uuid or uuid7(), cmd_class=storable_text(cmd_class, limit=_MAX_NAME), cmd_version=version,
+            tenant_id=storable_text(getattr(context, "tenant_id", None), limit=_MAX_NAME).strip() or NO_TENANT,
+            actor_id=storable_text(getattr(context, "actor_id", None), limit=_MAX_NAME),
+            correlation_id=link("correlation_id") or uuid7(), causation_id=link("causation_id"),
+            replay_of=link("replay_of"), draft_uuid=link("draft_uuid"),
             retention=retention, subjects=[], started_at=now, finished_at=now, status="rejected",
-            error_type=type(exc).__name__, error_message=message, public_error_message=message,
+            error_type=type(exc).__name__, error_message=message, public_error_message=scrub(message, list(secrets)),
             body_json=body_json, public_body_json=None, body_excluded=True,
         )
         with self.db.connection() as conn:

@@ -3,6 +3,8 @@
     CommandLogError
      ├── UnknownCommandError        no command class registered under that name
      ├── CommandRejectedError       the command was refused before its handler ran (validation, size, serialisation)
+     ├── UnstorableValueError       a value the log cannot store (NUL, lone surrogate, NaN, huge integer); names fields
+     │    └── JsonNestingError      JSON nested deeper than allowed
      ├── NoHandlerError             a command class has no registered handler
      └── ConfigurationError         a setting has an unusable value
 """
@@ -33,13 +35,20 @@ class CommandRejectedError(CommandLogError):
         super().__init__(f"{cmd_class} rejected: {detail}")
 
 
-class JsonNestingError(CommandLogError, ValueError):
+class UnstorableValueError(CommandLogError, ValueError):
+    """A value the log cannot store (see ``command_json.check_storable``); ``errors`` name each field and the problem."""
+
+    def __init__(self, errors: list[dict]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+
+
+class JsonNestingError(UnstorableValueError):
     """A JSON value given by a client nests deeper than allowed; ``errors`` name the field."""
 
     def __init__(self, field: str, limit: int) -> None:
         self.field = field
-        self.errors = [{"field": field, "message": f"nesting deeper than {limit} levels"}]
-        super().__init__(f"{field}: nesting deeper than {limit} levels")
+        super().__init__([{"field": field, "message": f"nesting deeper than {limit} levels"}])
 
 
 class NoHandlerError(CommandLogError):

@@ -104,6 +104,4 @@ def project_command(bus, loaders: SubjectLoaders, command: Command, context: Exe
 
 def _public_error(outcome) -> str | None:
     """The failure message scrubbed of the body's sensitive values (projections are shown to reviewers)."""
-    if outcome.record is not None and outcome.record.public_error_message is not None:
-        return outcome.record.public_error_message
-    return outcome.error_message
+    return outcome.public_error_message

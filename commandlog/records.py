@@ -102,3 +102,10 @@ class Outcome:
     """What the ``observe`` callback saw after the handler (projection / dry run)."""
     record: CommandRecord | None = None
     """The full record of the attempt."""
+
+    @property
+    def public_error_message(self) -> str | None:
+        """The failure message scrubbed of the body's sensitive values (what may be shown beyond the tenant)."""
+        if self.record is not None and self.record.public_error_message is not None:
+            return self.record.public_error_message
+        return self.error_message

@@ -1,7 +1,8 @@
 """Redaction: what of a command may reach the global log.
 
 A ``Sensitive`` field keeps its key and gets the ``WITHHELD`` marker as value (present, but withheld), at any
-depth of nested models, lists and mappings. Error messages are scrubbed of every sensitive value the same way.
+depth of nested models, lists and mappings. Error messages are scrubbed of every sensitive value the same way
+(``scrub``, ``scrub_for``): every error text that reaches the global log, a report or a Prefect artifact does.
 """
 
 from __future__ import annotations
@@ -109,3 +110,10 @@ def scrub(text: str | None, values: list[str]) -> str | None:
     for v in values:
         text = text.replace(v, WITHHELD)
     return text
+
+
+def scrub_for(command: BaseModel, text: str | None) -> str | None:
+    """``text`` (an error message about ``command``) scrubbed of every sensitive value of the command's body."""
+    if not text or not has_sensitive(type(command)):
+        return text
+    return scrub(text, sensitive_values(command, command.model_dump(mode="json")))

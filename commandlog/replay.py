@@ -304,7 +304,7 @@ def dry_run_verdict(original: repo.OriginalRow, events: list[dict], outcome) -> 
                              outcome=outcome)
     message = summarize(diffs) if diffs else None
     if verdict == "now_fails" or (verdict == "reproduced" and outcome.status != "succeeded"):
-        message = f"{outcome.error_type}: {outcome.error_message}"
+        message = f"{outcome.error_type}: {outcome.public_error_message}"  # scrubbed: reports reach operators
     return ReplayItemResult(original_cmd_uuid=original.cmd_uuid, outcome=verdict, cmd_class=original.cmd_class,
                             tenant_id=original.tenant_id, original_status=original.status, message=message,
                             diff=tuple(diffs))

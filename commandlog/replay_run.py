@@ -17,6 +17,7 @@ import psycopg
 from commandlog.bus import CommandBus
 from commandlog.ids import uuid7
 from commandlog.records import Outcome
+from commandlog.redaction import scrub_for
 from commandlog.replay import ReplayError, ReplayItemResult, ReplayPlan, dry_run_verdict, prepare, replay_context
 from storage import replays as repo
 from storage.postgres import Database
@@ -115,7 +116,7 @@ def _execute_one(bus: CommandBus, the_plan: ReplayPlan, original: repo.OriginalR
     try:
         bus.execute(command, replay_context(the_plan, original), cmd_uuid=replay_uuid, in_transaction=close_item)
     except Exception as e:  # noqa: BLE001 — any handler error fails this replay only; the bus logged it
-        message = f"{type(e).__name__}: {e}"
+        message = scrub_for(command, f"{type(e).__name__}: {e}")  # reports and artifacts reach operators
         failures.append((original.cmd_uuid, "failed", message))
         return ReplayItemResult(outcome="failed", message=message, **base)
     return ReplayItemResult(outcome="succeeded", **base)

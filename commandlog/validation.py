@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from commandlog.command_json import text_problem
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
-from commandlog.errors import CommandRejectedError
 
 
 def dumps(value: Any) -> str:
@@ -32,12 +33,25 @@ def to_json(result: Any) -> Any:
     return to_jsonable_python(result)
 
 
-def check_context(context: ExecutionContext) -> None:
-    """Refuse a context without a tenant or an actor."""
+MAX_ID_CHARS = 200
+"""Longest tenant or actor id accepted (ids are indexed; a longer one could not even be logged)."""
+
+
+def context_errors(context: ExecutionContext) -> list[dict]:
+    """What is wrong with a context, by field: tenant and actor must be storable non-empty strings, links UUIDs."""
+    errors = []
     for name in ("tenant_id", "actor_id"):
         value = getattr(context, name, None)
         if not isinstance(value, str) or not value.strip():
-            raise CommandRejectedError("context", [{"field": name, "message": "must be a non-empty string"}])
+            errors.append({"field": name, "message": "must be a non-empty string"})
+        elif text_problem(value):
+            errors.append({"field": name, "message": text_problem(value)})
+        elif len(value) > MAX_ID_CHARS:
+            errors.append({"field": name, "message": f"is {len(value)} characters, over {MAX_ID_CHARS}"})
+    for name in ("correlation_id", "causation_id", "replay_of", "draft_uuid"):
+        if not isinstance(getattr(context, name, None), uuid.UUID | None):
+            errors.append({"field": name, "message": "must be a UUID or None"})
+    return errors
 
 
 def serialisation_error(command: Command, e: Exception) -> dict:

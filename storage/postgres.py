@@ -76,10 +76,11 @@ class Database:
         return self._engine
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
-        """A pooled connection; its transaction is committed on success and rolled back on error."""
+    def connection(self, *, timeout: float | None = None) -> Iterator[psycopg.Connection]:
+        """A pooled connection (waiting at most ``timeout`` seconds, the pool's default when None); its transaction
+        is committed on success and rolled back on error."""
         try:
-            cm = self.pool.connection()
+            cm = self.pool.connection(timeout=timeout)
             conn = cm.__enter__()
         except psycopg.OperationalError as e:
             raise DatabaseUnavailableError(f"cannot connect to Postgres: {e}") from e

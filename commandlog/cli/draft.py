@@ -13,7 +13,7 @@ from rich.table import Table
 
 from commandlog import command_json
 from commandlog.cli import _common
-from commandlog.errors import JsonNestingError
+from commandlog.errors import UnstorableValueError
 
 app = typer.Typer(help="Draft commands: create, edit, project, approve exactly once.", no_args_is_help=True)
 
@@ -30,7 +30,7 @@ def _body(text: str) -> Any:
             _common.fail(f"body: cannot read {text[1:]}: {e}")
     try:
         return command_json.loads(text, field="body")
-    except JsonNestingError as e:
+    except UnstorableValueError as e:
         _common.fail(str(e))
     except json.JSONDecodeError as e:
         _common.fail(f"body: not valid JSON: {e}")
@@ -45,7 +45,7 @@ def _sets(pairs: list[str]) -> dict[str, Any]:
             _common.fail(f"set: expected field=value, got {pair!r}")
         try:
             out[key] = command_json.loads(value, field=key)
-        except JsonNestingError as e:
+        except UnstorableValueError as e:
             _common.fail(str(e))
         except json.JSONDecodeError:
             out[key] = value

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from commandlog import command_json
 from commandlog.activity import action_item, publisher_for
-from commandlog.errors import CommandLogError, JsonNestingError
+from commandlog.errors import CommandLogError, UnstorableValueError
 from commandlog.ids import uuid7
 from commandlog.tokens import Principal
 from storage import frontend_actions as store
@@ -70,7 +70,7 @@ def parse_request(raw: bytes) -> tuple[list[Any], bool]:
                                     "message": f"request is {len(raw)} bytes, over {MAX_REQUEST_BYTES}"}])
     try:
         body = command_json.loads(raw, field="body")
-    except JsonNestingError as e:
+    except UnstorableValueError as e:  # too deep, NUL, lone surrogate, NaN, huge integer: named by path
         raise FrontendActionError(e.errors) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FrontendActionError([{"field": "body", "message": f"not valid JSON: {e}"}]) from None

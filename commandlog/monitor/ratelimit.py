@@ -17,11 +17,11 @@ from commandlog.errors import CommandLogError
 
 
 class RateLimitedError(CommandLogError):
-    """Too many requests for this token; ``retry_after`` says when to try again."""
+    """Too many requests for this token (or client); ``retry_after`` says when to try again."""
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, *, who: str = "this token") -> None:
         self.retry_after = retry_after
-        super().__init__(f"rate limit exceeded for this token; retry after {retry_after:.1f} s")
+        super().__init__(f"rate limit exceeded for {who}; retry after {retry_after:.1f} s")
 
 
 class RateLimiter:
@@ -39,16 +39,21 @@ class RateLimiter:
     @classmethod
     def from_env(cls) -> RateLimiter:
         """From ``CMDLOG_API_RATE`` = ``"<per second>,<burst>"`` (default ``20,100``)."""
-        raw = os.environ.get("CMDLOG_API_RATE", "20,100")
+        return cls.from_setting(os.environ, "CMDLOG_API_RATE", "20,100")
+
+    @classmethod
+    def from_setting(cls, env, name: str, default: str) -> RateLimiter:
+        """From the setting ``name`` of the mapping ``env`` = ``"<per second>,<burst>"`` (``default`` when unset)."""
+        raw = env.get(name) or default
         try:
             rate, burst = raw.split(",")
             return cls(rate=float(rate), burst=int(burst))
         except ValueError as e:
             from commandlog.errors import ConfigurationError
 
-            raise ConfigurationError(f"CMDLOG_API_RATE must read '<per second>,<burst>', not {raw!r}") from e
+            raise ConfigurationError(f"{name} must read '<per second>,<burst>', not {raw!r}") from e
 
-    def check(self, key: str, cost: float = 1.0) -> None:
+    def check(self, key: str, cost: float = 1.0, *, who: str = "this token") -> None:
         """Take ``cost`` from ``key``'s bucket or raise RateLimitedError."""
         now = time.monotonic()
         with self._lock:
@@ -56,7 +61,16 @@ class RateLimiter:
             tokens = min(float(self.burst), tokens + (now - last) * self.rate)
             if tokens < cost:
                 self._buckets[key] = (tokens, now)
-                raise RateLimitedError((cost - tokens) / self.rate)
+                raise RateLimitedError((cost - tokens) / self.rate, who=who)
             if len(self._buckets) >= self.max_keys and key not in self._buckets:
                 self._buckets.clear()  # a crude bound on memory: forgetting buckets only ever lets requests in
             self._buckets[key] = (tokens - cost, now)
+
+    def ensure(self, key: str, *, who: str = "this token") -> None:
+        """Raise RateLimitedError when ``key`` has not one request left, taking nothing (a check before the work)."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            raise RateLimitedError((1.0 - tokens) / self.rate, who=who)

@@ -6,16 +6,25 @@ Features add their router with one ``app.include_router(...)`` line below.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from commandlog.monitor import frontend_actions
 from commandlog.settings import Settings
 from commandlog.web import docs, errors
 from commandlog.web.activity import router as activity_router
-from commandlog.web.bodies import JsonDepthMiddleware
+from commandlog.web.bodies import BodyLimits, RequestGuardMiddleware
 from commandlog.web.drafts import router as drafts_router
 from commandlog.web.journal import router as journal_router
+
+log = logging.getLogger(__name__)
+HEALTH_TIMEOUT_S = 3.0
+"""How long the health check waits for a database connection before answering 503."""
+ENVELOPE_BYTES = 16 * 1024
+"""Room for what surrounds a command body in a request (class name, version, comment…)."""
 
 
 def create_app(settings: Settings | None = None, *, db=None, bus=None) -> FastAPI:
@@ -31,16 +40,21 @@ def create_app(settings: Settings | None = None, *, db=None, bus=None) -> FastAP
                               "`Authorization: Bearer <token>` (make one with `cmdlog token create`).")
     app.state.settings, app.state.db, app.state.bus = settings, db, bus
     errors.install(app)
-    app.add_middleware(JsonDepthMiddleware)  # deep JSON bodies: 422 before a route parses them
+    # Oversized bodies: 413 while streaming; unstorable JSON (deep, NUL, NaN…) and query strings: 422.
+    app.add_middleware(RequestGuardMiddleware, limits=BodyLimits(
+        default=settings.max_body_bytes + ENVELOPE_BYTES,
+        routes={"/api/frontend-actions": frontend_actions.MAX_REQUEST_BYTES}))
     docs.install(app)
 
     @app.get("/api/health", tags=["health"], summary="Liveness and database reachability")
     async def health(request: Request) -> JSONResponse:
-        """``{"status": "ok"}`` when the database answers; 503 otherwise."""
+        """``{"status": "ok"}`` when the database answers; ``{"status": "unavailable"}`` (503) otherwise — the
+        reason is logged on the server, never sent (it may name hosts, users or paths)."""
         try:
             await run_in_threadpool(_ping, request.app.state.db)
-        except Exception as e:  # any failure to reach the database makes the app unhealthy
-            return JSONResponse({"status": "unavailable", "detail": str(e)}, status_code=503)
+        except Exception:  # any failure to reach the database makes the app unhealthy
+            log.warning("health check: the database does not answer", exc_info=True)
+            return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     app.include_router(journal_router)
@@ -51,5 +65,5 @@ def create_app(settings: Settings | None = None, *, db=None, bus=None) -> FastAP
 
 
 def _ping(db) -> None:
-    with db.connection() as conn:
+    with db.connection(timeout=HEALTH_TIMEOUT_S) as conn:
         conn.execute("SELECT 1").fetchone()

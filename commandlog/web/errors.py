@@ -7,6 +7,7 @@ wins; anything else under ``CommandLogError`` is a 400).
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -18,7 +19,9 @@ from commandlog.errors import (
     JsonNestingError,
     NoHandlerError,
     UnknownCommandError,
+    UnstorableValueError,
 )
+from commandlog.monitor.ratelimit import RateLimitedError
 from commandlog.tokens import AuthenticationError, PermissionDeniedError
 from storage.errors import DatabaseUnavailableError, StorageError, TenantIsolationError
 
@@ -30,7 +33,9 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     TenantIsolationError: 403,
     UnknownCommandError: 404,
     CommandRejectedError: 422,
+    UnstorableValueError: 422,
     JsonNestingError: 422,
+    RateLimitedError: 429,
     NoHandlerError: 501,
     ConfigurationError: 500,
     DatabaseUnavailableError: 503,
@@ -47,15 +52,22 @@ def status_for(error: Exception) -> int:
     return 500
 
 
-async def _handle(request: Request, error: Exception) -> JSONResponse:
+def response(error: Exception) -> JSONResponse:
+    """The answer to ``error``: ``{"error", "detail", "errors"?}`` with its status (and Retry-After on 429)."""
     status = status_for(error)
-    if status >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, error, exc_info=error)
     body: dict = {"error": type(error).__name__, "detail": str(error)}
-    if isinstance(error, CommandRejectedError):
+    if isinstance(getattr(error, "errors", None), list):
         body["errors"] = error.errors
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if isinstance(error, RateLimitedError):
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+async def _handle(request: Request, error: Exception) -> JSONResponse:
+    if status_for(error) >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, error, exc_info=error)
+    return response(error)
 
 
 def install(app: FastAPI) -> None:

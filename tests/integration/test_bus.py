@@ -74,23 +74,26 @@ def test_a_handler_that_raises_leaves_no_domain_rows_and_one_failed_row(bus, db,
 
 
 def test_a_log_write_that_fails_rolls_back_the_handlers_writes(bus, db, ctx, tenant):
-    """Invariant 1 from the other side: when the log rows cannot be written, the effects do not commit either."""
+    """Invariant 1 from the other side: when the log rows cannot be written, the effects do not commit either (and
+    the attempt is still logged, as failed)."""
     bus.execute(c.CreateCustomer(customer_id=1, name="Ada", email="ada@x.io"), ctx)
 
-    class RenameWithBadSubject(Command):
-        cmd_class = "test_bus.RenameWithBadSubject"
+    class RenameWithBadResult(Command):
+        cmd_class = "test_bus.RenameWithBadResult"
         name: str
 
-        def subjects(self) -> list[str]:
-            return ["customer:\x00"]  # Postgres refuses NUL in text: the log insert fails at commit
+    def rename(cmd, h):
+        h.conn.execute("UPDATE billing.customer SET name = %s WHERE tenant_id = %s", (cmd.name, h.tenant_id))
+        return {"note": "\x00"}  # Postgres refuses NUL in jsonb: the log insert fails at commit
 
     b = CommandBus(db)
-    b.register(RenameWithBadSubject, lambda cmd, h: h.conn.execute(
-        "UPDATE billing.customer SET name = %s WHERE tenant_id = %s", (cmd.name, h.tenant_id)))
-    with pytest.raises(psycopg.DataError):
-        b.execute(RenameWithBadSubject(name="Grace"), ctx)
+    b.register(RenameWithBadResult, rename)
+    with pytest.raises(psycopg.DataError) as err:
+        b.execute(RenameWithBadResult(name="Grace"), ctx)
     assert customer(db, tenant) == ("Ada", None)
-    assert [r[0] for r in log_rows(db, tenant)] == ["billing.CreateCustomer"]
+    assert [r[:2] for r in log_rows(db, tenant)] == [("billing.CreateCustomer", "succeeded"),
+                                                    ("test_bus.RenameWithBadResult", "failed")]
+    assert rows(db, "SELECT status FROM command_log WHERE cmd_uuid = %s", err.value.cmd_uuid) == [("failed",)]
 
 
 def test_a_business_error_is_logged_as_failed_and_reraised(bus, db, ctx, tenant):

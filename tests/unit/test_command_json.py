@@ -14,7 +14,8 @@ from commandlog.draft_errors import DraftValidationError
 from examples.billing import commands as c
 
 ids = st.integers(min_value=1, max_value=2**62)
-names = st.text(min_size=1, max_size=200)
+storable = st.characters(blacklist_characters="\x00")  # the log refuses NUL (command_json.check_storable)
+names = st.text(storable, min_size=1, max_size=200)
 money = st.decimals(min_value=Decimal("-999999999999.99"), max_value=Decimal("999999999999.99"), places=2,
                     allow_nan=False, allow_infinity=False)
 lines = st.builds(c.InvoiceLine, description=names, quantity=st.integers(1, 1_000_000), unit_price=money)
@@ -26,12 +27,12 @@ COMMANDS = {
     c.RenameCustomer: st.builds(c.RenameCustomer, customer_id=ids, name=names),
     c.UpdatePaymentDetails: st.builds(c.UpdatePaymentDetails, customer_id=ids, holder=names,
                                       iban=st.from_regex(r"\A[A-Z]{2}[0-9]{2}[A-Z0-9]{8,30}\Z")),
-    c.AttachCardToken: st.builds(c.AttachCardToken, customer_id=ids, card_token=st.text(min_size=8, max_size=200)),
+    c.AttachCardToken: st.builds(c.AttachCardToken, customer_id=ids, card_token=st.text(storable, min_size=8, max_size=200)),
     c.IssueInvoice: st.builds(c.IssueInvoice, invoice_id=ids, customer_id=ids, due_date=st.dates(),
                               lines=st.lists(lines, min_size=1, max_size=5)),
     c.PayInvoice: st.builds(c.PayInvoice, invoice_id=ids, amount=money),
     c.FinalizeInvoice: st.builds(c.FinalizeInvoice, invoice_id=ids),
-    c.RecordLogin: st.builds(c.RecordLogin, user_id=names, ip=st.none() | st.text(max_size=64)),
+    c.RecordLogin: st.builds(c.RecordLogin, user_id=names, ip=st.none() | st.text(storable, max_size=64)),
     c.CloseMonth: st.builds(c.CloseMonth, month=st.dates().map(lambda d: d.strftime("%Y-%m"))
                             .filter(lambda m: len(m) == 7)),
 }
