@@ -76,8 +76,10 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $fn
     SELECT coalesce(
         (SELECT b.tenant_id FROM public.tenant_sql_login b WHERE b.role_name = session_user::text),
         CASE WHEN pg_has_role(session_user, 'cmdlog_tenant', 'MEMBER')
-             THEN current_setting('cmdlog.tenant_id', true) END)
+             THEN nullif(current_setting('cmdlog.tenant_id', true), '') END)
 $fn$;
+-- nullif: after RESET (or a transaction-local SET ending) a custom setting reads as '' rather than NULL, and no
+-- tenant is named '' (https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADMIN-SET).
 -- EXECUTE stays with PUBLIC (the default): every policy calls it, whichever role a privilege on a tenant table was
 -- granted to, and it tells a caller nothing but the tenant that caller itself is bound to or has set.
 """
