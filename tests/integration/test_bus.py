@@ -200,7 +200,7 @@ def test_after_commit_effects_run_only_after_a_live_commit(bus, db, ctx, tenant,
     assert projected.status == dry.status == "succeeded" and outbox.sent == []
     bus.execute(issue, ctx)
     assert [m["to"] for m in outbox.sent] == ["ada@x.io"]
-    with pytest.raises(Exception):
+    with pytest.raises(psycopg.errors.UniqueViolation, match="invoice_pkey"):
         bus.execute(issue, ctx)  # duplicate invoice id: fails, so no second e-mail
     assert len(outbox.sent) == 1
 
