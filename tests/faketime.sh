@@ -11,10 +11,10 @@
 # server's clock_timestamp() agrees with the test process's). A start-at spec ('@…') restarts the fake clock in
 # every new process unless FAKETIME_DONT_RESET=1; with it, processes share the start through the shared memory
 # named in FAKETIME_SHARED, which `faketime` creates mode 0600. The server runs as another system user
-# (embedded_postgres), so without the chmod below (for the run's shared memory only, removed by `faketime` at exit)
-# it cannot open that memory and restarts its clock seconds behind
-# the test process. FAKETIME_DONT_FAKE_MONOTONIC=1 is not used: with libfaketime 0.9.10 it makes Python's
-# time.sleep fail with EINVAL (clock_nanosleep on CLOCK_MONOTONIC).
+# (embedded_postgres): without the chmod below (of this run's shared memory only, which `faketime` removes at exit)
+# it cannot open that memory and restarts its clock seconds behind the test process.
+# FAKETIME_DONT_FAKE_MONOTONIC=1 is not used: with libfaketime 0.9.10 it makes Python's time.sleep fail with EINVAL
+# (clock_nanosleep on CLOCK_MONOTONIC).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
