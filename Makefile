@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: install up test bench clean
+.PHONY: install up test test-clock bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ up: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The date-sensitive tests with the clock (and the test Postgres's clock) at 23:59:50 UTC on a month's and a year's
+# last day (needs Debian's faketime); slow, so not part of `make test`.
+test-clock: install
+	PYTHON=$(BIN)/python tests/faketime.sh
 
 clean:
 	rm -rf .cmdlog .pytest_cache .hypothesis

@@ -64,12 +64,19 @@ def lake_lock(db, lake_uri: str) -> Iterator[None]:
     """Hold the lake's advisory lock for the block; ExportBusyError when another run holds it."""
     key = int.from_bytes(hashlib.sha256(f"cmdlog-lake:{lake_uri}".encode()).digest()[:8], "big", signed=True)
     conn = psycopg.connect(db.url, autocommit=True)
+    locked = False
     try:
-        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+        locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+        if not locked:
             raise ExportBusyError(f"another export or compaction is running on {lake_uri}")
         yield
     finally:
-        conn.close()  # ends the session, which releases the lock
+        # Unlock before closing: the server ends a closed session's backend (and drops its locks) asynchronously,
+        # so a run starting right after this one could still find the lock taken (seen under load).
+        if locked and not conn.broken:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        conn.close()  # ends the session, which releases the lock in any case
 
 
 def open_run(db, lake_uri: str) -> SnapshotRow | None:

@@ -53,8 +53,10 @@ def upgrade(db) -> bool:
 
 
 def ensure_partitions(db, *, days_back: int, days_ahead: int) -> int:
-    """Create the missing log partitions from ``days_back`` days ago to ``days_ahead`` days ahead."""
-    return ensure_partitions_between(db, f"current_date - {int(days_back)}", f"current_date + {int(days_ahead)}")
+    """Create the missing log partitions from ``days_back`` days ago to ``days_ahead`` days ahead (UTC days)."""
+    from storage.partitions import UTC_TODAY
+
+    return ensure_partitions_between(db, f"{UTC_TODAY} - {int(days_back)}", f"{UTC_TODAY} + {int(days_ahead)}")
 
 
 def ensure_partitions_between(db, start_sql: str, end_sql: str) -> int:

@@ -151,17 +151,26 @@ def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempt
 _LOCK_ORDER = ("domain_event", "tenant_command_log", "command_log", "frontend_action")
 
 
+# The day partitions are cut in UTC (bounds 'YYYY-MM-DD 00:00:00+00', migration 0001); ``current_date`` is the day
+# in the session's TimeZone, up to 14 hours away, so the partition days are counted from the UTC day instead.
+UTC_TODAY = "(now() AT TIME ZONE 'UTC')::date"
+
+
 def ensure_ahead(url: str, *, days: int, lock_timeout_ms: int = 200, attempts: int = 100) -> int:
-    """Create the missing partitions from today to ``days`` ahead (``cmdlog_ensure_partitions``), one day per short
-    transaction that first locks the parents in the writers' order under ``lock_timeout`` (creating a partition
-    takes ``ACCESS EXCLUSIVE`` on its parent). Returns how many partitions were created."""
+    """Create the missing partitions from yesterday to ``days`` ahead, UTC days (``cmdlog_ensure_partitions``), one
+    day per short transaction that first locks the parents in the writers' order under ``lock_timeout`` (creating a
+    partition takes ``ACCESS EXCLUSIVE`` on its parent). Returns how many partitions were created.
+
+    Yesterday too: rows are stamped by the writers' clocks and may arrive for the previous day (a frontend action
+    up to 24 hours old, a writer whose clock is behind the server's at midnight) after a stop longer than the week
+    of partitions made ahead."""
     created = 0
     with psycopg.connect(url, autocommit=True) as conn:
-        for day in range(days + 1):
+        for day in range(-1, days + 1):
             names = conn.execute(
                 "SELECT array_agg(n) FILTER (WHERE to_regclass(n) IS NULL) FROM unnest(%s::text[]) AS t, "
-                "LATERAL unnest(ARRAY[t || '_short_lived_p' || to_char(current_date + %s, 'YYYYMMDD'), "
-                "t || '_long_lived_p' || to_char(current_date + %s, 'YYYYMM')]) AS n",
+                f"LATERAL unnest(ARRAY[t || '_short_lived_p' || to_char({UTC_TODAY} + %s, 'YYYYMMDD'), "
+                f"t || '_long_lived_p' || to_char({UTC_TODAY} + %s, 'YYYYMM')]) AS n",
                 (list(_LOCK_ORDER), day, day)).fetchone()[0]
             if not names:
                 continue
@@ -174,8 +183,9 @@ def ensure_ahead(url: str, *, days: int, lock_timeout_ms: int = 200, attempts: i
                             sql.Literal(f"{int(lock_timeout_ms)}ms")))
                         for parent in parents:
                             conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(parent))
-                        created += conn.execute("SELECT cmdlog_ensure_partitions(current_date + %s, current_date + %s)",
-                                                (day, day)).fetchone()[0]
+                        created += conn.execute(
+                            f"SELECT cmdlog_ensure_partitions({UTC_TODAY} + %s, {UTC_TODAY} + %s)", (day, day)
+                        ).fetchone()[0]
                     break
                 except psycopg.errors.LockNotAvailable as e:
                     tries += 1

@@ -103,7 +103,8 @@ def close_month(cmd: c.CloseMonth, ctx: HandlerContext) -> dict:
     ctx.conn.execute("INSERT INTO billing.closed_month (tenant_id, month) VALUES (%s, %s)", (ctx.tenant_id, cmd.month))
     open_ids = [r[0] for r in ctx.conn.execute(
         "SELECT invoice_id FROM billing.invoice WHERE tenant_id = %s AND status = 'open' "
-        "AND to_char(issued_at, 'YYYY-MM') = %s ORDER BY invoice_id", (ctx.tenant_id, cmd.month))]
+        # the month in UTC, like every day and month of the log: the session's TimeZone is the server's choice
+        "AND to_char(issued_at AT TIME ZONE 'UTC', 'YYYY-MM') = %s ORDER BY invoice_id", (ctx.tenant_id, cmd.month))]
     for invoice_id in open_ids:
         ctx.execute(c.FinalizeInvoice(invoice_id=invoice_id))
     ctx.emit("MonthClosed", {"month": cmd.month, "finalized": len(open_ids)})

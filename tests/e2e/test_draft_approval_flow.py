@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from commandlog.draft_errors import DraftApprovalTimeoutError
 from commandlog.drafts import DraftService
 from examples.billing import commands as c
 
@@ -128,7 +129,8 @@ def test_edit_input_reprojects_and_pauses_again_before_approval(runtime_env, bus
 
     flow = FlowThread(draft_uuid=draft.draft_uuid)
     first = _paused_run(draft.draft_uuid)
-    with pytest.raises(Exception):  # the server validates the form: a wrong value is refused, the run stays paused
+    # the server validates the form: a wrong value is refused, the run stays paused
+    with pytest.raises(RuntimeError, match="Cannot resume this run"):
         resume_flow_run(first.id, run_input={"decision": "maybe", "approver": "bob"})
     _resume(first, {"decision": "approve", "approver": "bob",
                     "edited_body": '{"customer_id": 5, "name": "Prime Labs"}'})
@@ -150,7 +152,7 @@ def test_timeout_leaves_the_draft_open_and_fails_the_run(runtime_env, bus, db, d
     flow = FlowThread(draft_uuid=draft.draft_uuid, timeout_seconds=2)
     state = flow.join()
     assert state.is_failed()
-    with pytest.raises(Exception, match="stays open and unexecuted"):
+    with pytest.raises(DraftApprovalTimeoutError, match="stays open and unexecuted"):
         state.result()
     assert DraftService(bus).get(draft.draft_uuid).status == "open"
     assert _log(db, draft.draft_uuid) == []

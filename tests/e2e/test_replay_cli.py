@@ -23,7 +23,7 @@ def cmdlog(pg_url: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_cmdlog_replay_dry_runs_by_id_then_recovers_the_failed_ones(pg_url, bus, db, ctx, tenant, tmp_path):
-    with pytest.raises(Exception) as info:
+    with pytest.raises(CustomerNotFoundError) as info:
         bus.execute(c.RenameCustomer(customer_id=1, name="From CLI"), ctx)
     original = str(info.value.cmd_uuid)
     bus.execute(c.CreateCustomer(customer_id=1, name="C", email="c@x.io"), ctx)

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from commandlog import Command
-from commandlog.replay import ReplayRequest
+from commandlog.replay import ReplayRequest, ReplaySelectionTooLargeError
 from commandlog.settings import Settings
 from examples.billing import commands as c
 from examples.billing.errors import CustomerNotFoundError
@@ -77,7 +77,7 @@ def test_the_deployment_replays_failed_commands_and_a_rerun_executes_nothing_twi
     monkeypatch.setenv("CMDLOG_DATABASE_URL", pg_url)  # the flow run (a subprocess) opens the same database
     originals = []
     for i in (1, 2, 3):
-        with pytest.raises(Exception) as info:
+        with pytest.raises(CustomerNotFoundError) as info:
             bus.execute(c.RenameCustomer(customer_id=i, name=f"Flow {i}"), ctx)
         originals.append(info.value.cmd_uuid)
     for i in (1, 2, 3):
@@ -132,9 +132,10 @@ def test_a_flow_run_that_crashes_between_batches_is_resumed_without_executing_an
     flow_bus.register(Flaky, flaky)
     bus.register(Flaky, _not_yet)  # the original fails
     originals = []
-    for cmd in (c.RenameCustomer(customer_id=1, name="A"), c.RenameCustomer(customer_id=2, name="B"),
-                Flaky(step=3), c.RenameCustomer(customer_id=3, name="C")):
-        with pytest.raises(Exception) as info:
+    for cmd, error in ((c.RenameCustomer(customer_id=1, name="A"), CustomerNotFoundError),
+                       (c.RenameCustomer(customer_id=2, name="B"), CustomerNotFoundError),
+                       (Flaky(step=3), RuntimeError), (c.RenameCustomer(customer_id=3, name="C"), CustomerNotFoundError)):
+        with pytest.raises(error) as info:
             bus.execute(cmd, ctx)
         originals.append(info.value.cmd_uuid)
     for i in (1, 2, 3):
@@ -168,12 +169,13 @@ def test_a_flow_over_the_cap_fails_at_once_with_the_message(prefect_server, pg_u
     request = ReplayRequest(tenant_id=tenant, status="failed", max_commands=1, requested_by="ops")
     state = replay_commands(request, return_state=True)
     assert state.is_failed()
-    with pytest.raises(Exception, match="matches 2 commands, more than max_commands=1"):
+    with pytest.raises(ReplaySelectionTooLargeError, match="matches 2 commands, more than max_commands=1"):
         state.result()
 
 
 def test_the_deployment_refuses_parameters_that_do_not_fit_the_form(prefect_server, pg_url, monkeypatch):
     from prefect.deployments import run_deployment
+    from prefect.exceptions import PrefectHTTPStatusError
     from prefect.runner import Runner
 
     from deployments import replay_commands_on_demand
@@ -185,7 +187,7 @@ def test_the_deployment_refuses_parameters_that_do_not_fit_the_form(prefect_serv
         await run_deployment(NAME, parameters={"request": {"status": "failed"}}, timeout=0)  # no requested_by
 
     monkeypatch.setenv("CMDLOG_DATABASE_URL", pg_url)
-    with pytest.raises(Exception, match="requested_by"):
+    with pytest.raises(PrefectHTTPStatusError, match="requested_by"):  # the server answers 409 to a bad form
         asyncio.run(go())
 
 

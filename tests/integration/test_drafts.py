@@ -11,8 +11,8 @@ import pytest
 
 from commandlog.bus import CommandBus
 from commandlog.draft_errors import (
-    DraftAlreadyExecutedError, DraftConflictError, DraftNotOpenError, DraftValidationError, ProjectionRequiredError,
-    StaleProjectionError,
+    DraftAlreadyExecutedError, DraftConflictError, DraftNotFoundError, DraftNotOpenError, DraftValidationError,
+    ProjectionRequiredError, StaleProjectionError,
 )
 from commandlog.drafts import DraftService
 from examples.billing import commands as c
@@ -74,7 +74,7 @@ def test_tenant_sees_only_its_own_drafts(drafts, tenant):
     mine = drafts.create(tenant, "alice", c.RenameCustomer(customer_id=1, name="A"))
     other = drafts.create(tenant + "-other", "eve", c.RenameCustomer(customer_id=1, name="E"))
     assert [d.draft_uuid for d in drafts.list(tenant)] == [mine.draft_uuid]
-    with pytest.raises(Exception, match="not found"):
+    with pytest.raises(DraftNotFoundError, match="not found"):
         drafts.get(other.draft_uuid, tenant_id=tenant)
 
 

@@ -179,10 +179,17 @@ def test_expired_partitions_leave_the_manifest_then_the_disk(fresh, tmp_path):
     from storage.duckdb_journal import open_journal, query
 
     run_export(fresh.db, str(tmp_path))
-    tomorrow = dt.date.today() + dt.timedelta(days=1)
     with fresh.db.connection() as conn:
         short = conn.execute("SELECT count(*) FROM command_log WHERE retention = 'short_lived'").fetchone()[0]
+        # The lake's day= keys are UTC days of the rows' own times: expire up to the day after the newest one, not
+        # the local clock's tomorrow (a day behind UTC for hours in zones west of it).
+        newest = conn.execute(
+            "SELECT max(d) FROM (SELECT (started_at AT TIME ZONE 'UTC')::date d FROM command_log "
+            "WHERE retention = 'short_lived' UNION ALL SELECT (occurred_at AT TIME ZONE 'UTC')::date FROM "
+            "domain_event WHERE retention = 'short_lived' UNION ALL SELECT (occurred_at AT TIME ZONE 'UTC')::date "
+            "FROM frontend_action WHERE retention = 'short_lived') t").fetchone()[0]
     assert short > 0
+    tomorrow = newest + dt.timedelta(days=1)
     result = expire_partitions(fresh.db, str(tmp_path), retention="short_lived", before=tomorrow)
     assert result.replaced > 0
     assert glob.glob(f"{tmp_path}/*/retention=short_lived/**/*.parquet", recursive=True) == []

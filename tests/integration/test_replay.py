@@ -21,6 +21,7 @@ from commandlog.replay import (
     run_replay,
 )
 from examples.billing import commands as c
+from examples.billing.errors import CustomerNotFoundError
 
 
 class SetLabel(Command):
@@ -66,7 +67,7 @@ def rows(db, sql: str, *args) -> list[tuple]:
 
 
 def failed_rename(bus, ctx, customer_id: int, name: str) -> uuid.UUID:
-    with pytest.raises(Exception) as info:
+    with pytest.raises(CustomerNotFoundError) as info:
         bus.execute(c.RenameCustomer(customer_id=customer_id, name=name), ctx)
     return info.value.cmd_uuid
 
@@ -105,7 +106,7 @@ def test_failed_commands_are_recovered_by_replay_and_the_originals_stay_failed_a
 
 
 def test_a_dry_run_commits_nothing_and_sends_no_email_while_execute_does(bus, db, ctx, tenant, outbox):
-    with pytest.raises(Exception) as info:
+    with pytest.raises(CustomerNotFoundError) as info:
         bus.execute(c.IssueInvoice(invoice_id=7, customer_id=1, due_date="2030-01-31",
                                    lines=[{"description": "Plan", "quantity": 2, "unit_price": "5.00"}]), ctx)
     original = info.value.cmd_uuid

@@ -10,6 +10,7 @@ import pytest
 from commandlog import ExecutionContext
 from examples.billing import commands as c
 from storage.errors import TenantIsolationError
+from storage.postgres import Database
 
 TENANT_TABLES = ["command_log", "tenant_command_log", "domain_event", "frontend_action", "command_draft"]
 
@@ -66,29 +67,45 @@ def test_row_level_security_itself_refuses_writes_for_another_tenant(db, two_ten
             conn.execute(f"DROP ROLE {role}")
 
 
+def _rows_by_leaf(db, tenant: str) -> dict[str, set]:
+    """``{leaf partition: cmd_uuids}`` of ``tenant``'s rows in ``tenant_command_log``, read through its own session."""
+    out: dict[str, set] = {}
+    with db.tenant_session(tenant) as conn:
+        for leaf, cmd_uuid in conn.execute("SELECT tableoid::regclass::text, cmd_uuid FROM tenant_command_log"):
+            out.setdefault(leaf, set()).add(cmd_uuid)
+    return out
+
+
 def test_partitions_enforce_the_same_policy_when_reached_directly(db, two_tenants):
     a, b = two_tenants
     with db.connection() as conn:
-        partitions = [r[0] for r in conn.execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent IN ('tenant_command_log_long_lived'::regclass, 'tenant_command_log'::regclass)")]
         unprotected = conn.execute(
             "SELECT relname FROM pg_class WHERE relname LIKE ANY (%s) AND relkind IN ('r', 'p') "
             "AND NOT (relrowsecurity AND relforcerowsecurity)", ([f"{t}%" for t in TENANT_TABLES],)).fetchall()
         assert unprotected == []
+    # Probe the leaves that hold the fixture's rows, whichever day and month the test runs in: near midnight or a
+    # month end the rows straddle two leaves, and the catalog also lists empty leaves (yesterday's, a week ahead).
+    # Every leaf holding b's rows is probed, so a policy that let a see them would fail here.
+    mine, theirs = _rows_by_leaf(db, a), _rows_by_leaf(db, b)
+    leaves = sorted(set(mine) | set(theirs))
+    assert theirs and all(leaf.startswith("tenant_command_log_") for leaf in leaves), leaves
+    assert any(leaf.startswith("tenant_command_log_long_lived_p") for leaf in leaves), leaves
     role = f"probe_{uuid.uuid4().hex[:8]}"
-    partition = next(p for p in partitions if p.startswith("tenant_command_log_long_lived_p"))
     with db.connection() as conn:
         conn.execute(f"CREATE ROLE {role} NOLOGIN")
-        conn.execute(f"GRANT SELECT ON {partition} TO {role}")
+        for leaf in leaves:
+            conn.execute(f"GRANT SELECT ON {leaf} TO {role}")
     try:
-        with db.connection() as conn, conn.transaction():
-            conn.execute(f"SET LOCAL ROLE {role}")
-            conn.execute("SELECT set_config('cmdlog.tenant_id', %s, true)", (a,))
-            assert {r[0] for r in conn.execute(f"SELECT tenant_id FROM {partition}")} == {a}
+        for leaf in leaves:
+            with db.connection() as conn, conn.transaction():
+                conn.execute(f"SET LOCAL ROLE {role}")
+                conn.execute("SELECT set_config('cmdlog.tenant_id', %s, true)", (a,))
+                seen = {r[0] for r in conn.execute(f"SELECT cmd_uuid FROM {leaf}")}
+            assert seen == mine.get(leaf, set()), leaf
     finally:
         with db.connection() as conn:
-            conn.execute(f"REVOKE ALL ON {partition} FROM {role}")
+            for leaf in leaves:
+                conn.execute(f"REVOKE ALL ON {leaf} FROM {role}")
             conn.execute(f"DROP ROLE {role}")
 
 
@@ -110,9 +127,18 @@ def test_a_session_without_a_tenant_sees_nothing(db, two_tenants):
 
 def test_the_pooled_connection_goes_back_without_the_tenant_role(db, two_tenants):
     a, _ = two_tenants
-    with db.tenant_session(a):
-        pass
-    with db.connection() as conn:
-        assert conn.execute("SELECT current_user, current_setting('cmdlog.tenant_id', true)").fetchone()[0] != \
-            "cmdlog_tenant"
-        assert conn.execute("SELECT current_setting('cmdlog.tenant_id', true)").fetchone()[0] in (None, "")
+    # A pool of one, and the backend pid compared: the check must look at the connection the tenant session used,
+    # not at another one the shared pool happens to hand out.
+    single = Database(url=db.url, max_connections=1)
+    try:
+        with single.tenant_session(a) as conn:
+            pid = conn.info.backend_pid
+            assert conn.execute("SELECT current_user, current_setting('cmdlog.tenant_id', true)").fetchone() == (
+                "cmdlog_tenant", a)
+        with single.connection() as conn:
+            assert conn.info.backend_pid == pid
+            user, setting = conn.execute("SELECT current_user, current_setting('cmdlog.tenant_id', true)").fetchone()
+        assert user != "cmdlog_tenant"
+        assert setting in (None, "")
+    finally:
+        single.close()
