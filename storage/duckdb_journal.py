@@ -46,7 +46,7 @@ from storage.errors import StorageError
 from storage.lake import Lake, LakeFile
 
 HIVE_TYPES = {"retention": "VARCHAR", "day": "DATE", "tenant_id": "VARCHAR"}
-_ARROW_HIVE_TYPES = {"retention": pa.string(), "day": pa.date32(), "tenant_id": pa.string()}
+_ARROW_HIVE_TYPES = {k: {"VARCHAR": pa.string(), "DATE": pa.date32()}[v] for k, v in HIVE_TYPES.items()}
 # Timestamps are exposed as UTC TIMESTAMP: DuckDB's TIMESTAMPTZ functions (date_trunc, extract, arithmetic) go
 # through ICU time zones and measured 1.5-4x slower on the report queries. epoch_us → make_timestamp is exact.
 TIME_COLUMNS = {"commands": ("started_at", "finished_at"), "tenant_commands": ("started_at", "finished_at"),
@@ -227,7 +227,9 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, *, batch_rows: int = 64 * 10
         rel = con.sql(sql)
         return rel.to_arrow_reader(batch_rows)
     except duckdb.CatalogException as e:
-        missing = not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'tenant_commands'").fetchone()[0]
+        # fetchall, not fetchone: a result left unfinished makes every later query on the connection fail
+        views = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'tenant_commands'").fetchall()
+        missing = not views[0][0]
         if missing and "tenant_commands" in {n.lower() for n in con.get_table_names(sql)}:
             raise TenantViewError("tenant_commands exists only in a journal opened for one tenant") from None
         raise SqlError(str(e)) from None

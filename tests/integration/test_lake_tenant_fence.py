@@ -104,7 +104,8 @@ def test_every_view_and_table_in_the_catalog_yields_only_my_rows(session):
                                                "UNION ALL SELECT table_name FROM duckdb_tables()")]
     assert {"commands", "events", "frontend_actions", "tenant_commands"} <= set(names)
     for name in names:  # the helpers (registered Arrow datasets) included
-        assert _rows(session, f"SELECT count(*) AS n FROM {name} WHERE tenant_id IS DISTINCT FROM '{ME}'") == [{"n": 0}], name
+        others = f"SELECT count(*) AS n FROM {name} WHERE tenant_id IS DISTINCT FROM '{ME}'"
+        assert _rows(session, others) == [{"n": 0}], name
 
 
 def test_reading_another_tenants_files_directly_is_refused(exported, session):
@@ -167,6 +168,13 @@ def test_the_lock_holds_even_for_code_that_bypasses_the_statement_check(session,
     with pytest.raises(duckdb.Error, match="Permission Error|disabled"):
         session.execute(f"ATTACH '{tmp_path}/x.duckdb' AS x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_session_still_answers_after_refusals(session):
+    for sql in ("SELECT * FROM no_such_table", "SELECT * FROM tenant_commandz", "SELECT getenv('HOME')"):
+        with pytest.raises(SqlError):
+            query(session, sql).read_all()
+    assert _rows(session, "SELECT count(*) > 0 AS ok FROM tenant_commands") == [{"ok": True}]
 
 
 def test_python_variables_are_not_tables(session):
