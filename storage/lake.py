@@ -9,6 +9,9 @@ Layout under the lake root (a folder or any URI ``pyarrow.fs.FileSystem.from_uri
 Files are written under ``_staging`` and only then renamed into their dataset, so a reader never sees a partial
 file (on S3 a rename is copy-then-delete of whole objects: still never partial). Partition values are URI-encoded
 in directory names (pyarrow's Hive default), so a tenant id such as ``../x`` stays one directory level.
+
+On a local lake every folder the lake creates or writes into is 0700, from the root down, and every file is 0600
+from its creation on (``storage.private``): the lake holds every tenant's full payloads.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pyarrow.parquet as pq
 
 from storage.errors import StorageError
 from storage.parquet_partitions import PartitionedWriter
+from storage.private import private_dir, private_file
 
 STAGING = "_staging"
 WRITE_OPTIONS = {"max_open_files": 1024, "max_partitions": 100_000, "max_rows_per_group": 256 * 1024}
@@ -104,7 +108,8 @@ class Lake:
         """
         base = self.abspath(self.staging_dir(snapshot_id), dataset)
         writer = PartitionedWriter(self.fs, base, schema=source.schema, partition_by=partition_by,
-                                   name=lambda n: f"{prefix}{snapshot_id:010d}-{n}.parquet")
+                                   name=lambda n: f"{prefix}{snapshot_id:010d}-{n}.parquet",
+                                   mkdir=self.make_dir, created=self.seal)
         try:
             for batch in source:
                 writer.write(batch)
@@ -120,7 +125,7 @@ class Lake:
             src = self.abspath(self.staging_dir(snapshot_id), f.dataset, f.path)
             dst = self.abspath(f.dataset, f.path)
             if self._exists(src):
-                self.fs.create_dir(posixpath.dirname(dst), recursive=True)
+                self.make_dir(posixpath.dirname(dst))
                 self.fs.move(src, dst)
                 moved += 1
             elif not self._exists(dst):
@@ -158,10 +163,11 @@ class Lake:
     def write_manifest(self, snapshot_id: int, files: list[LakeFile]) -> None:
         """Publish the manifest of every live file after ``snapshot_id`` (temporary name, then rename)."""
         body = json.dumps({"snapshot_id": snapshot_id, "files": [f.to_json() for f in files]}).encode()
-        self.fs.create_dir(self.abspath(MANIFESTS), recursive=True)
+        self.make_dir(self.abspath(MANIFESTS))
         final = self.abspath(MANIFESTS, f"m{snapshot_id:010d}.json")
         tmp = final + ".tmp"
         with self.fs.open_output_stream(tmp) as out:
+            self.seal(tmp)
             out.write(body)
         self.fs.move(tmp, final)
         for old in self._manifest_names()[:-5]:  # keep a few for readers that listed just before
@@ -181,10 +187,11 @@ class Lake:
         """Merge published files of one partition into one staged file, row group by row group (bounded memory)."""
         rel = posixpath.join(partition_dir, f"c{snapshot_id:010d}-0.parquet")
         out_path = self.abspath(self.staging_dir(snapshot_id), dataset, rel)
-        self.fs.create_dir(posixpath.dirname(out_path), recursive=True)
+        self.make_dir(posixpath.dirname(out_path))
         schema = pq.read_schema(self.abspath(dataset, files[0].path), filesystem=self.fs)
         rows = 0
         with pq.ParquetWriter(out_path, schema, filesystem=self.fs) as writer:
+            self.seal(out_path)
             pending: list[pa.RecordBatch] = []
             pending_rows = 0
             for f in files:
@@ -200,6 +207,27 @@ class Lake:
                 writer.write_table(pa.Table.from_batches(pending, schema))
                 rows += pending_rows
         return LakeFile(dataset=dataset, path=rel, rows=rows)
+
+    def stage_table(self, table: pa.Table, *, snapshot_id: int, dataset: str, path: str) -> LakeFile:
+        """Write ``table`` as one staged file of ``dataset`` at ``path`` (relative to the dataset), unpublished."""
+        out_path = self.abspath(self.staging_dir(snapshot_id), dataset, path)
+        self.make_dir(posixpath.dirname(out_path))
+        with pq.ParquetWriter(out_path, table.schema, filesystem=self.fs) as writer:
+            self.seal(out_path)
+            writer.write_table(table)
+        return LakeFile(dataset=dataset, path=path, rows=table.num_rows)
+
+    def make_dir(self, path: str) -> None:
+        """Create a folder of the lake and its parents; on a local lake 0700, like every folder up to the root."""
+        if self.is_local:
+            private_dir(path, base=self.root)
+        else:
+            self.fs.create_dir(path, recursive=True)
+
+    def seal(self, path: str) -> None:
+        """Make a file the lake just created private (0600) on a local lake; call it before writing the content."""
+        if self.is_local:
+            private_file(path)
 
     def _manifest_names(self) -> list[str]:
         info = self.fs.get_file_info(pafs.FileSelector(self.abspath(MANIFESTS), allow_not_found=True))

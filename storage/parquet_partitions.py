@@ -32,8 +32,13 @@ class PartitionedWriter:
 
     def __init__(self, fs: pafs.FileSystem, base: str, *, schema: pa.Schema, partition_by: list[str],
                  name: Callable[[int], str], row_group_rows: int = 128 * 1024,
-                 budget_bytes: int = 128 * 1024 * 1024, max_open: int = 64) -> None:
+                 budget_bytes: int = 128 * 1024 * 1024, max_open: int = 64,
+                 mkdir: Callable[[str], None] | None = None, created: Callable[[str], None] | None = None) -> None:
+        """``mkdir(folder)`` creates a partition folder and ``created(path)`` runs on each new file before any row
+        is written (the lake passes its private-mode helpers); defaults: ``fs.create_dir``, nothing."""
         self.fs, self.base, self.keys, self.name = fs, base, tuple(partition_by), name
+        self.mkdir = mkdir or (lambda folder: fs.create_dir(folder, recursive=True))
+        self.created = created or (lambda path: None)
         self.data_schema = pa.schema([f for f in schema if f.name not in self.keys])
         self.row_group_rows, self.budget_bytes, self.max_open = row_group_rows, budget_bytes, max_open
         self._pending: dict[tuple, list[pa.Table]] = {}
@@ -90,8 +95,9 @@ class PartitionedWriter:
         rel = posixpath.join(partition_dir(self.keys, key), self.name(self._seq))
         self._seq += 1
         path = posixpath.join(self.base, rel)
-        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        self.mkdir(posixpath.dirname(path))
         self._open[key] = (pq.ParquetWriter(path, self.data_schema, filesystem=self.fs), rel)
+        self.created(path)
         self._rows[rel] = 0
         return self._open[key]
 

@@ -79,10 +79,20 @@ def test_crafted_tenant_ids_reach_nothing(exported, crafted):
     assert "unknown tenant" in out.stderr
 
 
+@pytest.mark.parametrize("dataset", ["commands", "events", "frontend_actions", "tenant_commands"])
+def test_a_tenant_session_holds_no_other_tenants_row_in_any_dataset(exported, dataset):
+    out = cmdlog(exported, "journal", "sql", f"select count(*) AS n from {dataset} where tenant_id <> 'acme'",
+                 "--tenant", "acme", "--format", "json", check=0)
+    assert json.loads(out.stdout) == [{"n": 0}]
+
+
 def test_tenant_cannot_read_another_tenants_files(exported):
     lake = exported["CMDLOG_LAKE_URI"]
     other = glob.glob(f"{lake}/tenant_commands/tenant_id=globex/**/*.parquet", recursive=True)[0]
+    shared = glob.glob(f"{lake}/commands/**/*.parquet", recursive=True)[0]
     for sql in (f"select * from read_parquet('{other}')",
+                f"select * from read_parquet('{shared}')",
+                "select * from glob('.tmp/*')",
                 f"select * from read_parquet('{lake}/tenant_commands/**/*.parquet')",
                 f"select * from glob('{lake}/*')",
                 "select * from read_text('/etc/passwd')"):

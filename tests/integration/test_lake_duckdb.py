@@ -94,3 +94,20 @@ def test_non_local_lakes_are_read_through_pyarrow_with_duckdb_file_access_off(la
         query(con, f"select * from read_parquet('{path}')")
     with pytest.raises(duckdb.Error):
         con.execute("SET enable_external_access = true")
+
+
+def test_a_staged_table_and_every_folder_up_to_the_root_are_private(lake):
+    import os
+    import stat
+
+    os.chmod(lake.root, 0o755)  # a lake made before the rule: its root is narrowed by the next write
+    staged = lake.stage_table(pa.table({"x": [1]}), snapshot_id=7, dataset="commands",
+                              path="retention=short_lived/day=2026-11-21/r0000000007-0.parquet")
+    path = lake.abspath(lake.staging_dir(7), "commands", staged.path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    folder = os.path.dirname(path)
+    while True:
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
+        if folder == lake.root:
+            break
+        folder = os.path.dirname(folder)
