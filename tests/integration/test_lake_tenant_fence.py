@@ -24,6 +24,8 @@ import pytest
 from commandlog.bus import CommandBus
 from commandlog.export import run_compaction, run_export
 from examples.billing import setup
+from commandlog.context import ExecutionContext
+from examples.billing import commands as c
 from examples.billing.demo import seed, tenant_ids
 from storage.duckdb_journal import SqlError, open_journal, query
 from storage.frontend_actions import FrontendActionRow, insert_actions
@@ -60,7 +62,12 @@ def exported(database_factory, tmp_path_factory):
                 staged.append((p, stat.S_IMODE(os.stat(p).st_mode)))
 
     run_export(db, str(lake_dir), step=look)
-    seed(bus, tenants=2, commands=100, days=2, seed=8)  # a second file in the same partitions
+    for tenant in tenant_ids(2):  # live commands now: a second file in today's partitions
+        ctx = ExecutionContext(tenant_id=tenant, actor_id=f"alice@{tenant}")
+        for i in range(20):
+            bus.execute(c.RecordLogin(user_id=f"alice@{tenant}", ip=f"10.0.0.{i}"), ctx)
+            bus.execute(c.CreateCustomer(customer_id=1_000_000 + i, name=f"Late {i}", email=f"late{i}@{tenant}.io"),
+                        ctx)
     _actions(db, 3)
     run_export(db, str(lake_dir), step=look)
     assert run_compaction(db, str(lake_dir), min_files=2).replaced > 0
