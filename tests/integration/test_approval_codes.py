@@ -5,6 +5,7 @@ concurrent redemptions exactly one wins. Decisions go through ``apply_decision``
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import threading
 
 import pytest
@@ -95,7 +96,7 @@ def test_a_viewer_token_gets_no_code_and_a_code_stored_for_one_approves_nothing(
     viewer = authenticate(db, create_token(db, tenant=tenant, role="viewer", subject=f"v@{tenant}"))
     with pytest.raises(PermissionDeniedError, match="operator"):
         issue_approval_code(drafts, viewer, draft.draft_uuid, tenant_id=tenant)
-    raw = "VVVVWWWWXXXX"  # as if written into the table for a viewer token by a bug or by hand
+    raw = "".join(secrets.choice("VWXYZ") for _ in range(12))  # as if written for a viewer token by a bug or by hand
     store.insert_code(db, code_sha256=_digest(raw), draft_uuid=draft.draft_uuid, draft_version=draft.version,
                       tenant_id=tenant, token_id=viewer.token_id, subject=viewer.actor, ttl=dt.timedelta(minutes=5))
     result = _decide(drafts, draft, raw)
