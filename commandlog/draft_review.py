@@ -1,8 +1,10 @@
 """A reviewer's decision on a draft: the markdown they read, and applying what they chose.
 
 Used by the ``draft-approval`` flow (its tasks wrap these) and usable without Prefect. A decision is approve or
-reject, with the reviewer's name, a comment, and optionally an edited body (JSON text): an edit is saved and
-asks for a new review instead of deciding; an approval whose projection went stale asks for a new review too.
+reject, with an approval code (``commandlog.approval_codes``: it names the operator, never the form), a comment,
+and optionally an edited body (JSON text): an edit is saved and asks for a new review instead of deciding; an
+approval whose projection went stale asks for a new review too. Every decision spends its code first (once, for the
+reviewed version), so a refused code changes nothing and the review goes on.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from commandlog.approval_codes import redeem_approval_code
 from commandlog.command_json import to_json_map
 from commandlog.draft_errors import (
-    DraftAlreadyExecutedError, DraftConflictError, DraftExecutionError, DraftNotOpenError, DraftValidationError,
+    ApprovalCodeError, DraftAlreadyExecutedError, DraftConflictError, DraftExecutionError, DraftNotOpenError, DraftValidationError,
     ProjectionRequiredError, StaleProjectionError,
 )
 from commandlog.drafts import DraftService
@@ -55,21 +58,29 @@ class ReviewResult:
 
 
 def apply_decision(drafts: DraftService, draft_uuid: uuid.UUID, *, decision: Literal["approve", "reject"],
-                   approver: str, comment: str = "", edited_body: str = "", reviewed_version: int,
+                   approval_code: str, comment: str = "", edited_body: str = "", reviewed_version: int,
                    reviewed_fingerprint: str) -> ReviewResult:
-    """Apply one reviewer decision on what they reviewed (``reviewed_version`` / ``reviewed_fingerprint``)."""
+    """Apply one reviewer decision on what they reviewed (``reviewed_version`` / ``reviewed_fingerprint``), as the
+    operator ``approval_code`` was issued to; a refused code asks for a new review and changes nothing."""
     d = str(draft_uuid)
+    body = None
+    if edited_body.strip():  # checked before the code is spent: a typo in the JSON costs no code
+        try:
+            body = json.loads(edited_body)
+        except json.JSONDecodeError as e:
+            return ReviewResult(outcome="review_again", draft_uuid=d,
+                                message=f"The edited body is not valid JSON ({e}); nothing was changed.")
     try:
-        if edited_body.strip():
-            try:
-                body = json.loads(edited_body)
-            except json.JSONDecodeError as e:
-                return ReviewResult(outcome="review_again", draft_uuid=d,
-                                    message=f"The edited body is not valid JSON ({e}); nothing was changed.")
+        approver = redeem_approval_code(drafts.db, approval_code, draft_uuid=uuid.UUID(d),
+                                        draft_version=reviewed_version).subject
+    except ApprovalCodeError as e:
+        return ReviewResult(outcome="review_again", draft_uuid=d, message=f"Not done: {e}")
+    try:
+        if body is not None:
             draft = drafts.get(draft_uuid)
             drafts.edit(draft_uuid, tenant_id=draft.tenant_id, body=body, expected_version=reviewed_version)
-            return ReviewResult(outcome="edited", draft_uuid=d, message=f"{approver} edited the body; "
-                                "this is the projection of the new version.")
+            return ReviewResult(outcome="edited", draft_uuid=d, message=f"{approver} edited the body; this is the "
+                                "projection of the new version (its approval needs a new code).")
         if decision == "reject":
             drafts.reject(draft_uuid, rejecter=approver, comment=comment or None)
             return ReviewResult(outcome="rejected", draft_uuid=d, decided_by=approver,
@@ -119,7 +130,11 @@ def review_markdown(drafts: DraftService, draft: DraftRow, projection: Projectio
         out.append("")
     out += [f"Projection fingerprint: `{projection.fingerprint}`", "",
             "Approve to execute exactly this version, reject with a comment, or paste an edited body (JSON) to "
-            "see a new projection first."]
+            "see a new projection first.", "",
+            f"Every decision needs an **approval code** for version {draft.version}, issued to your operator token: "
+            f"`cmdlog draft approval-code {draft.draft_uuid} --token <your token>` or "
+            f"`POST /api/drafts/{draft.draft_uuid}/approval-code`. It is recorded as you; it works once, for 15 "
+            "minutes."]
     return "\n".join(out)
 
 

@@ -3,7 +3,8 @@
 Start order: lock ``$CMDLOG_HOME/run/up.lock`` (one ``up`` per home) → check the ports → embedded Postgres (or
 ``CMDLOG_DATABASE_URL``) migrated → a ``prefect`` database on the same server → Prefect server child (unless
 ``PREFECT_API_URL`` names one) and web child → demo seed (``--demo``) → deployments child once the API answers →
-URLs printed. Ctrl-C or SIGTERM stops the children — clients together, then the Prefect server, SIGKILL after
+URLs printed. The local Prefect server requires its basic-auth string (``commandlog.prefect_auth``: generated
+once, 0600 in ``$CMDLOG_HOME/prefect-auth``, given to every child, printed with the URLs). Ctrl-C or SIGTERM stops the children — clients together, then the Prefect server, SIGKILL after
 ``stop_timeout`` in all (see ``commandlog.processes``) — and then Postgres. A child that dies, or Postgres dying,
 stops the platform with the reason shown (exit 1). With ``--demo`` a ``trickle`` child keeps live activity going.
 
@@ -29,6 +30,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from commandlog import prefect_auth
 from commandlog.errors import CommandLogError
 from commandlog.processes import Child, stop_all, wait_for
 from commandlog.settings import Settings
@@ -92,6 +94,8 @@ class Platform:
     children: list[Child] = field(default_factory=list)
     db: object = None
     urls: dict[str, str] = field(default_factory=dict)
+    api_headers: dict[str, str] = field(default_factory=dict)
+    """Headers the platform's own checks send to the Prefect API (its auth)."""
     _lock_fd: int | None = None
 
     @property
@@ -118,6 +122,9 @@ class Platform:
             self.echo(f"ready in {time.monotonic() - started:.1f}s")
             for name, url in self.urls.items():
                 self.echo(f"  {name:<12} {url}")
+            if not self.external_api_url:
+                self.echo(f"  {'Prefect login':<12} {prefect_auth.read_auth_string(self.settings.home)}  (the UI asks "
+                          f"for it; kept in {prefect_auth.auth_path(self.settings.home)})")
             self.echo("Press Ctrl-C to stop.")
             code = self._watch()
         except _Stop:
@@ -147,6 +154,7 @@ class Platform:
         self.db = open_db(self.settings, migrate=False)
         api_url = self.external_api_url or f"http://{o.host}:{o.prefect_port}/api"
         env = self._child_env(api_url)
+        self.api_headers = prefect_auth.api_headers(env)
         self._start_prefect_server(env)  # first: it is the slowest to boot, and needs only Postgres
         self.echo("applying migrations…")
         upgrade(self.db)
@@ -192,7 +200,8 @@ class Platform:
         # a second Python start-up on the critical path (a cold start measured ~24 s instead of ~38 s, loaded).
         server_env = {**env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": server_admin.asyncpg_url(self.db.url,
                                                                                                PREFECT_DATABASE),
-                      "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "true"}
+                      "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "true",
+                      "PREFECT_SERVER_API_AUTH_STRING": env["PREFECT_API_AUTH_STRING"]}
         o = self.options
         self._spawn("prefect-server", [_prefect(), "server", "start", "--host", o.host, "--port", str(o.prefect_port)],
                     server_env, stop_last=True)
@@ -252,11 +261,17 @@ class Platform:
                                     f"stop what uses it or choose another with {flag} N")
 
     def _child_env(self, api_url: str) -> dict[str, str]:
+        """Every child's environment; with a local Prefect server, its auth string (and no API key, which Prefect
+        clients would send instead)."""
         home = self.settings.home.resolve()
-        return {**os.environ, "CMDLOG_HOME": str(home), "CMDLOG_DATABASE_URL": self.db.url,
-                "CMDLOG_LAKE_URI": self.settings.lake, "PREFECT_API_URL": api_url,
-                "PREFECT_HOME": os.environ.get("PREFECT_HOME") or str(home / "prefect"),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "CMDLOG_HOME": str(home), "CMDLOG_DATABASE_URL": self.db.url,
+               "CMDLOG_LAKE_URI": self.settings.lake, "PREFECT_API_URL": api_url,
+               "PREFECT_HOME": os.environ.get("PREFECT_HOME") or str(home / "prefect"),
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
+        if not self.external_api_url:
+            env.pop("PREFECT_API_KEY", None)
+            env["PREFECT_API_AUTH_STRING"] = prefect_auth.ensure_auth_string(self.settings.home)
+        return env
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], *, stop_last: bool = False) -> Child:
         child = Child(name=name, argv=argv, env=env, log_path=self.run_dir / "logs" / f"{name}.log",
@@ -273,7 +288,8 @@ class Platform:
         def registered() -> bool:
             ready = _read_json(ready_file)
             base = api_url.rstrip("/")
-            return ready is not None and all(_http_ok(f"{base}/deployments/name/{n}") for n in ready["deployments"])
+            return ready is not None and all(_http_ok(f"{base}/deployments/name/{n}", headers=self.api_headers)
+                                             for n in ready["deployments"])
 
         if not wait_for(registered, timeout=self.options.ready_timeout, interval=0.5, children=self.children):
             self._fail("the deployments were not registered")
@@ -343,7 +359,8 @@ class Platform:
         return external
 
     def _write_state(self) -> None:
-        state = {"pid": os.getpid(), "urls": self.urls, "children": {c.name: c.pid for c in self.children}}
+        state = {"pid": os.getpid(), "urls": self.urls, "children": {c.name: c.pid for c in self.children},
+                 "local_prefect": not self.external_api_url}
         write_private(self.run_dir / "up.json", json.dumps(state, indent=2))
 
 
@@ -365,9 +382,9 @@ def _port_free(host: str, port: int) -> bool:
         return True
 
 
-def _http_ok(url: str) -> bool:
+def _http_ok(url: str, *, headers: dict[str, str] | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=2.0).status_code == 200
+        return httpx.get(url, headers=headers, timeout=2.0).status_code == 200
     except httpx.HTTPError:
         return False
 

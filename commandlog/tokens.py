@@ -2,7 +2,9 @@
 
 A token reads ``cl_<token_id>.<secret>``: the id finds the row, the secret's SHA-256 must match the stored hash
 (compared in constant time). Roles are ordered ``viewer`` < ``operator`` < ``admin``; viewer and operator tokens
-are bound to one tenant, admin tokens to none.
+are bound to one tenant, admin tokens to none. Every token stands for a **subject** (``alice@acme``; by default
+``token:<token_id>``): the identity recorded as the actor of what is done with it. Identities come from here, never
+from a request body.
 
     CommandLogError
      └── TokenError                  a token cannot be created as asked (bad tenant or role)
@@ -28,6 +30,7 @@ ROLES: tuple[str, ...] = get_args(Role)
 PREFIX = "cl_"
 _TOKEN = re.compile(r"^cl_([0-9a-f]{12})\.([A-Za-z0-9_-]{20,128})$")
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+_SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$")
 
 
 class TokenError(CommandLogError):
@@ -44,7 +47,7 @@ class PermissionDeniedError(CommandLogError):
 
 @dataclass(frozen=True, kw_only=True)
 class Principal:
-    """Who is calling: the token's id, its tenant (None for admin) and its role."""
+    """Who is calling: the token's id, the subject it stands for, its tenant (None for admin) and its role."""
 
     token_id: str
     """Public id of the token used."""
@@ -52,6 +55,13 @@ class Principal:
     """The tenant the caller may see; None for admin tokens."""
     role: Role
     """``viewer``, ``operator`` or ``admin``."""
+    subject: str | None = None
+    """Who the token stands for (``alice@acme``); None only for principals built without a token row."""
+
+    @property
+    def actor(self) -> str:
+        """The identity to record as actor or approver: the token's subject (``token:<id>`` when it has none)."""
+        return self.subject or f"token:{self.token_id}"
 
     def satisfies(self, role: Role) -> bool:
         """True when this principal's role is ``role`` or higher (admin satisfies all)."""
@@ -67,8 +77,10 @@ def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def create_token(db, *, tenant: str | None, role: Role, ttl: dt.timedelta | None = None) -> str:
-    """Create a token and return the plain token (shown once; only its hash is stored)."""
+def create_token(db, *, tenant: str | None, role: Role, ttl: dt.timedelta | None = None,
+                 subject: str | None = None) -> str:
+    """Create a token for ``subject`` (default ``token:<id>``) and return the plain token (shown once; only its hash
+    is stored)."""
     if role not in ROLES:
         raise TokenError(f"role: must be one of {', '.join(ROLES)}, got {role!r}")
     if role == "admin" and tenant is not None:
@@ -77,10 +89,13 @@ def create_token(db, *, tenant: str | None, role: Role, ttl: dt.timedelta | None
         raise TokenError(f"tenant: a {role} token needs a tenant id (letters, digits, . _ : @ -), got {tenant!r}")
     if ttl is not None and ttl <= dt.timedelta(0):
         raise TokenError("ttl: must be positive")
+    if subject is not None and not _SUBJECT.match(subject):
+        raise TokenError(f"subject: who the token stands for, e.g. alice@acme (letters, digits, . _ : @ + -, at most "
+                         f"200), got {subject!r}")
     expires = dt.datetime.now(dt.timezone.utc) + ttl if ttl is not None else None
     token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
     store.insert_token(db, token_id=token_id, secret_sha256=_digest(secret), tenant_id=tenant, role=role,
-                       expires_at=expires)
+                       subject=subject or f"token:{token_id}", expires_at=expires)
     return f"{PREFIX}{token_id}.{secret}"
 
 
@@ -100,7 +115,12 @@ def authenticate(db, token: str | None) -> Principal:
         raise AuthenticationError("token revoked")
     if row.expires_at is not None and row.expires_at <= now:
         raise AuthenticationError("token expired")
-    return Principal(token_id=row.token_id, tenant_id=row.tenant_id, role=row.role)
+    return principal_of(row)
+
+
+def principal_of(row: store.TokenRow) -> Principal:
+    """The Principal a stored token row stands for."""
+    return Principal(token_id=row.token_id, tenant_id=row.tenant_id, role=row.role, subject=row.subject)
 
 
 def revoke_token(db, token_id: str) -> bool:

@@ -18,6 +18,8 @@ class TokenRow:
     """The tenant the token is bound to; None for admin tokens."""
     role: str
     """``viewer``, ``operator`` or ``admin``."""
+    subject: str
+    """Who the token stands for (``alice@acme``, or ``token:<token_id>``): the actor it is recorded as."""
     created_at: dt.datetime
     """When the token was created."""
     expires_at: dt.datetime | None
@@ -26,17 +28,17 @@ class TokenRow:
     """When the token was revoked; None while it is valid."""
 
 
-_COLUMNS = "token_id, secret_sha256, tenant_id, role, created_at, expires_at, revoked_at"
+_COLUMNS = "token_id, secret_sha256, tenant_id, role, subject, created_at, expires_at, revoked_at"
 
 
-def insert_token(db, *, token_id: str, secret_sha256: bytes, tenant_id: str | None, role: str,
+def insert_token(db, *, token_id: str, secret_sha256: bytes, tenant_id: str | None, role: str, subject: str,
                  expires_at: dt.datetime | None = None) -> TokenRow:
     """Store a new token row and return it."""
     with db.connection() as conn:
         row = conn.execute(
-            f"INSERT INTO api_token (token_id, secret_sha256, tenant_id, role, expires_at) "
-            f"VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-            (token_id, secret_sha256, tenant_id, role, expires_at),
+            f"INSERT INTO api_token (token_id, secret_sha256, tenant_id, role, subject, expires_at) "
+            f"VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+            (token_id, secret_sha256, tenant_id, role, subject, expires_at),
         ).fetchone()
     return _row(row)
 
@@ -57,6 +59,6 @@ def revoke_token(db, token_id: str) -> bool:
 
 
 def _row(row) -> TokenRow:
-    token_id, secret, tenant_id, role, created_at, expires_at, revoked_at = row
-    return TokenRow(token_id=token_id, secret_sha256=bytes(secret), tenant_id=tenant_id, role=role,
+    token_id, secret, tenant_id, role, subject, created_at, expires_at, revoked_at = row
+    return TokenRow(token_id=token_id, secret_sha256=bytes(secret), tenant_id=tenant_id, role=role, subject=subject,
                     created_at=created_at, expires_at=expires_at, revoked_at=revoked_at)

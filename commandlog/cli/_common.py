@@ -51,6 +51,25 @@ def bus(s: Settings | None = None) -> Iterator:
         yield build_bus(db, s)
 
 
+@contextlib.contextmanager
+def prefect_client(s: Settings | None = None) -> Iterator:
+    """Prefect settings for a command that calls the Prefect API: while ``cmdlog up`` runs on this home with its own
+    server, that server's URL and auth string (``commandlog.prefect_auth``); otherwise what the user configured."""
+    import os
+
+    from commandlog.prefect_auth import local_client_settings
+
+    updates = local_client_settings((s or settings()).home, os.environ)
+    if not updates:
+        yield
+        return
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: updates["PREFECT_API_URL"],
+                                     PREFECT_API_AUTH_STRING: updates["PREFECT_API_AUTH_STRING"]}):
+        yield
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print ``message`` on stderr and exit with ``code``."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)

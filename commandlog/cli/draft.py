@@ -157,6 +157,35 @@ def approve(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
     _common.console.print(f"draft {a.draft_uuid} executed as {a.cmd_uuid}")
 
 
+@app.command("approval-code")
+def approval_code(draft_uuid: str = typer.Argument(...),
+                  token: str = typer.Option(None, "--token", envvar="CMDLOG_TOKEN", show_envvar=True,
+                                            help="Your operator token (cl_…); default: $CMDLOG_TOKEN."),
+                  tenant: str = typer.Option(None, "--tenant", help="Admin tokens only: the draft's tenant."),
+                  as_json: bool = AS_JSON) -> None:
+    """A single-use code to decide on this draft version in the Prefect UI's review form, recorded as your token's
+    subject (15 minutes)."""
+    from commandlog.approval_codes import issue_approval_code
+    from commandlog.drafts import DraftService
+    from commandlog.tokens import authenticate
+
+    if not token:
+        _common.fail("token: give your operator token with --token or CMDLOG_TOKEN (cmdlog token create --role "
+                     "operator --subject you@tenant)")
+    with _common.bus() as bus:
+        principal = authenticate(bus.db, token)
+        if not principal.is_admin and tenant not in (None, principal.tenant_id):
+            _common.fail("tenant: this token may only use its own tenant's drafts")
+        issued = issue_approval_code(DraftService(bus), principal, draft_uuid,
+                                     tenant_id=tenant if principal.is_admin else principal.tenant_id)
+    if as_json:
+        return _print_json(issued.to_json())
+    print(issued.code)  # the one line on stdout, so scripts can capture it
+    _common.err_console.print(f"for draft {issued.draft_uuid} version {issued.draft_version}, as {issued.subject}, "
+                              f"until {issued.expires_at:%Y-%m-%d %H:%M:%S %Z}; type it into the draft-approval form",
+                              highlight=False)
+
+
 @app.command("reject")
 def reject(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
            by: str = typer.Option(..., "--by", help="Who rejects."), comment: str = typer.Option(None, "--comment")):

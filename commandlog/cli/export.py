@@ -24,7 +24,8 @@ def export(
     if via_prefect:
         from flows.export_snapshot import export_snapshot
 
-        result = export_snapshot(lake_uri=uri, compact=compact, min_files=min_files)
+        with _common.prefect_client(s):
+            result = export_snapshot(lake_uri=uri, compact=compact, min_files=min_files)
         exported, compacted = result["export"], result["compaction"]
     else:
         import dataclasses

@@ -16,13 +16,15 @@ def create(
     tenant: str = typer.Option(None, "--tenant", help="Tenant the token may read (viewer/operator); omit for admin."),
     role: str = typer.Option("viewer", "--role", help="viewer | operator | admin."),
     ttl_days: float = typer.Option(None, "--ttl-days", help="Expire after this many days (default: never)."),
+    subject: str = typer.Option(None, "--subject", help="Who the token stands for, e.g. alice@acme: recorded as the "
+                                                        "actor/approver of what it does (default: token:<id>)."),
 ) -> None:
     """Create a token and print it once; keep it, it cannot be shown again."""
     from commandlog.tokens import create_token
 
     ttl = dt.timedelta(days=ttl_days) if ttl_days is not None else None
     with _common.database() as db:
-        token = create_token(db, tenant=tenant, role=role, ttl=ttl)
+        token = create_token(db, tenant=tenant, role=role, ttl=ttl, subject=subject)
     # Plain print: the token is the one line on stdout, so scripts can capture it.
     print(token)
 

@@ -49,7 +49,7 @@ class ActionTooLargeError(FrontendActionError):
 
 
 class FrontendAction(BaseModel):
-    """One action a user took in a frontend."""
+    """One action a user took in a frontend; its actor is the token's subject (an ``actor_id`` field is refused)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -59,7 +59,6 @@ class FrontendAction(BaseModel):
     occurred_at: dt.datetime | None = Field(None, description="When it happened (ISO 8601); default: now.")
     correlation_id: uuid.UUID | None = Field(None, description="Pass it on to the commands the action triggers.")
     action_uuid: uuid.UUID | None = Field(None, description="Client-chosen id: a retried report is stored once.")
-    actor_id: str | None = Field(None, min_length=1, max_length=200, description="The user (default: the token).")
     tenant_id: str | None = Field(None, min_length=1, max_length=128, description="Admin tokens only.")
 
 
@@ -132,7 +131,7 @@ def _row(action: FrontendAction, principal: Principal, now: dt.datetime, where: 
         return None, problems
     return store.FrontendActionRow(
         action_uuid=action.action_uuid or uuid7(when), tenant_id=action.tenant_id or principal.tenant_id,
-        actor_id=action.actor_id or f"token:{principal.token_id}", action=action.action,
+        actor_id=principal.actor, action=action.action,
         payload_json=json.dumps(action.payload, separators=(",", ":"), ensure_ascii=False),
         correlation_id=action.correlation_id, occurred_at=when), []
 

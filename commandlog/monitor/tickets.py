@@ -11,7 +11,7 @@ import hashlib
 import re
 import secrets
 
-from commandlog.tokens import AuthenticationError, Principal
+from commandlog.tokens import AuthenticationError, Principal, principal_of
 from storage import tokens as token_store
 from storage import ws_tickets as store
 
@@ -37,17 +37,17 @@ def redeem_ticket(db, ticket: str | None) -> Principal:
     if grant is None:
         raise AuthenticationError("invalid, expired or already used ticket")
     principal = Principal(token_id=grant.token_id, tenant_id=grant.tenant_id, role=grant.role)
-    check_token_still_valid(db, principal)
-    return principal
+    return principal_of(check_token_still_valid(db, principal))
 
 
-def check_token_still_valid(db, principal: Principal) -> None:
-    """Raise AuthenticationError when the principal's token was revoked or has expired since it was presented."""
+def check_token_still_valid(db, principal: Principal) -> token_store.TokenRow:
+    """The principal's token row; AuthenticationError when it was revoked or has expired since it was presented."""
     row = token_store.find_token(db, principal.token_id)
     if row is None or row.revoked_at is not None:
         raise AuthenticationError("token revoked")
     if row.expires_at is not None and row.expires_at <= dt.datetime.now(dt.UTC):
         raise AuthenticationError("token expired")
+    return row
 
 
 def _digest(ticket: str) -> bytes:

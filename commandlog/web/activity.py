@@ -112,8 +112,9 @@ async def post_ws_ticket(request: Request, principal: Principal = Depends(requir
 
 @router.post("/api/frontend-actions", status_code=201, summary="Report frontend actions (one, or a batch ≤ 100)")
 async def post_frontend_actions(request: Request, principal: Principal = Depends(require_role("viewer"))):
-    """Store and stream actions: ``{"action", "payload"?, "occurred_at"?, "correlation_id"?, "action_uuid"?,
-    "actor_id"?}``, a list of them or ``{"actions": [...]}``. 413 payload > 16 KiB, 422 field errors, 429."""
+    """Store and stream actions: ``{"action", "payload"?, "occurred_at"?, "correlation_id"?, "action_uuid"?}``, a list
+    of them or ``{"actions": [...]}``; the actor is the token's subject (an ``actor_id`` is refused). 413 payload >
+    16 KiB, 422 field errors, 429."""
     try:
         monitor_config(request.app).limiter.check(principal.token_id)
         length = request.headers.get("content-length")

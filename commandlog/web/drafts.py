@@ -2,7 +2,9 @@
 
 A tenant token works on its own tenant's drafts; an admin token names the tenant with ``?tenant=``. Creating,
 editing and projecting change no domain state (a projection commits nothing), so a viewer token may do them;
-approving executes the command and needs an operator (or admin) token. Errors use the app's one error handler.
+approving executes the command and needs an operator (or admin) token, which may also ask for an approval code to
+type into the Prefect UI's review form. Who created or approved is the token's subject, never a field of the body:
+a body naming an ``approver`` is refused (422 naming the field). Errors use the app's one error handler.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from commandlog.approval_codes import issue_approval_code
 from commandlog.draft_errors import (
-    DraftConflictError, DraftNotFoundError, DraftNotOpenError, DraftValidationError, ProjectionRequiredError,
+    ApprovalCodeError, DraftConflictError, DraftNotFoundError, DraftNotOpenError, DraftValidationError, ProjectionRequiredError,
     StaleProjectionError,
 )
 from commandlog.drafts import DraftService
@@ -29,7 +32,7 @@ router = APIRouter(prefix="/api/drafts", tags=["drafts"])
 
 errors.STATUS_BY_ERROR.update({
     DraftNotFoundError: 404, DraftValidationError: 422, DraftConflictError: 409, DraftNotOpenError: 409,
-    ProjectionRequiredError: 409, StaleProjectionError: 409, ApprovalLockTimeoutError: 409,
+    ProjectionRequiredError: 409, StaleProjectionError: 409, ApprovalLockTimeoutError: 409, ApprovalCodeError: 422,
 })
 
 
@@ -49,9 +52,10 @@ class DraftEdit(BaseModel):
 
 
 class DraftApproval(BaseModel):
-    """An approval of the projection you reviewed."""
+    """An approval of the projection you reviewed; the approver recorded is the token's subject."""
 
-    approver: str | None = Field(None, min_length=1, max_length=200, description="Your name (default: the token).")
+    model_config = ConfigDict(extra="forbid")  # an "approver" in the body is refused, not silently dropped
+
     comment: str | None = Field(None, max_length=2000)
     fingerprint: str | None = Field(None, description="Fingerprint of the projection you reviewed.")
 
@@ -64,10 +68,6 @@ def _tenant(principal: Principal, tenant: str | None) -> str:
     if tenant is not None and tenant != principal.tenant_id:
         raise PermissionDeniedError("tenant: this token may only use its own tenant's drafts")
     return principal.tenant_id
-
-
-def _who(principal: Principal) -> str:
-    return f"token:{principal.token_id}"
 
 
 def _drafts(request: Request) -> DraftService:
@@ -94,7 +94,7 @@ TenantQuery = Query(None, description="Admin tokens only: the tenant.")
 async def create(request: Request, new: NewDraft, tenant: str | None = TenantQuery,
                  principal: Principal = Depends(require_role("viewer"))):
     """A new open draft of `cmd_class` with `body`."""
-    d = await _call(_drafts(request).create, _tenant(principal, tenant), _who(principal), cmd_class=new.cmd_class,
+    d = await _call(_drafts(request).create, _tenant(principal, tenant), principal.actor, cmd_class=new.cmd_class,
                     body=new.body)
     return d if isinstance(d, JSONResponse) else JSONResponse(_json(d), status_code=201)
 
@@ -129,7 +129,7 @@ async def patch(request: Request, draft_uuid: uuid.UUID, change: DraftEdit, tena
 async def project(request: Request, draft_uuid: uuid.UUID, tenant: str | None = TenantQuery,
                   principal: Principal = Depends(require_role("viewer"))):
     """Its would-be result, events, before/after diff of its subjects, and the fingerprint to approve with."""
-    p = await _call(_drafts(request).project, draft_uuid, tenant_id=_tenant(principal, tenant), actor=_who(principal))
+    p = await _call(_drafts(request).project, draft_uuid, tenant_id=_tenant(principal, tenant), actor=principal.actor)
     return p if isinstance(p, JSONResponse) else p.to_json()
 
 
@@ -137,7 +137,17 @@ async def project(request: Request, draft_uuid: uuid.UUID, tenant: str | None = 
 async def approve(request: Request, draft_uuid: uuid.UUID, approval: DraftApproval, tenant: str | None = TenantQuery,
                   principal: Principal = Depends(require_role("operator"))):
     """Executes the projected version; 409 when already executed (naming the command) or the projection is stale."""
-    approver = approval.approver or _who(principal)
-    a = await _call(_drafts(request).approve, draft_uuid, tenant_id=_tenant(principal, tenant), approver=approver,
+    a = await _call(_drafts(request).approve, draft_uuid, tenant_id=_tenant(principal, tenant), approver=principal.actor,
                     comment=approval.comment, fingerprint=approval.fingerprint)
     return a if isinstance(a, JSONResponse) else a.to_json()
+
+
+@router.post("/{draft_uuid}/approval-code", status_code=201,
+             summary="A single-use code to approve this draft version in the Prefect UI (operator)")
+async def approval_code(request: Request, draft_uuid: uuid.UUID, tenant: str | None = TenantQuery,
+                        principal: Principal = Depends(require_role("operator"))) -> dict:
+    """`{approval_code, draft_uuid, draft_version, subject, expires_at}`: type the code into the draft-approval form;
+    the decision is recorded as this token's subject. Good once, for the current version, for 15 minutes."""
+    issued = await run_in_threadpool(issue_approval_code, _drafts(request), principal, draft_uuid,
+                                     tenant_id=_tenant(principal, tenant))
+    return issued.to_json()

@@ -48,3 +48,24 @@ def test_draft_cli_round_trip(env, bus, ctx, tenant):
     assert again.returncode == 2 and "already executed as" in again.stderr
     listed = json.loads(draft(env, "list", "--tenant", tenant, "--json").stdout)
     assert [(d["draft_uuid"], d["status"], d["decided_by"]) for d in listed] == [(uid, "executed", "bob")]
+
+
+def test_approval_code_from_an_operator_token_and_refused_for_a_viewer(env, db, bus, tenant):
+    from commandlog.approval_codes import redeem_approval_code
+    from commandlog.drafts import DraftService
+    from commandlog.tokens import create_token
+
+    d = DraftService(bus).create(tenant, "alice", c.RenameCustomer(customer_id=9, name="Nova"))
+    viewer = create_token(db, tenant=tenant, role="viewer")
+    refused = draft({**env, "CMDLOG_TOKEN": viewer}, "approval-code", str(d.draft_uuid))
+    assert refused.returncode == 2 and "operator" in refused.stderr
+    missing = draft(env, "approval-code", str(d.draft_uuid))
+    assert missing.returncode == 2 and "token:" in missing.stderr
+
+    operator = create_token(db, tenant=tenant, role="operator", subject=f"op@{tenant}")
+    issued = draft(env, "approval-code", str(d.draft_uuid), "--token", operator)
+    assert issued.returncode == 0, issued.stderr
+    code = issued.stdout.strip()
+    assert f"as op@{tenant}" in issued.stderr and "version 1" in issued.stderr
+    grant = redeem_approval_code(db, code, draft_uuid=d.draft_uuid, draft_version=1)
+    assert grant.subject == f"op@{tenant}"

@@ -175,7 +175,7 @@ def test_bad_tokens_get_401_and_close_code_4401(client, db, tenant):
 
 
 def test_frontend_actions_are_validated_with_field_errors(client, db, tenant):
-    h = _bearer(create_token(db, tenant=tenant, role="viewer"))
+    h = _bearer(create_token(db, tenant=tenant, role="viewer", subject=f"ann@{tenant}"))
     post = lambda body, **kw: client.post("/api/frontend-actions", headers={**h, **kw.pop("headers", {})},
                                           content=body if isinstance(body, (bytes, str)) else json.dumps(body))
     r = post({"action": "x.y", "payload": {"blob": "z" * 17_000}})
@@ -207,7 +207,7 @@ def test_frontend_actions_are_validated_with_field_errors(client, db, tenant):
         assert conn.execute("SELECT count(*) FROM frontend_action WHERE tenant_id = %s", (tenant,)).fetchone()[0] == 0
 
     corr, fixed = uuid.uuid4(), str(uuid.uuid4())
-    good = [{"action": "invoice.opened", "payload": {"invoice": 7}, "correlation_id": str(corr), "actor_id": "ann",
+    good = [{"action": "invoice.opened", "payload": {"invoice": 7}, "correlation_id": str(corr),
              "action_uuid": fixed, "occurred_at": (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat()}]
     r = post(good)
     assert r.status_code == 201 and r.json()["accepted"] == 1
@@ -215,7 +215,7 @@ def test_frontend_actions_are_validated_with_field_errors(client, db, tenant):
     with db.connection() as conn:
         rows = conn.execute("SELECT action, actor_id, payload, correlation_id FROM frontend_action "
                             "WHERE tenant_id = %s", (tenant,)).fetchall()
-    assert rows == [("invoice.opened", "ann", {"invoice": 7}, corr)]
+    assert rows == [("invoice.opened", f"ann@{tenant}", {"invoice": 7}, corr)]  # the token's subject
 
 
 def test_correlation_id_links_frontend_actions_to_their_commands(client, db, bus, tenant):

@@ -51,13 +51,20 @@ def _start(home, out):
     return proc, tree, json.loads((home / "run" / "up.json").read_text())["urls"]["Prefect API"]
 
 
-def _left_running(api: str) -> str:
+def _as_client(api: str, home):
+    """Prefect settings of a client of ``home``'s platform: its API and its auth string."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    return temporary_settings(updates={PREFECT_API_URL: api,
+                                       PREFECT_API_AUTH_STRING: (home / "prefect-auth").read_text().strip()})
+
+
+def _left_running(api: str, home) -> str:
     """A run of export-snapshot/hourly in state Running, as a serving process killed mid-run leaves it."""
     from prefect import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Running
 
-    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+    with _as_client(api, home), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("export-snapshot/hourly")
         run = client.create_flow_run_from_deployment(deployment.id, state=Running())
         return str(run.id)
@@ -71,11 +78,10 @@ def _kill_postgres(home) -> None:
         pass
 
 
-def _state(api: str, run_id: str):
+def _state(api: str, home, run_id: str):
     from prefect import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+    with _as_client(api, home), get_client(sync_client=True) as client:
         return client.read_flow_run(run_id).state
 
 
@@ -83,7 +89,7 @@ def test_a_run_left_running_is_crashed_at_the_next_start_and_a_dead_postgres_sto
     home = tmp_path / "home"
     first, tree, api = _start(home, tmp_path / "first.out")
     try:
-        run_id = _left_running(api)
+        run_id = _left_running(api, home)
         first.send_signal(signal.SIGKILL)  # no shutdown at all: children get SIGTERM from the kernel (PDEATHSIG)
         _, alive = psutil.wait_procs(tree, timeout=30)
         assert not alive, [(p.pid, p.name()) for p in alive]
@@ -96,7 +102,7 @@ def test_a_run_left_running_is_crashed_at_the_next_start_and_a_dead_postgres_sto
     try:
         out = (tmp_path / "second.out").read_text()
         assert "marked 1 flow run(s) left running by the previous platform as Crashed" in out
-        state = _state(api, run_id)
+        state = _state(api, home, run_id)
         assert state.type.value == "CRASHED"
         assert "cmdlog up restarted" in state.message
 

@@ -6,6 +6,7 @@ The demo trickle runs in it, so new log rows keep arriving.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -96,11 +97,12 @@ def test_up_prints_every_url_and_each_answers(platform):
 
 def test_export_snapshot_triggered_through_the_prefect_api_writes_parquet_and_a_snapshot_row(platform):
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     with psycopg.connect(platform.db_url) as conn:
         logged_before = conn.execute("SELECT count(*) FROM command_log").fetchone()[0]
-    with temporary_settings(updates={PREFECT_API_URL: platform.api}):
+    auth = (platform.home / "prefect-auth").read_text().strip()
+    with temporary_settings(updates={PREFECT_API_URL: platform.api, PREFECT_API_AUTH_STRING: auth}):
         run = run_deployment("export-snapshot/hourly", timeout=240, poll_interval=1)
     assert run.state.is_completed(), run.state
     files = list((platform.home / "lake").rglob("*.parquet"))
@@ -113,6 +115,29 @@ def test_export_snapshot_triggered_through_the_prefect_api_writes_parquet_and_a_
     exported = ds.dataset(platform.home / "lake" / "commands", format="parquet", partitioning="hive").count_rows()
     # The demo trickle keeps logging: every row from before the run is exported, nothing beyond what is logged now.
     assert 0 < logged_before <= exported <= logged
+
+
+def test_the_prefect_api_refuses_a_caller_without_the_auth_string(platform):
+    auth_file = platform.home / "prefect-auth"
+    assert oct(auth_file.stat().st_mode & 0o777) == "0o600"
+    auth = auth_file.read_text().strip()
+    assert auth in platform.out.read_text()  # printed with the URLs: the UI asks for it
+    for headers in ({}, {"Authorization": "Basic " + base64.b64encode(b"cmdlog:guess").decode()}):
+        r = httpx.post(f"{platform.api}/deployments/filter", json={}, headers=headers)
+        assert r.status_code == 401, r.text
+        r = httpx.post(f"{platform.api}/flow_runs/filter", json={}, headers=headers)
+        assert r.status_code == 401, r.text
+    ok = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
+    assert httpx.post(f"{platform.api}/deployments/filter", json={}, headers=ok).status_code == 200
+    assert httpx.get(f"{platform.api}/health").status_code == 200  # probes stay open
+
+
+def test_cmdlog_export_flow_finds_the_local_servers_auth_by_itself(platform):
+    env = {**base_env(platform.home), "PREFECT_API_URL": platform.api}
+    done = subprocess.run([CMDLOG, "export", "--flow", "--json", "--no-compact"], env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "snapshot_id" in json.loads(done.stdout.strip().splitlines()[-1])["export"]
 
 
 def test_the_demo_trickle_writes_new_log_rows_within_ten_seconds(platform):
@@ -175,7 +200,9 @@ def test_a_busy_port_is_named_with_the_option_to_choose_another(platform, tmp_pa
 
 def test_with_prefect_api_url_set_up_uses_that_server_and_starts_none(platform, tmp_path):
     out = tmp_path / "second.out"
-    env = {**base_env(tmp_path / "second"), "PREFECT_API_URL": platform.api}
+    # That server is not this up's: the auth the user configured for it is used as is.
+    env = {**base_env(tmp_path / "second"), "PREFECT_API_URL": platform.api,
+           "PREFECT_API_AUTH_STRING": (platform.home / "prefect-auth").read_text().strip()}
     with open(out, "wb") as f:  # the Prefect port is the busy one of the first platform: it must not matter
         proc = subprocess.Popen([CMDLOG, "up", "--prefect-port", str(platform.ports.prefect), "--web-port",
                                  str(free_port())], env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
@@ -187,6 +214,7 @@ def test_with_prefect_api_url_set_up_uses_that_server_and_starts_none(platform, 
         state = json.loads((tmp_path / "second" / "run" / "up.json").read_text())
         assert state["urls"]["Prefect API"] == platform.api
         assert sorted(state["children"]) == ["deployments", "web"]
+        assert not (tmp_path / "second" / "prefect-auth").exists()  # no local server, no local secret
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

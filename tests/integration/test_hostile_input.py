@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from commandlog.bus import CommandBus
 from commandlog.commands import Command, Sensitive
 from commandlog.context import ExecutionContext
-from commandlog.errors import CommandRejectedError
+from commandlog.errors import CommandRejectedError, UnknownCommandError
 from commandlog.monitor.ratelimit import RateLimiter
 from commandlog.redaction import WITHHELD
 from commandlog.tokens import create_token
@@ -75,7 +75,7 @@ def test_a_hostile_tenant_or_actor_leaves_a_rejected_row_naming_the_field(bus, d
 
 
 def test_an_unknown_cmd_class_with_nul_is_logged_escaped(bus, db, ctx):
-    with pytest.raises(Exception) as info:
+    with pytest.raises(UnknownCommandError) as info:
         bus.submit("billing.\x00Drop", {}, ctx)
     assert _log(db, info.value.cmd_uuid)[0][:4] == ("rejected", ctx.tenant_id, ctx.actor_id, "billing.\\u0000Drop")
 

@@ -178,10 +178,15 @@ def _cli(pg_url, *args):
 
 
 def test_token_create_cli_prints_a_working_token_once_and_refuses_bad_roles(db, pg_url, tenant):
-    made = _cli(pg_url, "create", "--tenant", tenant, "--role", "operator")
+    made = _cli(pg_url, "create", "--tenant", tenant, "--role", "operator", "--subject", f"alice@{tenant}")
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
-    assert authenticate(db, token) == Principal(token_id=token[3:15], tenant_id=tenant, role="operator")
+    assert authenticate(db, token) == Principal(token_id=token[3:15], tenant_id=tenant, role="operator",
+                                                subject=f"alice@{tenant}")
+    unnamed = _cli(pg_url, "create", "--tenant", tenant, "--role", "viewer").stdout.strip()
+    assert authenticate(db, unnamed).subject == f"token:{unnamed[3:15]}"
+    bad_subject = _cli(pg_url, "create", "--tenant", tenant, "--subject", "two words")
+    assert bad_subject.returncode == 2 and "subject:" in bad_subject.stderr
     bad = _cli(pg_url, "create", "--tenant", tenant, "--role", "owner")
     assert bad.returncode == 2
     assert "role: must be one of viewer, operator, admin" in bad.stderr and "Traceback" not in bad.stderr
