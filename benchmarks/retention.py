@@ -13,7 +13,9 @@ Each of the ``--repeat`` runs works on a fresh copy (``CREATE DATABASE … TEMPL
 ``--writers`` threads execute traced commands through the bus (one connection each, ~4 ms pause between commands);
 their p99 during ``run_purge`` (detach + drop of whole partitions) is compared with their p99 over the
 ``--before-seconds`` just before it (``writer_p99_ratio``). Two writers give ≥ 1000 samples in a purge window of
-128 partitions (each run prints ``writer_samples_during``).
+128 partitions (each run prints ``writer_samples_before`` and ``writer_samples_during``). The purge runs in its own
+process, as it does in production (a flow run): in the writers' process its Python would hold the GIL the writer
+threads need, a delay that has nothing to do with the database.
 
 The baseline, a batched ``DELETE`` (5,000 rows per transaction) of the same rows, takes minutes at full size: it is
 measured **once per invocation**, on its own fresh copy after the purge runs, with one writer running; each run's
@@ -30,6 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -323,9 +327,11 @@ def purge_run(admin: str, end: datetime, args) -> dict:
     sizes_before = _sizes(url)
     writers = [Writer(_url(admin, RUN_DB, application_name=f"bench_writer{k}")) for k in range(args.writers)]
     sampler = WaitSampler(url) if args.trace else None
-    db = Database(url=_url(admin, RUN_DB, application_name="bench_purge"))
-    bus = retention_setup(billing_setup(CommandBus(db), install_schema=False))
-    steps: list[tuple[float, str, str]] = []
+    purge = subprocess.Popen([sys.executable, "-m", "benchmarks.retention", "--child-purge",
+                              _url(admin, RUN_DB, application_name="bench_purge"), "--as-of", end.isoformat()],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if purge.stdout.readline().strip() != "ready":
+        raise SystemExit("the purge process did not start")
     for w in writers:
         w.start()
     if sampler:
@@ -333,28 +339,30 @@ def purge_run(admin: str, end: datetime, args) -> dict:
     time.sleep(1.0)  # warm up: connections, prepared statements
     w0 = time.perf_counter()
     time.sleep(args.before_seconds)
-    p0 = time.perf_counter()
-    report = run_purge(db, bus, POLICY, as_of=end, step=lambda phase, detail: steps.append(
-        (time.perf_counter(), phase, detail)))
-    p1 = time.perf_counter()
+    purge.stdin.write("go\n")
+    purge.stdin.flush()
+    out, _ = purge.communicate()
     for w in writers:
         w.close()
     if sampler:
         sampler.close()
-    db.close()
+    if purge.returncode != 0:
+        raise SystemExit(f"the purge process failed ({purge.returncode})")
+    report = json.loads(out.strip().splitlines()[-1])
+    p0, p1, steps = report["p0"], report["p1"], [tuple(s) for s in report["steps"]]
     purged: dict[str, int] = {}
-    for row in report.counts:
+    for row in report["counts"]:
         purged[row["table"]] = purged.get(row["table"], 0) + row["rows"]
     before, during = latencies(writers, w0, p0), latencies(writers, p0, p1)
     p99_before, p99_during = percentile(before, 99), percentile(during, 99)
-    print(f"  purge: {p1 - p0:.2f} s, {report.partitions_dropped} partitions dropped, "
-          f"{report.bytes_freed / 2**20:.1f} MB freed, rows {purged}", flush=True)
+    print(f"  purge: {p1 - p0:.2f} s, {report['partitions_dropped']} partitions dropped, "
+          f"{report['bytes_freed'] / 2**20:.1f} MB freed, rows {purged}", flush=True)
     if args.sizes:
         _print_sizes("before", sizes_before)
         _print_sizes("after purge", _sizes(url))
     figures = {
-        "purge_seconds": round(p1 - p0, 3), "partitions_dropped": report.partitions_dropped,
-        "bytes_freed": report.bytes_freed, "purged": purged,
+        "purge_seconds": round(p1 - p0, 3), "partitions_dropped": report["partitions_dropped"],
+        "bytes_freed": report["bytes_freed"], "purged": purged,
         "writer_p50_before_ms": round(percentile(before, 50) * 1000, 3),
         "writer_p99_before_ms": round(p99_before * 1000, 3), "writer_p99_during_ms": round(p99_during * 1000, 3),
         "writer_p99_ratio": round(p99_during / p99_before, 3), "writer_max_during_ms": round(max(during) * 1000, 1),
@@ -369,6 +377,24 @@ def purge_run(admin: str, end: datetime, args) -> dict:
             f"first after {first - p0:.2f} s", flush=True)
         print("  trace " + json.dumps(figures["trace"]), flush=True)
     return figures
+
+
+def child_purge(url: str, as_of: datetime) -> None:
+    """The purge in its own process, as in production (a flow run, not the writers' process): the writers' Python
+    threads then never wait for the GIL behind the purge's Python. Starts on 'go' from stdin; prints its report
+    with ``time.perf_counter`` stamps (CLOCK_MONOTONIC: comparable across processes on Linux)."""
+    db = Database(url=url)
+    bus = retention_setup(billing_setup(CommandBus(db), install_schema=False))
+    steps: list[tuple[float, str, str]] = []
+    print("ready", flush=True)
+    sys.stdin.readline()
+    p0 = time.perf_counter()
+    report = run_purge(db, bus, POLICY, as_of=as_of,
+                       step=lambda phase, detail: steps.append((time.perf_counter(), phase, detail)))
+    p1 = time.perf_counter()
+    db.close()
+    print(json.dumps({"p0": p0, "p1": p1, "steps": steps, "counts": report.counts,
+                      "partitions_dropped": report.partitions_dropped, "bytes_freed": report.bytes_freed}))
 
 
 def delete_run(admin: str, end: datetime, rows: int) -> dict:
@@ -394,13 +420,17 @@ def main() -> None:
     parser.add_argument("--url", default=None, help="an existing Postgres (default: an embedded one under "
                                                     "$CMDLOG_BENCH_HOME)")
     add_repeat_argument(parser, default=3)
-    parser.add_argument("--before-seconds", type=float, default=10.0, help="writer baseline window")
+    parser.add_argument("--before-seconds", type=float, default=15.0, help="writer baseline window")
     parser.add_argument("--writers", type=int, default=2, help="writer threads (one connection each)")
     parser.add_argument("--trace", action="store_true", help="sample wait events; print where writers waited")
     parser.add_argument("--sizes", action="store_true", help="print table and index sizes before and after")
     parser.add_argument("--no-delete", action="store_true", help="skip the batched DELETE baseline")
     parser.add_argument("--seed-only", action="store_true", help="seed (or check) the template database and stop")
+    parser.add_argument("--child-purge", help=argparse.SUPPRESS)
+    parser.add_argument("--as-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_purge:
+        return child_purge(args.child_purge, datetime.fromisoformat(args.as_of))
 
     load_start = loadavg()
     if args.url is None:

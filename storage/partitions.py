@@ -95,6 +95,9 @@ def drop_connection(url: str, *, lock_timeout_ms: int = 2000) -> psycopg.Connect
     # a tail of steps, never a later one without an earlier; a commit that drops a table is flushed regardless
     # (https://www.postgresql.org/docs/current/wal-async-commit.html).
     conn.execute("SET synchronous_commit = off")
+    # The bookkeeping counts scan whole leaves; at millions of rows the planner starts parallel workers for them,
+    # which take the cores the writers need (2 here): a purge is not urgent, so it uses one backend.
+    conn.execute("SET max_parallel_workers_per_gather = 0")
     return conn
 
 
