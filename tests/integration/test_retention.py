@@ -29,6 +29,7 @@ from examples.billing import setup as billing_setup
 from storage.lake import Lake
 from storage.migrate import ensure_partitions_between
 from storage.partitions import ensure_ahead
+from storage.retention import count_by_tenant
 from storage.postgres import Database
 
 AS_OF = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -397,3 +398,14 @@ def test_partitions_are_created_ahead_while_a_writer_holds_its_insert_locks(fres
     ctx = ExecutionContext(tenant_id="live", actor_id="w@live")
     later = bus.execute(c.RecordLogin(user_id="w", ip="10.0.0.2"), ctx)  # routed as before
     assert _count(db, "command_log", "cmd_uuid = %s", (later.cmd_uuid,)) == 1
+
+
+def test_a_big_leaf_is_counted_per_tenant_in_slices_with_the_same_counts(fresh):
+    db, bus = fresh
+    _seed_mix(db, bus, tenants=("t1", "t2", "t3"))
+    leaf = f"command_log_short_lived_p{OLD:%Y%m%d}"
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(leaf)))
+        whole = count_by_tenant(conn, leaf)
+        sliced = count_by_tenant(conn, leaf, slice_above=0, max_rest_s=0.01)  # every leaf counts as big
+    assert whole == sliced and set(sliced) == {"t1", "t2", "t3"} and all(n > 0 for n in sliced.values())
