@@ -1,23 +1,24 @@
 """What tracing costs: the same billing handler (one UPDATE) run traced through the bus and untraced, interleaved;
 and the batch (COPY) seeding path against a raw COPY of the same rows.
 
-    python -m benchmarks.bus_overhead [--rows 5000] [--batch-rows 100000]
+    python -m benchmarks.bus_overhead [--rows 5000] [--batch-rows 100000] [--repeat 3]
 
-Ends with one JSON line: p50_ratio and p99_ratio (traced / untraced latency), batch_vs_copy (raw COPY time /
-batch path time; 1.0 means the batch path costs nothing over COPY). Uses a throwaway embedded Postgres unless
+Each of the ``--repeat`` runs measures both parts (baselines included) and prints its own JSON line. Ends with one
+JSON line: medians and min/max over the runs of p50_ratio and p99_ratio (traced / untraced latency) and
+batch_vs_copy (raw COPY time / batch path time; 1.0 means the batch path costs nothing over COPY), with the load
+average at the start and end. Uses a throwaway embedded Postgres unless
 CMDLOG_BENCH_DATABASE_URL names a database (whose log tables it truncates).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._common import add_repeat_argument, loadavg, percentile, print_summary, repeat
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext, HandlerContext
 from examples.billing import commands as c
@@ -26,11 +27,6 @@ from examples.billing.handlers import rename_customer
 from storage import logs
 from storage.migrate import ensure_partitions
 from storage.postgres import Database, open_database
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def open_bench_db(tmp: str) -> Database:
@@ -78,23 +74,20 @@ def _truncate(db: Database) -> None:
         conn.execute("TRUNCATE command_log, tenant_command_log, domain_event")
 
 
-def measure_batch(db: Database, bus: CommandBus, rows: int, repeats: int = 3) -> dict:
+def measure_batch(db: Database, bus: CommandBus, rows: int) -> dict:
     ensure_partitions(db, days_back=31, days_ahead=1)
     entries = list(demo.history(tenants=10, commands=rows, days=30, seed=3))
-    batch_s, copy_s = [], []
-    for _ in range(repeats):
-        _truncate(db)
-        start = time.perf_counter()
-        bus.import_history(entries, batch_size=20_000)
-        batch_s.append(time.perf_counter() - start)
-        prepared = bus.copy_rows_of([bus.history_record(e) for e in entries])  # same rows, built untimed
-        _truncate(db)
-        start = time.perf_counter()
-        with db.connection() as conn:
-            logs.copy_rows(conn, **prepared)
-        copy_s.append(time.perf_counter() - start)
     _truncate(db)
-    b, r = statistics.median(batch_s), statistics.median(copy_s)
+    start = time.perf_counter()
+    bus.import_history(entries, batch_size=20_000)
+    b = time.perf_counter() - start
+    prepared = bus.copy_rows_of([bus.history_record(e) for e in entries])  # same rows, built untimed
+    _truncate(db)
+    start = time.perf_counter()
+    with db.connection() as conn:
+        logs.copy_rows(conn, **prepared)
+    r = time.perf_counter() - start
+    _truncate(db)
     return {"batch_rows": rows, "batch_s": round(b, 3), "raw_copy_s": round(r, 3),
             "batch_rows_per_s": round(rows / b), "batch_vs_copy": round(r / b, 3)}
 
@@ -103,21 +96,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=5000, help="traced and untraced executions, each")
     parser.add_argument("--batch-rows", type=int, default=100_000, help="commands for the batch-vs-COPY part")
+    add_repeat_argument(parser)
     args = parser.parse_args()
+    load_start = loadavg()
     with tempfile.TemporaryDirectory() as tmp:
         db = open_bench_db(tmp)
         try:
             bus = setup(CommandBus(db))
-            figures = measure_overhead(db, bus, args.rows)
-            print(json.dumps({"part": "overhead", **figures}), flush=True)
-            batch = measure_batch(db, bus, args.batch_rows)
-            print(json.dumps({"part": "batch", **batch}), flush=True)
+            runs = repeat(args.repeat, lambda i: {**measure_overhead(db, bus, args.rows),
+                                                  **measure_batch(db, bus, args.batch_rows)}, label="bus_overhead-run")
         finally:
             db.close()
-    print(json.dumps({"benchmark": "bus_overhead", "p50_ratio": figures["p50_ratio"],
-                      "p99_ratio": figures["p99_ratio"], "batch_vs_copy": batch["batch_vs_copy"],
-                      **{k: v for k, v in figures.items() if k not in ("p50_ratio", "p99_ratio")},
-                      **{k: v for k, v in batch.items() if k != "batch_vs_copy"}}))
+    print_summary("bus_overhead", runs, load_start=load_start,
+                  keys=("p50_ratio", "p99_ratio", "batch_vs_copy", "traced_p50_ms", "untraced_p50_ms",
+                        "traced_p99_ms", "untraced_p99_ms", "batch_rows_per_s"),
+                  extra={"executions_each": args.rows, "batch_rows": args.batch_rows})
 
 
 if __name__ == "__main__":

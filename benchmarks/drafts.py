@@ -1,6 +1,6 @@
 """Draft projection latency over billing commands, with a large command log underneath.
 
-    python -m benchmarks.drafts [--rows 1000000] [--samples 400] [--drafts 5000]
+    python -m benchmarks.drafts [--rows 1000000] [--samples 400] [--drafts 5000] [--repeat 3]
 
 Seeds ``--rows`` historical commands through the batch path (``bus.import_history`` via ``demo.seed``), a few
 thousand open drafts, and billing invoices; then, interleaved over a mix of billing commands:
@@ -12,8 +12,10 @@ thousand open drafts, and billing invoices; then, interleaved over a mix of bill
 The commands are drawn with the demo's class weights; ``CloseMonth`` (1%) finalizes the month's open invoices
 (200 seeded invoices) as sub-commands and is by far the slowest: the per-class p95 is in the JSON line too.
 
-Also times approvals (project + approve of fresh drafts). Ends with one JSON line: ``projection_p95_ms`` (target
-≤ 30), its ratio to the baseline's p95, and the approval p95. Uses a throwaway embedded Postgres unless
+Also times approvals (project + approve of fresh drafts). Seeds once; each of the ``--repeat`` runs measures
+both sides on fresh drafts and prints its own JSON line. Ends with one JSON line: the medians and min/max of
+``projection_p95_ms`` (target ≤ 30), its ratio to the baseline's p95 and the approval p95, with the load average
+at the start and end. Uses a throwaway embedded Postgres unless
 CMDLOG_BENCH_DATABASE_URL names a database.
 """
 
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import random
 import tempfile
@@ -29,6 +30,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from benchmarks._common import add_repeat_argument, loadavg, percentile, print_summary, repeat
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
 from commandlog.drafts import DraftService
@@ -39,11 +41,6 @@ from storage.postgres import Database, open_database
 TENANTS = 10
 INVOICES = 200
 INVOICE_BASE = 10_000_000  # above the demo's own invoice ids (the seeded log issues them from 1)
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def open_bench_db(tmp: str) -> Database:
@@ -130,17 +127,23 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="Historical commands in the log.")
     parser.add_argument("--samples", type=int, default=400, help="Projections measured (and as many baselines).")
     parser.add_argument("--drafts", type=int, default=5_000, help="Other open drafts in the table.")
+    add_repeat_argument(parser)
     args = parser.parse_args()
+    load_start = loadavg()
     with tempfile.TemporaryDirectory(prefix="cmdlog-bench-drafts-") as tmp:
         db = open_bench_db(tmp)
         try:
             bus = setup(CommandBus(db))
             drafts = DraftService(bus)
             seed(bus, args.rows, drafts, args.drafts)
-            figures = measure(bus, drafts, args.samples)
+            runs = repeat(args.repeat, lambda i: measure(bus, drafts, args.samples), label="drafts-run")
         finally:
             db.close()
-    print(json.dumps({"benchmark": "drafts", "rows": args.rows, "drafts": args.drafts, **figures}))
+    print_summary("drafts", runs, load_start=load_start,
+                  keys=("projection_p95_ms", "ratio_to_baseline_p95", "approval_p95_ms", "projection_p50_ms",
+                        "baseline_project_p95_ms"),
+                  extra={"rows": args.rows, "drafts": args.drafts, "samples": args.samples, "target_ms": 30,
+                         "meets_target_every_run": all(r["meets_target"] for r in runs)})
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Ceiling: an ADBC fetch of the same rows (same select lists) plus one ``pyarrow.dataset.write_dataset`` per dataset
 with the same Hive partitioning, and no bookkeeping (no snapshot transaction range, ledger, staging, rename or
 manifest). ``ratio_to_ceiling`` = ceiling time / export time (1.0 = no overhead). Each side runs in its own child
-process so that ``peak_rss_mb`` is the export's own peak resident memory.
+process so that ``peak_rss_mb`` is the export's own peak resident memory. Each of the ``--repeat`` runs times
+the ceiling then the export (into fresh lakes) and prints its own JSON line; the final line has the medians of the
+per-run figures, their min/max, and the load average at the start and end.
 
     python -m benchmarks.export [--rows 2000000] [--repeat 3] [--database-url URL]
 
@@ -18,12 +20,13 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks._common import add_repeat_argument, loadavg, print_summary, repeat
 
 BENCH_HOME = Path(os.environ.get("CMDLOG_BENCH_HOME", "/tmp/cmdlog-bench"))
 
@@ -190,37 +193,43 @@ def _ceiling(url: str, lake: str) -> int:
     return rows
 
 
+def _export_run(url: str) -> dict:
+    """One run: the ceiling, then the export, each into a fresh lake."""
+    out = {}
+    for mode in ("ceiling", "export"):
+        lake = tempfile.mkdtemp(prefix=f"cmdlog-bench-{mode}-")
+        try:
+            out[mode] = _child(mode, url, lake)
+        finally:
+            shutil.rmtree(lake, ignore_errors=True)
+    ceiling, export = out["ceiling"], out["export"]
+    if ceiling["rows"] != export["rows"]:
+        raise SystemExit(f"row counts differ: ceiling {ceiling['rows']} vs export {export['rows']}")
+    return {"rows_all_datasets": export["rows"], "ceiling_seconds": round(ceiling["seconds"], 2),
+            "export_seconds": round(export["seconds"], 2), "export_rows_per_s": round(export["rows"] / export["seconds"]),
+            "ratio_to_ceiling": round(ceiling["seconds"] / export["seconds"], 3),
+            "ceiling_peak_rss_mb": ceiling["peak_rss_mb"], "peak_rss_mb": export["peak_rss_mb"]}
+
+
 def main() -> None:
-    """Seed (or reuse), then alternate ceiling and export runs; print one JSON line."""
+    """Seed (or reuse), then run ceiling and export ``--repeat`` times; print one JSON line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=2_000_000)
-    p.add_argument("--repeat", type=int, default=3)
+    add_repeat_argument(p)
     p.add_argument("--database-url")
     p.add_argument("--child", choices=["ceiling", "export"])
     p.add_argument("--lake")
     args = p.parse_args()
     if args.child:
         return _run_child(args.child, args.database_url, args.lake)
+    load_start = loadavg()
     url = bench_database(args.rows, url=args.database_url)
-    ceiling, export = [], []
-    for _ in range(args.repeat):
-        for mode, results in (("ceiling", ceiling), ("export", export)):
-            lake = tempfile.mkdtemp(prefix=f"cmdlog-bench-{mode}-")
-            try:
-                results.append(_child(mode, url, lake))
-            finally:
-                shutil.rmtree(lake, ignore_errors=True)
-    if ceiling[0]["rows"] != export[0]["rows"]:
-        raise SystemExit(f"row counts differ: ceiling {ceiling[0]['rows']} vs export {export[0]['rows']}")
-    c_med = statistics.median(r["seconds"] for r in ceiling)
-    e_med = statistics.median(r["seconds"] for r in export)
-    print(json.dumps({
-        "benchmark": "export", "rows": args.rows, "rows_all_datasets": export[0]["rows"], "repeat": args.repeat,
-        "ceiling_seconds": round(c_med, 2), "export_seconds": round(e_med, 2),
-        "export_rows_per_s": round(export[0]["rows"] / e_med), "ratio_to_ceiling": round(c_med / e_med, 3),
-        "ceiling_peak_rss_mb": max(r["peak_rss_mb"] for r in ceiling),
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in export),
-    }))
+    runs = repeat(args.repeat, lambda i: _export_run(url), label="export-run")
+    print_summary("export", runs, load_start=load_start,
+                  keys=("ratio_to_ceiling", "export_seconds", "ceiling_seconds", "export_rows_per_s", "peak_rss_mb",
+                        "ceiling_peak_rss_mb"),
+                  extra={"rows": args.rows, "rows_all_datasets": runs[0]["rows_all_datasets"],
+                         "peak_rss_mb_max": max(r["peak_rss_mb"] for r in runs)})
 
 
 if __name__ == "__main__":

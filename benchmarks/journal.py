@@ -1,22 +1,24 @@
 """Journal benchmark: the ``journal report`` queries on DuckDB over the lake vs the same SQL on Postgres, and the
 latency of subject, actor and class timelines on Postgres (tenant session, first page of 50).
 
-    python -m benchmarks.journal [--rows 5000000] [--timelines 100] [--database-url URL]
+    python -m benchmarks.journal [--rows 5000000] [--timelines 100] [--repeat 3] [--database-url URL]
 
 ``duckdb_speedup_median``: median over the report queries of (Postgres median time / DuckDB median time), both
 measured in this run on the same rows (the lake is exported from the benchmark database first, incrementally).
 ``timeline_p95_ms``: p95 over all timeline calls (Python API, connection from the pool, rows decoded).
+Seeds and exports once; each of the ``--repeat`` runs times reports and timelines and prints its own JSON line;
+the final line has the medians and min/max over the runs and the load average at the start and end.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
 import time
 
+from benchmarks._common import add_repeat_argument, loadavg, print_summary, repeat
 from benchmarks.export import BENCH_HOME, amplified_database, bench_database
 
 
@@ -87,7 +89,9 @@ def main() -> None:
     p.add_argument("--database-url")
     p.add_argument("--amplify", action=argparse.BooleanOptionalAction, default=True,
                    help="Above 2M rows, grow the seeded 2M database in SQL instead of seeding every row.")
+    add_repeat_argument(p)
     args = p.parse_args()
+    load_start = loadavg()
 
     from commandlog.export import run_compaction, run_export
     from storage.postgres import Database
@@ -103,15 +107,18 @@ def main() -> None:
     compacted = run_compaction(db, lake)  # as `cmdlog export` does
     print(f"export to {lake}: {sum(exported.rows.values())} new rows, {compacted.replaced} files compacted, "
           f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    reports = bench_reports(db, lake, runs=args.runs)
-    timelines = bench_timelines(db, n=args.timelines)
+
+    def run(i: int) -> dict:
+        reports = bench_reports(db, lake, runs=args.runs)
+        timelines = bench_timelines(db, n=args.timelines, seed=3 + i)
+        return {"duckdb_speedup_median": round(statistics.median(r["speedup"] for r in reports.values()), 2),
+                "timeline_p95_ms": timelines["p95_ms"], "timeline_p50_ms": timelines["p50_ms"],
+                "timeline_per_filter_p95_ms": timelines["per_filter_p95_ms"], "reports": reports}
+
+    runs = repeat(args.repeat, run, label="journal-run")
     db.close()
-    print(json.dumps({
-        "benchmark": "journal", "rows": args.rows,
-        "duckdb_speedup_median": round(statistics.median(r["speedup"] for r in reports.values()), 2),
-        "timeline_p95_ms": timelines["p95_ms"], "timeline_p50_ms": timelines["p50_ms"],
-        "timeline_per_filter_p95_ms": timelines["per_filter_p95_ms"], "reports": reports,
-    }))
+    print_summary("journal", runs, load_start=load_start,
+                  keys=("duckdb_speedup_median", "timeline_p95_ms", "timeline_p50_ms"), extra={"rows": args.rows})
 
 
 if __name__ == "__main__":

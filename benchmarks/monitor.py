@@ -1,6 +1,6 @@
 """Commit-to-client latency of the live monitor: 50 WebSocket clients while commands run at 200 per second.
 
-    python -m benchmarks.monitor [--rows 2000] [--clients 50] [--rate 200] [--repeat 1] [--deflate]
+    python -m benchmarks.monitor [--rows 2000] [--clients 50] [--rate 200] [--repeat 3] [--deflate]
 
 ``--rows`` is the number of commands per run (2000 = 10 s at 200/s). Each run measures, on the same 50 clients,
 (1) the baseline: a minimal Starlette app under the same uvicorn that LISTENs on a plain psycopg connection and
@@ -8,7 +8,10 @@ sends every raw NOTIFY payload to every socket (no auth, filter, backfill) and (
 (``commandlog.web.app:create_app``: bearer tokens, tenant fence, filters, bounded queues). Both see the same
 NOTIFYs, published by the bus's hooks in this process. Latency = client receive time - the moment the command's
 ``succeeded`` hook starts (i.e. right after COMMIT), per client per command. Servers and clients run in their own
-processes. Ends with one JSON line: p50_ms, p99_ms, p99_ratio_to_baseline, lost, duplicated (of the real app).
+processes. Each of the ``--repeat`` runs measures both servers (alternating which goes first) and prints its own
+JSON line. Ends with one JSON line: the medians and min/max over the runs of p50_ms, p99_ms and
+p99_ratio_to_baseline (of the real app), lost and duplicated summed over the runs, and the load average at the
+start and end.
 Uses a throwaway embedded Postgres unless CMDLOG_BENCH_DATABASE_URL names a database.
 """
 
@@ -20,7 +23,6 @@ import contextlib
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchmarks._common import add_repeat_argument, loadavg, percentile, print_summary, repeat
 from commandlog.activity import CHANNEL, install_publisher
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
@@ -38,11 +41,6 @@ from examples.billing import setup
 from storage.postgres import Database, open_database
 
 TENANT = "bench-monitor"
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 # -- the baseline server ---------------------------------------------------------------------------------------
@@ -202,7 +200,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000, help="commands per run (at --rate per second)")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each server; medians are reported")
+    add_repeat_argument(parser)
     parser.add_argument("--deflate", action="store_true",
                         help="clients negotiate permessage-deflate, as browsers do (zlib per socket per message, "
                              "on both servers alike); off by default: the benchmark measures the pipeline")
@@ -212,15 +210,22 @@ def main() -> None:
     if args.child_clients:
         asyncio.run(run_clients(args.child_clients, os.environ["BENCH_TOKENS"].split(","), args.out))
         return
+    load_start = loadavg()
     with tempfile.TemporaryDirectory() as tmp:
         db = open_database(os.environ.get("CMDLOG_BENCH_DATABASE_URL"), home=Path(tmp), dbname="bench")
         try:
-            print(json.dumps(measure(db, args, tmp)), flush=True)
+            runs = measure(db, args, tmp)
         finally:
             db.close()
+    print_summary("monitor", runs, load_start=load_start,
+                  keys=("p50_ms", "p99_ms", "p99_ratio_to_baseline", "baseline_p50_ms", "baseline_p99_ms"),
+                  extra={"clients": args.clients, "rate_per_s": args.rate, "commands": args.rows,
+                         "deflate": args.deflate, "lost": sum(r["lost"] for r in runs),
+                         "duplicated": sum(r["duplicated"] for r in runs),
+                         "baseline_lost": sum(r["baseline_lost"] for r in runs)})
 
 
-def measure(db: Database, args, tmp: str) -> dict:
+def measure(db: Database, args, tmp: str) -> list[dict]:
     bus = setup(CommandBus(db))
     commit_times: dict[str, float] = {}
     lock = threading.Lock()
@@ -240,22 +245,18 @@ def measure(db: Database, args, tmp: str) -> dict:
            "CMDLOG_API_RATE": "1000,1000", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     if not args.deflate:
         env["BENCH_NO_DEFLATE"] = "1"
-    runs: dict[str, list[dict]] = {"baseline": [], "monitor": []}
-    for n in range(args.repeat):
+
+    def one_run(n: int) -> dict:
+        figures = {}
         for real in ((False, True) if n % 2 == 0 else (True, False)):
-            figures = run_once(db, bus, commit_times, real=real, tokens=tokens, rows=args.rows, rate=args.rate,
-                               env=env, tmp=tmp)
-            runs["monitor" if real else "baseline"].append(figures)
-            print(json.dumps({"run": n, "server": "monitor" if real else "baseline", **figures}), flush=True)
-    med = {k: {f: statistics.median(r[f] for r in v) for f in ("p50_ms", "p99_ms")} for k, v in runs.items()}
-    return {"benchmark": "monitor", "clients": args.clients, "rate_per_s": args.rate, "commands": args.rows,
-            "deflate": args.deflate,
-            "repeat": args.repeat, "p50_ms": med["monitor"]["p50_ms"], "p99_ms": med["monitor"]["p99_ms"],
-            "baseline_p50_ms": med["baseline"]["p50_ms"], "baseline_p99_ms": med["baseline"]["p99_ms"],
-            "p99_ratio_to_baseline": round(med["monitor"]["p99_ms"] / med["baseline"]["p99_ms"], 3),
-            "lost": sum(r["lost"] for r in runs["monitor"]),
-            "duplicated": sum(r["duplicated"] for r in runs["monitor"]),
-            "baseline_lost": sum(r["lost"] for r in runs["baseline"])}
+            figures["monitor" if real else "baseline"] = run_once(
+                db, bus, commit_times, real=real, tokens=tokens, rows=args.rows, rate=args.rate, env=env, tmp=tmp)
+        m, b = figures["monitor"], figures["baseline"]
+        return {**m, "baseline_p50_ms": b["p50_ms"], "baseline_p99_ms": b["p99_ms"],
+                "p99_ratio_to_baseline": round(m["p99_ms"] / b["p99_ms"], 3), "baseline_lost": b["lost"],
+                "baseline_deliveries": b["deliveries"]}
+
+    return repeat(args.repeat, one_run, label="monitor-run")
 
 
 if __name__ == "__main__":

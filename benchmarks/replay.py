@@ -10,19 +10,21 @@ Direct and flow runs alternate, twice each, and each path counts its best run (o
 swing). Flow: the ``replay-commands`` flow (plan task, one task per batch, report task) under a temporary
 Prefect server, Prefect defaults otherwise (heartbeats on). Also the same replay through the service without
 Prefect (``run_replay``), on a second tenant, to show what Prefect itself costs. ``--repeat R`` runs R rounds
-(fresh tenants each) and reports the round with the median ratio. Prints one JSON line; ``ratio_to_direct`` is flow/direct throughput
-(target >= 0.7).
+(fresh tenants each; default 1, a round takes minutes), prints each as a JSON line, and ends with one JSON line of
+the medians and min/max over the rounds with the load average at the start and end; ``ratio_to_direct`` is
+flow/direct throughput (target >= 0.7).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from benchmarks._common import add_repeat_argument, loadavg, print_summary, repeat
 
 
 def _setup(db, bus, tenant: str, n: int) -> None:
@@ -103,9 +105,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.replay")
     parser.add_argument("--rows", type=int, default=10_000, help="Commands to replay (default 10000).")
     parser.add_argument("--batch-size", type=int, default=1000, help="Commands per replay task.")
-    parser.add_argument("--repeat", type=int, default=1, help="Rounds; the median ratio is reported.")
+    add_repeat_argument(parser, default=1)
     parser.add_argument("--database-url", help="An existing Postgres instead of a fresh embedded one.")
     args = parser.parse_args(argv)
+    load_start = loadavg()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     home = Path(tempfile.mkdtemp(prefix="cmdlog-bench-replay-"))
 
@@ -127,21 +130,21 @@ def main(argv: list[str] | None = None) -> None:
 
     stamp = int(time.time())
     with prefect_test_harness(server_startup_timeout=120):
-        rounds = [_round(db, bus, replay_commands, args.rows, args.batch_size, f"{stamp}-{r}")
-                  for r in range(args.repeat)]
+        n = args.rows
+        rounds = repeat(args.repeat, lambda r: _per_s(n, _round(db, bus, replay_commands, n, args.batch_size,
+                                                                f"{stamp}-{r}")), label="replay-run")
     close_runtimes()
     db.close()
     if server is not None:
         embedded.stop_server(server)
-    median = sorted(rounds, key=lambda r: r["ratio_to_direct"])[len(rounds) // 2]
-    n = args.rows
-    print(json.dumps({
-        "benchmark": "replay", "rows": n, "batch_size": args.batch_size, "rounds": len(rounds),
-        "direct_per_s": round(n / median["baseline_seconds"], 1), "flow_per_s": round(n / median["flow_seconds"], 1),
-        "service_per_s": round(n / median["service_seconds"], 1),
-        "ratio_to_direct": median["ratio_to_direct"], "service_ratio_to_direct": median["service_ratio_to_direct"],
-        "per_round": [{k: v for k, v in r.items() if k not in ("baseline_seconds", "flow_seconds")} for r in rounds],
-    }))
+    print_summary("replay", rounds, load_start=load_start,
+                  keys=("ratio_to_direct", "service_ratio_to_direct", "direct_per_s", "flow_per_s", "service_per_s"),
+                  extra={"rows": args.rows, "batch_size": args.batch_size})
+
+
+def _per_s(n: int, r: dict) -> dict:
+    return {"direct_per_s": round(n / r["baseline_seconds"], 1), "flow_per_s": round(n / r["flow_seconds"], 1),
+            "service_per_s": round(n / r["service_seconds"], 1), **r}
 
 
 if __name__ == "__main__":

@@ -1,34 +1,49 @@
-"""Retention purge vs. a batched DELETE of the same rows, and what a concurrent writer feels.
+"""Retention purge vs. a batched DELETE of the same rows, and what concurrent writers feel during the purge.
 
-    python -m benchmarks.retention [--rows 3000000] [--url postgresql://…]
+    python -m benchmarks.retention [--rows 3000000] [--repeat 3] [--writers 2] [--trace] [--url postgresql://…]
 
 Seeds ``--rows`` commands (``command_log`` rows; each also has its tenant row and ~0.75 events) spread over 90 days,
 through the bus's batch path (``bus.import_history`` of ``examples.billing.demo.history``; beyond 200k commands the
-seeded block is replicated server-side with fresh ids and shifted times to save the seeding time). The policy
-(60 days for both classes, as of the data's end, which lands the cutoff on a month boundary) makes the oldest third
-expired. The database is then copied (``CREATE DATABASE … TEMPLATE``) so both sides start identical:
+seeded block is replicated server-side with fresh ids and shifted times to save the seeding time) — **once**, into
+``bench_retention_seed_<rows>`` on an embedded server kept under ``$CMDLOG_BENCH_HOME`` (default ``/tmp/cmdlog-bench``;
+reused by later invocations while the row count and the data's end date match). The policy (60 days for both
+classes, as of the data's end, which lands the cutoff on a month boundary) makes the oldest third expired.
 
-* copy A: ``run_purge`` (detach + drop of whole partitions), while a writer executes traced commands through the
-  bus; its p99 during the purge is compared with its p99 just before;
-* copy B: the baseline, a batched ``DELETE`` (5,000 rows per transaction, by primary key) of the same rows.
+Each of the ``--repeat`` runs works on a fresh copy (``CREATE DATABASE … TEMPLATE … STRATEGY FILE_COPY``):
+``--writers`` threads execute traced commands through the bus (one connection each, ~4 ms pause between commands);
+their p99 during ``run_purge`` (detach + drop of whole partitions) is compared with their p99 over the
+``--before-seconds`` just before it (``writer_p99_ratio``). Two writers give ≥ 1000 samples in a purge window of
+128 partitions (each run prints ``writer_samples_before`` and ``writer_samples_during``). The purge runs in its own
+process, as it does in production (a flow run): in the writers' process its Python would hold the GIL the writer
+threads need, a delay that has nothing to do with the database.
 
-Prints table/index sizes before and after on both, then one JSON line: ``speedup_vs_delete``, ``writer_p99_ratio``.
+The baseline, a batched ``DELETE`` (5,000 rows per transaction) of the same rows, takes minutes at full size: it is
+measured **once per invocation**, on its own fresh copy after the purge runs, with one writer running; each run's
+``speedup_vs_delete`` divides that one time by the run's purge time (the output says ``delete_measured: once``).
+
+``--trace`` samples ``pg_stat_activity`` every 5 ms (wait event and blockers of the writers' backends, the purge
+backend's statement) and prints, per run, the purge's step timeline and which purge statement and which wait
+events the writers' slow samples fell on. Ends with one JSON line: medians and min/max of ``writer_p99_ratio``,
+``speedup_vs_delete`` and the purge time, plus the load average at the start and end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import tempfile
+import os
+import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
+from benchmarks._common import add_repeat_argument, loadavg, percentile, print_summary, repeat
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
 from commandlog.purge import run_purge
@@ -40,10 +55,12 @@ from examples.billing.demo import history
 from storage import embedded
 from storage.migrate import ensure_partitions_between, upgrade
 from storage.partitions import table_sizes
-from storage.postgres import Database
+from storage.postgres import Database, as_uri
 
+BENCH_HOME = Path(os.environ.get("CMDLOG_BENCH_HOME", "/tmp/cmdlog-bench"))
 BASE_MAX = 200_000
 POLICY = RetentionPolicy(short_lived_days=60, long_lived_days=60)
+RUN_DB, DELETE_DB = "bench_retention_run", "bench_retention_delete"
 COLS = {
     "command_log": ("cmd_uuid", "started_at", (
         "cmd_class, cmd_version, tenant_id, actor_id, correlation_id, causation_id, replay_of, draft_uuid, status, "
@@ -54,19 +71,20 @@ COLS = {
 }
 
 
-def _url(base: str, dbname: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(base)
-    params["dbname"] = dbname
-    from storage.postgres import as_uri
-
-    return as_uri(psycopg.conninfo.make_conninfo(**params))
+def _url(base: str, dbname: str, **params) -> str:
+    p = psycopg.conninfo.conninfo_to_dict(base)
+    p.update(dbname=dbname, **params)
+    return as_uri(psycopg.conninfo.make_conninfo(**p))
 
 
 def _recreate(admin: str, name: str, template: str | None = None) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        q = "CREATE DATABASE {}" + (" TEMPLATE {}" if template else "")
-        conn.execute(sql.SQL(q).format(sql.Identifier(name), *([sql.Identifier(template)] if template else [])))
+        if template:  # FILE_COPY: copies the files after a checkpoint instead of WAL-logging every block
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                sql.Identifier(name), sql.Identifier(template)))
+        else:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def seed(db: Database, rows: int, end: datetime) -> None:
@@ -99,12 +117,56 @@ def seed(db: Database, rows: int, end: datetime) -> None:
         print(f"  replicated block {k}/{copies}", flush=True)
 
 
+def seed_name(rows: int) -> str:
+    """The template database of a size."""
+    return f"bench_retention_seed_{rows}"
+
+
+def seed_database(admin: str, rows: int, end: datetime) -> tuple[int, int]:
+    """``bench_retention_seed_<rows>`` holding ``rows`` commands ending at ``end`` (reused when it already does);
+    returns (commands, expired commands)."""
+    name = seed_name(rows)
+    url = _url(admin, name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    if exists:
+        with psycopg.connect(url, autocommit=True) as conn:
+            seeded = conn.execute("SELECT to_regclass('bench_seed') IS NOT NULL").fetchone()[0]
+            meta = conn.execute("SELECT rows, end_at FROM bench_seed").fetchone() if seeded else None
+        if meta and meta[0] == rows and meta[1] == end:
+            print(f"reusing {name} ({rows:,} commands up to {end:%Y-%m-%d})", flush=True)
+            return _counts(url, end)
+    _recreate(admin, name)
+    db = Database(url=url)
+    upgrade(db)
+    ensure_partitions_between(db, f"'{end - timedelta(days=91):%Y-%m-%d}'::date", "current_date + 7")
+    t0 = time.perf_counter()
+    print(f"seeding {rows:,} commands over 90 days up to {end:%Y-%m-%d} …", flush=True)
+    seed(db, rows, end)
+    print(f"  seeded in {time.perf_counter() - t0:.0f} s", flush=True)
+    db.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        conn.execute("CREATE TABLE bench_seed (rows bigint, end_at timestamptz)")
+        conn.execute("INSERT INTO bench_seed VALUES (%s, %s)", (rows, end))
+    return _counts(url, end)
+
+
+def _counts(url: str, end: datetime) -> tuple[int, int]:
+    month = end - timedelta(days=60)
+    with psycopg.connect(url) as conn:
+        total = conn.execute("SELECT count(*) FROM command_log").fetchone()[0]
+        expired = conn.execute("SELECT count(*) FROM command_log WHERE retention <> 'permanent' AND started_at < %s",
+                               (month,)).fetchone()[0]
+    return total, expired
+
+
 class Writer(threading.Thread):
     """Executes traced commands through the bus in a loop, recording each latency with its start time."""
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
-        self.db = Database(url=url, max_connections=2)
+        self.db = Database(url=url, max_connections=1)
         self.bus = billing_setup(CommandBus(self.db), install_schema=False)
         self.samples: list[tuple[float, float]] = []
         self.errors: list[str] = []
@@ -123,14 +185,109 @@ class Writer(threading.Thread):
             self.samples.append((t0, time.perf_counter() - t0))
             time.sleep(0.004)
 
-    def p99(self, start: float, end: float) -> float:
-        lat = sorted(d for t, d in self.samples if start <= t < end)
-        return statistics.quantiles(lat, n=100)[98] if len(lat) >= 20 else float("nan")
-
     def close(self) -> None:
         self.stop.set()
         self.join()
         self.db.close()
+
+
+def latencies(writers: list[Writer], start: float, end: float) -> list[float]:
+    """Latencies (s) of the commands the writers started in ``[start, end)``."""
+    return [d for w in writers for t, d in w.samples if start <= t < end]
+
+
+class WaitSampler(threading.Thread):
+    """Samples ``pg_stat_activity`` of the database every ``every`` s: each backend's application name, wait event,
+    blockers' application names and statement."""
+
+    QUERY = ("SELECT a.application_name, coalesce(a.wait_event_type, ''), coalesce(a.wait_event, ''), a.state, "
+             "left(a.query, 90), (SELECT string_agg(DISTINCT b.application_name, ',') FROM pg_stat_activity b "
+             "WHERE b.pid = ANY (pg_blocking_pids(a.pid))) FROM pg_stat_activity a "
+             "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.application_name LIKE 'bench_%%'")
+
+    def __init__(self, url: str, every: float = 0.005) -> None:
+        super().__init__(daemon=True)
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.every = every
+        self.samples: list[tuple[float, list[tuple]]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            t = time.perf_counter()
+            self.samples.append((t, self.conn.execute(self.QUERY).fetchall()))
+            time.sleep(self.every)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join()
+        self.conn.close()
+
+
+def _kind(query: str) -> str:
+    """A short name for the purge backend's statement."""
+    q = " ".join(query.split()).upper()
+    for key, name in (("DETACH PARTITION", "detach"), ("DROP TABLE", "drop"), ("COUNT(*)", "count"),
+                      ("CMDLOG_ENSURE_PARTITIONS", "create partitions"), ("LOCK TABLE", "lock parents"),
+                      ("ATTACH PARTITION", "attach"), ("CREATE TABLE", "create table"),
+                      ("RETENTION_STEP", "bookkeeping"), ("PG_TOTAL_RELATION_SIZE", "size"),
+                      ("NOT EXISTS", "droppable check"), ("PG_INHERITS", "list partitions")):
+        if key in q:
+            return name
+    return q[:30]
+
+
+def trace_report(sampler: WaitSampler, writers: list[Writer], steps: list[tuple[float, str, str]],
+                 p0: float, p1: float, threshold: float) -> dict:
+    """Where the purge spent its time, and what the writers' slow samples during it coincided with."""
+    purge_busy: Counter = Counter()
+    purge_waits: Counter = Counter()
+    writer_waits: Counter = Counter()
+    timeline = []  # (t, purge statement kind or idle, {writer waits})
+    for t, rows in sampler.samples:
+        if not p0 <= t < p1:
+            continue
+        purge = [_kind(q) if state == "active" else f"({state}: {_kind(q)})" for app, _, _, state, q, _ in rows
+                 if app == "bench_purge" and state != "idle"]
+        kind = purge[0] if purge else "(purge idle: in Python)"
+        purge_busy[kind] += 1
+        purge_waits.update(f"{_kind(q)} {wt}:{we}" if wt else f"{_kind(q)} CPU" for app, wt, we, state, q, _ in rows
+                           if app == "bench_purge" and state == "active")
+        waits = set()
+        for app, wtype, wevent, state, _, blockers in rows:
+            if app.startswith("bench_writer") and state == "active":
+                w = f"{wtype}:{wevent}" if wtype else "CPU"
+                if blockers:
+                    w += f" (blocked by {blockers})"
+                writer_waits[w] += 1
+                waits.add(w)
+        timeline.append((t, kind, waits))
+    slow_by_purge: Counter = Counter()
+    slow_waits: Counter = Counter()
+    slow = [(t, d) for w in writers for t, d in w.samples if p0 <= t < p1 and d > threshold]
+    for t, d in slow:
+        during = [(k, ws) for s, k, ws in timeline if t <= s <= t + d]
+        slow_by_purge.update({k for k, _ in during} or {"(no sample)"})
+        slow_waits.update({w for _, ws in during for w in ws} or {"(none sampled)"})
+    phases: Counter = Counter()
+    last = p0
+    for t, phase, _ in steps:
+        phases[phase] += t - last
+        last = t
+    phases["(after the last step)"] += p1 - last
+    ends = [t for t, _, _ in steps]
+    slow_by_phase: Counter = Counter()
+    for t, _ in slow:  # the step that ends the interval the slow command started in
+        k = next((i for i, e in enumerate(ends) if e > t), None)
+        slow_by_phase["(after the last step)" if k is None else steps[k][1]] += 1
+    return {"purge_statement_samples": dict(purge_busy.most_common()),
+            "purge_wait_samples": dict(purge_waits.most_common(12)),
+            "writer_active_wait_samples": dict(writer_waits.most_common(12)),
+            "slow_threshold_ms": round(threshold * 1000, 2), "slow_samples": len(slow),
+            "slow_samples_by_purge_statement": dict(slow_by_purge.most_common()),
+            "slow_samples_by_writer_wait": dict(slow_waits.most_common(12)),
+            "slow_samples_by_step": dict(slow_by_phase.most_common()),
+            "seconds_before_step": {k: round(v, 3) for k, v in phases.most_common()}}
 
 
 def batched_delete(url: str, cutoff: datetime, batch: int = 5000) -> dict[str, int]:
@@ -163,88 +320,150 @@ def _print_sizes(label: str, sizes: dict) -> None:
                                      for t, s in sizes.items()) + "  (table+indexes)", flush=True)
 
 
+def purge_run(admin: str, end: datetime, args) -> dict:
+    """One run on a fresh copy of the seed: writers before and during ``run_purge``."""
+    _recreate(admin, RUN_DB, template=seed_name(args.rows))
+    url = _url(admin, RUN_DB)
+    sizes_before = _sizes(url)
+    writers = [Writer(_url(admin, RUN_DB, application_name=f"bench_writer{k}")) for k in range(args.writers)]
+    sampler = WaitSampler(url) if args.trace else None
+    purge = subprocess.Popen([sys.executable, "-m", "benchmarks.retention", "--child-purge",
+                              _url(admin, RUN_DB, application_name="bench_purge"), "--as-of", end.isoformat()],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if purge.stdout.readline().strip() != "ready":
+        raise SystemExit("the purge process did not start")
+    for w in writers:
+        w.start()
+    if sampler:
+        sampler.start()
+    time.sleep(1.0)  # warm up: connections, prepared statements
+    w0 = time.perf_counter()
+    time.sleep(args.before_seconds)
+    purge.stdin.write("go\n")
+    purge.stdin.flush()
+    out, _ = purge.communicate()
+    for w in writers:
+        w.close()
+    if sampler:
+        sampler.close()
+    if purge.returncode != 0:
+        raise SystemExit(f"the purge process failed ({purge.returncode})")
+    report = json.loads(out.strip().splitlines()[-1])
+    p0, p1, steps = report["p0"], report["p1"], [tuple(s) for s in report["steps"]]
+    purged: dict[str, int] = {}
+    for row in report["counts"]:
+        purged[row["table"]] = purged.get(row["table"], 0) + row["rows"]
+    before, during = latencies(writers, w0, p0), latencies(writers, p0, p1)
+    p99_before, p99_during = percentile(before, 99), percentile(during, 99)
+    print(f"  purge: {p1 - p0:.2f} s, {report['partitions_dropped']} partitions dropped, "
+          f"{report['bytes_freed'] / 2**20:.1f} MB freed, rows {purged}", flush=True)
+    if args.sizes:
+        _print_sizes("before", sizes_before)
+        _print_sizes("after purge", _sizes(url))
+    figures = {
+        "purge_seconds": round(p1 - p0, 3), "partitions_dropped": report["partitions_dropped"],
+        "bytes_freed": report["bytes_freed"], "purged": purged,
+        "writer_p50_before_ms": round(percentile(before, 50) * 1000, 3),
+        "writer_p99_before_ms": round(p99_before * 1000, 3), "writer_p99_during_ms": round(p99_during * 1000, 3),
+        "writer_p99_ratio": round(p99_during / p99_before, 3), "writer_max_during_ms": round(max(during) * 1000, 1),
+        "writer_samples_before": len(before), "writer_samples_during": len(during),
+        "writer_errors": sum(len(w.errors) for w in writers),
+    }
+    if sampler:
+        figures["trace"] = trace_report(sampler, writers, steps, p0, p1, threshold=max(p99_before, 0.001))
+        first = steps[0][0] if steps else p0
+        print("  steps (s after purge start): " + "; ".join(
+            f"{t - p0:.2f} {phase} {detail}" for t, phase, detail in steps[:6]) + f" … {len(steps)} steps, "
+            f"first after {first - p0:.2f} s", flush=True)
+        print("  trace " + json.dumps(figures["trace"]), flush=True)
+    return figures
+
+
+def child_purge(url: str, as_of: datetime) -> None:
+    """The purge in its own process, as in production (a flow run, not the writers' process): the writers' Python
+    threads then never wait for the GIL behind the purge's Python. Starts on 'go' from stdin; prints its report
+    with ``time.perf_counter`` stamps (CLOCK_MONOTONIC: comparable across processes on Linux)."""
+    db = Database(url=url)
+    bus = retention_setup(billing_setup(CommandBus(db), install_schema=False))
+    steps: list[tuple[float, str, str]] = []
+    print("ready", flush=True)
+    sys.stdin.readline()
+    p0 = time.perf_counter()
+    report = run_purge(db, bus, POLICY, as_of=as_of,
+                       step=lambda phase, detail: steps.append((time.perf_counter(), phase, detail)))
+    p1 = time.perf_counter()
+    db.close()
+    print(json.dumps({"p0": p0, "p1": p1, "steps": steps, "counts": report.counts,
+                      "partitions_dropped": report.partitions_dropped, "bytes_freed": report.bytes_freed}))
+
+
+def delete_run(admin: str, end: datetime, rows: int) -> dict:
+    """The baseline on its own fresh copy, one writer running."""
+    _recreate(admin, DELETE_DB, template=seed_name(rows))
+    url = _url(admin, DELETE_DB)
+    writer = Writer(_url(admin, DELETE_DB, application_name="bench_writer0"))
+    writer.start()
+    time.sleep(1.0)
+    d0 = time.perf_counter()
+    deleted = batched_delete(url, end - timedelta(days=60))
+    d1 = time.perf_counter()
+    writer.close()
+    print(f"batched DELETE: {d1 - d0:.2f} s, rows {deleted}", flush=True)
+    return {"delete_seconds": round(d1 - d0, 3), "deleted": {k: v for k, v in deleted.items() if v},
+            "writer_p99_during_delete_ms": round(percentile(latencies([writer], d0, d1), 99) * 1000, 3),
+            "writer_errors": len(writer.errors)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=3_000_000, help="commands to seed (default 3M)")
-    parser.add_argument("--url", default=None, help="an existing Postgres (default: a throwaway embedded one)")
-    parser.add_argument("--before-seconds", type=float, default=6.0, help="writer baseline window")
+    parser.add_argument("--url", default=None, help="an existing Postgres (default: an embedded one under "
+                                                    "$CMDLOG_BENCH_HOME)")
+    add_repeat_argument(parser, default=3)
+    parser.add_argument("--before-seconds", type=float, default=15.0, help="writer baseline window")
+    parser.add_argument("--writers", type=int, default=2, help="writer threads (one connection each)")
+    parser.add_argument("--trace", action="store_true", help="sample wait events; print where writers waited")
+    parser.add_argument("--sizes", action="store_true", help="print table and index sizes before and after")
+    parser.add_argument("--no-delete", action="store_true", help="skip the batched DELETE baseline")
+    parser.add_argument("--seed-only", action="store_true", help="seed (or check) the template database and stop")
+    parser.add_argument("--child-purge", help=argparse.SUPPRESS)
+    parser.add_argument("--as-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_purge:
+        return child_purge(args.child_purge, datetime.fromisoformat(args.as_of))
 
-    tmp = None
+    load_start = loadavg()
     if args.url is None:
-        tmp = tempfile.mkdtemp(prefix="cmdlog-bench-retention-")
-        server = embedded.start_server(Path(tmp) / "pg", delete_on_exit=True)
+        server = embedded.start_server(BENCH_HOME / "pg", keep_running=True)
         admin = embedded.ensure_database(server, "postgres")
     else:
         admin = args.url
-    url_a, url_b = _url(admin, "bench_retention_a"), _url(admin, "bench_retention_b")
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     month = (today - timedelta(days=75)).replace(day=1)
     end = month + timedelta(days=60)  # as_of: the 60-day cutoff is the first of `month`
-    _recreate(admin, "bench_retention_a")
-    db = Database(url=url_a)
-    upgrade(db)
-    ensure_partitions_between(db, f"'{end - timedelta(days=91):%Y-%m-%d}'::date", "current_date + 7")
-    t0 = time.perf_counter()
-    print(f"seeding {args.rows:,} commands over 90 days up to {end:%Y-%m-%d} …", flush=True)
-    seed(db, args.rows, end)
-    print(f"  seeded in {time.perf_counter() - t0:.0f} s", flush=True)
-    db.close()
-    with psycopg.connect(url_a, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE")
-        total = conn.execute("SELECT count(*) FROM command_log").fetchone()[0]
-        expired = conn.execute("SELECT count(*) FROM command_log WHERE retention <> 'permanent' AND started_at < %s",
-                               (month,)).fetchone()[0]
-    _recreate(admin, "bench_retention_b", template="bench_retention_a")
-    print(f"command_log: {total:,} rows, {expired:,} expired; identical copy made", flush=True)
-
-    sizes_before = _sizes(url_a)
-    _print_sizes("before", sizes_before)
-    db = Database(url=url_a)
-    bus = retention_setup(billing_setup(CommandBus(db), install_schema=False))
-    writer = Writer(url_a)
-    writer.start()
-    time.sleep(1.0)  # warm up
-    w0 = time.perf_counter()
-    time.sleep(args.before_seconds)
-    p0 = time.perf_counter()
-    report = run_purge(db, bus, POLICY, as_of=end)
-    p1 = time.perf_counter()
-    writer.close()
-    db.close()
-    purge_s = p1 - p0
-    purged = {}
-    for row in report.counts:
-        purged[row["table"]] = purged.get(row["table"], 0) + row["rows"]
-    print(f"purge: {purge_s:.2f} s, {report.partitions_dropped} partitions dropped, "
-          f"{report.bytes_freed / 2**20:.1f} MB freed, rows {purged}", flush=True)
-    _print_sizes("after purge", _sizes(url_a))
-
-    writer_b = Writer(url_b)
-    writer_b.start()
-    time.sleep(1.0)
-    d0 = time.perf_counter()
-    deleted = batched_delete(url_b, month)
-    d1 = time.perf_counter()
-    writer_b.close()
-    delete_s = d1 - d0
-    print(f"batched DELETE: {delete_s:.2f} s, rows {deleted}", flush=True)
-    _print_sizes("after DELETE", _sizes(url_b))
-
-    p99_before, p99_during = writer.p99(w0, p0), writer.p99(p0, p1)
-    result = {
-        "benchmark": "retention", "rows": total, "expired_rows": expired,
-        "purge_seconds": round(purge_s, 3), "delete_seconds": round(delete_s, 3),
-        "speedup_vs_delete": round(delete_s / purge_s, 2),
-        "writer_p99_before_ms": round(p99_before * 1000, 3), "writer_p99_during_ms": round(p99_during * 1000, 3),
-        "writer_p99_ratio": round(p99_during / p99_before, 3),
-        "writer_samples_during": sum(1 for t, _ in writer.samples if p0 <= t < p1),
-        "writer_errors": len(writer.errors) + len(writer_b.errors),
-        "writer_p99_during_delete_ms": round(writer_b.p99(d0, d1) * 1000, 3),
-        "same_rows": purged == {k: v for k, v in deleted.items() if v},
-        "partitions_dropped": report.partitions_dropped, "bytes_freed": report.bytes_freed,
-    }
-    print(json.dumps(result))
+    total, expired = seed_database(admin, args.rows, end)
+    print(f"command_log: {total:,} rows, {expired:,} expired; each run purges a fresh copy", flush=True)
+    if args.seed_only:
+        return
+    runs = repeat(args.repeat, lambda i: purge_run(admin, end, args), label="retention-run")
+    baseline = {} if args.no_delete else delete_run(admin, end, args.rows)
+    for r in runs:
+        if baseline:
+            r["speedup_vs_delete"] = round(baseline["delete_seconds"] / r["purge_seconds"], 2)
+            r["same_rows"] = r["purged"] == baseline["deleted"]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name in (RUN_DB, DELETE_DB):
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    print_summary("retention", runs, load_start=load_start,
+                  keys=("writer_p99_ratio", "speedup_vs_delete", "purge_seconds", "writer_p99_before_ms",
+                        "writer_p99_during_ms", "writer_samples_during"),
+                  extra={"rows": total, "expired_rows": expired, "writers": args.writers,
+                         "delete_measured": "once, on its own copy after the purge runs" if baseline else "skipped",
+                         **{k: v for k, v in baseline.items() if k != "deleted"},
+                         "same_rows": all(r.get("same_rows", False) for r in runs) if baseline else None,
+                         "writer_errors": sum(r["writer_errors"] for r in runs) + baseline.get("writer_errors", 0),
+                         "partitions_dropped": runs[-1]["partitions_dropped"],
+                         "bytes_freed": runs[-1]["bytes_freed"]})
 
 
 if __name__ == "__main__":

@@ -1,19 +1,19 @@
 """Startup time of ``cmdlog up --demo`` until every URL is ready, against a bare ``prefect server start``.
 
-    python -m benchmarks.startup [--runs 3] [--rows 20000]
+    python -m benchmarks.startup [--repeat 3] [--rows 20000]
 
 Each run starts from an empty CMDLOG_HOME (cold: initdb, migrations, Prefect database, demo seed of ``--rows``
 commands, Prefect server, served deployments, web app) and is timed from launch until ``up`` reports ready and
 the Prefect API and the web app both answer; then the same home is started again (warm: everything exists, no
 seeding). The baseline, measured in the same run, is a bare ``prefect server start`` (SQLite, fresh
-PREFECT_HOME) until its health endpoint answers. Prints one JSON line; ``seconds`` is the cold median (target
-≤ 30 s).
+PREFECT_HOME) until its health endpoint answers. Prints each run as a JSON line, then one final JSON line with
+the medians and min/max over the runs and the load average at start and end; ``seconds`` is the cold median
+(target ≤ 30 s).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks._common import add_repeat_argument, loadavg, print_summary, repeat
 
 import httpx
 
@@ -105,28 +107,30 @@ def time_up(home: Path, *, rows: int, phases: dict[str, float]) -> float:
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print one JSON line."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.startup")
-    parser.add_argument("--runs", type=int, default=3, help="Repetitions (medians are reported).")
+    add_repeat_argument(parser)
+    parser.add_argument("--runs", dest="repeat", type=int, help=argparse.SUPPRESS)  # the former name
     parser.add_argument("--rows", type=int, default=20_000, help="Demo commands seeded by the cold start.")
     args = parser.parse_args(argv)
-    baseline, cold, warm = [], [], []
+    load_start = loadavg()
     with tempfile.TemporaryDirectory(prefix="cmdlog-startup-") as tmp:
-        for i in range(args.runs):
+        def run(i: int) -> dict:
             run_dir = Path(tmp) / f"run{i}"
             run_dir.mkdir()
-            baseline.append(time_prefect_server(run_dir))
+            base = time_prefect_server(run_dir)
             cold_phases: dict[str, float] = {}
             warm_phases: dict[str, float] = {}
-            cold.append(time_up(run_dir / "home", rows=args.rows, phases=cold_phases))
-            warm.append(time_up(run_dir / "home", rows=args.rows, phases=warm_phases))
-            print(f"run {i + 1}: baseline {baseline[-1]:.1f}s, cold up {cold[-1]:.1f}s {cold_phases}, "
-                  f"warm up {warm[-1]:.1f}s {warm_phases}", file=sys.stderr, flush=True)
-    seconds, base = statistics.median(cold), statistics.median(baseline)
-    print(json.dumps({
-        "benchmark": "startup", "runs": args.runs, "demo_commands": args.rows,
-        "baseline_prefect_server_seconds": round(base, 2), "seconds_warm": round(statistics.median(warm), 2),
-        "ratio_to_baseline": round(seconds / base, 2), "target_seconds": TARGET_SECONDS,
-        "meets_target": seconds <= TARGET_SECONDS, "seconds": round(seconds, 2),
-    }))
+            cold = time_up(run_dir / "home", rows=args.rows, phases=cold_phases)
+            warm = time_up(run_dir / "home", rows=args.rows, phases=warm_phases)
+            return {"seconds": round(cold, 2), "seconds_warm": round(warm, 2),
+                    "baseline_prefect_server_seconds": round(base, 2), "ratio_to_baseline": round(cold / base, 2),
+                    "cold_phases": cold_phases, "warm_phases": warm_phases}
+
+        runs = repeat(args.repeat, run, label="startup-run")
+    cold_median = statistics.median(r["seconds"] for r in runs)
+    print_summary("startup", runs, load_start=load_start,
+                  keys=("seconds", "seconds_warm", "baseline_prefect_server_seconds", "ratio_to_baseline"),
+                  extra={"demo_commands": args.rows, "target_seconds": TARGET_SECONDS,
+                         "meets_target": cold_median <= TARGET_SECONDS})
 
 
 if __name__ == "__main__":

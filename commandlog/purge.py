@@ -13,7 +13,8 @@ One run (a ``retention_run`` row fixing ``as_of``, the policy and the lake's exp
 
 A crash anywhere leaves the run ``running``; the next call finishes it with the same cutoffs before starting its
 own, so nothing is deleted twice or beyond what the interrupted run would have deleted. Future partitions are
-created ahead (``cmdlog_ensure_partitions``) at every call so writers never miss one.
+created ahead at every call (``partitions.ensure_ahead``: create, then ``ATTACH PARTITION`` — writers never wait on
+it) so writers never miss one.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def run_purge(db, bus, policy: RetentionPolicy, *, as_of: datetime | None = None
     """Purge expired entries (dry run: count them); an interrupted earlier run is finished first."""
     step = step or (lambda phase, detail: None)
     as_of = as_of or rp.now()
-    partitions.ensure_ahead(db.url, days=DAYS_AHEAD)
+    created = partitions.ensure_ahead(db.url, days=DAYS_AHEAD)
+    step("partitions ahead", f"{created} created")
     bound = export_ledger.last_export_bound(db, lake_uri) if lake_uri else None
     if dry_run:
         return _dry_run(db, policy, as_of=as_of, lake_uri=lake_uri, bound=bound)

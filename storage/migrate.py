@@ -44,8 +44,8 @@ def upgrade(db) -> bool:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
         ran = True
-    # Keep a week of partitions ahead. Creating one locks its parents: ``ensure_ahead`` takes those locks in the
-    # writers' order under a lock timeout, one day per short transaction, so it never deadlocks with writers.
+    # Keep a week of partitions ahead. ``ensure_ahead`` creates each as a plain table and attaches it, which locks
+    # the parent only in SHARE UPDATE EXCLUSIVE mode: concurrent writers neither wait for it nor queue behind it.
     from storage.partitions import ensure_ahead
 
     ensure_ahead(db.url, days=7)

@@ -8,6 +8,7 @@ run inside a transaction block, hence the autocommit connection
 (https://www.postgresql.org/docs/current/sql-altertable.html#SQL-ALTERTABLE-DETACH-PARTITION). An interrupted
 concurrent detach leaves the partition "detach pending"; ``DETACH PARTITION … FINALIZE`` completes it. Every step
 runs under ``lock_timeout`` and is retried, so a purge waits in short slices instead of queueing writers behind it.
+Future leaves are added the same way round (``ensure_ahead``: create a plain table, then ``ATTACH PARTITION``).
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def drop_connection(url: str, *, lock_timeout_ms: int = 2000) -> psycopg.Connect
     # a tail of steps, never a later one without an earlier; a commit that drops a table is flushed regardless
     # (https://www.postgresql.org/docs/current/wal-async-commit.html).
     conn.execute("SET synchronous_commit = off")
+    # The bookkeeping counts scan whole leaves; at millions of rows the planner starts parallel workers for them,
+    # which take the cores the writers need (2 here): a purge is not urgent, so it uses one backend.
+    conn.execute("SET max_parallel_workers_per_gather = 0")
     return conn
 
 
@@ -145,54 +149,74 @@ def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempt
             conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key,))
 
 
-# A writer's log statement (storage.logs) routes rows into domain_event, then tenant_command_log, then command_log
-# (data-modifying CTEs run after the main statement, the last one first); creating partitions locks the parents in
-# that same order, so the two can wait for each other but never deadlock.
-_LOCK_ORDER = ("domain_event", "tenant_command_log", "command_log", "frontend_action")
-
+PARTITIONS_LOCK_KEY = 0x636D6C61  # 'cmla': one process creating partitions ahead at a time
 
 # The day partitions are cut in UTC (bounds 'YYYY-MM-DD 00:00:00+00', migration 0001); ``current_date`` is the day
 # in the session's TimeZone, up to 14 hours away, so the partition days are counted from the UTC day instead.
 UTC_TODAY = "(now() AT TIME ZONE 'UTC')::date"
 
+# The partitions ``ensure_ahead`` may need, yesterday to ``days`` ahead (UTC days): (parent, leaf, lower, upper).
+# Yesterday too: rows are stamped by the writers' clocks and may arrive for the previous day (a frontend action up
+# to 24 hours old, a writer whose clock is behind the server's at midnight) after a stop longer than the week of
+# partitions made ahead.
+_AHEAD = f"""
+SELECT DISTINCT t || '_' || v.cls, v.leaf, v.lo::text || ' 00:00:00+00', v.hi::text || ' 00:00:00+00'
+  FROM unnest(%(tables)s::text[]) AS t, generate_series(-1, %(days)s) AS g(k),
+       LATERAL (SELECT ({UTC_TODAY} + g.k) AS d) AS x,
+       LATERAL (VALUES ('short_lived', t || '_short_lived_p' || to_char(x.d, 'YYYYMMDD'), x.d, x.d + 1),
+                       ('long_lived', t || '_long_lived_p' || to_char(x.d, 'YYYYMM'),
+                        date_trunc('month', x.d)::date, (date_trunc('month', x.d) + interval '1 month')::date))
+               AS v(cls, leaf, lo, hi)
+ WHERE to_regclass(v.leaf) IS NULL
+ ORDER BY 2"""
+
 
 def ensure_ahead(url: str, *, days: int, lock_timeout_ms: int = 200, attempts: int = 100) -> int:
-    """Create the missing partitions from yesterday to ``days`` ahead, UTC days (``cmdlog_ensure_partitions``), one
-    day per short transaction that first locks the parents in the writers' order under ``lock_timeout`` (creating a
-    partition takes ``ACCESS EXCLUSIVE`` on its parent). Returns how many partitions were created.
+    """Create the missing partitions from yesterday to ``days`` ahead (UTC days) without ever making a writer wait;
+    returns how many were created.
 
-    Yesterday too: rows are stamped by the writers' clocks and may arrive for the previous day (a frontend action
-    up to 24 hours old, a writer whose clock is behind the server's at midnight) after a stop longer than the week
-    of partitions made ahead."""
+    ``CREATE TABLE … PARTITION OF`` takes ``ACCESS EXCLUSIVE`` on the parent, and while such a request waits for
+    the writers' ``ROW EXCLUSIVE`` locks, every later writer queues behind it
+    (https://www.postgresql.org/docs/current/explicit-locking.html#LOCKING-TABLES): the benchmark caught writers
+    blocked for tens of milliseconds that way. So each leaf is created as a plain table (``LIKE`` its parent, RLS
+    applied) and then attached: ``ATTACH PARTITION`` takes only ``SHARE UPDATE EXCLUSIVE`` on the parent, which
+    inserts do not conflict with, plus ``ACCESS EXCLUSIVE`` on the new, unused table; the parent's indexes are
+    created on the empty leaf as it is attached
+    (https://www.postgresql.org/docs/current/ddl-partitioning.html#DDL-PARTITIONING-DECLARATIVE-MAINTENANCE).
+    One short transaction per leaf, under ``lock_timeout``, retried; an advisory lock keeps two processes from
+    creating the same leaf.
+    """
     created = 0
     with psycopg.connect(url, autocommit=True) as conn:
-        for day in range(-1, days + 1):
-            names = conn.execute(
-                "SELECT array_agg(n) FILTER (WHERE to_regclass(n) IS NULL) FROM unnest(%s::text[]) AS t, "
-                f"LATERAL unnest(ARRAY[t || '_short_lived_p' || to_char({UTC_TODAY} + %s, 'YYYYMMDD'), "
-                f"t || '_long_lived_p' || to_char({UTC_TODAY} + %s, 'YYYYMM')]) AS n",
-                (list(_LOCK_ORDER), day, day)).fetchone()[0]
-            if not names:
-                continue
-            parents = [sql.Identifier(f"{t}_{c}") for c in PURGEABLE_CLASSES for t in _LOCK_ORDER]
+        missing = conn.execute(_AHEAD, {"tables": list(TIME_COLUMN), "days": int(days)}).fetchall()
+        for parent, leaf, lower, upper in missing:
             tries = 0
             while True:
                 try:
-                    with conn.transaction():
-                        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
-                            sql.Literal(f"{int(lock_timeout_ms)}ms")))
-                        for parent in parents:
-                            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(parent))
-                        created += conn.execute(
-                            f"SELECT cmdlog_ensure_partitions({UTC_TODAY} + %s, {UTC_TODAY} + %s)", (day, day)
-                        ).fetchone()[0]
+                    created += _create_and_attach(conn, parent, leaf, lower, upper, lock_timeout_ms=lock_timeout_ms)
                     break
                 except psycopg.errors.LockNotAvailable as e:
                     tries += 1
                     if tries >= attempts:
-                        raise PartitionBusyError(f"cannot create partitions {day} days ahead: {e}") from e
+                        raise PartitionBusyError(f"cannot attach {leaf}: {e}") from e
                     time.sleep(min(0.02 * tries, 0.5))
     return created
+
+
+def _create_and_attach(conn: psycopg.Connection, parent: str, leaf: str, lower: str, upper: str, *,
+                       lock_timeout_ms: int) -> int:
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout_ms)}ms")))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITIONS_LOCK_KEY,))
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (leaf,)).fetchone()[0]:
+            return 0  # created meanwhile by someone else (cmdlog_ensure_partitions, another process)
+        ident, par = sql.Identifier(leaf), sql.Identifier(parent)
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE "
+                             "INCLUDING COMPRESSION)").format(ident, par))
+        conn.execute("SELECT cmdlog_apply_tenant_rls(%s::regclass)", (leaf,))
+        conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+            par, ident, sql.Literal(lower), sql.Literal(upper)))
+    return 1
 
 
 def table_sizes(conn: psycopg.Connection) -> dict[str, dict[str, int]]:
