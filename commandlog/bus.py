@@ -177,7 +177,8 @@ class CommandBus:
                 with conn.pipeline():
                     self._write(conn, uow.failures + uow.records)
                     tx.__exit__(None, None, None)
-            except BaseException as e:
+            except BaseException as raised:
+                e = _pipeline_cause(raised)
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     tx.__exit__(type(e), e, e.__traceback__)  # rolls back
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -189,7 +190,9 @@ class CommandBus:
                 for r in failures:
                     self._fire("failed", r)
                 e.cmd_uuid = record.cmd_uuid  # type: ignore[attr-defined]
-                raise
+                if e is raised:
+                    raise
+                raise e from None
         for fn in hctx._after_commit:
             try:
                 fn()
@@ -441,3 +444,13 @@ class CommandBus:
 def _outcome(record: CommandRecord, events) -> Outcome:
     return Outcome(cmd_uuid=record.cmd_uuid, status=record.status, result=record.result, events=list(events),
                    error_type=record.error_type, error_message=record.error_message, record=record)
+
+
+def _pipeline_cause(e: BaseException) -> BaseException:
+    """The error a pipeline really met: when a statement of the COMMIT's pipeline sync fails, psycopg may report it
+    as that statement's error or, depending on when the results are read, as ``PipelineAborted`` raised while the
+    pipeline block exits, with the statement's error as its context. Both mean the same failure; callers see the
+    statement's error either way."""
+    if isinstance(e, psycopg.errors.PipelineAborted) and isinstance(e.__context__, psycopg.Error):
+        return e.__context__
+    return e
