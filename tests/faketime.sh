@@ -27,7 +27,9 @@ PYTHON=${PYTHON:-.venv/bin/python}
 SUBSET=(tests/unit tests/integration
         tests/e2e/test_retention_flow.py tests/e2e/test_replay_cli.py tests/e2e/test_replay_flow.py
         tests/e2e/test_cli_core.py tests/e2e/test_journal_cli.py tests/e2e/test_export_flow.py
-        tests/e2e/test_export_crash.py tests/e2e/test_monitor_api.py)
+        tests/e2e/test_export_crash.py tests/e2e/test_monitor_api.py
+        # waits for a pool timeout, which never fires under libfaketime (see the known limit above); not dated
+        --deselect tests/integration/test_hostile_input.py::test_health_with_the_database_down_is_503_without_error_text)
 
 run_at() {
     local when=$1; shift
