@@ -84,20 +84,26 @@ $fn$;
 -- granted to, and it tells a caller nothing but the tenant that caller itself is bound to or has set.
 """
 
-POLICIES = f"""
+
+def _tenant_rules(policy: str, tenant: str) -> str:
+    """How every tenant-scoped table and the subject-key function of 0002 name the session's tenant: ``policy`` in
+    each ``tenant_isolation`` policy (existing ones and those ``cmdlog_apply_tenant_rls`` creates; it sits inside
+    ``format('…')``, so its quotes are doubled), ``tenant`` in the subject-key function. Upgrade and downgrade
+    differ only in these two expressions."""
+    return f"""
 CREATE OR REPLACE FUNCTION cmdlog_apply_tenant_rls(tbl regclass) RETURNS void LANGUAGE plpgsql AS $fn$
 BEGIN
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
     EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
     IF NOT EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = tbl AND polname = 'tenant_isolation') THEN
-        EXECUTE format('CREATE POLICY tenant_isolation ON %s USING ({POLICY_EXPR}) WITH CHECK ({POLICY_EXPR})', tbl);
+        EXECUTE format('CREATE POLICY tenant_isolation ON %s USING ({policy}) WITH CHECK ({policy})', tbl);
     END IF;
 END
 $fn$;
 
 DO $$ DECLARE r record; BEGIN
     FOR r IN SELECT polrelid::regclass AS tbl FROM pg_policy WHERE polname = 'tenant_isolation' LOOP
-        EXECUTE format('ALTER POLICY tenant_isolation ON %s USING ({POLICY_EXPR}) WITH CHECK ({POLICY_EXPR})', r.tbl);
+        EXECUTE format('ALTER POLICY tenant_isolation ON %s USING ({policy}) WITH CHECK ({policy})', r.tbl);
     END LOOP;
 END $$;
 
@@ -107,7 +113,7 @@ CREATE OR REPLACE FUNCTION cmdlog_subject_keys(p_subject text, p_since timestamp
 RETURNS TABLE (cmd_uuid uuid, started_at timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
     SELECT t.cmd_uuid, t.started_at FROM public.tenant_command_log t
-    WHERE t.tenant_id = (SELECT public.cmdlog_current_tenant())
+    WHERE t.tenant_id = {tenant}
       AND t.subjects @> ARRAY[p_subject]
       AND (p_since IS NULL OR t.started_at >= p_since)
       AND (p_until IS NULL OR t.started_at < p_until)
@@ -116,6 +122,10 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $fn
     LIMIT p_limit
 $fn$;
 
+"""
+
+
+POLICIES = _tenant_rules(POLICY_EXPR, "(SELECT public.cmdlog_current_tenant())") + f"""
 -- Functions are executable by PUBLIC by default (https://www.postgresql.org/docs/current/ddl-priv.html);
 -- these two are the platform's chores (they run as the caller, who would need ownership anyway).
 REVOKE ALL ON FUNCTION cmdlog_apply_tenant_rls(regclass) FROM PUBLIC;
@@ -165,35 +175,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    legacy = "tenant_id = current_setting(''cmdlog.tenant_id'', true)"
+    op.execute(_tenant_rules("tenant_id = current_setting(''cmdlog.tenant_id'', true)",
+                            "current_setting('cmdlog.tenant_id', true)"))
     op.execute(f"""
-    CREATE OR REPLACE FUNCTION cmdlog_apply_tenant_rls(tbl regclass) RETURNS void LANGUAGE plpgsql AS $fn$
-    BEGIN
-        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
-        EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
-        IF NOT EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = tbl AND polname = 'tenant_isolation') THEN
-            EXECUTE format('CREATE POLICY tenant_isolation ON %s USING ({legacy}) WITH CHECK ({legacy})', tbl);
-        END IF;
-    END
-    $fn$;
-    DO $$ DECLARE r record; BEGIN
-        FOR r IN SELECT polrelid::regclass AS tbl FROM pg_policy WHERE polname = 'tenant_isolation' LOOP
-            EXECUTE format('ALTER POLICY tenant_isolation ON %s USING ({legacy}) WITH CHECK ({legacy})', r.tbl);
-        END LOOP;
-    END $$;
-    CREATE OR REPLACE FUNCTION cmdlog_subject_keys(p_subject text, p_since timestamptz, p_until timestamptz,
-                                                   p_before_at timestamptz, p_before_uuid uuid, p_limit integer)
-    RETURNS TABLE (cmd_uuid uuid, started_at timestamptz)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
-        SELECT t.cmd_uuid, t.started_at FROM public.tenant_command_log t
-        WHERE t.tenant_id = current_setting('cmdlog.tenant_id', true)
-          AND t.subjects @> ARRAY[p_subject]
-          AND (p_since IS NULL OR t.started_at >= p_since)
-          AND (p_until IS NULL OR t.started_at < p_until)
-          AND (p_before_at IS NULL OR (t.started_at, t.cmd_uuid) < (p_before_at, p_before_uuid))
-        ORDER BY t.started_at DESC, t.cmd_uuid DESC
-        LIMIT p_limit
-    $fn$;
     DROP FUNCTION IF EXISTS cmdlog_current_tenant();
     REVOKE SELECT ON {", ".join(TENANT_PARENTS)} FROM cmdlog_sql_login;
     DROP TABLE IF EXISTS tenant_sql_login, cmdlog_secret;
