@@ -8,10 +8,10 @@ import contextvars
 import secrets
 import datetime as dt
 import threading
-import time
-import uuid
 
 import pytest
+
+from draft_runs import paused_run, resume
 
 from commandlog.approval_codes import _digest, _normalise, issue_approval_code, redeem_approval_code
 from commandlog.draft_errors import DraftApprovalTimeoutError
@@ -58,37 +58,6 @@ class FlowThread:
         return self.state
 
 
-def _paused_run(draft_uuid, *, not_state: uuid.UUID | None = None, timeout: float = 90):
-    """The flow run of this draft once it is paused (in a pause other than the state ``not_state``)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            for run in client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["draft-approval"]))):
-                if (str(run.parameters.get("draft_uuid")) == str(draft_uuid) and run.state.is_paused()
-                        and run.state.id != not_state):
-                    return run
-            time.sleep(0.3)
-    raise AssertionError("the flow never paused")
-
-
-def _resume(run, run_input: dict, timeout: float = 30) -> None:
-    """Resume as the UI would; retried while the flow is still saving its input schema."""
-    from prefect.flow_runs import resume_flow_run
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            resume_flow_run(run.id, run_input=run_input)
-            return
-        except RuntimeError as e:
-            if "schema" not in str(e).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-
-
 def _code(bus, draft_uuid, subject: str) -> str:
     """A fresh approval code for the draft's current version, issued to an operator token of ``subject``."""
     d = DraftService(bus)
@@ -104,8 +73,8 @@ def _log(db, draft_uuid):
 
 def test_approve_input_executes_the_draft_and_records_the_approver(runtime_env, flow_run_story, bus, db, draft):
     flow = FlowThread(draft_uuid=draft.draft_uuid)
-    run = _paused_run(draft.draft_uuid)
-    _resume(run, {"decision": "approve", "approval_code": _code(bus, draft.draft_uuid, "bob@ops"),
+    run = paused_run(draft.draft_uuid)
+    resume(run, {"decision": "approve", "approval_code": _code(bus, draft.draft_uuid, "bob@ops"),
                   "comment": "looks right"})
     state = flow.join()
     assert state.is_completed(), state
@@ -127,8 +96,8 @@ def test_approve_input_executes_the_draft_and_records_the_approver(runtime_env, 
 
 def test_reject_input_marks_the_draft_rejected_with_the_comment(runtime_env, flow_run_story, bus, db, draft):
     flow = FlowThread(draft_uuid=draft.draft_uuid)
-    run = _paused_run(draft.draft_uuid)
-    _resume(run, {"decision": "reject", "approval_code": _code(bus, draft.draft_uuid, "carol"), "comment": "wrong name"})
+    run = paused_run(draft.draft_uuid)
+    resume(run, {"decision": "reject", "approval_code": _code(bus, draft.draft_uuid, "carol"), "comment": "wrong name"})
     state = flow.join()
     assert state.is_completed() and state.result()["outcome"] == "rejected"
     row = DraftService(bus).get(draft.draft_uuid)
@@ -143,17 +112,17 @@ def test_edit_input_reprojects_and_pauses_again_before_approval(runtime_env, bus
     from prefect.flow_runs import resume_flow_run
 
     flow = FlowThread(draft_uuid=draft.draft_uuid)
-    first = _paused_run(draft.draft_uuid)
+    first = paused_run(draft.draft_uuid)
     # the server validates the form: a wrong value is refused, the run stays paused
     with pytest.raises(RuntimeError, match="Cannot resume this run"):
         resume_flow_run(first.id, run_input={"decision": "maybe", "approval_code": "x"})
-    _resume(first, {"decision": "approve", "approval_code": _code(bus, draft.draft_uuid, "bob"),
+    resume(first, {"decision": "approve", "approval_code": _code(bus, draft.draft_uuid, "bob"),
                     "edited_body": '{"customer_id": 5, "name": "Prime Labs"}'})
-    second = _paused_run(draft.draft_uuid, not_state=first.state.id)
+    second = paused_run(draft.draft_uuid, not_state=first.state.id)
     edited = DraftService(bus).get(draft.draft_uuid)
     assert (edited.status, edited.version, edited.cmd_body["name"], edited.projected_version) == (
         "open", 2, "Prime Labs", 2)
-    _resume(second, {"decision": "approve", "approval_code": _code(bus, draft.draft_uuid, "bob")})
+    resume(second, {"decision": "approve", "approval_code": _code(bus, draft.draft_uuid, "bob")})
     state = flow.join()
     assert state.is_completed() and state.result()["outcome"] == "approved"
     with db.connection() as conn:
@@ -169,7 +138,7 @@ def test_forged_used_expired_other_draft_and_viewer_codes_approve_nothing_and_th
 
     drafts = DraftService(bus)
     flow = FlowThread(draft_uuid=draft.draft_uuid)
-    run = _paused_run(draft.draft_uuid)
+    run = paused_run(draft.draft_uuid)
     with pytest.raises(RuntimeError, match="Cannot resume this run"):  # the old form's field: refused, still paused
         resume_flow_run(run.id, run_input={"decision": "approve", "approver": "ceo@acme"})
     expired = _code(bus, draft.draft_uuid, "late@ops")
@@ -187,12 +156,12 @@ def test_forged_used_expired_other_draft_and_viewer_codes_approve_nothing_and_th
                 _code(bus, other.draft_uuid, "op@ops"): f"is for draft {other.draft_uuid}",
                 viewer_code: "issued to a viewer token", used: "already used"}
     for code, reason in refusals.items():
-        _resume(run, {"decision": "approve", "approval_code": code})
-        run = _paused_run(draft.draft_uuid, not_state=run.state.id)  # paused again: nothing decided
+        resume(run, {"decision": "approve", "approval_code": code})
+        run = paused_run(draft.draft_uuid, not_state=run.state.id)  # paused again: nothing decided
         assert drafts.get(draft.draft_uuid).status == "open" and _log(db, draft.draft_uuid) == []
         review = _latest_review(run.id)
         assert "Not done: approval_code:" in review and reason in review, (reason, review[:400])
-    _resume(run, {"decision": "approve", "approval_code": _code(bus, draft.draft_uuid, "op@ops")})
+    resume(run, {"decision": "approve", "approval_code": _code(bus, draft.draft_uuid, "op@ops")})
     state = flow.join()
     assert state.is_completed() and state.result()["decided_by"] == "op@ops"
     assert _log(db, draft.draft_uuid) == [("succeeded", "op@ops")]

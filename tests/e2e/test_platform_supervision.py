@@ -7,33 +7,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
+from platform_env import CMDLOG, base_env, free_port
 
 pytestmark = pytest.mark.slow
-
-CMDLOG = str(Path(sys.executable).with_name("cmdlog"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PREFECT_API_URL", "CMDLOG_DATABASE_URL", "CMDLOG_LAKE_URI", "PREFECT_HOME")}
-    env["CMDLOG_HOME"] = str(home)
-    return env
 
 
 def _start(home, out):

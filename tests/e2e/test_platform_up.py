@@ -10,11 +10,8 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -22,26 +19,11 @@ import psutil
 import psycopg
 import pyarrow.dataset as ds
 import pytest
+from platform_env import CMDLOG, base_env, free_port
 
 pytestmark = pytest.mark.slow
 
-CMDLOG = str(Path(sys.executable).with_name("cmdlog"))
 DEMO_TENANTS = ["acme", "globex", "initech", "umbrella", "hooli"]
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (other test sessions may run concurrently)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def base_env(home: Path) -> dict[str, str]:
-    """The test's environment for a ``cmdlog`` child: its own home, no inherited Prefect server or database."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PREFECT_API_URL", "CMDLOG_DATABASE_URL", "CMDLOG_LAKE_URI", "PREFECT_HOME")}
-    env["CMDLOG_HOME"] = str(home)
-    return env
 
 
 @pytest.fixture(scope="module")

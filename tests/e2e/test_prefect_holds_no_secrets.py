@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from draft_runs import paused_run, resume
+
 from commandlog.approval_codes import issue_approval_code
 from commandlog.bootstrap import close_runtimes
 from commandlog.bus import CommandBus
@@ -51,34 +53,6 @@ def _found(tables: dict[str, list[tuple]]) -> list[tuple[str, str]]:
     return hits
 
 
-def _paused_run(draft_uuid, *, not_state=None, timeout: float = 90):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            for run in client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["draft-approval"]))):
-                if (str(run.parameters.get("draft_uuid")) == str(draft_uuid) and run.state.is_paused()
-                        and run.state.id != not_state):
-                    return run
-            time.sleep(0.3)
-    raise AssertionError("the flow never paused")
-
-
-def _resume(run, run_input: dict) -> None:
-    from prefect.flow_runs import resume_flow_run
-
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return resume_flow_run(run.id, run_input=run_input)
-        except RuntimeError as e:
-            if "schema" not in str(e).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-
-
 def _approve_with_an_edited_iban(bus, tenant: str) -> None:
     from flows.draft_approval import draft_approval
 
@@ -90,13 +64,13 @@ def _approve_with_an_edited_iban(bus, tenant: str) -> None:
     thread = threading.Thread(target=run_flow, daemon=True, args=(lambda: states.append(
         draft_approval(draft_uuid=d.draft_uuid, poll_interval_seconds=1, return_state=True)),))
     thread.start()
-    first = _paused_run(d.draft_uuid)
+    first = paused_run(d.draft_uuid)
     code = issue_approval_code(drafts, operator, d.draft_uuid, tenant_id=tenant).code
-    _resume(first, {"decision": "approve", "approval_code": code, "edited_body": (
+    resume(first, {"decision": "approve", "approval_code": code, "edited_body": (
         f'{{"customer_id": 1, "holder": "Blue Bakery", "iban": "{EDITED_IBAN}"}}')})
-    second = _paused_run(d.draft_uuid, not_state=first.state.id)
+    second = paused_run(d.draft_uuid, not_state=first.state.id)
     code = issue_approval_code(drafts, operator, d.draft_uuid, tenant_id=tenant).code
-    _resume(second, {"decision": "approve", "approval_code": code})
+    resume(second, {"decision": "approve", "approval_code": code})
     thread.join(120)
     assert states and states[0].is_completed(), states
     with bus.db.connection() as conn:
