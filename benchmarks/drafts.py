@@ -33,7 +33,7 @@ from pathlib import Path
 from benchmarks._common import add_repeat_argument, loadavg, percentile, print_summary, repeat
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
-from commandlog.drafts import DraftService
+from commandlog.drafts.service import DraftService
 from examples.billing import commands as c
 from examples.billing import demo, setup
 from storage.postgres import Database, open_database

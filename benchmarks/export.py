@@ -159,7 +159,7 @@ def _run_child(mode: str, url: str, lake: str) -> None:
     if mode == "ceiling":
         rows = _ceiling(url, lake)
     else:
-        from commandlog.export import run_export
+        from commandlog.journal.export import run_export
 
         db = Database(url=url)
         rows = sum(run_export(db, lake).rows.values())
@@ -175,8 +175,8 @@ def _ceiling(url: str, lake: str) -> int:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    from storage.arrow_export import DATASETS
-    from storage.lake import WRITE_OPTIONS
+    from storage.lake.arrow_export import DATASETS
+    from storage.lake.datasets import WRITE_OPTIONS
 
     rows = 0
     with adbc.connect(url, autocommit=True) as conn, conn.cursor() as cur:

@@ -33,8 +33,8 @@ def _median_time(fn, runs: int) -> float:
 
 def bench_reports(db, lake_uri: str, *, runs: int) -> dict[str, dict]:
     """Each report's median seconds on DuckDB (lake) and on Postgres (``command_log``)."""
-    from commandlog.analytics import REPORTS, lake_connection, report_sql
-    from storage.duckdb_journal import query
+    from commandlog.journal.analytics import REPORTS, lake_connection, report_sql
+    from storage.lake.duckdb_journal import query
 
     con = lake_connection(lake_uri)
     out = {}
@@ -55,7 +55,7 @@ def bench_reports(db, lake_uri: str, *, runs: int) -> dict[str, dict]:
 
 def bench_timelines(db, *, n: int, seed: int = 3) -> dict:
     """Latencies (ms) of ``n`` subject, ``n`` actor and ``n`` class timelines for random tenants."""
-    from commandlog.journal import timeline
+    from commandlog.journal.entries import timeline
 
     rng = random.Random(seed)
     with db.connection() as conn:
@@ -93,7 +93,7 @@ def main() -> None:
     args = p.parse_args()
     load_start = loadavg()
 
-    from commandlog.export import run_compaction, run_export
+    from commandlog.journal.export import run_compaction, run_export
     from storage.postgres import Database
 
     if args.database_url or args.rows <= 2_000_000 or not args.amplify:

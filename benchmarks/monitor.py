@@ -32,10 +32,10 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks._common import add_repeat_argument, loadavg, percentile, print_summary, repeat
-from commandlog.activity import CHANNEL, install_publisher
+from commandlog.monitor.publisher import CHANNEL, install_publisher
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
-from commandlog.tokens import create_token
+from commandlog.auth.tokens import create_token
 from examples.billing import commands as c
 from examples.billing import setup
 from storage.postgres import Database, open_database
@@ -50,7 +50,7 @@ def baseline_app():
     import psycopg
     from starlette.applications import Starlette
 
-    from commandlog.channel_seal import ChannelSeal
+    from commandlog.monitor.channel_seal import ChannelSeal
     from storage.channel_key import load_key_async
     from starlette.routing import WebSocketRoute
     from starlette.websockets import WebSocketDisconnect
@@ -60,7 +60,7 @@ def baseline_app():
     @contextlib.asynccontextmanager
     async def lifespan(app):
         conn = await psycopg.AsyncConnection.connect(os.environ["CMDLOG_DATABASE_URL"], autocommit=True)
-        # Payloads are sealed (commandlog.channel_seal): opening them is part of the thinnest pipeline too.
+        # Payloads are sealed (commandlog.monitor.channel_seal): opening them is part of the thinnest pipeline too.
         seal = ChannelSeal(await load_key_async(conn), channel=CHANNEL)
         await conn.execute(f'LISTEN "{CHANNEL}"')
 

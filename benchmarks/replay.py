@@ -57,7 +57,7 @@ def _direct(bus, tenant: str, n: int, *, label: str) -> float:
 
 
 def _request(tenant: str, n: int, batch_size: int):
-    from commandlog.replay import ReplayRequest
+    from commandlog.replay.service import ReplayRequest
 
     return ReplayRequest(tenant_id=tenant, cmd_class="billing.RenameCustomer", status="failed", mode="execute",
                          requested_by="bench", max_commands=n, batch_size=batch_size)
@@ -78,7 +78,7 @@ def _round(db, bus, replay_commands, n: int, batch_size: int, label: str) -> dic
 
     On a shared machine single runs swing widely, so each path counts its best run: min(direct) / min(flow).
     """
-    from commandlog.replay import run_replay
+    from commandlog.replay.service import run_replay
 
     base, service_tenant = f"bench-{label}", f"bench-service-{label}"
     _setup(db, bus, base, n)

@@ -53,7 +53,7 @@ def draft_approval_on_demand(settings: Settings) -> RunnerDeployment:
 def retention_cleanup_daily(settings: Settings) -> RunnerDeployment:
     """``retention-cleanup/daily``: purge expired entries (cron ``CMDLOG_RETENTION_CRON``, default 03:30, in
     ``CMDLOG_RETENTION_TIMEZONE``, default UTC); the schedule purges, a manual run defaults to a dry run."""
-    from commandlog.retention import RetentionPolicy
+    from commandlog.retention.policy import RetentionPolicy
     from flows.retention_cleanup import retention_cleanup
 
     cron = settings.extra.get("CMDLOG_RETENTION_CRON") or "30 3 * * *"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import flow, runtime
 from prefect.states import Completed, State
 
-from commandlog.replay import ReplayRequest, batches
+from commandlog.replay.service import ReplayRequest, batches
 from tasks.replay import plan_replay, publish_replay_report, replay_batch
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from prefect import flow
 from prefect.states import Completed, State
 
-from commandlog.retention import RetentionPolicy
+from commandlog.retention.policy import RetentionPolicy
 from tasks.retention import (
     export_before_purge,
     purge_expired,

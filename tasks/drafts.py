@@ -1,4 +1,4 @@
-"""Prefect tasks of the draft-approval flow: thin wrappers over ``commandlog.drafts`` / ``commandlog.draft_review``.
+"""Prefect tasks of the draft-approval flow: thin wrappers over ``commandlog.drafts.service`` / ``commandlog.drafts.review``.
 
 Safe to retry: projecting again only replaces the stored projection; a decision applied twice finds the draft
 already decided and reports it (``already_executed`` / ``closed``) instead of acting twice.
@@ -13,8 +13,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from commandlog.bootstrap import runtime
-from commandlog.draft_review import FINAL, apply_decision, review_markdown
-from commandlog.drafts import DraftService
+from commandlog.drafts.review import FINAL, apply_decision, review_markdown
+from commandlog.drafts.service import DraftService
 
 
 def _drafts() -> DraftService:

@@ -1,4 +1,4 @@
-"""Prefect tasks of the export: thin, idempotent wrappers over ``commandlog.export`` (a retry resumes the run)."""
+"""Prefect tasks of the export: thin, idempotent wrappers over ``commandlog.journal.export`` (a retry resumes the run)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
 from commandlog.bootstrap import runtime
-from commandlog.export import run_compaction, run_export, summary_line
+from commandlog.journal.export import run_compaction, run_export, summary_line
 
 _PHASE_PROGRESS = {"recovering": 5.0, "publishing": 70.0, "published": 80.0, "compacting": 85.0}
 

@@ -1,7 +1,7 @@
-"""Prefect tasks of the replay flow: thin wrappers over ``commandlog.replay``, one task per BATCH of commands.
+"""Prefect tasks of the replay flow: thin wrappers over ``commandlog.replay.service``, one task per BATCH of commands.
 
 Each is safe to retry: planning an existing request returns its recorded originals, and a batch never executes an
-original twice for the same request (see ``commandlog.replay_run``).
+original twice for the same request (see ``commandlog.replay.run``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from commandlog import replay
+from commandlog.replay import service as replay
 from commandlog.bootstrap import runtime
 from commandlog.errors import CommandLogError
 

@@ -1,4 +1,4 @@
-"""Prefect tasks of retention cleanup: thin wrappers over ``commandlog.purge`` (a retried purge resumes its run)."""
+"""Prefect tasks of retention cleanup: thin wrappers over ``commandlog.retention.purge`` (a retried purge resumes its run)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from commandlog.bootstrap import runtime
-from commandlog.export import run_export
-from commandlog.purge import lake_for, run_purge, summary_line
-from commandlog.retention import RetentionPolicy
+from commandlog.journal.export import run_export
+from commandlog.retention.purge import lake_for, run_purge, summary_line
+from commandlog.retention.policy import RetentionPolicy
 from commandlog.settings import Settings
 
 

@@ -54,10 +54,10 @@ def bus(s: Settings | None = None) -> Iterator:
 @contextlib.contextmanager
 def prefect_client(s: Settings | None = None) -> Iterator:
     """Prefect settings for a command that calls the Prefect API: while ``cmdlog up`` runs on this home with its own
-    server, that server's URL and auth string (``commandlog.prefect_auth``); otherwise what the user configured."""
+    server, that server's URL and auth string (``commandlog.platform.prefect_auth``); otherwise what the user configured."""
     import os
 
-    from commandlog.prefect_auth import local_client_settings
+    from commandlog.platform.prefect_auth import local_client_settings
 
     updates = local_client_settings((s or settings()).home, os.environ)
     if not updates:

@@ -70,7 +70,7 @@ def create(cmd_class: str = typer.Argument(..., help="Registered command class, 
            actor: str = typer.Option(..., "--actor", help="Who prepares the draft."),
            body: str = typer.Option(..., "--body", help="The command body as JSON, or @file.json.")) -> None:
     """Create a draft from a JSON body (validated; errors name the field); prints its id."""
-    from commandlog.drafts import DraftService
+    from commandlog.drafts.service import DraftService
 
     with _common.bus() as bus:
         d = DraftService(bus).create(tenant, actor, cmd_class=cmd_class, body=_body(body))
@@ -81,7 +81,7 @@ def create(cmd_class: str = typer.Argument(..., help="Registered command class, 
 def list_(tenant: str = TENANT, status: str = typer.Option(None, "--status", help="open|executed|rejected|discarded."),
           n: int = typer.Option(50, "-n", min=1, max=1000, help="How many."), as_json: bool = AS_JSON) -> None:
     """The tenant's drafts, most recently changed first."""
-    from commandlog.drafts import DraftService
+    from commandlog.drafts.service import DraftService
 
     with _common.bus() as bus:
         rows = DraftService(bus).list(tenant, status=status, limit=n)
@@ -99,7 +99,7 @@ def list_(tenant: str = TENANT, status: str = typer.Option(None, "--status", hel
 @app.command("show")
 def show(draft_uuid: str = typer.Argument(...), tenant: str = TENANT, as_json: bool = AS_JSON) -> None:
     """One draft: its body, version, status and last projection."""
-    from commandlog.drafts import DraftService
+    from commandlog.drafts.service import DraftService
 
     with _common.bus() as bus:
         d = DraftService(bus).get(draft_uuid, tenant_id=tenant)
@@ -118,7 +118,7 @@ def edit(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
          body: str = typer.Option(None, "--body", help="The whole new body as JSON, or @file.json."),
          set_: list[str] = typer.Option(None, "--set", help="field=value (repeatable): change single fields.")) -> None:
     """Change a draft's body; an edit of an old version is refused and names the current one."""
-    from commandlog.drafts import DraftService
+    from commandlog.drafts.service import DraftService
 
     if (body is None) == (not set_):
         _common.fail("give either --body or one or more --set")
@@ -131,8 +131,8 @@ def edit(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
 @app.command("project")
 def project(draft_uuid: str = typer.Argument(...), tenant: str = TENANT, as_json: bool = AS_JSON) -> None:
     """Run the draft without committing anything: result, events, before/after diff, fingerprint."""
-    from commandlog.draft_review import review_markdown
-    from commandlog.drafts import DraftService
+    from commandlog.drafts.review import review_markdown
+    from commandlog.drafts.service import DraftService
 
     with _common.bus() as bus:
         drafts = DraftService(bus)
@@ -149,7 +149,7 @@ def approve(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
             fingerprint: str = typer.Option(None, "--fingerprint", help="The projection you reviewed (default: the "
                                                                         "latest).")) -> None:
     """Execute the projected draft, exactly once; refused when its projection is stale."""
-    from commandlog.drafts import DraftService
+    from commandlog.drafts.service import DraftService
 
     with _common.bus() as bus:
         a = DraftService(bus).approve(draft_uuid, tenant_id=tenant, approver=approver, comment=comment,
@@ -165,9 +165,9 @@ def approval_code(draft_uuid: str = typer.Argument(...),
                   as_json: bool = AS_JSON) -> None:
     """A single-use code to decide on this draft version in the Prefect UI's review form, recorded as your token's
     subject (15 minutes)."""
-    from commandlog.approval_codes import issue_approval_code
-    from commandlog.drafts import DraftService
-    from commandlog.tokens import authenticate
+    from commandlog.auth.approval_codes import issue_approval_code
+    from commandlog.drafts.service import DraftService
+    from commandlog.auth.tokens import authenticate
 
     if not token:
         _common.fail("token: give your operator token with --token or CMDLOG_TOKEN (cmdlog token create --role "
@@ -190,7 +190,7 @@ def approval_code(draft_uuid: str = typer.Argument(...),
 def reject(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
            by: str = typer.Option(..., "--by", help="Who rejects."), comment: str = typer.Option(None, "--comment")):
     """Reject a draft with a comment."""
-    from commandlog.drafts import DraftService
+    from commandlog.drafts.service import DraftService
 
     with _common.bus() as bus:
         DraftService(bus).reject(draft_uuid, tenant_id=tenant, rejecter=by, comment=comment)
@@ -201,7 +201,7 @@ def reject(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
 def discard(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
             actor: str = typer.Option(..., "--actor", help="Who discards it.")) -> None:
     """Discard an open draft."""
-    from commandlog.drafts import DraftService
+    from commandlog.drafts.service import DraftService
 
     with _common.bus() as bus:
         DraftService(bus).discard(draft_uuid, tenant_id=tenant, actor=actor)

@@ -30,7 +30,7 @@ def export(
     else:
         import dataclasses
 
-        from commandlog.export import run_compaction, run_export
+        from commandlog.journal.export import run_compaction, run_export
 
         with _common.database(s) as db:
             exported = dataclasses.asdict(run_export(db, uri))

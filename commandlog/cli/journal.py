@@ -51,7 +51,7 @@ def timeline_cmd(
     fmt: TimelineFormat = typer.Option(TimelineFormat.table, "--format", help="table, json or csv."),
 ) -> None:
     """Newest-first timeline; without --tenant, the lean global log of all tenants (admin view)."""
-    from commandlog.journal import timeline
+    from commandlog.journal.entries import timeline
 
     with _common.database() as db:
         page = timeline(db, tenant=tenant, admin=tenant is None, subject=subject, actor=actor, cmd_class=cmd_class,
@@ -102,8 +102,8 @@ def sql_cmd(
     max_rows: int = typer.Option(200, "--max-rows", min=1, help="Rows shown by the table format."),
 ) -> None:
     """Query the lake with DuckDB (in-memory, read-only; the operational database is not touched)."""
-    from commandlog.analytics import lake_connection, run_sql
-    from storage.duckdb_journal import TenantViewError
+    from commandlog.journal.analytics import lake_connection, run_sql
+    from storage.lake.duckdb_journal import TenantViewError
 
     if fmt is SqlFormat.parquet and not out:
         _common.fail("--format parquet needs --out FILE")
@@ -125,7 +125,7 @@ def report_cmd(
 ) -> None:
     """Built-in analytics: activity per actor and day, command mix, failure rate and p50/p95 duration per class,
     most-changed subjects, busiest hours."""
-    from commandlog.analytics import lake_connection, reports
+    from commandlog.journal.analytics import lake_connection, reports
 
     con = lake_connection(_common.settings(), tenant=tenant)
     results = reports(con, tenant=tenant, since=since, until=until, limit=limit)

@@ -32,9 +32,9 @@ def run(
 ) -> None:
     """Purge entries older than their class allows (policy from CMDLOG_RETENTION_*), in Postgres and the lake."""
     from commandlog.bootstrap import build_bus
-    from commandlog.export import run_export
-    from commandlog.purge import lake_for, run_purge
-    from commandlog.retention import RetentionPolicy
+    from commandlog.journal.export import run_export
+    from commandlog.retention.purge import lake_for, run_purge
+    from commandlog.retention.policy import RetentionPolicy
 
     s = _common.settings()
     policy = RetentionPolicy.from_settings(s)
@@ -67,7 +67,7 @@ def hold_add(
     actor: str | None = typer.Option(None, "--actor", help="Who adds it (default cli:<user>)."),
 ) -> None:
     """Put a tenant (or one subject of it) under a legal hold; logged as retention.AddLegalHold."""
-    from commandlog.retention import add_hold
+    from commandlog.retention.policy import add_hold
 
     with _common.bus() as bus:
         hold_id = add_hold(bus, tenant=tenant, subject=subject, reason=reason, actor=_actor(actor))
@@ -82,7 +82,7 @@ def hold_remove(
     actor: str | None = typer.Option(None, "--actor", help="Who removes it (default cli:<user>)."),
 ) -> None:
     """Release a legal hold; logged as retention.RemoveLegalHold."""
-    from commandlog.retention import remove_hold
+    from commandlog.retention.policy import remove_hold
 
     with _common.bus() as bus:
         hold_id = remove_hold(bus, tenant=tenant, subject=subject, reason=reason, actor=_actor(actor))
@@ -96,7 +96,7 @@ def hold_list(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List legal holds, newest first."""
-    from commandlog.retention import list_holds
+    from commandlog.retention.policy import list_holds
 
     with _common.database() as db:
         holds = list_holds(db, tenant=tenant, include_released=include_released)

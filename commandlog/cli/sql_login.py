@@ -23,7 +23,7 @@ def create(
     name: str | None = typer.Option(None, "--name", help="Role name (default: tenant_<tenant>_<random>)."),
 ) -> None:
     """Create a login and print its connection URI once; keep it, the password cannot be shown again."""
-    from commandlog.sql_logins import create_login
+    from commandlog.auth.sql_logins import create_login
 
     with _common.database() as db:
         created = create_login(db, tenant=tenant, name=name, created_by=f"cli:{getpass.getuser()}")
@@ -36,7 +36,7 @@ def create(
 @app.command("revoke")
 def revoke(name: str = typer.Argument(..., help="The login's role name (see `cmdlog sql-login list`).")) -> None:
     """Drop a login: its URI stops working and its open sessions are ended."""
-    from commandlog.sql_logins import revoke_login
+    from commandlog.auth.sql_logins import revoke_login
 
     with _common.database() as db:
         revoke_login(db, name)
@@ -49,7 +49,7 @@ def list_(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List the tenant-bound logins (never their passwords)."""
-    from commandlog.sql_logins import list_logins
+    from commandlog.auth.sql_logins import list_logins
 
     with _common.database() as db:
         logins = list_logins(db, tenant=tenant)

@@ -20,7 +20,7 @@ def create(
                                                         "actor/approver of what it does (default: token:<id>)."),
 ) -> None:
     """Create a token and print it once; keep it, it cannot be shown again."""
-    from commandlog.tokens import create_token
+    from commandlog.auth.tokens import create_token
 
     ttl = dt.timedelta(days=ttl_days) if ttl_days is not None else None
     with _common.database() as db:
@@ -32,7 +32,7 @@ def create(
 @app.command("revoke")
 def revoke(token_id: str = typer.Argument(..., help="The id part of the token (after `cl_`, before the dot).")) -> None:
     """Revoke a token by its id."""
-    from commandlog.tokens import revoke_token
+    from commandlog.auth.tokens import revoke_token
 
     with _common.database() as db:
         if not revoke_token(db, token_id):

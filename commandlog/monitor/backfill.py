@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from commandlog import journal
-from commandlog.activity import action_item, command_item, event_item, stamp
+from commandlog.journal import entries as journal
+from commandlog.monitor.publisher import action_item, command_item, event_item, stamp
 from commandlog.monitor.filters import ActivityFilter
 from storage import frontend_actions as actions_store
-
 MARGIN = dt.timedelta(seconds=5)
 """How far before the cursor the backfill starts (commit order vs. the processes' clocks)."""
 LONGEST_COMMAND = dt.timedelta(minutes=5)

@@ -16,12 +16,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from commandlog import command_json
-from commandlog.activity import action_item, publisher_for
+from commandlog.monitor.publisher import action_item, publisher_for
 from commandlog.errors import CommandLogError, UnstorableValueError
 from commandlog.ids import uuid7
-from commandlog.tokens import Principal
+from commandlog.auth.tokens import Principal
 from storage import frontend_actions as store
-
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 16 * 1024

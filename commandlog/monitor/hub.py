@@ -5,7 +5,7 @@ subscription's queue is full it is marked overflowed and its sender closes the s
 the others are not slowed). No database read happens per subscriber or per message; the tenant fence and the
 filters are checked against the item in memory.
 
-Every payload is opened with the channel's key (``commandlog.channel_seal``) before it is parsed: any database role
+Every payload is opened with the channel's key (``commandlog.monitor.channel_seal``) before it is parsed: any database role
 may ``NOTIFY`` on the channel, so a payload that does not authenticate (not sealed with the key, stale, replayed)
 is dropped, counted in ``rejected`` and logged at debug level.
 """
@@ -20,8 +20,8 @@ import logging
 
 import psycopg
 
-from commandlog.activity import CHANNEL
-from commandlog.channel_seal import ChannelSeal, UnsealError
+from commandlog.monitor.publisher import CHANNEL
+from commandlog.monitor.channel_seal import ChannelSeal, UnsealError
 from storage.channel_key import load_key_async
 from commandlog.monitor.filters import ActivityFilter
 

@@ -26,19 +26,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
-from commandlog.activity import stamp
-from commandlog.journal import InvalidFilterError
+from commandlog.monitor.publisher import stamp
+from commandlog.journal.entries import InvalidFilterError
 from commandlog.monitor import frontend_actions as actions
 from commandlog.monitor.backfill import backfill, parse_cursor
 from commandlog.monitor.filters import ActivityFilterError, parse_filter
 from commandlog.monitor.hub import DEFAULT_MAX_QUEUE, ActivityHub, Subscription, activity_frame
 from commandlog.monitor.ratelimit import RateLimitedError, RateLimiter
-from commandlog.monitor.tickets import check_token_still_valid, issue_ticket, redeem_ticket
-from commandlog.tokens import AuthenticationError, PermissionDeniedError, Principal, authenticate
+from commandlog.auth.tickets import check_token_still_valid, issue_ticket, redeem_ticket
+from commandlog.auth.tokens import AuthenticationError, PermissionDeniedError, Principal, authenticate
 from commandlog.web import errors
 from commandlog.web.auth import require_role
 from storage import frontend_actions as actions_store
-
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 COALESCE = 64

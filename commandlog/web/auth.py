@@ -1,7 +1,7 @@
 """Bearer-token authentication for the web app: ``current_principal`` and the ``require_role`` dependency factory.
 
 Every ``/api`` route except the health check depends on one of these. Tokens are made with ``create_token``
-(also ``cmdlog token create``); see ``commandlog.tokens`` for the format and what is stored.
+(also ``cmdlog token create``); see ``commandlog.auth.tokens`` for the format and what is stored.
 
 Rate limits (``RequestLimits``, the monitor's ``RateLimiter``, answered 429 with ``Retry-After``): failed
 authentications per client address (``CMDLOG_AUTH_FAILURE_RATE``, default ``1,20``: 20 failures, then one a second;
@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from commandlog.monitor.ratelimit import RateLimiter
-from commandlog.tokens import (
+from commandlog.auth.tokens import (
     AuthenticationError,
     PermissionDeniedError,
     Principal,

@@ -17,13 +17,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from commandlog.approval_codes import issue_approval_code
-from commandlog.draft_errors import (
+from commandlog.auth.approval_codes import issue_approval_code
+from commandlog.drafts.errors import (
     ApprovalCodeError, DraftConflictError, DraftNotFoundError, DraftNotOpenError, DraftValidationError, ProjectionRequiredError,
     StaleProjectionError,
 )
-from commandlog.drafts import DraftService
-from commandlog.tokens import PermissionDeniedError, Principal
+from commandlog.drafts.service import DraftService
+from commandlog.auth.tokens import PermissionDeniedError, Principal
 from commandlog.web import errors
 from commandlog.web.auth import require_role
 from storage.drafts import ApprovalLockTimeoutError, DraftRow

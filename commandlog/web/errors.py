@@ -22,7 +22,7 @@ from commandlog.errors import (
     UnstorableValueError,
 )
 from commandlog.monitor.ratelimit import RateLimitedError
-from commandlog.tokens import AuthenticationError, PermissionDeniedError
+from commandlog.auth.tokens import AuthenticationError, PermissionDeniedError
 from storage.errors import DatabaseUnavailableError, StorageError, TenantIsolationError
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from commandlog.redaction import WITHHELD
-from commandlog.subjects import loaders
+from commandlog.drafts.subjects import loaders
 
 DOMAIN = "billing"
 

@@ -13,14 +13,12 @@ import pytest
 
 from draft_runs import paused_run, resume
 
-from commandlog.approval_codes import _digest, _normalise, issue_approval_code, redeem_approval_code
-from commandlog.draft_errors import DraftApprovalTimeoutError
-from commandlog.drafts import DraftService
-from commandlog.tokens import authenticate, create_token
+from commandlog.auth.approval_codes import _digest, _normalise, issue_approval_code, redeem_approval_code
+from commandlog.drafts.errors import DraftApprovalTimeoutError
+from commandlog.drafts.service import DraftService
+from commandlog.auth.tokens import authenticate, create_token
 from examples.billing import commands as c
 from storage import approval_codes as store
-
-
 @pytest.fixture
 def runtime_env(prefect_server, pg_url, monkeypatch, tmp_path):
     """Tasks open their runtime (db + bus) from the environment: point it at the test database."""

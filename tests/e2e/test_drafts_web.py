@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from commandlog.tokens import create_token
+from commandlog.auth.tokens import create_token
 from commandlog.web.app import create_app
 from examples.billing import commands as c
 

@@ -19,7 +19,7 @@ from storage.postgres import Database
 
 CHILD = textwrap.dedent("""
     import os, signal, sys
-    from commandlog.export import run_export
+    from commandlog.journal.export import run_export
     from storage.postgres import Database
 
     def step(phase, detail):

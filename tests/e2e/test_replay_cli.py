@@ -62,7 +62,7 @@ SERVICE = """
 import json, sys, uuid
 from pathlib import Path
 from commandlog.bootstrap import build_bus, open_db
-from commandlog.replay import ReplayRequest, run_replay
+from commandlog.replay.service import ReplayRequest, run_replay
 from commandlog.settings import Settings
 
 settings = Settings(database_url=sys.argv[1], home=Path(sys.argv[2]))
@@ -77,8 +77,7 @@ db.close()
 @pytest.fixture
 def logged_hold(bus, db, tenant) -> str:
     """The id of a ``retention.AddLegalHold`` logged through the bus for ``tenant``."""
-    from commandlog import retention
-
+    from commandlog.retention import policy as retention
     retention.add_hold(bus, tenant=tenant, subject="customer:1", reason="audit")
     with db.connection() as conn:
         [(cmd_uuid,)] = conn.execute("SELECT cmd_uuid FROM tenant_command_log WHERE tenant_id = %s "

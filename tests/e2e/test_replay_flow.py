@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from commandlog import Command
-from commandlog.replay import ReplayRequest, ReplaySelectionTooLargeError
+from commandlog.replay.service import ReplayRequest, ReplaySelectionTooLargeError
 from commandlog.settings import Settings
 from examples.billing import commands as c
 from examples.billing.errors import CustomerNotFoundError

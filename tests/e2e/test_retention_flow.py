@@ -14,7 +14,7 @@ from pathlib import Path
 from commandlog.bootstrap import close_runtimes
 from commandlog.bus import CommandBus, HistoricalCommand
 from commandlog.context import ExecutionContext
-from commandlog.retention import RetentionPolicy
+from commandlog.retention.policy import RetentionPolicy
 from commandlog.settings import Settings
 from examples.billing import commands as c
 from examples.billing import setup

@@ -9,8 +9,8 @@ import uuid
 import psycopg
 import pytest
 
-from commandlog.activity import CHANNEL, install_publisher
-from commandlog.channel_seal import ChannelSeal
+from commandlog.monitor.publisher import CHANNEL, install_publisher
+from commandlog.monitor.channel_seal import ChannelSeal
 from commandlog.context import ExecutionContext
 from commandlog.errors import CommandRejectedError
 from examples.billing import commands as c
@@ -62,7 +62,7 @@ def test_a_process_that_exits_right_after_a_command_still_publishes_it(db, tenan
 
     child = (
         "from commandlog.bus import CommandBus\nfrom commandlog.context import ExecutionContext\n"
-        "from commandlog.activity import install_publisher\nfrom storage.postgres import Database\n"
+        "from commandlog.monitor.publisher import install_publisher\nfrom storage.postgres import Database\n"
         "from examples.billing import setup, commands as c\n"
         f"bus = setup(CommandBus(Database(url={db.url!r})))\ninstall_publisher(bus)\n"
         "bus.execute(c.CreateCustomer(customer_id=1, name='E', email='e@x.io'), "

@@ -10,15 +10,13 @@ import threading
 
 import pytest
 
-from commandlog.approval_codes import _digest, _normalise, issue_approval_code, redeem_approval_code
-from commandlog.draft_errors import ApprovalCodeError
-from commandlog.draft_review import apply_decision
-from commandlog.drafts import DraftService
-from commandlog.tokens import PermissionDeniedError, authenticate, create_token, revoke_token
+from commandlog.auth.approval_codes import _digest, _normalise, issue_approval_code, redeem_approval_code
+from commandlog.drafts.errors import ApprovalCodeError
+from commandlog.drafts.review import apply_decision
+from commandlog.drafts.service import DraftService
+from commandlog.auth.tokens import PermissionDeniedError, authenticate, create_token, revoke_token
 from examples.billing import commands as c
 from storage import approval_codes as store
-
-
 @pytest.fixture
 def drafts(bus) -> DraftService:
     return DraftService(bus)
@@ -114,7 +112,7 @@ def test_a_code_whose_token_was_revoked_approves_nothing(drafts, db, tenant, dra
 
 
 def test_another_tenants_operator_gets_no_code(drafts, db, tenant, draft):
-    from commandlog.draft_errors import DraftNotFoundError
+    from commandlog.drafts.errors import DraftNotFoundError
 
     stranger = _operator(db, tenant + "-x")
     with pytest.raises(DraftNotFoundError):
@@ -154,7 +152,7 @@ def test_concurrent_redemptions_of_one_code_exactly_one_wins(drafts, db, tenant,
 
 
 def test_a_token_has_a_subject_by_default_and_a_bad_subject_is_named(db, tenant):
-    from commandlog.tokens import TokenError
+    from commandlog.auth.tokens import TokenError
 
     token = create_token(db, tenant=tenant, role="viewer")
     principal = authenticate(db, token)

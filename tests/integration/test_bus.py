@@ -122,7 +122,6 @@ def test_a_failure_message_quoting_a_sensitive_value_is_scrubbed_in_the_global_l
     from typing import Annotated
 
     from commandlog import Sensitive
-
     class ChargeSensitive(Command):
         cmd_class = "test_bus.ChargeSensitive"
         iban: Annotated[str, Sensitive]

@@ -13,10 +13,10 @@ import pytest
 
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
-from commandlog.drafts import DraftService
-from commandlog.journal import timeline
-from commandlog.replay import ReplayRequest, run_replay
-from commandlog.replay_diff import as_json
+from commandlog.drafts.service import DraftService
+from commandlog.journal.entries import timeline
+from commandlog.replay.service import ReplayRequest, run_replay
+from commandlog.replay.diff import as_json
 from examples.billing import commands as c
 from examples.billing import setup
 from examples.billing.books import TABLE_COLUMNS

@@ -10,11 +10,11 @@ import psycopg
 import pytest
 
 from commandlog.bus import CommandBus
-from commandlog.draft_errors import (
+from commandlog.drafts.errors import (
     DraftAlreadyExecutedError, DraftConflictError, DraftNotFoundError, DraftNotOpenError, DraftValidationError,
     ProjectionRequiredError, StaleProjectionError,
 )
-from commandlog.drafts import DraftService
+from commandlog.drafts.service import DraftService
 from examples.billing import commands as c
 from storage.postgres import Database
 
@@ -226,7 +226,7 @@ def test_tenant_role_cannot_write_drafts(db, drafts, tenant):
 
 
 def test_review_page_withholds_sensitive_fields_and_excluded_bodies(drafts, tenant, bus, ctx, customer):
-    from commandlog.draft_review import review_markdown
+    from commandlog.drafts.review import review_markdown
 
     iban = "DE99888877776666555544"
     d = drafts.create(tenant, "alice", c.UpdatePaymentDetails(customer_id=customer, holder="Blue", iban=iban))

@@ -13,12 +13,12 @@ import pytest
 
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
-from commandlog.export import run_compaction, run_export
+from commandlog.journal.export import run_compaction, run_export
 from examples.billing import commands as c
 from examples.billing import setup
 from examples.billing.demo import seed
 from storage import export_ledger
-from storage.lake import Lake
+from storage.lake.datasets import Lake
 from storage.postgres import Database
 
 
@@ -175,8 +175,8 @@ def test_compaction_merges_small_files_without_losing_or_duplicating(fresh, tmp_
 def test_expired_partitions_leave_the_manifest_then_the_disk(fresh, tmp_path):
     import datetime as dt
 
-    from commandlog.export import expire_partitions
-    from storage.duckdb_journal import open_journal, query
+    from commandlog.journal.export import expire_partitions
+    from storage.lake.duckdb_journal import open_journal, query
 
     run_export(fresh.db, str(tmp_path))
     with fresh.db.connection() as conn:

@@ -17,7 +17,7 @@ from commandlog.context import ExecutionContext
 from commandlog.errors import CommandRejectedError, UnknownCommandError
 from commandlog.monitor.ratelimit import RateLimiter
 from commandlog.redaction import WITHHELD
-from commandlog.tokens import create_token
+from commandlog.auth.tokens import create_token
 from commandlog.web.app import create_app
 from commandlog.web.auth import RequestLimits
 from examples.billing import commands as c
@@ -147,7 +147,7 @@ def web(db, bus, ctx, tenant):
 
 
 def _draft(bus, tenant):
-    from commandlog.drafts import DraftService
+    from commandlog.drafts.service import DraftService
 
     return DraftService(bus).create(tenant, "alice", c.RenameCustomer(customer_id=4, name="Nova")).draft_uuid
 

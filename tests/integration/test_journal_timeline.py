@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from commandlog.context import ExecutionContext
-from commandlog.journal import InvalidFilterError, timeline
+from commandlog.journal.entries import InvalidFilterError, timeline
 from examples.billing import commands as c
 
 

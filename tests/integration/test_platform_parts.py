@@ -14,12 +14,10 @@ import psutil
 import psycopg
 import pytest
 
-from commandlog.platform import AlreadyRunningError, Platform, PlatformError, UpOptions
-from commandlog.processes import Child
+from commandlog.platform.up import AlreadyRunningError, Platform, PlatformError, UpOptions
+from commandlog.platform.processes import Child
 from commandlog.settings import Settings
 from storage import server_admin
-
-
 def test_stop_leaves_no_descendant_even_one_that_left_the_process_group(tmp_path):
     # The child ignores SIGTERM and starts a grandchild in a new session: both must still be gone.
     script = ("import os, signal, subprocess, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
@@ -114,7 +112,7 @@ def test_an_unanswering_prefect_api_url_is_named_before_anything_starts(tmp_path
 
 def test_children_get_sigterm_when_their_supervisor_is_killed(tmp_path):
     # A supervisor process starts a Child and is then SIGKILLed: the child must not live on.
-    script = ("import os, sys, time; from commandlog.processes import Child; "
+    script = ("import os, sys, time; from commandlog.platform.processes import Child; "
               "c = Child(name='sleeper', argv=['sleep', '300'], env=dict(os.environ), "
               f"log_path=__import__('pathlib').Path({str(tmp_path / 'sleeper.log')!r})).start(); "
               "print(c.pid, flush=True); time.sleep(300)")

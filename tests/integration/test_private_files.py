@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from commandlog.platform import Platform, UpOptions
+from commandlog.platform.up import Platform, UpOptions
 from commandlog.settings import Settings
 
 

@@ -12,7 +12,7 @@ from pydantic import Field, ValidationError
 
 from commandlog import Command, NeverStoreCmdBody, registry
 from commandlog.bus import CommandBus
-from commandlog.replay import (
+from commandlog.replay.service import (
     ReplayRequest,
     ReplayRequestConflictError,
     ReplaySelectionTooLargeError,

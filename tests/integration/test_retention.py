@@ -14,19 +14,19 @@ from psycopg import sql
 
 from commandlog.bus import CommandBus, HistoricalCommand
 from commandlog.context import ExecutionContext
-from commandlog.export import run_export
-from commandlog.purge import run_purge
-from commandlog.retention import (
+from commandlog.journal.export import run_export
+from commandlog.retention.purge import run_purge
+from commandlog.retention.policy import (
     RetentionError,
     RetentionPolicy,
     add_hold,
     list_holds,
     remove_hold,
 )
-from commandlog.retention import setup as retention_setup
+from commandlog.retention.policy import setup as retention_setup
 from examples.billing import commands as c
 from examples.billing import setup as billing_setup
-from storage.lake import Lake
+from storage.lake.datasets import Lake
 from storage.migrate import ensure_partitions_between
 from storage.partitions import ensure_ahead
 from storage.retention import count_by_tenant

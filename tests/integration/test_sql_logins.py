@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from commandlog import ExecutionContext
 from commandlog.bus import CommandBus
-from commandlog.sql_logins import SqlLoginError, create_login, list_logins, revoke_login
+from commandlog.auth.sql_logins import SqlLoginError, create_login, list_logins, revoke_login
 from examples.billing import commands as c
 from storage import server_admin
 from storage.postgres import Database

@@ -10,7 +10,7 @@ from fastapi import Depends
 from fastapi.testclient import TestClient
 
 from commandlog.context import ExecutionContext
-from commandlog.tokens import AuthenticationError, TokenError, authenticate, create_token, revoke_token
+from commandlog.auth.tokens import AuthenticationError, TokenError, authenticate, create_token, revoke_token
 from commandlog.web.app import create_app
 from commandlog.web.auth import Principal, require_role
 from examples.billing import commands as c

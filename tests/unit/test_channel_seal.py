@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from commandlog.activity import MAX_PAYLOAD_BYTES, pack
-from commandlog.channel_seal import PAD, ChannelSeal, UnsealError, sealed_size
+from commandlog.monitor.publisher import MAX_PAYLOAD_BYTES, pack
+from commandlog.monitor.channel_seal import PAD, ChannelSeal, UnsealError, sealed_size
 
 KEY = os.urandom(32)
 

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from commandlog.command_json import from_json_map, to_json_map
-from commandlog.draft_errors import DraftValidationError
+from commandlog.drafts.bodies import from_json_map, to_json_map
+from commandlog.drafts.errors import DraftValidationError
 from examples.billing import commands as c
 
 ids = st.integers(min_value=1, max_value=2**62)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from commandlog.draft_review import ReviewResult
-from commandlog.export import summary_line as export_summary
-from commandlog.purge import summary_line as purge_summary
-from commandlog.replay import summary_line as replay_summary
+from commandlog.drafts.review import ReviewResult
+from commandlog.journal.export import summary_line as export_summary
+from commandlog.retention.purge import summary_line as purge_summary
+from commandlog.replay.service import summary_line as replay_summary
 
 
 def test_replay_summary_counts_outcomes_most_frequent_first():

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from commandlog.analytics import REPORTS, report_sql
-from commandlog.journal import InvalidFilterError, decode_cursor, encode_cursor, parse_time
+from commandlog.journal.analytics import REPORTS, report_sql
+from commandlog.journal.entries import InvalidFilterError, decode_cursor, encode_cursor, parse_time
 
 aware = st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2200, 1, 1),
                      timezones=st.just(dt.UTC))

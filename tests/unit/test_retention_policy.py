@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from commandlog.errors import ConfigurationError
-from commandlog.retention import RetentionPolicy
+from commandlog.retention.policy import RetentionPolicy
 from commandlog.settings import Settings
 
 AS_OF = datetime(2026, 6, 1, tzinfo=UTC)

@@ -26,7 +26,7 @@ migrating role; skipped with a WARNING when this role may not change them), ``CR
 (already revoked by default since Postgres 15), ``EXECUTE`` on our partition chores. ``LISTEN`` cannot be revoked in
 Postgres (any role may listen on any channel, https://www.postgresql.org/docs/current/sql-listen.html), hence
 ``cmdlog_secret``: the owner-only key that seals every activity notification (AES-256-GCM, see
-``commandlog/channel_seal.py`` and docs/security.md).
+``commandlog/monitor/channel_seal.py`` and docs/security.md).
 """
 
 import os

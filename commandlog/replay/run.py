@@ -18,7 +18,7 @@ from commandlog.bus import CommandBus
 from commandlog.ids import uuid7
 from commandlog.records import Outcome
 from commandlog.redaction import scrub_for
-from commandlog.replay import ReplayError, ReplayItemResult, ReplayPlan, dry_run_verdict, prepare, replay_context
+from commandlog.replay.service import ReplayError, ReplayItemResult, ReplayPlan, dry_run_verdict, prepare, replay_context
 from storage import replays as repo
 from storage.postgres import Database
 

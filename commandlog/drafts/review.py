@@ -1,7 +1,7 @@
 """A reviewer's decision on a draft: the markdown they read, and applying what they chose.
 
 Used by the ``draft-approval`` flow (its tasks wrap these) and usable without Prefect. A decision is approve or
-reject, with an approval code (``commandlog.approval_codes``: it names the operator, never the form), a comment,
+reject, with an approval code (``commandlog.auth.approval_codes``: it names the operator, never the form), a comment,
 and optionally an edited body (JSON text): an edit is saved and asks for a new review instead of deciding; an
 approval whose projection went stale asks for a new review too. Every decision spends its code first (once, for the
 reviewed version), so a refused code changes nothing and the review goes on.
@@ -14,14 +14,14 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from commandlog.approval_codes import redeem_approval_code
-from commandlog.command_json import to_json_map
-from commandlog.draft_errors import (
+from commandlog.auth.approval_codes import redeem_approval_code
+from commandlog.drafts.bodies import to_json_map
+from commandlog.drafts.errors import (
     ApprovalCodeError, DraftAlreadyExecutedError, DraftConflictError, DraftExecutionError, DraftNotOpenError, DraftValidationError,
     ProjectionRequiredError, StaleProjectionError,
 )
-from commandlog.drafts import DraftService
-from commandlog.projection import Projection
+from commandlog.drafts.service import DraftService
+from commandlog.drafts.projection import Projection
 from commandlog.redaction import WITHHELD, redact
 from storage.drafts import DraftRow
 

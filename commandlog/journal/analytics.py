@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from commandlog.journal import InvalidFilterError, parse_time
+from commandlog.journal.entries import InvalidFilterError, parse_time
 from commandlog.settings import Settings
-from storage.duckdb_journal import open_journal, query
-from storage.lake import Lake
+from storage.lake.duckdb_journal import open_journal, query
+from storage.lake.datasets import Lake
 
 REPORTS: dict[str, tuple[str, str]] = {
     "activity_per_actor_day": ("Activity per actor and day", """

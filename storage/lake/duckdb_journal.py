@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from storage.errors import StorageError
-from storage.lake import Lake, LakeFile
+from storage.lake.datasets import Lake, LakeFile
 
 HIVE_TYPES = {"retention": "VARCHAR", "day": "DATE", "tenant_id": "VARCHAR"}
 _ARROW_HIVE_TYPES = {k: {"VARCHAR": pa.string(), "DATE": pa.date32()}[v] for k, v in HIVE_TYPES.items()}

@@ -7,7 +7,7 @@ One run (a ``retention_run`` row fixing ``as_of``, the policy and the lake's exp
    a leaf entirely before the class's cutoff, holding no row of a held tenant or of a tenant kept longer by an
    override, and (lake guard) fully exported, is detached concurrently and dropped — cost independent of its rows;
    any other leaf gets batch deletes of exactly its expired, unheld, exported rows, block range by block range;
-3. purges the lake (``commandlog.retention_lake``) with the same cutoffs and holds;
+3. purges the lake (``commandlog.retention.lake``) with the same cutoffs and holds;
 4. executes ``retention.Purge`` through the bus: its log row (counts per table, class and tenant) and the run's
    ``finished`` mark commit together.
 
@@ -27,9 +27,9 @@ from typing import Any
 
 import psycopg
 
-from commandlog import retention as rp
+from commandlog.retention import policy as rp
 from commandlog.context import ExecutionContext
-from commandlog.retention import Purge, PurgeCount, RetentionError, RetentionPolicy
+from commandlog.retention.policy import Purge, PurgeCount, RetentionError, RetentionPolicy
 from storage import export_ledger, partitions
 from storage import retention as store
 from storage.partitions import PURGEABLE_CLASSES, TIME_COLUMN, Partition
@@ -137,7 +137,7 @@ def _execute(db, bus, run: store.RunRow, step: Step) -> PurgeReport:
             step("dropped", leaf)
         _walk(db, dconn, run, policy, step)
     if run.lake_uri:
-        from commandlog.retention_lake import purge_lake
+        from commandlog.retention.lake import purge_lake
 
         removed = purge_lake(db, run.lake_uri, policy, as_of=run.as_of, dry_run=False)
         with db.connection() as conn:
@@ -270,7 +270,7 @@ def _dry_run(db, policy: RetentionPolicy, *, as_of: datetime, lake_uri: str | No
                         counts = store.count_expired(conn, table=table, leaf=leaf.name, cut=cut, export_bound=bound)
                     steps.append({"table": table, "retention": retention, "counts": counts})
     if lake_uri:
-        from commandlog.retention_lake import purge_lake
+        from commandlog.retention.lake import purge_lake
 
         for (dataset, retention), per_tenant in purge_lake(db, lake_uri, policy, as_of=as_of, dry_run=True).items():
             steps.append({"table": f"lake:{dataset}", "retention": retention, "counts": per_tenant})

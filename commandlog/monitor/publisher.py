@@ -13,7 +13,7 @@ before the command's transaction, ``succeeded``/``failed`` after its commit (the
 publisher's thread sends each ``NOTIFY`` on its own autocommit connection, i.e. outside the command's transaction
 (a ``NOTIFY`` inside a transaction would only be delivered at its commit), and the command does not wait for it.
 Payloads are JSON arrays of items packed below ``MAX_PAYLOAD_BYTES``, then sealed (AES-256-GCM with the owner-only
-key of ``cmdlog_secret``, ``commandlog.channel_seal``): any role may ``LISTEN``, none but the platform's may read
+key of ``cmdlog_secret``, ``commandlog.monitor.channel_seal``): any role may ``LISTEN``, none but the platform's may read
 or make an item. Postgres refuses payloads of 8000 bytes or more.
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg
 
-from commandlog.channel_seal import ChannelSeal
+from commandlog.monitor.channel_seal import ChannelSeal
 from storage.channel_key import load_key
 
 log = logging.getLogger(__name__)

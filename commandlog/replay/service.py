@@ -5,7 +5,7 @@
 
 The payload always comes from ``tenant_command_log`` (the full body), upcast to the class's current version and
 validated again. *Dry run*: ``bus.dry_run`` (always rolled back, no after-commit effect), compared with the
-recorded outcome (``commandlog.replay_diff``); nothing is written anywhere. *Execute*: a new command with
+recorded outcome (``commandlog.replay.diff``); nothing is written anywhere. *Execute*: a new command with
 ``replay_of`` = the original, actor = the requester, the original's correlation; its item is closed in the SAME
 transaction (``in_transaction``), so each original runs at most once per request, whatever crashes or retries:
 
@@ -30,7 +30,7 @@ from commandlog.commands import Command
 from commandlog.context import ExecutionContext
 from commandlog.errors import CommandLogError
 from commandlog.ids import uuid7
-from commandlog.replay_diff import compare, summarize
+from commandlog.replay.diff import compare, summarize
 from storage import replays as repo
 from storage.postgres import Database
 
@@ -258,10 +258,10 @@ def replay_batch(db: Database, bus: CommandBus, the_plan: ReplayPlan,
     """Replay one batch of originals of a plan; safe to call again with the same batch."""
     # replay_run builds on this module's types, hence the import here rather than at the top
     if the_plan.mode == "dry_run":
-        from commandlog.replay_run import dry_run_batch
+        from commandlog.replay.run import dry_run_batch
 
         return dry_run_batch(db, bus, the_plan, cmd_uuids)
-    from commandlog.replay_run import execute_batch
+    from commandlog.replay.run import execute_batch
 
     return execute_batch(db, bus, the_plan, cmd_uuids)
 

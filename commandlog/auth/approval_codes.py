@@ -19,9 +19,9 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from commandlog.draft_errors import ApprovalCodeError, DraftAlreadyExecutedError, DraftNotOpenError
-from commandlog.drafts import DraftService
-from commandlog.tokens import PermissionDeniedError, Principal
+from commandlog.drafts.errors import ApprovalCodeError, DraftAlreadyExecutedError, DraftNotOpenError
+from commandlog.drafts.service import DraftService
+from commandlog.auth.tokens import PermissionDeniedError, Principal
 from storage import approval_codes as store
 from storage.approval_codes import CodeGrant
 

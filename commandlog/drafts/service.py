@@ -17,17 +17,17 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from commandlog.command_json import from_json_map, to_json_map
+from commandlog.drafts.bodies import from_json_map, to_json_map
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
-from commandlog.draft_errors import (
+from commandlog.drafts.errors import (
     DraftAlreadyExecutedError, DraftConflictError, DraftError, DraftExecutionError, DraftNotFoundError,
     DraftNotOpenError, DraftValidationError, ProjectionRequiredError, StaleProjectionError,
 )
 from commandlog.errors import CommandLogError
 from commandlog.ids import uuid7
-from commandlog.projection import Approval, Projection, project_command
-from commandlog.subjects import SubjectLoaders, fingerprint, loaders as default_loaders
+from commandlog.drafts.projection import Approval, Projection, project_command
+from commandlog.drafts.subjects import SubjectLoaders, fingerprint, loaders as default_loaders
 from storage import drafts as repo
 from storage.drafts import DraftRow
 

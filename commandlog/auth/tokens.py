@@ -24,7 +24,6 @@ from typing import Literal, get_args
 
 from commandlog.errors import CommandLogError
 from storage import tokens as store
-
 Role = Literal["viewer", "operator", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
 PREFIX = "cl_"

@@ -3,7 +3,7 @@
 An export run (one ``export_snapshot`` ledger row):
 
 1. takes a repeatable-read snapshot and its ``xmin``; the run covers ``last_bound <= tx_id < xmin``
-   (see ``storage.arrow_export`` for why that range is commit-order safe);
+   (see ``storage.lake.arrow_export`` for why that range is commit-order safe);
 2. streams each dataset Postgres → Arrow (ADBC) → Parquet under ``_staging`` (``writing``);
 3. records the staged files in the ledger (``publishing``), renames them into the datasets, writes the manifest
    and marks the run ``published``.
@@ -25,8 +25,8 @@ from typing import Any
 
 from commandlog.errors import CommandLogError
 from storage import export_ledger as ledger
-from storage.arrow_export import DATASETS, SnapshotReader
-from storage.lake import Lake, LakeFile
+from storage.lake.arrow_export import DATASETS, SnapshotReader
+from storage.lake.datasets import Lake, LakeFile
 
 Step = Callable[[str, str], None]
 """``step(phase, detail)``: called as a run advances (progress reporting; tests inject crashes here)."""

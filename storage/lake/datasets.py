@@ -27,7 +27,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from storage.errors import StorageError
-from storage.parquet_partitions import PartitionedWriter
+from storage.lake.parquet import PartitionedWriter
 from storage.private import private_dir, private_file
 
 STAGING = "_staging"
@@ -104,7 +104,7 @@ class Lake:
                       snapshot_id: int, prefix: str = "s") -> list[LakeFile]:
         """Stream ``source`` into staging, Hive-partitioned by ``partition_by``; the files written, unpublished.
 
-        Memory stays within the writer's fixed budget (``storage.parquet_partitions``), whatever the row count.
+        Memory stays within the writer's fixed budget (``storage.lake.parquet``), whatever the row count.
         """
         base = self.abspath(self.staging_dir(snapshot_id), dataset)
         writer = PartitionedWriter(self.fs, base, schema=source.schema, partition_by=partition_by,

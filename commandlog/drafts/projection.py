@@ -13,7 +13,7 @@ from typing import Any
 
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
-from commandlog.subjects import SubjectLoaders, diff, fingerprint
+from commandlog.drafts.subjects import SubjectLoaders, diff, fingerprint
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,2 @@
+"""``cmdlog up``: the platform's processes (Postgres, Prefect server, served deployments, web app) and their supervision."""
+
