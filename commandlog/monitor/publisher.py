@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import logging
 import atexit
+import contextlib
 import os
 import queue
 import threading
@@ -221,10 +222,8 @@ class ActivityPublisher:
 
     def _drop(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self._conn.close()
-            except psycopg.Error:
-                pass
         self._conn = None
 
 

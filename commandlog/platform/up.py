@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from commandlog.platform import prefect_auth as prefect_auth
+from commandlog.platform import prefect_auth
 from commandlog.errors import CommandLogError
 from commandlog.platform.processes import Child, stop_all, wait_for
 from commandlog.settings import Settings

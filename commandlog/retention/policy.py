@@ -45,7 +45,7 @@ class TenantOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
     short_lived_days: Days | None = Field(None, description="Days, 'never', or empty to inherit.")
     long_lived_days: Days | None = Field(None, description="Days, 'never', or empty to inherit.")
-    _positive = field_validator("short_lived_days", "long_lived_days")(lambda v: _positive_days(v))
+    _positive = field_validator("short_lived_days", "long_lived_days")(_positive_days)
 
 
 class RetentionPolicy(BaseModel):
@@ -59,7 +59,7 @@ class RetentionPolicy(BaseModel):
     batch_size: int = Field(5000, ge=100, le=100_000, description="Rows per batch delete (holds, overrides).")
     lock_timeout_ms: int = Field(2000, ge=10, le=60_000, description="lock_timeout of each step; retried.")
 
-    _positive = field_validator("short_lived_days", "long_lived_days")(lambda v: _positive_days(v))
+    _positive = field_validator("short_lived_days", "long_lived_days")(_positive_days)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetentionPolicy:
