@@ -209,7 +209,8 @@ def add_hold(bus, *, tenant: str, reason: str, subject: str | None = None, actor
     """Add a legal hold through the bus (logged as ``retention.AddLegalHold``); the hold id."""
     setup(bus)
     try:
-        out = bus.execute(AddLegalHold(subject=subject, reason=reason), ExecutionContext(tenant_id=tenant, actor_id=actor))
+        out = bus.execute(AddLegalHold(subject=subject, reason=reason),
+                          ExecutionContext(tenant_id=tenant, actor_id=actor))
     except HoldExistsError as e:
         raise RetentionError(str(e)) from None
     return out.result["hold_id"]
@@ -219,7 +220,8 @@ def remove_hold(bus, *, tenant: str, subject: str | None = None, reason: str | N
                 actor: str = SYSTEM_ACTOR) -> int:
     """Release a legal hold through the bus (logged as ``retention.RemoveLegalHold``); the hold id."""
     setup(bus)
-    out = bus.execute(RemoveLegalHold(subject=subject, reason=reason), ExecutionContext(tenant_id=tenant, actor_id=actor))
+    out = bus.execute(RemoveLegalHold(subject=subject, reason=reason),
+                      ExecutionContext(tenant_id=tenant, actor_id=actor))
     return out.result["hold_id"]
 
 

@@ -150,7 +150,8 @@ class DemoHistory:
                 for _ in itertools.islice(moments, len(entries) - 1):
                     pass  # the sub-commands take the places of as many draws
             else:
-                kind = "create" if tenant.next_customer <= FIRST_CUSTOMERS else rng.choices(kinds, cum_weights=cum_weights)[0]
+                kind = ("create" if tenant.next_customer <= FIRST_CUSTOMERS
+                        else rng.choices(kinds, cum_weights=cum_weights)[0])
                 kind, cmd = self._draw(rng, tenant, kind, actor, at)
                 entries = self._run(rng, tenant, kind, cmd, actor, at)
             emitted += len(entries)
