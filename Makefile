@@ -16,6 +16,17 @@ install: $(BIN)/python
 up: install
 	$(BIN)/cmdlog up --demo $(ARGS)
 
+# The checkers, configured in pyproject.toml: ruff (whole tree), mypy (production code), the import contracts.
+# All three run even when one fails, so one run shows every problem. tests/unit/test_code_checks.py runs the same
+# three, so `make test` and CI fail on a regression too.
+.PHONY: lint
+lint: install
+	status=0; \
+	$(BIN)/ruff check || status=1; \
+	$(BIN)/mypy commandlog storage tasks flows deployments examples || status=1; \
+	$(BIN)/lint-imports || status=1; \
+	exit $$status
+
 test: install
 	$(BIN)/python -m pytest -q
 

@@ -185,8 +185,8 @@ def _ceiling(url: str, lake: str) -> int:
             reader = cur.fetch_record_batch()
             counted = []
             ds.write_dataset(reader, f"{lake}/{spec.name}", format="parquet",
-                             partitioning=ds.partitioning(pa.schema([reader.schema.field(k) for k in spec.partition_by]),
-                                                          flavor="hive"),
+                             partitioning=ds.partitioning(
+                                 pa.schema([reader.schema.field(k) for k in spec.partition_by]), flavor="hive"),
                              existing_data_behavior="overwrite_or_ignore", **WRITE_OPTIONS,
                              file_visitor=lambda f, c=counted: c.append(f.metadata.num_rows))
             rows += sum(counted)
@@ -206,7 +206,8 @@ def _export_run(url: str) -> dict:
     if ceiling["rows"] != export["rows"]:
         raise SystemExit(f"row counts differ: ceiling {ceiling['rows']} vs export {export['rows']}")
     return {"rows_all_datasets": export["rows"], "ceiling_seconds": round(ceiling["seconds"], 2),
-            "export_seconds": round(export["seconds"], 2), "export_rows_per_s": round(export["rows"] / export["seconds"]),
+            "export_seconds": round(export["seconds"], 2),
+            "export_rows_per_s": round(export["rows"] / export["seconds"]),
             "ratio_to_ceiling": round(ceiling["seconds"] / export["seconds"], 3),
             "ceiling_peak_rss_mb": ceiling["peak_rss_mb"], "peak_rss_mb": export["peak_rss_mb"]}
 

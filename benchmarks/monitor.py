@@ -140,7 +140,7 @@ def serve(factory: str, env: dict, port: int):
                     break
             except OSError:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{factory} exited with {proc.returncode}")
+                    raise RuntimeError(f"{factory} exited with {proc.returncode}") from None
                 time.sleep(0.1)
         if factory.endswith("create_app"):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=30)

@@ -107,10 +107,12 @@ def seed(db: Database, rows: int, end: datetime) -> None:
             for table, (key, col, rest) in COLS.items():
                 conn.execute(
                     f"INSERT INTO {table} ({key}, {col}, {rest}) SELECT md5(x.{key}::text || %(k)s)::uuid, "
-                    f"least(x.{col} + %(k)s * interval '1 second', %(end)s), {rest} FROM {table} x JOIN pick USING (cmd_uuid)",
+                    f"least(x.{col} + %(k)s * interval '1 second', %(end)s), {rest} "
+                    f"FROM {table} x JOIN pick USING (cmd_uuid)",
                     {"k": k, "end": end})
             conn.execute(
-                "INSERT INTO domain_event (event_uuid, cmd_uuid, tenant_id, event_type, payload, occurred_at, retention) "
+                "INSERT INTO domain_event "
+                "(event_uuid, cmd_uuid, tenant_id, event_type, payload, occurred_at, retention) "
                 "SELECT md5(e.event_uuid::text || %(k)s)::uuid, md5(e.cmd_uuid::text || %(k)s)::uuid, e.tenant_id, "
                 "e.event_type, e.payload, least(e.occurred_at + %(k)s * interval '1 second', %(end)s), e.retention "
                 "FROM domain_event e JOIN pick USING (cmd_uuid)", {"k": k, "end": end})
@@ -203,7 +205,8 @@ class WaitSampler(threading.Thread):
     QUERY = ("SELECT a.application_name, coalesce(a.wait_event_type, ''), coalesce(a.wait_event, ''), a.state, "
              "left(a.query, 90), (SELECT string_agg(DISTINCT b.application_name, ',') FROM pg_stat_activity b "
              "WHERE b.pid = ANY (pg_blocking_pids(a.pid))) FROM pg_stat_activity a "
-             "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.application_name LIKE 'bench_%%'")
+             "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() "
+             "AND a.application_name LIKE 'bench_%%'")
 
     def __init__(self, url: str, every: float = 0.005) -> None:
         super().__init__(daemon=True)
@@ -300,8 +303,10 @@ def batched_delete(url: str, cutoff: datetime, batch: int = 5000) -> dict[str, i
             total = 0
             while True:
                 n = conn.execute(
-                    f"DELETE FROM {table} WHERE ({key}, retention, {col}) IN (SELECT {key}, retention, {col} FROM {table} "
-                    f"WHERE retention IN ('short_lived', 'long_lived') AND {col} < %s LIMIT %s)", (cutoff, batch)).rowcount
+                    f"DELETE FROM {table} WHERE ({key}, retention, {col}) IN "
+                    f"(SELECT {key}, retention, {col} FROM {table} "
+                    f"WHERE retention IN ('short_lived', 'long_lived') AND {col} < %s LIMIT %s)",
+                    (cutoff, batch)).rowcount
                 total += n
                 if n == 0:
                     break

@@ -413,7 +413,11 @@ class CommandBus:
                 body_json = None
         message = storable_text("; ".join(f"{e['field']}: {e['message']}" if e.get("field") else e["message"]
                                           for e in errors), limit=_MAX_ERROR)
-        link = lambda name: value if isinstance(value := getattr(context, name, None), uuid.UUID) else None
+
+        def link(name: str) -> uuid.UUID | None:
+            value = getattr(context, name, None)
+            return value if isinstance(value, uuid.UUID) else None
+
         now = _now()
         record = CommandRecord(
             cmd_uuid=cmd_uuid or uuid7(), cmd_class=storable_text(cmd_class, limit=_MAX_NAME), cmd_version=version,

@@ -35,7 +35,8 @@ class _Marker:
 Sensitive = _Marker("Sensitive", "Field metadata: the value is withheld from the global log, kept in the tenant log.")
 ExcludeCmdBody = _Marker("ExcludeCmdBody", "Command option: the body never reaches the global log.")
 NeverStoreCmdBody = _Marker(
-    "NeverStoreCmdBody", "Command option: the body is stored nowhere (global nor tenant log); such a command cannot be replayed."
+    "NeverStoreCmdBody",
+    "Command option: the body is stored nowhere (global nor tenant log); such a command cannot be replayed.",
 )
 
 

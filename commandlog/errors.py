@@ -36,7 +36,8 @@ class CommandRejectedError(CommandLogError):
 
 
 class UnstorableValueError(CommandLogError, ValueError):
-    """A value the log cannot store (see ``command_json.check_storable``); ``errors`` name each field and the problem."""
+    """A value the log cannot store (see ``command_json.check_storable``); ``errors`` name each field and the
+    problem."""
 
     def __init__(self, errors: list[dict]) -> None:
         self.errors = errors

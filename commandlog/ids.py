@@ -8,27 +8,34 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-_lock = threading.Lock()
-_last_ms = 0
-_seq = 0
+
+class _Monotonic:
+    """This process's last millisecond handed out and the counter within it, changed only under ``lock``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last_ms = 0
+        self.seq = 0
+
+
+_state = _Monotonic()
 
 
 def uuid7(at: datetime | None = None) -> uuid.UUID:
     """A UUIDv7 for now (monotonic within this process) or for the given time."""
-    global _last_ms, _seq
     if at is not None:
         ms = int(at.timestamp() * 1000)
         rand = int.from_bytes(os.urandom(10), "big")
     else:
-        with _lock:
+        with _state.lock:
             ms = time.time_ns() // 1_000_000
-            if ms <= _last_ms:
-                ms = _last_ms
-                _seq += 1
+            if ms <= _state.last_ms:
+                ms = _state.last_ms
+                _state.seq += 1
             else:
-                _seq = int.from_bytes(os.urandom(2), "big") & 0x3FF
-            _last_ms = ms
-            rand = ((_seq & 0xFFF) << 62) | (int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1))
+                _state.seq = int.from_bytes(os.urandom(2), "big") & 0x3FF
+            _state.last_ms = ms
+            rand = ((_state.seq & 0xFFF) << 62) | (int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1))
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
     value |= ((rand >> 62) & 0xFFF) << 64

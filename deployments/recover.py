@@ -17,7 +17,8 @@ MESSAGE = "the platform stopped while this run was running (cmdlog up restarted)
 
 
 def crash_orphaned_runs(deployment_names: list[str], *, message: str = MESSAGE) -> list[UUID]:
-    """Set every RUNNING/PENDING served run of ``deployment_names`` (``flow/deployment``) to Crashed; return their ids."""
+    """Set every RUNNING/PENDING served run of ``deployment_names`` (``flow/deployment``) to Crashed; return their
+    ids."""
     from prefect import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,

@@ -44,7 +44,7 @@ def register(pool: str, *, settings: Settings | None = None, create_pool: bool =
     if create_pool:
         ensure_pool(pool)
     names = []
-    for name, deployment in zip(known, deployments):
+    for name, deployment in zip(known, deployments, strict=True):
         if only is None or name in only:
             deployment.apply(work_pool_name=pool)
             names.append(name)

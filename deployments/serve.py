@@ -2,8 +2,8 @@
 
 ``python -m deployments.serve --limit N --ready-file PATH``: waits for ``PREFECT_API_URL`` to answer, marks runs
 left RUNNING/PENDING by a killed platform as Crashed (``deployments.recover``), registers the deployments, writes
-``{"deployments": [names], "crashed": [run ids]}`` to ``PATH`` and polls for runs until SIGTERM. ``pause_on_shutdown=False`` keeps the schedules
-on when the process stops, so a restart resumes them.
+``{"deployments": [names], "crashed": [run ids]}`` to ``PATH`` and polls for runs until SIGTERM.
+``pause_on_shutdown=False`` keeps the schedules on when the process stops, so a restart resumes them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     """Build the deployments, announce their names, serve them until stopped."""
     parser = argparse.ArgumentParser(prog="python -m deployments.serve")
     parser.add_argument("--limit", type=int, default=4, help="At most this many flow runs at once.")
-    parser.add_argument("--ready-file", type=Path, help="Write the deployment names (and runs marked Crashed) here (JSON).")
+    parser.add_argument("--ready-file", type=Path,
+                        help="Write the deployment names (and runs marked Crashed) here (JSON).")
     parser.add_argument("--api-timeout", type=float, default=180.0, help="Seconds to wait for the Prefect API.")
     args = parser.parse_args(argv)
 

@@ -2,8 +2,8 @@
 
 Changes: on approve, executes the draft's command once (logged with ``draft_uuid``, the approver as actor); on reject,
 marks the draft rejected with the comment; an edited body is saved as a new version and reviewed again. The approver
-is the operator the form's single-use approval code was issued to (``commandlog.auth.approval_codes``), never a name typed
-into the form; a refused code is explained in the next review and changes nothing. Each answer is deleted from
+is the operator the form's single-use approval code was issued to (``commandlog.auth.approval_codes``), never a name
+typed into the form; a refused code is explained in the next review and changes nothing. Each answer is deleted from
 Prefect's ``flow_run_input`` as soon as it is read (an edited body may hold sensitive values). A timeout changes
 nothing (the draft stays open) and fails the run. Rerun-safe: a new run re-projects; a decided draft is reported as
 such, never executed twice.

@@ -105,7 +105,7 @@ def list_for_tenant(conn: psycopg.Connection, tenant_id: str, *, status: str | N
         params += (status,)
     sql += " ORDER BY updated_at DESC, draft_uuid DESC LIMIT %s"
     with conn.cursor(row_factory=class_row(DraftRow)) as cur:
-        return cur.execute(sql, params + (limit,)).fetchall()
+        return cur.execute(sql, (*params, limit)).fetchall()
 
 
 def _update(conn: psycopg.Connection, assignments: str, where: str, params: tuple) -> DraftRow | None:

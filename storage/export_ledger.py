@@ -83,7 +83,8 @@ def open_run(db, lake_uri: str) -> SnapshotRow | None:
     """The lake's unfinished run (left by a crash), counted as one more attempt; None when there is none."""
     with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         return _row(cur.execute(
-            f"UPDATE export_snapshot SET attempts = attempts + 1 WHERE lake_uri = %s AND status IN ('writing', 'publishing') "
+            "UPDATE export_snapshot SET attempts = attempts + 1 WHERE lake_uri = %s "
+            "AND status IN ('writing', 'publishing') "
             f"RETURNING {_COLS}", (lake_uri,)).fetchone())
 
 

@@ -1,10 +1,10 @@
 """Log partitions as the catalog lists them, and removing one without disturbing writers.
 
-The log tables are ``LIST (retention)`` → ``RANGE (time)`` partitioned (migration 0001): ``<table>_short_lived_pYYYYMMDD``
-by day, ``<table>_long_lived_pYYYYMM`` by month, ``<table>_permanent`` as one table. Retention removes a whole leaf
-with ``ALTER TABLE … DETACH PARTITION … CONCURRENTLY`` then ``DROP TABLE``: the concurrent detach takes only a
-``SHARE UPDATE EXCLUSIVE`` lock on the parent, which inserts (``ROW EXCLUSIVE``) do not conflict with, and it cannot
-run inside a transaction block, hence the autocommit connection
+The log tables are ``LIST (retention)`` → ``RANGE (time)`` partitioned (migration 0001):
+``<table>_short_lived_pYYYYMMDD`` by day, ``<table>_long_lived_pYYYYMM`` by month, ``<table>_permanent`` as one
+table. Retention removes a whole leaf with ``ALTER TABLE … DETACH PARTITION … CONCURRENTLY`` then ``DROP TABLE``:
+the concurrent detach takes only a ``SHARE UPDATE EXCLUSIVE`` lock on the parent, which inserts (``ROW EXCLUSIVE``)
+do not conflict with, and it cannot run inside a transaction block, hence the autocommit connection
 (https://www.postgresql.org/docs/current/sql-altertable.html#SQL-ALTERTABLE-DETACH-PARTITION). An interrupted
 concurrent detach leaves the partition "detach pending"; ``DETACH PARTITION … FINALIZE`` completes it. Every step
 runs under ``lock_timeout`` and is retried, so a purge waits in short slices instead of queueing writers behind it.
@@ -56,7 +56,8 @@ class Partition:
 
 
 def list_partitions(conn: psycopg.Connection, table: str, retention: str) -> list[Partition]:
-    """The leaves of ``table`` for ``retention`` (``short_lived``/``long_lived``), oldest first, from ``pg_inherits``."""
+    """The leaves of ``table`` for ``retention`` (``short_lived``/``long_lived``), oldest first, from
+    ``pg_inherits``."""
     parent = f"{table}_{retention}"
     with conn.transaction():
         conn.execute("SET LOCAL TimeZone = 'UTC'")  # bounds print in the session's zone; parse them in UTC
@@ -130,7 +131,8 @@ def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempt
         state = relation_state(conn, name)
         if prepare is not None and state == "attached" and not prepare(conn):
             return None
-        size = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (name,)).fetchone()[0] if state != "gone" else 0
+        size = (conn.execute("SELECT pg_total_relation_size(%s::regclass)", (name,)).fetchone()[0]
+                if state != "gone" else 0)
         ident, par = sql.Identifier(name), sql.Identifier(parent)
         while state != "gone":
             stmt, after = {"attached": (sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY"), "detached"),

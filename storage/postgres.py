@@ -100,11 +100,10 @@ class Database:
         """
         if not isinstance(tenant_id, str) or not tenant_id.strip():
             raise TenantIsolationError("tenant_id must be a non-empty string")
-        with self.connection() as conn:
-            with conn.transaction():
-                conn.execute(f"SET LOCAL ROLE {TENANT_ROLE}")
-                conn.execute("SELECT set_config('cmdlog.tenant_id', %s, true)", (tenant_id,))
-                yield conn
+        with self.connection() as conn, conn.transaction():
+            conn.execute(f"SET LOCAL ROLE {TENANT_ROLE}")
+            conn.execute("SELECT set_config('cmdlog.tenant_id', %s, true)", (tenant_id,))
+            yield conn
 
     def close(self, *, lock_timeout: float | None = None) -> None:
         """Close the pool and the engine; stop the embedded server if this process holds its last handle.

@@ -14,6 +14,7 @@ directory to everyone (``g+rx,o+rx``) on each start; the server needs to travers
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -43,15 +44,13 @@ def private_dir(path: str | os.PathLike, *, base: str | os.PathLike | None = Non
             break
         p = p.parent
     for d in reversed(missing):
-        try:
+        with contextlib.suppress(FileExistsError):  # made concurrently: still narrowed below
             d.mkdir(mode=DIR_MODE)
-        except FileExistsError:  # made concurrently: still narrowed below
-            pass
         os.chmod(d, DIR_MODE)  # mkdir's mode is cut by the umask, chmod's is not
     p = target
     while True:
         os.chmod(p, DIR_MODE)
-        if p == top or p == p.parent or top not in p.parents:
+        if p in (top, p.parent) or top not in p.parents:
             break
         p = p.parent
 

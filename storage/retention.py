@@ -58,7 +58,8 @@ class ClassCutoffs:
     def params(self) -> dict:
         """SQL parameters of the predicate."""
         return {"cut": self.default.isoformat() if self.default else "-infinity",
-                "ot": list(self.overrides), "oc": [c.isoformat() if c else "-infinity" for c in self.overrides.values()]}
+                "ot": list(self.overrides),
+                "oc": [c.isoformat() if c else "-infinity" for c in self.overrides.values()]}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,8 +93,9 @@ def add_hold(conn: psycopg.Connection, *, tenant_id: str, subject: str | None, r
     try:
         with conn.transaction():
             return conn.execute(
-                "INSERT INTO legal_hold (tenant_id, subject, reason, created_by, created_cmd) VALUES (%s, %s, %s, %s, %s) "
-                "RETURNING hold_id", (tenant_id, subject, reason, actor, cmd_uuid)).fetchone()[0]
+                "INSERT INTO legal_hold (tenant_id, subject, reason, created_by, created_cmd) "
+                "VALUES (%s, %s, %s, %s, %s) RETURNING hold_id",
+                (tenant_id, subject, reason, actor, cmd_uuid)).fetchone()[0]
     except psycopg.errors.UniqueViolation:
         what = f"subject {subject!r} of tenant {tenant_id!r}" if subject else f"tenant {tenant_id!r}"
         raise HoldExistsError(f"{what} is already under an active legal hold") from None
@@ -114,8 +116,9 @@ def list_holds(conn: psycopg.Connection, *, tenant_id: str | None = None, includ
     if not include_released:
         where.append("released_at IS NULL")
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute("SELECT hold_id, tenant_id, subject, reason, created_by, created_at, released_at, released_by "
-                           f"FROM legal_hold WHERE {' AND '.join(where)} ORDER BY hold_id DESC", {"t": tenant_id}).fetchall()
+        rows = cur.execute("SELECT hold_id, tenant_id, subject, reason, created_by, created_at, released_at, "
+                           f"released_by FROM legal_hold WHERE {' AND '.join(where)} ORDER BY hold_id DESC",
+                           {"t": tenant_id}).fetchall()
     return [Hold(**r) for r in rows]
 
 
@@ -163,7 +166,8 @@ def leaf_is_droppable(conn: psycopg.Connection, leaf: str, *, keep_tenants: list
     override) and, with the lake guard, no row not yet exported (index probes, one round trip)."""
     q = sql.SQL(
         "SELECT NOT EXISTS (SELECT 1 FROM (SELECT unnest(%(keep)s::text[]) UNION SELECT h.tenant_id FROM legal_hold h "
-        "WHERE h.released_at IS NULL) AS k(tenant_id) WHERE EXISTS (SELECT 1 FROM {t} x WHERE x.tenant_id = k.tenant_id)) "
+        "WHERE h.released_at IS NULL) AS k(tenant_id) "
+        "WHERE EXISTS (SELECT 1 FROM {t} x WHERE x.tenant_id = k.tenant_id)) "
         "AND (%(bound)s::text IS NULL OR NOT EXISTS (SELECT 1 FROM {t} WHERE tx_id >= %(bound)s::text::xid8))"
     ).format(t=sql.Identifier(leaf))
     return conn.execute(q, {"keep": keep_tenants,
@@ -182,7 +186,8 @@ def count_by_tenant(conn: psycopg.Connection, leaf: str, *, slice_above: int = 1
     ident = sql.Identifier(leaf)
     est = conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (leaf,)).fetchone()[0]
     if est is None or est < slice_above:
-        return {t: int(n) for t, n in conn.execute(sql.SQL("SELECT tenant_id, count(*) FROM {} GROUP BY 1").format(ident))}
+        return {t: int(n)
+                for t, n in conn.execute(sql.SQL("SELECT tenant_id, count(*) FROM {} GROUP BY 1").format(ident))}
     tenants = [r[0] for r in conn.execute(sql.SQL(
         "WITH RECURSIVE k(t) AS (SELECT min(tenant_id) FROM {0} UNION ALL "
         "SELECT (SELECT min(tenant_id) FROM {0} WHERE tenant_id > k.t) FROM k WHERE k.t IS NOT NULL) "
@@ -201,7 +206,8 @@ def count_by_tenant(conn: psycopg.Connection, leaf: str, *, slice_above: int = 1
 def count_expired(conn: psycopg.Connection, *, table: str, leaf: str, cut: ClassCutoffs,
                   export_bound: int | None) -> dict[str, int]:
     """Expired rows of ``leaf`` per tenant (what a dry run reports)."""
-    q = sql.SQL("SELECT x.tenant_id, count(*) FROM {t} x WHERE " + expired_predicate(table, cut, export_bound=export_bound)
+    q = sql.SQL("SELECT x.tenant_id, count(*) FROM {t} x WHERE "
+                + expired_predicate(table, cut, export_bound=export_bound)
                 + " GROUP BY 1").format(t=sql.Identifier(leaf))
     return {t: int(n) for t, n in conn.execute(q, _params(cut, export_bound))}
 
@@ -316,7 +322,8 @@ def finish_run(conn: psycopg.Connection, run_id: int, *, purge_cmd) -> bool:
 def record_step(conn: psycopg.Connection, run_id: int, *, action: str, table: str, partition: str | None,
                 retention: str, status: str, counts: dict[str, int], nbytes: int = 0) -> None:
     """Add ``counts`` to the run's step for (action, table, partition), creating it if needed."""
-    row = conn.execute("SELECT step_id, counts FROM retention_step WHERE run_id = %s AND action = %s AND table_name = %s "
+    row = conn.execute("SELECT step_id, counts FROM retention_step "
+                       "WHERE run_id = %s AND action = %s AND table_name = %s "
                        "AND partition_name IS NOT DISTINCT FROM %s AND retention = %s FOR UPDATE",
                        (run_id, action, table, partition, retention)).fetchone()
     if row is None:

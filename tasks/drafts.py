@@ -1,4 +1,5 @@
-"""Prefect tasks of the draft-approval flow: thin wrappers over ``commandlog.drafts.service`` / ``commandlog.drafts.review``.
+"""Prefect tasks of the draft-approval flow: thin wrappers over ``commandlog.drafts.service`` /
+``commandlog.drafts.review``.
 
 Safe to retry: projecting again only replaces the stored projection; a decision applied twice finds the draft
 already decided and reports it (``already_executed`` / ``closed``) instead of acting twice.

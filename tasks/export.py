@@ -1,4 +1,5 @@
-"""Prefect tasks of the export: thin, idempotent wrappers over ``commandlog.journal.export`` (a retry resumes the run)."""
+"""Prefect tasks of the export: thin, idempotent wrappers over ``commandlog.journal.export`` (a retry resumes the
+run)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Prefect tasks of retention cleanup: thin wrappers over ``commandlog.retention.purge`` (a retried purge resumes its run)."""
+"""Prefect tasks of retention cleanup: thin wrappers over ``commandlog.retention.purge`` (a retried purge resumes its
+run)."""
 
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ def create_token(db, *, tenant: str | None, role: Role, ttl: dt.timedelta | None
     if subject is not None and not _SUBJECT.match(subject):
         raise TokenError(f"subject: who the token stands for, e.g. alice@acme (letters, digits, . _ : @ + -, at most "
                          f"200), got {subject!r}")
-    expires = dt.datetime.now(dt.timezone.utc) + ttl if ttl is not None else None
+    expires = dt.datetime.now(dt.UTC) + ttl if ttl is not None else None
     token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
     store.insert_token(db, token_id=token_id, secret_sha256=_digest(secret), tenant_id=tenant, role=role,
                        subject=subject or f"token:{token_id}", expires_at=expires)
@@ -109,7 +109,7 @@ def authenticate(db, token: str | None) -> Principal:
     expected = row.secret_sha256 if row else b"\0" * 32
     if not hmac.compare_digest(expected, _digest(secret)) or row is None:
         raise AuthenticationError("invalid token")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     if row.revoked_at is not None:
         raise AuthenticationError("token revoked")
     if row.expires_at is not None and row.expires_at <= now:

@@ -54,7 +54,8 @@ def bus(s: Settings | None = None) -> Iterator:
 @contextlib.contextmanager
 def prefect_client(s: Settings | None = None) -> Iterator:
     """Prefect settings for a command that calls the Prefect API: while ``cmdlog up`` runs on this home with its own
-    server, that server's URL and auth string (``commandlog.platform.prefect_auth``); otherwise what the user configured."""
+    server, that server's URL and auth string (``commandlog.platform.prefect_auth``); otherwise what the user
+    configured."""
     import os
 
     from commandlog.platform.prefect_auth import local_client_settings

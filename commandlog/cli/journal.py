@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 
 import pyarrow as pa
 import typer
@@ -19,7 +20,7 @@ app = typer.Typer(help="The activity journal.", no_args_is_help=True)
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "rejected": "yellow"}
 
 
-class TimelineFormat(str, Enum):
+class TimelineFormat(StrEnum):
     """Output formats of ``journal timeline``."""
 
     table = "table"
@@ -27,7 +28,7 @@ class TimelineFormat(str, Enum):
     csv = "csv"
 
 
-class SqlFormat(str, Enum):
+class SqlFormat(StrEnum):
     """Output formats of ``journal sql``."""
 
     table = "table"
@@ -164,8 +165,7 @@ def _write_result(reader: pa.RecordBatchReader, fmt: SqlFormat, out: str | None,
                 writer.write_batch(batch)
         _common.console.print(f"wrote {pq.ParquetFile(out).metadata.num_rows} rows to {out}")
         return
-    target = open(out, "w", newline="") if out else sys.stdout
-    try:
+    with open(out, "w", newline="") if out else contextlib.nullcontext(sys.stdout) as target:
         if fmt is SqlFormat.csv:
             w = csv.writer(target, lineterminator="\n")
             w.writerow(reader.schema.names)
@@ -175,9 +175,6 @@ def _write_result(reader: pa.RecordBatchReader, fmt: SqlFormat, out: str | None,
         else:
             rows = [r for batch in reader for r in batch.to_pylist()]
             target.write(json.dumps(rows, indent=2, default=str) + "\n")
-    finally:
-        if out:
-            target.close()
 
 
 def _cell(v):

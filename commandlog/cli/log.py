@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 
 import typer
 from rich.markup import escape
@@ -21,7 +21,7 @@ COLUMNS = ("cmd_uuid", "started_at", "tenant_id", "actor_id", "cmd_class", "stat
 """Fields of the json and csv formats (``cmd_body`` JSON text in csv, subjects joined with ``;``)."""
 
 
-class TailFormat(str, Enum):
+class TailFormat(StrEnum):
     """Output formats of ``log tail``."""
 
     table = "table"

@@ -47,7 +47,8 @@ def run(
         out = dataclasses.asdict(report) | {"total_rows": report.total_rows}
         sys.stdout.write(json.dumps(out, default=str) + "\n")
         return
-    title = f"{'dry run: would remove' if dry_run else 'removed'} {report.total_rows} rows (as of {report.as_of:%Y-%m-%d %H:%M} UTC)"
+    title = (f"{'dry run: would remove' if dry_run else 'removed'} {report.total_rows} rows "
+             f"(as of {report.as_of:%Y-%m-%d %H:%M} UTC)")
     table = Table(title=title)
     for col in ("table", "retention", "tenant", "rows"):
         table.add_column(col, justify="right" if col == "rows" else "left")

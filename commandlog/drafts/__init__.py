@@ -7,4 +7,8 @@ from commandlog.drafts.errors import (
     DraftError, DraftNotFoundError, DraftValidationError, DraftConflictError, DraftNotOpenError, DraftAlreadyExecutedError, ProjectionRequiredError, StaleProjectionError, DraftExecutionError, DraftApprovalTimeoutError, ApprovalCodeError,
 )
 
-__all__ = ["DraftService", "DraftRow", "Projection", "Approval", "DraftError", "DraftNotFoundError", "DraftValidationError", "DraftConflictError", "DraftNotOpenError", "DraftAlreadyExecutedError", "ProjectionRequiredError", "StaleProjectionError", "DraftExecutionError", "DraftApprovalTimeoutError", "ApprovalCodeError"]
+__all__ = [
+    "DraftService", "DraftRow", "Projection", "Approval", "DraftError", "DraftNotFoundError", "DraftValidationError",
+    "DraftConflictError", "DraftNotOpenError", "DraftAlreadyExecutedError", "ProjectionRequiredError",
+    "StaleProjectionError", "DraftExecutionError", "DraftApprovalTimeoutError", "ApprovalCodeError",
+]

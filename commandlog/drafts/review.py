@@ -45,7 +45,8 @@ class ReviewResult:
     """Who decided."""
 
     def summary(self) -> str:
-        """One line for the flow run's log and final state: ``draft <uuid> approved by <who> and executed as cmd <uuid>``."""
+        """One line for the flow run's log and final state:
+        ``draft <uuid> approved by <who> and executed as cmd <uuid>``."""
         if self.outcome == "approved":
             return f"draft {self.draft_uuid} approved by {self.decided_by} and executed as cmd {self.cmd_uuid}"
         if self.outcome == "rejected":

@@ -115,9 +115,8 @@ class DraftService:
         """Open → discarded (a discarded draft stays discarded: repeating is harmless)."""
         draft_uuid = _uuid(draft_uuid)
         _require_text(actor=actor)
-        with repo.approval_lock(self.db.url, draft_uuid, timeout_s=self.lock_timeout_s):
-            with self.db.connection() as conn:
-                row = repo.mark_discarded(conn, draft_uuid, tenant_id, decided_by=actor)
+        with repo.approval_lock(self.db.url, draft_uuid, timeout_s=self.lock_timeout_s), self.db.connection() as conn:
+            row = repo.mark_discarded(conn, draft_uuid, tenant_id, decided_by=actor)
         if row is None:
             row = self.get(draft_uuid, tenant_id=tenant_id)
             if row.status != "discarded":

@@ -72,7 +72,7 @@ def report_sql(name: str, *, source: str = "commands", since: dt.datetime | None
     if until is not None:
         conds.append(f"started_at < CAST('{_utc(until)}' AS timestamp)")
     where = ("WHERE " + " AND ".join(conds)) if conds else ""
-    where_ok = "WHERE " + " AND ".join(conds + ["status = 'succeeded'"])
+    where_ok = "WHERE " + " AND ".join([*conds, "status = 'succeeded'"])
     return REPORTS[name][1].format(source=source, where=where, where_ok=where_ok,
                                   limit="" if limit is None else f"LIMIT {int(limit)}")
 

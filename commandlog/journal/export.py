@@ -214,7 +214,8 @@ def _result(run: ledger.SnapshotRow, files: list[LakeFile], replaced: list[LakeF
         p[1] += f.rows
     return ExportResult(
         snapshot_id=run.snapshot_id, kind=run.kind, from_tx=run.from_tx, to_tx=run.to_tx, rows=rows,
-        partitions=[{"dataset": d, "partition": pdir, "files": n, "rows": r} for (d, pdir), (n, r) in sorted(parts.items())],
+        partitions=[{"dataset": d, "partition": pdir, "files": n, "rows": r}
+                    for (d, pdir), (n, r) in sorted(parts.items())],
         files=len(files), replaced=len(replaced))
 
 

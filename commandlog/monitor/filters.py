@@ -48,9 +48,7 @@ class ActivityFilter:
             return False
         if self.actor is not None and item.get("actor_id") != self.actor:
             return False
-        if self.subjects is not None and self.subjects.isdisjoint(item.get("subjects") or ()):
-            return False
-        return True
+        return self.subjects is None or not self.subjects.isdisjoint(item.get("subjects") or ())
 
 
 def parse_filter(*, tenant_id: str | None, kinds: str | None = None, classes: str | None = None,

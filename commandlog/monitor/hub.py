@@ -5,8 +5,8 @@ subscription's queue is full it is marked overflowed and its sender closes the s
 the others are not slowed). No database read happens per subscriber or per message; the tenant fence and the
 filters are checked against the item in memory.
 
-Every payload is opened with the channel's key (``commandlog.monitor.channel_seal``) before it is parsed: any database role
-may ``NOTIFY`` on the channel, so a payload that does not authenticate (not sealed with the key, stale, replayed)
+Every payload is opened with the channel's key (``commandlog.monitor.channel_seal``) before it is parsed: any database
+role may ``NOTIFY`` on the channel, so a payload that does not authenticate (not sealed with the key, stale, replayed)
 is dropped, counted in ``rejected`` and logged at debug level.
 """
 

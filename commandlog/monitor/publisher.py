@@ -13,8 +13,8 @@ before the command's transaction, ``succeeded``/``failed`` after its commit (the
 publisher's thread sends each ``NOTIFY`` on its own autocommit connection, i.e. outside the command's transaction
 (a ``NOTIFY`` inside a transaction would only be delivered at its commit), and the command does not wait for it.
 Payloads are JSON arrays of items packed below ``MAX_PAYLOAD_BYTES``, then sealed (AES-256-GCM with the owner-only
-key of ``cmdlog_secret``, ``commandlog.monitor.channel_seal``): any role may ``LISTEN``, none but the platform's may read
-or make an item. Postgres refuses payloads of 8000 bytes or more.
+key of ``cmdlog_secret``, ``commandlog.monitor.channel_seal``): any role may ``LISTEN``, none but the platform's may
+read or make an item. Postgres refuses payloads of 8000 bytes or more.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import logging
 import atexit
+import contextlib
 import os
 import queue
 import threading
@@ -221,10 +222,8 @@ class ActivityPublisher:
 
     def _drop(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self._conn.close()
-            except psycopg.Error:
-                pass
         self._conn = None
 
 

@@ -1,2 +1,3 @@
-"""``cmdlog up``: the platform's processes (Postgres, Prefect server, served deployments, web app) and their supervision."""
+"""``cmdlog up``: the platform's processes (Postgres, Prefect server, served deployments, web app) and their
+supervision."""
 

@@ -10,6 +10,7 @@ On Linux each child also asks the kernel for SIGTERM when ``up`` dies without cl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -43,9 +44,10 @@ class Child:
         """Start the child in a new session (its own process group, away from the terminal's Ctrl-C)."""
         private_dir(self.log_path.parent)
         with os.fdopen(open_private(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log:
+            # PR_SET_PDEATHSIG can only be asked for in the child, between fork and exec: hence preexec_fn.
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
-                                         preexec_fn=_term_with_parent)
+                                         preexec_fn=_term_with_parent)  # noqa: PLW1509
         return self
 
     @property
@@ -107,10 +109,8 @@ def _term_with_parent() -> None:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _pgid(p: psutil.Process) -> int | None:
@@ -121,10 +121,8 @@ def _pgid(p: psutil.Process) -> int | None:
 
 
 def _signal(p: psutil.Process, sig: int) -> None:
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
         p.send_signal(sig)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        pass
 
 
 def stop_all(children: list[Child], *, timeout: float = 4.0) -> None:
@@ -146,10 +144,8 @@ def stop_all(children: list[Child], *, timeout: float = 4.0) -> None:
             psutil.wait_procs(alive, timeout=2)
         for c in wave:
             if c.proc is not None:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):  # not expected: SIGKILL cannot be ignored
                     c.proc.wait(timeout=2)
-                except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
-                    pass
 
 
 def wait_for(check, *, timeout: float, interval: float = 0.25, children: list[Child] = ()) -> bool:

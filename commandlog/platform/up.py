@@ -4,9 +4,10 @@ Start order: lock ``$CMDLOG_HOME/run/up.lock`` (one ``up`` per home) → check t
 ``CMDLOG_DATABASE_URL``) migrated → a ``prefect`` database on the same server → Prefect server child (unless
 ``PREFECT_API_URL`` names one) and web child → demo seed (``--demo``) → deployments child once the API answers →
 URLs printed. The local Prefect server requires its basic-auth string (``commandlog.platform.prefect_auth``: generated
-once, 0600 in ``$CMDLOG_HOME/prefect-auth``, given to every child, printed with the URLs). Ctrl-C or SIGTERM stops the children — clients together, then the Prefect server, SIGKILL after
-``stop_timeout`` in all (see ``commandlog.platform.processes``) — and then Postgres. A child that dies, or Postgres dying,
-stops the platform with the reason shown (exit 1). With ``--demo`` a ``trickle`` child keeps live activity going.
+once, 0600 in ``$CMDLOG_HOME/prefect-auth``, given to every child, printed with the URLs). Ctrl-C or SIGTERM stops
+the children — clients together, then the Prefect server, SIGKILL after ``stop_timeout`` in all (see
+``commandlog.platform.processes``) — and then Postgres. A child that dies, or Postgres dying, stops the platform
+with the reason shown (exit 1). With ``--demo`` a ``trickle`` child keeps live activity going.
 
     CommandLogError
      └── PlatformError              the platform cannot start (message says why and what to do)
@@ -30,7 +31,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from commandlog.platform import prefect_auth as prefect_auth
+from commandlog.platform import prefect_auth
 from commandlog.errors import CommandLogError
 from commandlog.platform.processes import Child, stop_all, wait_for
 from commandlog.settings import Settings

@@ -61,7 +61,7 @@ def field_diff(path: str, original: Any, replay: Any, out: list[dict]) -> list[d
         out.append({"field": path, "change": "added", "original": None, "replay": replay})
     elif replay is _ABSENT:
         out.append({"field": path, "change": "removed", "original": original, "replay": None})
-    elif original != replay or type(original) is not type(replay) and _strict(original, replay):
+    elif original != replay or (type(original) is not type(replay) and _strict(original, replay)):
         out.append({"field": path, "change": "changed", "original": original, "replay": replay})
     return out
 

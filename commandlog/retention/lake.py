@@ -137,9 +137,10 @@ def _publish(db, lake: Lake, replaced: list[LakeFile], kept: list[tuple[str, str
     new: list[LakeFile] = []
     for dataset, pdir, table in kept:
         rel = posixpath.join(pdir, f"r{run.snapshot_id:010d}-0.parquet")
+        staged = table
         if "tenant_id" in partition_of(rel) and "tenant_id" in table.column_names and dataset == "tenant_commands":
-            table = table.drop_columns(["tenant_id"])
-        new.append(lake.stage_table(table, snapshot_id=run.snapshot_id, dataset=dataset, path=rel))
+            staged = table.drop_columns(["tenant_id"])
+        new.append(lake.stage_table(staged, snapshot_id=run.snapshot_id, dataset=dataset, path=rel))
     summary = {f"{d}/{r}": per for (d, r), per in removed.items()}
     ledger.mark_publishing(db, run.snapshot_id, files=[f.to_json() for f in new],
                            replaced=[f.to_json() for f in replaced],

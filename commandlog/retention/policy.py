@@ -45,7 +45,7 @@ class TenantOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
     short_lived_days: Days | None = Field(None, description="Days, 'never', or empty to inherit.")
     long_lived_days: Days | None = Field(None, description="Days, 'never', or empty to inherit.")
-    _positive = field_validator("short_lived_days", "long_lived_days")(lambda v: _positive_days(v))
+    _positive = field_validator("short_lived_days", "long_lived_days")(_positive_days)
 
 
 class RetentionPolicy(BaseModel):
@@ -59,7 +59,7 @@ class RetentionPolicy(BaseModel):
     batch_size: int = Field(5000, ge=100, le=100_000, description="Rows per batch delete (holds, overrides).")
     lock_timeout_ms: int = Field(2000, ge=10, le=60_000, description="lock_timeout of each step; retried.")
 
-    _positive = field_validator("short_lived_days", "long_lived_days")(lambda v: _positive_days(v))
+    _positive = field_validator("short_lived_days", "long_lived_days")(_positive_days)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetentionPolicy:
@@ -209,7 +209,8 @@ def add_hold(bus, *, tenant: str, reason: str, subject: str | None = None, actor
     """Add a legal hold through the bus (logged as ``retention.AddLegalHold``); the hold id."""
     setup(bus)
     try:
-        out = bus.execute(AddLegalHold(subject=subject, reason=reason), ExecutionContext(tenant_id=tenant, actor_id=actor))
+        out = bus.execute(AddLegalHold(subject=subject, reason=reason),
+                          ExecutionContext(tenant_id=tenant, actor_id=actor))
     except HoldExistsError as e:
         raise RetentionError(str(e)) from None
     return out.result["hold_id"]
@@ -219,7 +220,8 @@ def remove_hold(bus, *, tenant: str, subject: str | None = None, reason: str | N
                 actor: str = SYSTEM_ACTOR) -> int:
     """Release a legal hold through the bus (logged as ``retention.RemoveLegalHold``); the hold id."""
     setup(bus)
-    out = bus.execute(RemoveLegalHold(subject=subject, reason=reason), ExecutionContext(tenant_id=tenant, actor_id=actor))
+    out = bus.execute(RemoveLegalHold(subject=subject, reason=reason),
+                      ExecutionContext(tenant_id=tenant, actor_id=actor))
     return out.result["hold_id"]
 
 

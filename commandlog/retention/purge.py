@@ -264,7 +264,8 @@ def _dry_run(db, policy: RetentionPolicy, *, as_of: datetime, lake_uri: str | No
                         conn, leaf.name, keep_tenants=_keep_tenants(leaf, cut), export_bound=bound))
                     if whole:
                         dropped += 1
-                        nbytes += conn.execute("SELECT pg_total_relation_size(%s::regclass)", (leaf.name,)).fetchone()[0]
+                        nbytes += conn.execute("SELECT pg_total_relation_size(%s::regclass)",
+                                               (leaf.name,)).fetchone()[0]
                         counts = store.count_by_tenant(conn, leaf.name)
                     else:
                         counts = store.count_expired(conn, table=table, leaf=leaf.name, cut=cut, export_bound=bound)

@@ -137,8 +137,8 @@ async def project(request: Request, draft_uuid: uuid.UUID, tenant: str | None = 
 async def approve(request: Request, draft_uuid: uuid.UUID, approval: DraftApproval, tenant: str | None = TenantQuery,
                   principal: Principal = Depends(require_role("operator"))):
     """Executes the projected version; 409 when already executed (naming the command) or the projection is stale."""
-    a = await _call(_drafts(request).approve, draft_uuid, tenant_id=_tenant(principal, tenant), approver=principal.actor,
-                    comment=approval.comment, fingerprint=approval.fingerprint)
+    a = await _call(_drafts(request).approve, draft_uuid, tenant_id=_tenant(principal, tenant),
+                    approver=principal.actor, comment=approval.comment, fingerprint=approval.fingerprint)
     return a if isinstance(a, JSONResponse) else a.to_json()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,7 +14,7 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 Money = Annotated[Decimal, Field(max_digits=14, decimal_places=2)]
 
 
-class Plan(str, Enum):
+class Plan(StrEnum):
     """Subscription plans."""
 
     FREE = "free"

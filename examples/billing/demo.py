@@ -150,13 +150,15 @@ class DemoHistory:
                 for _ in itertools.islice(moments, len(entries) - 1):
                     pass  # the sub-commands take the places of as many draws
             else:
-                kind = "create" if tenant.next_customer <= FIRST_CUSTOMERS else rng.choices(kinds, cum_weights=cum_weights)[0]
+                kind = ("create" if tenant.next_customer <= FIRST_CUSTOMERS
+                        else rng.choices(kinds, cum_weights=cum_weights)[0])
                 kind, cmd = self._draw(rng, tenant, kind, actor, at)
                 entries = self._run(rng, tenant, kind, cmd, actor, at)
             emitted += len(entries)
             yield from entries
 
-    def _draw(self, rng: random.Random, t: _Tenant, kind: str, actor: str, at: dt.datetime) -> tuple[str, c.Command]:
+    def _draw(self, rng: random.Random, t: _Tenant, kind: str, actor: str,  # noqa: PLR0912 — a branch per command kind
+              at: dt.datetime) -> tuple[str, c.Command]:
         """The command of ``kind`` an actor of ``t`` sends at ``at``, chosen from what the tenant's data is then."""
         status = t.books.by_status
         if kind in ("pay", "finalize") and not status["open"]:

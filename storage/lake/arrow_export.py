@@ -13,6 +13,7 @@ Batches stream from the driver's binary COPY (``fetch_record_batch``); their siz
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -76,10 +77,8 @@ class SnapshotReader:
         return self
 
     def __exit__(self, *exc) -> None:
-        try:
+        with contextlib.suppress(adbc.Error):
             self._cur.execute("ROLLBACK")
-        except adbc.Error:
-            pass
         self._cur.close()
         self._conn.close()
 

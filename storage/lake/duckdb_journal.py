@@ -94,7 +94,9 @@ class TenantViewError(SqlError):
 def lake_tenants(lake: Lake) -> list[str]:
     """Tenant ids with files in the lake's newest manifest."""
     current = lake.manifest()
-    return sorted({f.partition.get("tenant_id") for f in current[1] if f.dataset == "tenant_commands"}) if current else []
+    if not current:
+        return []
+    return sorted({f.partition.get("tenant_id") for f in current[1] if f.dataset == "tenant_commands"})
 
 
 def open_journal(lake: Lake, *, tenant: str | None = None, threads: int | None = None,

@@ -33,7 +33,10 @@ def _drafts(db, tenant: str) -> list[tuple]:
 def test_cli_draft_create_and_edit_refuse_deep_bodies_with_exit_2(pg_url, db, bus, ctx, tenant, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CMDLOG_")}
     env.update(CMDLOG_DATABASE_URL=pg_url, CMDLOG_HOME=str(tmp_path), COLUMNS="200")
-    run = lambda *a: subprocess.run([*CMDLOG, *a], env=env, capture_output=True, text=True, timeout=120)
+
+    def run(*a):
+        return subprocess.run([*CMDLOG, *a], env=env, capture_output=True, text=True, timeout=120)
+
     deep_file = tmp_path / "deep.json"
     deep_file.write_text(ARRAYS)  # 200,000 characters: over the kernel's limit for one argument, so as @file
     for body in (OBJECTS, f"@{deep_file}", '{"customer_id": 9, "name": ' + OBJECTS + "}"):
@@ -78,7 +81,10 @@ def test_web_answers_deep_bodies_with_422_naming_the_body(db, bus, ctx, tenant):
     before = _drafts(db, tenant)
     h = {"Authorization": f"Bearer {create_token(db, tenant=tenant, role='viewer')}",
          "Content-Type": "application/json"}
-    body_of = lambda deep: '{"cmd_class": "billing.RenameCustomer", "body": {"customer_id": 4, "name": ' + deep + "}}"
+
+    def body_of(deep):
+        return '{"cmd_class": "billing.RenameCustomer", "body": {"customer_id": 4, "name": ' + deep + "}}"
+
     with TestClient(create_app(db=db, bus=bus)) as client:
         answers = []
         for deep in (ARRAYS, OBJECTS, "[" * 65 + "]" * 65):

@@ -176,8 +176,11 @@ def test_bad_tokens_get_401_and_close_code_4401(client, db, tenant):
 
 def test_frontend_actions_are_validated_with_field_errors(client, db, tenant):
     h = _bearer(create_token(db, tenant=tenant, role="viewer", subject=f"ann@{tenant}"))
-    post = lambda body, **kw: client.post("/api/frontend-actions", headers={**h, **kw.pop("headers", {})},
-                                          content=body if isinstance(body, (bytes, str)) else json.dumps(body))
+
+    def post(body, **kw):
+        return client.post("/api/frontend-actions", headers={**h, **kw.pop("headers", {})},
+                           content=body if isinstance(body, (bytes, str)) else json.dumps(body))
+
     r = post({"action": "x.y", "payload": {"blob": "z" * 17_000}})
     assert r.status_code == 413 and r.json()["errors"][0]["field"] == "payload"
     r = post({"actions": [{"action": "ok"}, {"action": "ok", "payload": {"b": "z" * 16_500}}]})
@@ -254,7 +257,10 @@ def test_filters_narrow_the_stream(client, db, bus, tenant):
         _create(bus, tenant, 2, actor="carol")
         rename = bus.execute(c.RenameCustomer(customer_id=1, name="Zed"),
                              ExecutionContext(tenant_id=tenant, actor_id="dave"))
-        done = lambda items: any(i.get("cmd_uuid") == str(rename.cmd_uuid) for i in items)
+
+        def done(items):
+            return any(i.get("cmd_uuid") == str(rename.cmd_uuid) for i in items)
+
         got = _drain(events, until=done)
         assert {i["kind"] for i in got} == {"event"}
         assert {i["event_type"] for i in got} >= {"CustomerCreated", "CustomerRenamed"}

@@ -134,7 +134,8 @@ def test_a_flow_run_that_crashes_between_batches_is_resumed_without_executing_an
     originals = []
     for cmd, error in ((c.RenameCustomer(customer_id=1, name="A"), CustomerNotFoundError),
                        (c.RenameCustomer(customer_id=2, name="B"), CustomerNotFoundError),
-                       (Flaky(step=3), RuntimeError), (c.RenameCustomer(customer_id=3, name="C"), CustomerNotFoundError)):
+                       (Flaky(step=3), RuntimeError),
+                       (c.RenameCustomer(customer_id=3, name="C"), CustomerNotFoundError)):
         with pytest.raises(error) as info:
             bus.execute(cmd, ctx)
         originals.append(info.value.cmd_uuid)

@@ -154,4 +154,5 @@ def test_cmdlog_retention_holds_and_runs(database_factory, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "removed 14 rows" in done.stdout
     assert _count(url, "cmd_class = 'billing.RecordLogin'") == 0
-    assert _count(url, "cmd_class LIKE 'retention.%' AND retention = 'permanent' AND status = 'succeeded'") == 4  # add, remove, 2 purges
+    # add, remove, 2 purges
+    assert _count(url, "cmd_class LIKE 'retention.%' AND retention = 'permanent' AND status = 'succeeded'") == 4

@@ -190,7 +190,8 @@ def test_a_failed_sub_command_undoes_only_its_own_writes_and_stays_logged(db, ct
     b.register(Inner, inner)
     assert b.execute(Outer(), ctx).result == "done"
     assert rows(db, "SELECT user_id FROM billing.login WHERE tenant_id = %s", tenant) == [("outer",)]
-    assert sorted(r[:2] for r in log_rows(db, tenant)) == [("test_bus.Inner", "failed"), ("test_bus.Outer", "succeeded")]
+    assert sorted(r[:2] for r in log_rows(db, tenant)) == [("test_bus.Inner", "failed"),
+                                                           ("test_bus.Outer", "succeeded")]
 
 
 def test_after_commit_effects_run_only_after_a_live_commit(bus, db, ctx, tenant, outbox):

@@ -223,7 +223,7 @@ def test_lake_folders_are_0700_and_files_0600_after_export_and_compaction(export
     _, lake, staged = exported
     assert staged and {mode for path, mode in staged} <= {0o700, 0o600}
     modes = {}
-    for folder, dirs, files in os.walk(lake.root):
+    for folder, _dirs, files in os.walk(lake.root):
         modes[folder] = stat.S_IMODE(os.stat(folder).st_mode)
         for f in files:
             modes[os.path.join(folder, f)] = stat.S_IMODE(os.stat(os.path.join(folder, f)).st_mode)

@@ -146,7 +146,8 @@ def test_expired_rows_leave_every_table_and_the_rest_stay(fresh):
                            ).fetchone()
     assert row[0] == "permanent" and row[1] == "system:retention"
     assert {(x["table"], x["retention"], x["tenant_id"]) for x in row[2]["counts"]} >= {
-        ("command_log", "short_lived", "t1"), ("command_log", "long_lived", "t2"), ("frontend_action", "short_lived", "t1")}
+        ("command_log", "short_lived", "t1"), ("command_log", "long_lived", "t2"),
+        ("frontend_action", "short_lived", "t1")}
 
 
 def test_held_rows_survive_tenant_wide_and_subject_holds(fresh):
@@ -355,10 +356,12 @@ def test_writers_inserting_during_the_purge_see_no_error(fresh):
     finally:
         stop.set()
         thread.join()
-    assert errors == [], [(repr(e), repr(e.__context__), repr(getattr(e.__context__, '__context__', None))) for e in errors[:3]]
+    assert errors == [], [(repr(e), repr(e.__context__), repr(getattr(e.__context__, '__context__', None)))
+                          for e in errors[:3]]
     assert report.partitions_dropped >= 30 and len(written) > 0
     assert _count(db, "command_log", "tenant_id = 'live'") == len(written)
-    assert _count(db, "command_log", "tenant_id = 'old' AND cmd_class LIKE 'billing.%%'") == 30 * 3  # the held subject's commands
+    # the held subject's commands
+    assert _count(db, "command_log", "tenant_id = 'old' AND cmd_class LIKE 'billing.%%'") == 30 * 3
 
 
 def test_a_second_purge_at_the_same_time_is_refused(fresh):
@@ -392,8 +395,8 @@ def test_partitions_are_created_ahead_while_a_writer_holds_its_insert_locks(fres
                                    (leaf,)).fetchone()
         policies = conn.execute("SELECT count(*) FROM pg_policy WHERE polrelid = %s::regclass", (leaf,)).fetchone()[0]
         indexes = conn.execute("SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass", (leaf,)).fetchone()[0]
-        parent_indexes = conn.execute("SELECT count(*) FROM pg_index WHERE indrelid = 'command_log_short_lived'::regclass"
-                                      ).fetchone()[0]
+        parent_indexes = conn.execute(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'command_log_short_lived'::regclass").fetchone()[0]
     assert rls and forced and policies == 1 and indexes == parent_indexes
     ctx = ExecutionContext(tenant_id="live", actor_id="w@live")
     later = bus.execute(c.RecordLogin(user_id="w", ip="10.0.0.2"), ctx)  # routed as before

@@ -22,7 +22,8 @@ hostile_text = st.one_of(
 )
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.integers(min_value=2**53, max_value=2**200),
-    st.just(5000).map(lambda n: 10**n), st.floats(), st.sampled_from([float("nan"), float("inf"), float("-inf")]), hostile_text,
+    st.just(5000).map(lambda n: 10**n), st.floats(), st.sampled_from([float("nan"), float("inf"), float("-inf")]),
+    hostile_text,
     st.just("y" * 250_000),  # near the 256 KiB body limit
 )
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)

@@ -29,9 +29,11 @@ def test_export_summary_counts_rows_files_and_datasets_with_rows():
 def test_purge_summary_says_dry_run_lake_and_purge_command():
     report = {"dry_run": True, "total_rows": 12000, "partitions_dropped": 3, "lake_uri": "/l", "purge_cmd_uuid": None,
               "counts": [{"table": "command_log", "rows": 12000}, {"table": "lake:commands", "rows": 40}]}
-    assert purge_summary(report) == "retention dry run: would purge 12,000 rows, 3 partitions dropped whole; lake /l: 40 rows"
+    assert purge_summary(report) == ("retention dry run: would purge 12,000 rows, 3 partitions dropped whole; "
+                                     "lake /l: 40 rows")
     done = report | {"dry_run": False, "partitions_dropped": 1, "lake_uri": None, "purge_cmd_uuid": "0190-x"}
-    assert purge_summary(done) == "retention: purged 12,000 rows, 1 partition dropped whole; lake: none; logged as cmd 0190-x"
+    assert purge_summary(done) == ("retention: purged 12,000 rows, 1 partition dropped whole; lake: none; "
+                                   "logged as cmd 0190-x")
 
 
 def test_draft_summary_names_the_decider_and_the_executed_command():
