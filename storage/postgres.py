@@ -15,7 +15,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from storage import embedded
-from storage.errors import DatabaseUnavailableError, TenantIsolationError
+from storage.errors import DatabaseUnavailableError, TenantIsolationError, translated
 
 TENANT_ROLE = "cmdlog_tenant"
 
@@ -79,11 +79,9 @@ class Database:
     def connection(self, *, timeout: float | None = None) -> Iterator[psycopg.Connection]:
         """A pooled connection (waiting at most ``timeout`` seconds, the pool's default when None); its transaction
         is committed on success and rolled back on error."""
-        try:
+        with translated("cannot connect to Postgres"):
             cm = self.pool.connection(timeout=timeout)
             conn = cm.__enter__()
-        except psycopg.OperationalError as e:
-            raise DatabaseUnavailableError(f"cannot connect to Postgres: {e}") from e
         try:
             yield conn
         except BaseException as e:
