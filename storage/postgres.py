@@ -90,6 +90,12 @@ class Database:
         else:
             cm.__exit__(None, None, None)
 
+    def ping(self, *, timeout: float | None = None) -> None:
+        """``SELECT 1`` on a pooled connection (waiting at most ``timeout`` s for one); DatabaseUnavailableError
+        when the server does not answer."""
+        with self.connection(timeout=timeout) as conn, translated("Postgres does not answer"):
+            conn.execute("SELECT 1").fetchone()
+
     @contextlib.contextmanager
     def tenant_session(self, tenant_id: str) -> Iterator[psycopg.Connection]:
         """A transaction running as ``cmdlog_tenant`` with ``cmdlog.tenant_id`` set: Postgres shows one tenant only.

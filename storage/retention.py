@@ -125,6 +125,17 @@ def held_tenants(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT tenant_id FROM legal_hold WHERE released_at IS NULL")]
 
 
+def active_holds(conn: psycopg.Connection) -> tuple[list[tuple[str, str | None]], list]:
+    """The active holds as ``(tenant_id, subject)`` (subject None: tenant-wide), and the commands their subjects
+    hold (``cmd_uuid`` of every logged command of the tenant touching a held subject)."""
+    holds = [(r[0], r[1]) for r in conn.execute(
+        "SELECT tenant_id, subject FROM legal_hold WHERE released_at IS NULL").fetchall()]
+    held_cmds = [r[0] for r in conn.execute(
+        "SELECT DISTINCT c.cmd_uuid FROM legal_hold h JOIN command_log c ON c.tenant_id = h.tenant_id "
+        "AND h.subject = ANY (c.subjects) WHERE h.released_at IS NULL AND h.subject IS NOT NULL")]
+    return holds, held_cmds
+
+
 # -- predicates -------------------------------------------------------------------------------------------------
 
 _UNHELD = {
