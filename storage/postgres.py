@@ -19,6 +19,15 @@ from storage.errors import DatabaseUnavailableError, TenantIsolationError, trans
 
 TENANT_ROLE = "cmdlog_tenant"
 
+Connection = psycopg.Connection
+"""The connection handlers, unit-of-work callbacks and repositories share: the driver's, named here so code above
+storage needs no driver import."""
+
+
+def transaction_open(conn: Connection) -> bool:
+    """True while ``conn`` has a transaction open (running, or aborted by an error and awaiting its rollback)."""
+    return conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
 
 def as_uri(conninfo: str) -> str:
     """A libpq connection string in URI form (``key=value`` strings are converted)."""
