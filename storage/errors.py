@@ -10,7 +10,8 @@
 Storage code that expects a driver error wraps the statement in ``with translated(): …`` and catches one of these
 (the feature errors — ``HoldExistsError``, ``ApprovalLockTimeoutError``, … — subclass them). Nothing above
 ``storage/`` sees a psycopg exception from these paths. Errors raised by a command handler's own SQL on the bus's
-connection are left as the driver raised them: the bus records them by their own name.
+connection are left as the driver raised them: the bus records them by their own name. The other engines have
+one translating call site each: ADBC in ``storage.lake.arrow_export``, DuckDB in ``storage.lake.duckdb_journal``.
 """
 
 from __future__ import annotations
