@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from storage import embedded
@@ -115,7 +116,7 @@ class Database:
             raise TenantIsolationError("tenant_id must be a non-empty string")
         with self.connection() as conn:
             with conn.transaction():
-                conn.execute(f"SET LOCAL ROLE {TENANT_ROLE}")
+                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(TENANT_ROLE)))
                 conn.execute("SELECT set_config('cmdlog.tenant_id', %s, true)", (tenant_id,))
                 yield conn
 
