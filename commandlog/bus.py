@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import psycopg
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
@@ -36,7 +35,8 @@ from commandlog.validation import serialisation_error as _serialisation_error
 from commandlog.validation import to_json as _to_json
 from commandlog.validation import validation_errors
 from storage import logs
-from storage.postgres import Database
+from storage.errors import original_error
+from storage.postgres import Connection, Database, transaction_open
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class CommandBus:
         return self.execute(command, context, **kw)
 
     def execute(self, command: Command, context: ExecutionContext, *, cmd_uuid: uuid.UUID | None = None,
-                in_transaction: Callable[[psycopg.Connection, Outcome], None] | None = None) -> Outcome:
+                in_transaction: Callable[[Connection, Outcome], None] | None = None) -> Outcome:
         """Execute ``command`` live: its writes and its log rows commit together, or it is logged as failed.
 
         ``in_transaction(conn, outcome)`` runs after a successful handler, before the commit, in the same
@@ -179,9 +179,9 @@ class CommandBus:
                     tx.__exit__(None, None, None)
             except BaseException as raised:
                 e = _pipeline_cause(raised)
-                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                if transaction_open(conn):
                     tx.__exit__(type(e), e, e.__traceback__)  # rolls back
-                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                if transaction_open(conn):
                     conn.rollback()  # a log write refused at the COMMIT's sync leaves the transaction aborted
                 self._finish_failed(record, e)
                 failures = [r for r in uow.failures if r is not record] + [record]
@@ -254,12 +254,12 @@ class CommandBus:
         return len(records)
 
     def project(self, command: Command, context: ExecutionContext, *,
-                observe: Callable[[psycopg.Connection], Any] | None = None) -> Outcome:
+                observe: Callable[[Connection], Any] | None = None) -> Outcome:
         """Execute in a transaction that is always rolled back: the would-be outcome, nothing committed."""
         return self._rolled_back(command, context, "projection", observe)
 
     def dry_run(self, command: Command, context: ExecutionContext, *,
-                observe: Callable[[psycopg.Connection], Any] | None = None) -> Outcome:
+                observe: Callable[[Connection], Any] | None = None) -> Outcome:
         """Like ``project``, for replays: outcome captured, nothing committed, no after-commit effect."""
         return self._rolled_back(command, context, "dry_run", observe)
 
@@ -434,7 +434,7 @@ class CommandBus:
         self._fire("failed", record)
         return record.cmd_uuid
 
-    def _write(self, conn: psycopg.Connection, records: list[CommandRecord]) -> None:
+    def _write(self, conn: Connection, records: list[CommandRecord]) -> None:
         logs.write_records(conn, records, result_json=_json_or_none, payload_json=_dumps)
 
     def _fire(self, event: str, record: CommandRecord) -> None:
@@ -455,6 +455,4 @@ def _pipeline_cause(e: BaseException) -> BaseException:
     as that statement's error or, depending on when the results are read, as ``PipelineAborted`` raised while the
     pipeline block exits, with the statement's error as its context. Both mean the same failure; callers see the
     statement's error either way."""
-    if isinstance(e, psycopg.errors.PipelineAborted) and isinstance(e.__context__, psycopg.Error):
-        return e.__context__
-    return e
+    return original_error(e)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-import psycopg
+from storage.postgres import Connection
 
 if TYPE_CHECKING:
     from commandlog.bus import CommandBus, _UnitOfWork
@@ -61,7 +61,7 @@ class EventRecord:
 class HandlerContext:
     """Given to a handler: its transaction's connection and the ways to emit events, defer effects and nest commands."""
 
-    conn: psycopg.Connection
+    conn: Connection
     """The connection of the execution's transaction: every write of the handler goes through it."""
     execution: ExecutionContext
     """Tenant, actor, correlation and links of this execution."""

@@ -17,10 +17,11 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
-from storage.errors import DatabaseUnavailableError, StorageError
+from storage.errors import OperationalError
+from storage.locks import advisory_lock
 
 
-class ApprovalLockTimeoutError(StorageError):
+class ApprovalLockTimeoutError(OperationalError):
     """Another approval of the same draft held its lock for longer than the timeout."""
 
 
@@ -164,20 +165,10 @@ def mark_discarded(conn: psycopg.Connection, draft_uuid: uuid.UUID, tenant_id: s
 def approval_lock(url: str, draft_uuid: uuid.UUID, *, timeout_s: float = 60.0) -> Iterator[None]:
     """Hold the draft's approval lock (one holder at a time, across processes) for the ``with`` block.
 
-    A dedicated connection, not a pooled one: waiters must not starve the pool that the winner needs to execute.
-    The lock is session-level and dies with the connection, so a crashed holder never leaves it taken.
+    A dedicated connection, not a pooled one (``storage.locks``): waiters must not starve the pool that the winner
+    needs to execute. The lock is session-level and dies with the connection, so a crashed holder never leaves it
+    taken.
     """
-    try:
-        conn = psycopg.connect(url, autocommit=True)
-    except psycopg.OperationalError as e:
-        raise DatabaseUnavailableError(f"cannot connect to Postgres: {e}") from e
-    try:
-        conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(timeout_s * 1000)}ms",))
-        try:
-            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, str(draft_uuid)))
-        except psycopg.errors.LockNotAvailable as e:
-            raise ApprovalLockTimeoutError(
-                f"draft {draft_uuid} is being approved by another caller (waited {timeout_s:g}s)") from e
+    with advisory_lock(url, (_LOCK_CLASS, str(draft_uuid)), wait=timeout_s, busy=lambda: ApprovalLockTimeoutError(
+            f"draft {draft_uuid} is being approved by another caller (waited {timeout_s:g}s)")):
         yield
-    finally:
-        conn.close()

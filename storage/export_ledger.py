@@ -11,11 +11,11 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from storage.errors import StorageError
+from storage.locks import advisory_lock
 
 
 class ExportBusyError(StorageError):
@@ -63,20 +63,9 @@ def _row(d: dict | None) -> SnapshotRow | None:
 def lake_lock(db, lake_uri: str) -> Iterator[None]:
     """Hold the lake's advisory lock for the block; ExportBusyError when another run holds it."""
     key = int.from_bytes(hashlib.sha256(f"cmdlog-lake:{lake_uri}".encode()).digest()[:8], "big", signed=True)
-    conn = psycopg.connect(db.url, autocommit=True)
-    locked = False
-    try:
-        locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
-        if not locked:
-            raise ExportBusyError(f"another export or compaction is running on {lake_uri}")
+    with advisory_lock(db.url, key,
+                       busy=lambda: ExportBusyError(f"another export or compaction is running on {lake_uri}")):
         yield
-    finally:
-        # Unlock before closing: the server ends a closed session's backend (and drops its locks) asynchronously,
-        # so a run starting right after this one could still find the lock taken (seen under load).
-        if locked and not conn.broken:
-            with contextlib.suppress(psycopg.Error):
-                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-        conn.close()  # ends the session, which releases the lock in any case
 
 
 def open_run(db, lake_uri: str) -> SnapshotRow | None:
@@ -94,6 +83,13 @@ def last_export_bound(db, lake_uri: str) -> int:
         row = conn.execute("SELECT max(to_tx)::text FROM export_snapshot WHERE lake_uri = %s AND kind = 'export' "
                            "AND status = 'published'", (lake_uri,)).fetchone()
     return int(row[0]) if row[0] is not None else 0
+
+
+def has_runs(db, lake_uri: str) -> bool:
+    """True once any run (export or compaction) was recorded for the lake."""
+    with db.connection() as conn:
+        return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM export_snapshot WHERE lake_uri = %s)",
+                                 (lake_uri,)).fetchone()[0])
 
 
 def start_run(db, lake_uri: str, *, kind: str, from_tx: int | None = None, to_tx: int | None = None) -> SnapshotRow:

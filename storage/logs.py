@@ -94,3 +94,9 @@ def copy_rows(conn: psycopg.Connection, *, global_rows: list[tuple], tenant_rows
             with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
+
+
+def has_commands(db) -> bool:
+    """True once the log holds any command."""
+    with db.connection() as conn:
+        return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM command_log)").fetchone()[0])

@@ -14,7 +14,6 @@ Future leaves are added the same way round (``ensure_ahead``: create a plain tab
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +21,8 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from storage.errors import StorageError
+from storage.errors import OperationalError, StorageError, translated
+from storage.locks import Retry
 
 TIME_COLUMN = {"command_log": "started_at", "tenant_command_log": "started_at",
                "domain_event": "occurred_at", "frontend_action": "occurred_at"}
@@ -88,6 +88,11 @@ def relation_state(conn: psycopg.Connection, name: str) -> str:
     return "pending" if row[1] else "attached"
 
 
+def relation_size(conn: psycopg.Connection, name: str) -> int:
+    """Bytes the table ``name`` and its indexes occupy (``pg_total_relation_size``)."""
+    return int(conn.execute("SELECT pg_total_relation_size(%s::regclass)", (name,)).fetchone()[0])
+
+
 def drop_connection(url: str, *, lock_timeout_ms: int = 2000) -> psycopg.Connection:
     """An autocommit connection for ``detach_and_drop`` (``DETACH … CONCURRENTLY`` refuses a transaction block)."""
     conn = psycopg.connect(url, autocommit=True)
@@ -112,39 +117,37 @@ def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempt
     is touched; when it returns False nothing is done and None is returned. Otherwise returns the bytes the table
     and its indexes occupied.
     """
-    tries = 0
+    retry = Retry(attempts=attempts, pause=lambda n: min(0.05 * n, 1.0),
+                  give_up=lambda n, e: PartitionBusyError(f"{name}: still locked after {n} attempts ({e})"))
 
-    def retry(e: Exception) -> None:
-        nonlocal tries
-        tries += 1
-        if tries >= attempts:
-            raise PartitionBusyError(f"{name}: still locked after {tries} attempts ({e})") from e
-        time.sleep(min(0.05 * tries, 1.0))
-
-    while lock_key is not None:
-        try:
+    def lock() -> None:
+        with translated():
             conn.execute("SELECT pg_advisory_lock(%s)", (lock_key,))
-            break
-        except psycopg.errors.LockNotAvailable as e:
-            retry(e)
+
+    if lock_key is not None:
+        retry(lock)
     try:
         state = relation_state(conn, name)
         if prepare is not None and state == "attached" and not prepare(conn):
             return None
-        size = (conn.execute("SELECT pg_total_relation_size(%s::regclass)", (name,)).fetchone()[0]
-                if state != "gone" else 0)
+        size = relation_size(conn, name) if state != "gone" else 0
         ident, par = sql.Identifier(name), sql.Identifier(parent)
-        while state != "gone":
+
+        def advance() -> None:
+            nonlocal state
             stmt, after = {"attached": (sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY"), "detached"),
                            "pending": (sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE"), "detached"),
                            "detached": (sql.SQL("DROP TABLE IF EXISTS {1}"), "gone")}[state]
             try:
-                conn.execute(stmt.format(par, ident))
-                state = after
-            except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled,
-                    psycopg.errors.DeadlockDetected) as e:
-                retry(e)
+                with translated():
+                    conn.execute(stmt.format(par, ident))
+            except OperationalError:
                 state = relation_state(conn, name)  # a cancelled concurrent detach may be left pending
+                raise
+            state = after
+
+        while state != "gone":
+            retry(advance)
         return size
     finally:
         if lock_key is not None and not conn.closed:
@@ -192,16 +195,13 @@ def ensure_ahead(url: str, *, days: int, lock_timeout_ms: int = 200, attempts: i
     with psycopg.connect(url, autocommit=True) as conn:
         missing = conn.execute(_AHEAD, {"tables": list(TIME_COLUMN), "days": int(days)}).fetchall()
         for parent, leaf, lower, upper in missing:
-            tries = 0
-            while True:
-                try:
-                    created += _create_and_attach(conn, parent, leaf, lower, upper, lock_timeout_ms=lock_timeout_ms)
-                    break
-                except psycopg.errors.LockNotAvailable as e:
-                    tries += 1
-                    if tries >= attempts:
-                        raise PartitionBusyError(f"cannot attach {leaf}: {e}") from e
-                    time.sleep(min(0.02 * tries, 0.5))
+            def attach(parent=parent, leaf=leaf, lower=lower, upper=upper) -> int:
+                with translated():
+                    return _create_and_attach(conn, parent, leaf, lower, upper, lock_timeout_ms=lock_timeout_ms)
+
+            retry = Retry(attempts=attempts, pause=lambda n: min(0.02 * n, 0.5),
+                          give_up=lambda n, e, leaf=leaf: PartitionBusyError(f"cannot attach {leaf}: {e}"))
+            created += retry(attach)
     return created
 
 

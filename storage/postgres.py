@@ -12,12 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from storage import embedded
-from storage.errors import DatabaseUnavailableError, TenantIsolationError
+from storage.errors import DatabaseUnavailableError, TenantIsolationError, translated
 
 TENANT_ROLE = "cmdlog_tenant"
+
+Connection = psycopg.Connection
+"""The connection handlers, unit-of-work callbacks and repositories share: the driver's, named here so code above
+storage needs no driver import."""
+
+
+def transaction_open(conn: Connection) -> bool:
+    """True while ``conn`` has a transaction open (running, or aborted by an error and awaiting its rollback)."""
+    return conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
 
 def as_uri(conninfo: str) -> str:
@@ -79,11 +89,9 @@ class Database:
     def connection(self, *, timeout: float | None = None) -> Iterator[psycopg.Connection]:
         """A pooled connection (waiting at most ``timeout`` seconds, the pool's default when None); its transaction
         is committed on success and rolled back on error."""
-        try:
+        with translated("cannot connect to Postgres"):
             cm = self.pool.connection(timeout=timeout)
             conn = cm.__enter__()
-        except psycopg.OperationalError as e:
-            raise DatabaseUnavailableError(f"cannot connect to Postgres: {e}") from e
         try:
             yield conn
         except BaseException as e:
@@ -91,6 +99,12 @@ class Database:
             raise
         else:
             cm.__exit__(None, None, None)
+
+    def ping(self, *, timeout: float | None = None) -> None:
+        """``SELECT 1`` on a pooled connection (waiting at most ``timeout`` s for one); DatabaseUnavailableError
+        when the server does not answer."""
+        with self.connection(timeout=timeout) as conn, translated("Postgres does not answer"):
+            conn.execute("SELECT 1").fetchone()
 
     @contextlib.contextmanager
     def tenant_session(self, tenant_id: str) -> Iterator[psycopg.Connection]:
@@ -101,7 +115,7 @@ class Database:
         if not isinstance(tenant_id, str) or not tenant_id.strip():
             raise TenantIsolationError("tenant_id must be a non-empty string")
         with self.connection() as conn, conn.transaction():
-            conn.execute(f"SET LOCAL ROLE {TENANT_ROLE}")
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(TENANT_ROLE)))
             conn.execute("SELECT set_config('cmdlog.tenant_id', %s, true)", (tenant_id,))
             yield conn
 

@@ -25,7 +25,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from storage.errors import StorageError
+from storage.errors import IntegrityError, StorageError, translated
+from storage.locks import Retry
 from storage.partitions import TIME_COLUMN
 
 HOLD_LOCK_KEY = 0x636D6C68  # 'cmlh': legal holds vs. the purge's decisions
@@ -36,7 +37,7 @@ Counts = dict[str, dict[str, int]]
 """``{table: {tenant_id: rows}}``."""
 
 
-class HoldExistsError(StorageError):
+class HoldExistsError(IntegrityError):
     """An active hold with the same tenant and subject already exists."""
 
 
@@ -91,12 +92,12 @@ def add_hold(conn: psycopg.Connection, *, tenant_id: str, subject: str | None, r
     """Insert an active hold (waits for a purge step in progress); ``HoldExistsError`` if one is active."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (HOLD_LOCK_KEY,))
     try:
-        with conn.transaction():
+        with translated(), conn.transaction():
             return conn.execute(
                 "INSERT INTO legal_hold (tenant_id, subject, reason, created_by, created_cmd) "
                 "VALUES (%s, %s, %s, %s, %s) RETURNING hold_id",
                 (tenant_id, subject, reason, actor, cmd_uuid)).fetchone()[0]
-    except psycopg.errors.UniqueViolation:
+    except IntegrityError:
         what = f"subject {subject!r} of tenant {tenant_id!r}" if subject else f"tenant {tenant_id!r}"
         raise HoldExistsError(f"{what} is already under an active legal hold") from None
 
@@ -125,6 +126,17 @@ def list_holds(conn: psycopg.Connection, *, tenant_id: str | None = None, includ
 def held_tenants(conn: psycopg.Connection) -> list[str]:
     """Tenants with any active hold (tenant-wide or on a subject)."""
     return [r[0] for r in conn.execute("SELECT DISTINCT tenant_id FROM legal_hold WHERE released_at IS NULL")]
+
+
+def active_holds(conn: psycopg.Connection) -> tuple[list[tuple[str, str | None]], list]:
+    """The active holds as ``(tenant_id, subject)`` (subject None: tenant-wide), and the commands their subjects
+    hold (``cmd_uuid`` of every logged command of the tenant touching a held subject)."""
+    holds = [(r[0], r[1]) for r in conn.execute(
+        "SELECT tenant_id, subject FROM legal_hold WHERE released_at IS NULL").fetchall()]
+    held_cmds = [r[0] for r in conn.execute(
+        "SELECT DISTINCT c.cmd_uuid FROM legal_hold h JOIN command_log c ON c.tenant_id = h.tenant_id "
+        "AND h.subject = ANY (c.subjects) WHERE h.released_at IS NULL AND h.subject IS NOT NULL")]
+    return holds, held_cmds
 
 
 # -- predicates -------------------------------------------------------------------------------------------------
@@ -246,23 +258,20 @@ def delete_batch(conn: psycopg.Connection, *, table: str, leaf: str, sibling: st
         leaf=sql.Identifier(leaf), sibling=sql.Identifier(sibling or leaf))
     params = _params(cut, export_bound, t0=f"({int(blocks[0])},0)", t1=f"({int(blocks[1])},0)", cls=retention,
                      lo=lower)
-    tries = 0
-    while True:
-        try:
-            with conn.transaction():
-                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout_ms)}ms")))
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (HOLD_LOCK_KEY,))
-                counts: Counts = {}
-                for t, tenant, n in conn.execute(q, params).fetchall():
-                    counts.setdefault(t, {})[tenant] = int(n)
-                if counts:
-                    record(conn, counts)
-                return counts
-        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as e:
-            tries += 1
-            if tries >= attempts:
-                raise StorageError(f"{leaf}: batch delete still blocked after {tries} attempts ({e})") from e
-            time.sleep(min(0.05 * tries, 1.0))
+
+    def attempt() -> Counts:
+        with translated(), conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout_ms)}ms")))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (HOLD_LOCK_KEY,))
+            counts: Counts = {}
+            for t, tenant, n in conn.execute(q, params).fetchall():
+                counts.setdefault(t, {})[tenant] = int(n)
+            if counts:
+                record(conn, counts)
+            return counts
+
+    return Retry(attempts=attempts, pause=lambda n: min(0.05 * n, 1.0), give_up=lambda n, e: StorageError(
+        f"{leaf}: batch delete still blocked after {n} attempts ({e})"))(attempt)
 
 
 # -- runs and steps ---------------------------------------------------------------------------------------------

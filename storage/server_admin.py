@@ -12,7 +12,7 @@ import psutil
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from storage.errors import StorageError
+from storage.errors import IntegrityError, StorageError, translated
 
 
 class DatabaseAdminError(StorageError):
@@ -22,15 +22,16 @@ class DatabaseAdminError(StorageError):
 def ensure_database(url: str, dbname: str) -> bool:
     """Create ``dbname`` on the server of ``url`` when missing; True if it was created now."""
     try:
-        with psycopg.connect(url, autocommit=True) as conn:
+        with translated(), psycopg.connect(url, autocommit=True) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
                 return False
             try:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-            except psycopg.errors.DuplicateDatabase:  # created concurrently
+                with translated():
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+            except IntegrityError:  # created concurrently
                 return False
             return True
-    except psycopg.Error as e:
+    except StorageError as e:
         raise DatabaseAdminError(f"cannot create the database {dbname!r} on the server of {masked_url(url)}: "
                                  f"{str(e).strip()}") from e
 

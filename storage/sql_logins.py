@@ -13,16 +13,15 @@ import datetime as dt
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from storage.errors import StorageError
+from storage.errors import IntegrityError, translated
 
 LOGIN_GROUP = "cmdlog_sql_login"
 
 
-class SqlLoginExistsError(StorageError):
+class SqlLoginExistsError(IntegrityError):
     """A role of that name already exists on the server."""
 
 
@@ -46,7 +45,7 @@ def create_login(db, *, role_name: str, tenant_id: str, password: str, created_b
     """Create the role and its binding in one transaction; raises SqlLoginExistsError if the name is taken."""
     role = sql.Identifier(role_name)
     try:
-        with db.connection() as conn, conn.transaction():
+        with db.connection() as conn, translated(), conn.transaction():
             verifier = conn.pgconn.encrypt_password(password.encode(), role_name.encode(), b"scram-sha-256")
             conn.execute(sql.SQL(
                 "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT "
@@ -56,7 +55,7 @@ def create_login(db, *, role_name: str, tenant_id: str, password: str, created_b
             row = conn.execute(
                 "INSERT INTO tenant_sql_login (role_name, tenant_id, created_by) VALUES (%s, %s, %s) "
                 "RETURNING role_name, tenant_id, created_at, created_by", (role_name, tenant_id, created_by)).fetchone()
-    except psycopg.errors.DuplicateObject as e:
+    except IntegrityError as e:
         raise SqlLoginExistsError(f"name: a role named {role_name!r} already exists on the server") from e
     return LoginRow(role_name=row[0], tenant_id=row[1], created_at=row[2], created_by=row[3])
 

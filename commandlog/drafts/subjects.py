@@ -18,10 +18,10 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import psycopg
+from storage.postgres import Connection
 from pydantic_core import to_jsonable_python
 
-SubjectLoader = Callable[[psycopg.Connection, str, Sequence[str]], Mapping[str, Any]]
+SubjectLoader = Callable[[Connection, str, Sequence[str]], Mapping[str, Any]]
 
 
 class SubjectLoaders:
@@ -39,7 +39,7 @@ class SubjectLoaders:
         """The loader of ``cmd_class``'s domain, or None."""
         return self._loaders.get(cmd_class.split(".", 1)[0])
 
-    def load(self, conn: psycopg.Connection, tenant_id: str, cmd_class: str,
+    def load(self, conn: Connection, tenant_id: str, cmd_class: str,
              subjects: Sequence[str]) -> dict[str, Any] | None:
         """``{subject: state}`` for every subject, JSON-ready; None when the domain has no loader."""
         loader = self.for_class(cmd_class)

@@ -20,23 +20,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from psycopg.rows import dict_row
-
 from commandlog.errors import CommandLogError
+from storage import journal as store
 
 STATUSES = ("succeeded", "failed", "rejected")
 MAX_LIMIT = 1000
-
-_TENANT_COLUMNS = ("cmd_uuid, started_at, finished_at, actor_id, tenant_id, cmd_class, status, subjects, cmd_body, "
-                   "error_type, error_message, correlation_id, causation_id, retention")
-# An event carries its command's retention and occurs while the command runs (between started_at and finished_at;
-# the batch path stamps finished_at). Bounding both with literal values lets Postgres prune domain_event's
-# partitions when planning, instead of planning (and probing) every partition — a correlated subquery per entry
-# measured ~50 ms of planning at 2M rows, this separate statement well under 1 ms.
-_EVENTS = ("SELECT cmd_uuid, event_uuid, event_type, payload, occurred_at FROM domain_event "
-           "WHERE cmd_uuid = ANY(%s) AND retention = ANY(%s) AND occurred_at >= %s AND occurred_at <= %s "
-           "ORDER BY occurred_at, event_uuid")
-_EVENT_SLACK = dt.timedelta(minutes=5)
 
 
 class JournalError(CommandLogError):
@@ -92,73 +80,31 @@ def timeline(db, *, tenant: str | None, admin: bool = False, subject=None, actor
         raise InvalidFilterError("tenant", "a tenant is required unless the caller is an admin")
     # Tenant callers filter on tenant_id explicitly too: RLS enforces it, the explicit equality lets the planner
     # use the (tenant_id, …) indexes with a plain parameter.
-    keyed = subject is not None and not admin
-    subject_value = _text("subject", subject) if keyed else None
-    where, params = _filters(tenant=tenant, subject=None if keyed else subject, actor=actor, cmd_class=cmd_class,
-                             status=status, since=since, until=until, correlation_id=correlation_id, cursor=cursor)
+    flt = _filters(tenant=tenant, subject=subject, actor=actor, cmd_class=cmd_class, status=status, since=since,
+                   until=until, correlation_id=correlation_id, cursor=cursor)
     limit = _limit(limit)
-    table = "command_log" if admin else "tenant_command_log"
-    session = db.connection() if admin else db.tenant_session(tenant)
-    with session as conn, conn.cursor(row_factory=dict_row) as cur:
-        if keyed:  # see cmdlog_subject_keys in migration 0002: RLS keeps @> from using the index
-            only_subject = actor is None and cmd_class is None and status is None and correlation_id is None
-            keys = _subject_keys(cur, subject_value, since=since, until=until, cursor=cursor,
-                                 limit=limit + 1 if only_subject else None)
-            if not keys:
-                return TimelinePage(entries=[], next_cursor=None)
-            # Literal time bounds prune partitions; uuid equality is leakproof, so the key index serves it.
-            where += ["cmd_uuid = ANY(%s)", "started_at >= %s", "started_at <= %s"]
-            params += [[k[0] for k in keys], min(k[1] for k in keys), max(k[1] for k in keys)]
-        page = (f"SELECT {_TENANT_COLUMNS} FROM {table} WHERE {' AND '.join(where) or 'true'} "
-                f"ORDER BY started_at DESC, cmd_uuid DESC LIMIT {limit + 1:d}")  # literal: plans for a small limit
-        # Unprepared on purpose: a prepared statement soon runs a generic plan, which cannot skip the partitions a
-        # custom plan prunes or sizes for its values — measured 23 ms against 5 ms for a class timeline at 2M rows.
-        rows = cur.execute(page, params, prepare=False).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        events = _events(cur, rows) if rows else {}
-    entries = [_entry(r, events.get(r["cmd_uuid"], [])) for r in rows]
-    next_cursor = encode_cursor(rows[-1]["started_at"], rows[-1]["cmd_uuid"]) if more else None
+    page = store.timeline_page(db, flt, tenant=None if admin else tenant, limit=limit)
+    entries = [_entry(r, [_event(e) for e in page.events.get(r["cmd_uuid"], [])]) for r in page.rows]
+    last = page.rows[-1] if page.rows else None
+    next_cursor = encode_cursor(last["started_at"], last["cmd_uuid"]) if page.more and last else None
     return TimelinePage(entries=entries, next_cursor=next_cursor)
 
 
-def _filters(*, tenant, subject, actor, cmd_class, status, since, until, correlation_id, cursor):
-    where: list[str] = []
-    params: list[Any] = []
-    if tenant is not None:
-        where.append("tenant_id = %s")
-        params.append(_text("tenant", tenant))
-    if subject is not None:
-        where.append("subjects @> ARRAY[%s]::text[]")
-        params.append(_text("subject", subject))
-    if actor is not None:
-        where.append("actor_id = %s")
-        params.append(_text("actor", actor))
-    if cmd_class is not None:
-        where.append("cmd_class = %s")
-        params.append(_text("cmd_class", cmd_class))
-    if status is not None:
-        if status not in STATUSES:
-            raise InvalidFilterError("status", f"must be one of {', '.join(STATUSES)}, not {status!r}")
-        where.append("status = %s")
-        params.append(status)
+def _filters(*, tenant, subject, actor, cmd_class, status, since, until, correlation_id,
+             cursor) -> store.TimelineFilter:
+    tenant_id = _text("tenant", tenant) if tenant is not None else None
+    subject = _text("subject", subject) if subject is not None else None
+    actor_id = _text("actor", actor) if actor is not None else None
+    cmd_class = _text("cmd_class", cmd_class) if cmd_class is not None else None
+    if status is not None and status not in STATUSES:
+        raise InvalidFilterError("status", f"must be one of {', '.join(STATUSES)}, not {status!r}")
     lo, hi = parse_time("since", since), parse_time("until", until)
     if lo is not None and hi is not None and lo >= hi:
         raise InvalidFilterError("until", "must be later than since")
-    if lo is not None:
-        where.append("started_at >= %s")
-        params.append(lo)
-    if hi is not None:
-        where.append("started_at < %s")
-        params.append(hi)
-    if correlation_id is not None:
-        where.append("correlation_id = %s")
-        params.append(_uuid("correlation_id", correlation_id))
-    if cursor is not None:
-        started, ident = decode_cursor(_text("cursor", cursor))
-        where.append("(started_at, cmd_uuid) < (%s, %s)")
-        params += [started, ident]
-    return where, params
+    correlation = _uuid("correlation_id", correlation_id) if correlation_id is not None else None
+    before = decode_cursor(_text("cursor", cursor)) if cursor is not None else None
+    return store.TimelineFilter(tenant_id=tenant_id, subject=subject, actor_id=actor_id, cmd_class=cmd_class,
+                                status=status, since=lo, until=hi, correlation_id=correlation, before=before)
 
 
 def _text(name: str, value: Any) -> str:
@@ -202,24 +148,9 @@ def _limit(limit: Any) -> int:
     return limit
 
 
-def _subject_keys(cur, subject: str, *, since, until, cursor, limit: int | None) -> list[tuple]:
-    before = decode_cursor(_text("cursor", cursor)) if cursor is not None else (None, None)
-    rows = cur.execute("SELECT cmd_uuid, started_at FROM cmdlog_subject_keys(%s, %s, %s, %s, %s, %s)",
-                       (subject, parse_time("since", since), parse_time("until", until), *before, limit),
-                       prepare=False).fetchall()
-    return [(r["cmd_uuid"], r["started_at"]) for r in rows]
-
-
-def _events(cur, rows: list[dict]) -> dict:
-    lo = min(r["started_at"] for r in rows) - _EVENT_SLACK
-    hi = max(r["finished_at"] or r["started_at"] for r in rows) + _EVENT_SLACK
-    params = ([r["cmd_uuid"] for r in rows], sorted({r["retention"] for r in rows}), lo, hi)
-    by_cmd: dict = {}
-    for e in cur.execute(_EVENTS, params, prepare=False).fetchall():
-        by_cmd.setdefault(e["cmd_uuid"], []).append({
-            "event_uuid": str(e["event_uuid"]), "event_type": e["event_type"], "payload": e["payload"],
-            "occurred_at": e["occurred_at"].isoformat()})
-    return by_cmd
+def _event(e: dict) -> dict:
+    return {"event_uuid": str(e["event_uuid"]), "event_type": e["event_type"], "payload": e["payload"],
+            "occurred_at": e["occurred_at"].isoformat()}
 
 
 def _entry(r: dict, events: list[dict]) -> dict:

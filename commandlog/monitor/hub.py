@@ -18,11 +18,9 @@ import contextlib
 import json
 import logging
 
-import psycopg
-
 from commandlog.monitor.publisher import CHANNEL
 from commandlog.monitor.channel_seal import ChannelSeal, UnsealError
-from storage.channel_key import load_key_async
+from storage.notify import Listener
 from commandlog.monitor.filters import ActivityFilter
 
 log = logging.getLogger(__name__)
@@ -109,7 +107,7 @@ class ActivityHub:
         self._seal: ChannelSeal | None = None
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
-        self._conn: psycopg.AsyncConnection | None = None
+        self._listener: Listener | None = None
 
     async def start(self) -> None:
         """Connect and ``LISTEN`` (returns once listening)."""
@@ -166,22 +164,21 @@ class ActivityHub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
+        if self._listener is not None:
+            await self._listener.close()
 
     async def _run(self) -> None:
         delay = 0.2
         while True:
             try:
-                self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                self._listener = await Listener.connect(self.url, self.channel)
                 if self._seal is None:  # kept across reconnects: it remembers the nonces already opened
-                    self._seal = ChannelSeal(await load_key_async(self._conn), channel=self.channel)
-                await self._conn.execute(f'LISTEN "{self.channel}"')
+                    self._seal = ChannelSeal(await self._listener.channel_key(), channel=self.channel)
+                await self._listener.listen()
                 self._ready.set()
                 delay = 0.2
-                async for notify in self._conn.notifies():
-                    self.dispatch(notify.payload)
+                async for payload in self._listener.payloads():
+                    self.dispatch(payload)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the connection broke: watchers may have missed items, tell them, reconnect
@@ -189,8 +186,7 @@ class ActivityHub:
             self._ready.clear()
             for subscription in tuple(self.subscriptions):
                 subscription.listener_lost()
-            if self._conn is not None:
-                with contextlib.suppress(Exception):
-                    await self._conn.close()
+            if self._listener is not None:
+                await self._listener.close()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

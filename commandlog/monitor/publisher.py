@@ -23,17 +23,14 @@ import datetime as dt
 import json
 import logging
 import atexit
-import contextlib
 import os
 import queue
 import threading
 import weakref
 from typing import Any
 
-import psycopg
-
 from commandlog.monitor.channel_seal import ChannelSeal
-from storage.channel_key import load_key
+from storage.notify import NotifySender
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +125,7 @@ class ActivityPublisher:
     def __init__(self, url: str, *, channel: str = CHANNEL) -> None:
         self.url = url
         self.channel = channel
-        self._conn: psycopg.Connection | None = None
+        self._sender = NotifySender(url)
         self._seal: ChannelSeal | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -147,19 +144,9 @@ class ActivityPublisher:
         if not payloads:
             return
         with self._lock:
-            for attempt in (1, 2):
-                try:
-                    conn = self._connection()
-                    if self._seal is None:
-                        self._seal = ChannelSeal(load_key(conn), channel=self.channel)
-                    conn.execute(
-                        "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n",
-                        (self.channel, [self._seal.seal(p) for p in payloads]))
-                    return
-                except psycopg.OperationalError:
-                    self._drop()
-                    if attempt == 2:
-                        raise
+            if self._seal is None:
+                self._seal = ChannelSeal(self._sender.channel_key(), channel=self.channel)
+            self._sender.send(self.channel, [self._seal.seal(p) for p in payloads])
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything queued so far is sent; False on timeout."""
@@ -182,14 +169,15 @@ class ActivityPublisher:
         """Send what is queued, then close the connection."""
         self.flush()
         with self._lock:
-            self._drop()
+            self._sender.close()
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._pid == os.getpid():
             return
         with self._lock:
             if self._thread is None or self._pid != os.getpid():  # a forked child gets its own thread and queue
-                self._queue, self._conn, self._pid = queue.SimpleQueue(), None, os.getpid()
+                self._queue, self._pid = queue.SimpleQueue(), os.getpid()
+                self._sender.forget()
                 self._thread = threading.Thread(target=self._run, name="cmdlog-activity-publisher", daemon=True)
                 self._thread.start()
 
@@ -214,17 +202,6 @@ class ActivityPublisher:
                 log.exception("could not publish %d activity item(s)", len(batch))
             for marker in markers:
                 marker.set()
-
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.url, autocommit=True)
-        return self._conn
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._conn.close()
-        self._conn = None
 
 
 _publishers: dict[tuple[str, str], ActivityPublisher] = {}

@@ -35,7 +35,7 @@ from commandlog.platform import prefect_auth
 from commandlog.errors import CommandLogError
 from commandlog.platform.processes import Child, stop_all, wait_for
 from commandlog.settings import Settings
-from storage import server_admin
+from storage import logs, server_admin
 from storage.private import open_private, private_dir, private_umask, write_private
 
 PREFECT_DATABASE = "prefect"
@@ -308,10 +308,9 @@ class Platform:
     def _seed(self, bus) -> None:
         from examples.billing.demo import seed
 
-        with self.db.connection() as conn:
-            if conn.execute("SELECT EXISTS (SELECT 1 FROM command_log)").fetchone()[0]:
-                self.echo("demo: the log already has activity, not seeding again")
-                return
+        if logs.has_commands(self.db):
+            self.echo("demo: the log already has activity, not seeding again")
+            return
         started = time.monotonic()
         n = seed(bus, tenants=5, commands=self.options.demo_commands, days=30, seed=7)
         self.echo(f"demo: seeded {n} commands for 5 tenants in {time.monotonic() - started:.1f}s")

@@ -12,15 +12,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-import psycopg
-
 from commandlog.bus import CommandBus
 from commandlog.ids import uuid7
 from commandlog.records import Outcome
 from commandlog.redaction import scrub_for
 from commandlog.replay.service import ReplayError, ReplayItemResult, ReplayPlan, dry_run_verdict, prepare, replay_context
 from storage import replays as repo
-from storage.postgres import Database
+from storage.postgres import Connection, Database
 
 
 class ReplayConflictError(ReplayError):
@@ -106,7 +104,7 @@ def _execute_one(bus: CommandBus, the_plan: ReplayPlan, original: repo.OriginalR
                  failures: list) -> ReplayItemResult:
     rid = the_plan.request_id
 
-    def close_item(conn: psycopg.Connection, outcome: Outcome) -> None:
+    def close_item(conn: Connection, outcome: Outcome) -> None:
         """In the replayed command's transaction: mark its item done, or roll it back if a rival run did."""
         if not repo.mark_done(conn, rid, original.cmd_uuid, outcome="succeeded"):
             raise ReplayConflictError(f"original {original.cmd_uuid} was already replayed by request {rid}")

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from commandlog.retention.policy import RetentionPolicy
 from storage import export_ledger as ledger
+from storage import retention as retention_store
 from storage.lake.datasets import Lake, LakeFile, partition_of
 from storage.partitions import PURGEABLE_CLASSES
 
@@ -68,10 +69,7 @@ def purge_lake(db, lake_uri: str, policy: RetentionPolicy, *, as_of: datetime, d
 
 def _holds(db) -> dict:
     with db.connection() as conn:
-        rows = conn.execute("SELECT tenant_id, subject FROM legal_hold WHERE released_at IS NULL").fetchall()
-        held_cmds = [r[0] for r in conn.execute(
-            "SELECT DISTINCT c.cmd_uuid FROM legal_hold h JOIN command_log c ON c.tenant_id = h.tenant_id "
-            "AND h.subject = ANY (c.subjects) WHERE h.released_at IS NULL AND h.subject IS NOT NULL")]
+        rows, held_cmds = retention_store.active_holds(conn)
     return {"tenants": sorted({t for t, s in rows if s is None}),
             "subjects": sorted({f"{t}\x1f{s}" for t, s in rows if s is not None}), "cmds": held_cmds}
 

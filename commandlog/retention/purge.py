@@ -20,18 +20,17 @@ it) so writers never miss one.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-
-import psycopg
 
 from commandlog.retention import policy as rp
 from commandlog.context import ExecutionContext
 from commandlog.retention.policy import Purge, PurgeCount, RetentionError, RetentionPolicy
 from storage import export_ledger, partitions
 from storage import retention as store
+from storage.locks import advisory_lock
 from storage.partitions import PURGEABLE_CLASSES, TIME_COLUMN, Partition
 
 Step = Callable[[str, str], None]
@@ -115,15 +114,9 @@ def run_purge(db, bus, policy: RetentionPolicy, *, as_of: datetime | None = None
     return report
 
 
-@contextlib.contextmanager
-def _purge_lock(db) -> Iterator[None]:
-    conn = psycopg.connect(db.url, autocommit=True)
-    try:
-        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (store.PURGE_LOCK_KEY,)).fetchone()[0]:
-            raise RetentionError("another retention purge is running")
-        yield
-    finally:
-        conn.close()
+def _purge_lock(db) -> contextlib.AbstractContextManager[None]:
+    return advisory_lock(db.url, store.PURGE_LOCK_KEY,
+                         busy=lambda: RetentionError("another retention purge is running"))
 
 
 def _execute(db, bus, run: store.RunRow, step: Step) -> PurgeReport:
@@ -264,8 +257,7 @@ def _dry_run(db, policy: RetentionPolicy, *, as_of: datetime, lake_uri: str | No
                         conn, leaf.name, keep_tenants=_keep_tenants(leaf, cut), export_bound=bound))
                     if whole:
                         dropped += 1
-                        nbytes += conn.execute("SELECT pg_total_relation_size(%s::regclass)",
-                                               (leaf.name,)).fetchone()[0]
+                        nbytes += partitions.relation_size(conn, leaf.name)
                         counts = store.count_by_tenant(conn, leaf.name)
                     else:
                         counts = store.count_expired(conn, table=table, leaf=leaf.name, cut=cut, export_bound=bound)
@@ -289,8 +281,5 @@ def lake_for(db, settings) -> str | None:
         return None
     if mode == "on":
         return settings.lake
-    with db.connection() as conn:
-        known = conn.execute("SELECT EXISTS (SELECT 1 FROM export_snapshot WHERE lake_uri = %s)",
-                             (settings.lake,)).fetchone()[0]
-    return settings.lake if known else None
+    return settings.lake if export_ledger.has_runs(db, settings.lake) else None
 

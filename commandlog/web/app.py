@@ -65,5 +65,4 @@ def create_app(settings: Settings | None = None, *, db=None, bus=None) -> FastAP
 
 
 def _ping(db) -> None:
-    with db.connection(timeout=HEALTH_TIMEOUT_S) as conn:
-        conn.execute("SELECT 1").fetchone()
+    db.ping(timeout=HEALTH_TIMEOUT_S)

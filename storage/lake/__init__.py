@@ -1,2 +1,2 @@
-"""The Parquet lake: the dataset files and manifests, the bounded-memory writer, the ADBC export reader and the DuckDB journal."""
-
+"""The Parquet lake: dataset files and manifests, the bounded-memory writer, the ADBC export reader, the DuckDB
+journal."""

@@ -1,0 +1,76 @@
+"""The journal's built-in reports: SQL in the dialect DuckDB and Postgres share, run on a journal connection.
+
+Each report reads a relation named by ``{source}`` (``commands`` or ``tenant_commands`` in the lake,
+``command_log`` in Postgres), so the same text runs on both — the journal benchmark compares them (Postgres
+sessions running it set ``TimeZone = 'UTC'``). Callers (``commandlog.journal.analytics``) check the names, the
+window and the limit first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pyarrow as pa
+
+from storage.lake.duckdb_journal import query
+
+REPORTS: dict[str, tuple[str, str]] = {
+    "activity_per_actor_day": ("Activity per actor and day", """
+        SELECT actor_id, CAST(date_trunc('day', started_at) AS date) AS day, count(*) AS commands
+        FROM {source} {where} GROUP BY 1, 2 ORDER BY 2 DESC, 3 DESC, 1 {limit}"""),
+    "command_mix": ("Command mix", """
+        SELECT cmd_class, count(*) AS commands, round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS pct
+        FROM {source} {where} GROUP BY 1 ORDER BY 2 DESC, 1 {limit}"""),
+    "failure_rate": ("Failure rate per command class", """
+        SELECT cmd_class, count(*) AS commands, count(*) FILTER (WHERE status <> 'succeeded') AS failed,
+               round(100.0 * count(*) FILTER (WHERE status <> 'succeeded') / count(*), 2) AS failed_pct
+        FROM {source} {where} GROUP BY 1 ORDER BY 4 DESC, 1 {limit}"""),
+    "duration_per_class": ("Duration per command class (ms)", """
+        SELECT cmd_class,
+               round(CAST(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at))
+                     * 1000 AS numeric), 2) AS p50_ms,
+               round(CAST(percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at))
+                     * 1000 AS numeric), 2) AS p95_ms
+        FROM {source} {where} GROUP BY 1 ORDER BY 3 DESC, 1 {limit}"""),
+    "most_changed_subjects": ("Most-changed subjects", """
+        SELECT subject, count(*) AS commands
+        FROM (SELECT unnest(subjects) AS subject FROM {source} {where_ok}) s
+        GROUP BY 1 ORDER BY 2 DESC, 1 {limit}"""),
+    "busiest_hours": ("Busiest hours (UTC)", """
+        SELECT CAST(extract(hour FROM started_at) AS integer) AS hour, count(*) AS commands
+        FROM {source} {where} GROUP BY 1 ORDER BY 2 DESC, 1 {limit}"""),
+}
+
+
+def report_sql(name: str, *, source: str = "commands", since: dt.datetime | None = None,
+               until: dt.datetime | None = None, limit: int | None = 20) -> str:
+    """The SQL of report ``name`` over ``source`` (a trusted relation name), for DuckDB or Postgres alike.
+
+    ``limit=None``: every row (used to count what a limited report leaves out).
+    """
+    conds = []
+    if since is not None:
+        conds.append(f"started_at >= CAST('{_utc(since)}' AS timestamp)")
+    if until is not None:
+        conds.append(f"started_at < CAST('{_utc(until)}' AS timestamp)")
+    where = ("WHERE " + " AND ".join(conds)) if conds else ""
+    where_ok = "WHERE " + " AND ".join([*conds, "status = 'succeeded'"])
+    return REPORTS[name][1].format(source=source, where=where, where_ok=where_ok,
+                                  limit="" if limit is None else f"LIMIT {int(limit)}")
+
+
+def _utc(when: dt.datetime) -> str:
+    """A naive UTC literal: the lake views hold UTC TIMESTAMPs; Postgres reads it in the session's UTC zone."""
+    return when.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
+
+
+def run_report(con: duckdb.DuckDBPyConnection, name: str, *, source: str, since: dt.datetime | None,
+               until: dt.datetime | None, limit: int) -> tuple[pa.Table, int]:
+    """Report ``name``'s rows (at most ``limit``) and how many it has without the limit."""
+    table = query(con, report_sql(name, source=source, since=since, until=until, limit=limit)).read_all()
+    total = table.num_rows
+    if total == limit:  # maybe cut: count the rows the limit left out
+        every = report_sql(name, source=source, since=since, until=until, limit=None)
+        total = query(con, f"SELECT count(*) AS n FROM ({every}) AS r").read_all()["n"][0].as_py()
+    return table, total
