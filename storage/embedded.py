@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from storage.private import private_dir, traversable_dir
+from storage.rows import one_row
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ host    all   all        ::1/128        scram-sha-256
 def require_passwords(server, *, timeout: float = 10.0) -> bool:
     """Make the embedded server ask every role but its owner for a password; True if the rules changed now."""
     with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
-        hba = Path(conn.execute("SHOW hba_file").fetchone()[0])
+        hba = Path(one_row(conn.execute("SHOW hba_file"))[0])
         if hba.read_text().startswith(HBA_MARKER):
             return False
         hba.write_text(HBA_RULES)
@@ -75,7 +76,7 @@ def _await_password_rules(server, timeout: float) -> None:
 
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    probe = make_conninfo(**{**conninfo_to_dict(server.get_uri("postgres")), "user": "cmdlog_hba_probe"})
+    probe = make_conninfo("", **{**conninfo_to_dict(server.get_uri("postgres")), "user": "cmdlog_hba_probe"})
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -10,12 +10,14 @@ import contextlib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, overload
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from storage.errors import StorageError
+from storage.rows import one_row
 
 
 class ExportBusyError(StorageError):
@@ -50,7 +52,11 @@ _COLS = ("snapshot_id, kind, status, from_tx::text AS from_tx, to_tx::text AS to
          "row_counts, attempts")
 
 
-def _row(d: dict | None) -> SnapshotRow | None:
+@overload
+def _row(d: dict[str, Any]) -> SnapshotRow: ...
+@overload
+def _row(d: None) -> None: ...
+def _row(d: dict[str, Any] | None) -> SnapshotRow | None:
     if d is None:
         return None
     d = dict(d)
@@ -66,7 +72,7 @@ def lake_lock(db, lake_uri: str) -> Iterator[None]:
     conn = psycopg.connect(db.url, autocommit=True)
     locked = False
     try:
-        locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+        locked = one_row(conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)))[0]
         if not locked:
             raise ExportBusyError(f"another export or compaction is running on {lake_uri}")
         yield
@@ -98,10 +104,10 @@ def last_export_bound(db, lake_uri: str) -> int:
 def start_run(db, lake_uri: str, *, kind: str, from_tx: int | None = None, to_tx: int | None = None) -> SnapshotRow:
     """Insert a ``writing`` row for a new run."""
     with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        return _row(cur.execute(
+        return _row(one_row(cur.execute(
             f"INSERT INTO export_snapshot (lake_uri, kind, status, from_tx, to_tx) "
             f"VALUES (%s, %s, 'writing', %s::text::xid8, %s::text::xid8) RETURNING {_COLS}",
-            (lake_uri, kind, from_tx, to_tx)).fetchone())
+            (lake_uri, kind, from_tx, to_tx))))
 
 
 def mark_publishing(db, snapshot_id: int, *, files: list[dict], replaced: list[dict], row_counts: dict) -> None:

@@ -53,7 +53,8 @@ def insert_actions(conn, rows: list[FrontendActionRow]) -> set[uuid.UUID]:
 def tenant_actions(db, tenant_id: str, *, correlation_id: uuid.UUID | None = None, since: dt.datetime | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
     """A tenant's actions, newest first, read through its row-level-security session."""
-    where, params = ["tenant_id = %s"], [tenant_id]
+    where: list[str] = ["tenant_id = %s"]
+    params: list[object] = [tenant_id]
     if correlation_id is not None:
         where.append("correlation_id = %s")
         params.append(correlation_id)
@@ -69,7 +70,8 @@ def tenant_actions(db, tenant_id: str, *, correlation_id: uuid.UUID | None = Non
 
 def all_actions_since(db, since: dt.datetime, *, tenant_id: str | None = None, limit: int = 1000) -> list[dict]:
     """Actions of every tenant (or one) since ``since``, oldest first, without payloads (admin backfill)."""
-    where, params = ["occurred_at >= %s"], [since]
+    where: list[str] = ["occurred_at >= %s"]
+    params: list[object] = [since]
     if tenant_id is not None:
         where.append("tenant_id = %s")
         params.append(tenant_id)

@@ -19,8 +19,8 @@ def _config() -> Config:
     return cfg
 
 
-def head_revision() -> str:
-    """The newest migration's revision id."""
+def head_revision() -> str | None:
+    """The newest migration's revision id (None only in a tree without migrations)."""
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 

@@ -59,11 +59,13 @@ DATASETS: dict[str, DatasetSpec] = {d.name: d for d in (
 class SnapshotReader:
     """An ADBC connection holding one ``REPEATABLE READ READ ONLY`` transaction; use as a context manager."""
 
+    _conn: adbc.Connection
+    _cur: adbc.Cursor
+    """Both set by ``__enter__``."""
+
     def __init__(self, url: str, *, batch_bytes: int = 8 * 1024 * 1024) -> None:
         self.url = url
         self.batch_bytes = batch_bytes
-        self._conn = None
-        self._cur = None
 
     def __enter__(self) -> SnapshotReader:
         try:
@@ -75,7 +77,7 @@ class SnapshotReader:
         self._cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         try:
             self._cur.execute("ROLLBACK")
         except adbc.Error:
@@ -87,7 +89,7 @@ class SnapshotReader:
         """``pg_snapshot_xmin`` of this transaction's snapshot: every lower transaction id has finished."""
         return int(self._scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
 
-    def _scalar(self, sql: str):
+    def _scalar(self, sql: str) -> int | str:
         self._cur.execute(sql)
         return self._cur.fetch_arrow_table().column(0)[0].as_py()
 

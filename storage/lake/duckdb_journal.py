@@ -44,6 +44,7 @@ import pyarrow.dataset as ds
 
 from storage.errors import StorageError
 from storage.lake.datasets import Lake, LakeFile
+from storage.rows import one_row
 
 HIVE_TYPES = {"retention": "VARCHAR", "day": "DATE", "tenant_id": "VARCHAR"}
 _ARROW_HIVE_TYPES = {k: {"VARCHAR": pa.string(), "DATE": pa.date32()}[v] for k, v in HIVE_TYPES.items()}
@@ -94,7 +95,7 @@ class TenantViewError(SqlError):
 def lake_tenants(lake: Lake) -> list[str]:
     """Tenant ids with files in the lake's newest manifest."""
     current = lake.manifest()
-    return sorted({f.partition.get("tenant_id") for f in current[1] if f.dataset == "tenant_commands"}) if current else []
+    return sorted({f.partition["tenant_id"] for f in current[1] if f.dataset == "tenant_commands"}) if current else []
 
 
 def open_journal(lake: Lake, *, tenant: str | None = None, threads: int | None = None,
@@ -208,7 +209,7 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     try:
         statements = con.extract_statements(sql)
     except duckdb.OutOfMemoryException as e:
-        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        limit = one_row(con.execute("SELECT current_setting('memory_limit')"))[0]
         raise SqlError(f"the query needs more than the journal's memory limit ({limit}); a session opened for one "
                        f"tenant does not spill to disk: filter (e.g. by day) or aggregate. DuckDB said: {e}") from None
     except duckdb.Error as e:
@@ -234,7 +235,7 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, *, batch_rows: int = 64 * 10
             raise TenantViewError("tenant_commands exists only in a journal opened for one tenant") from None
         raise SqlError(str(e)) from None
     except duckdb.OutOfMemoryException as e:
-        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        limit = one_row(con.execute("SELECT current_setting('memory_limit')"))[0]
         raise SqlError(f"the query needs more than the journal's memory limit ({limit}); a session opened for one "
                        f"tenant does not spill to disk: filter (e.g. by day) or aggregate. DuckDB said: {e}") from None
     except duckdb.Error as e:
