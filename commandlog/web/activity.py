@@ -89,9 +89,9 @@ async def activity_hub(app) -> ActivityHub:
 
 def _problem(e: Exception) -> JSONResponse:
     status = errors.status_for(e)
-    body = {"error": type(e).__name__, "detail": str(e)}
-    if getattr(e, "errors", None):
-        body["errors"] = e.errors
+    body: dict[str, object] = {"error": type(e).__name__, "detail": str(e)}
+    if field_errors := getattr(e, "errors", None):
+        body["errors"] = field_errors
     headers = {"Retry-After": str(max(1, round(e.retry_after)))} if isinstance(e, RateLimitedError) else None
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -142,8 +142,11 @@ async def get_frontend_actions(request: Request, principal: Principal = Depends(
         corr = uuid.UUID(correlation_id) if correlation_id is not None else None
     except ValueError:
         raise InvalidFilterError("correlation_id", f"must be a UUID, not {correlation_id!r}") from None
+    tenant_id = tenant or principal.tenant_id
+    if tenant_id is None:  # unreachable: non-admin tokens are bound to a tenant (create_token checks it)
+        raise PermissionDeniedError("tenant: this token is bound to no tenant")
     rows = await run_in_threadpool(actions_store.tenant_actions, request.app.state.db,
-                                   tenant or principal.tenant_id, correlation_id=corr, limit=limit)
+                                   tenant_id, correlation_id=corr, limit=limit)
     out = []
     for r in rows:
         entry = {k: (str(v) if k in ("action_uuid", "correlation_id") and v else v) for k, v in r.items()}
@@ -272,7 +275,7 @@ async def _send_until_done(ws: WebSocket, subscription: Subscription, seen: set[
                     await _close(ws, 4401, str(e))
                     return
                 await ws.send_text(json.dumps({"type": "heartbeat", "cursor": stamp(dt.datetime.now(dt.UTC))}))
-            batches = []
+            batches: list[tuple[list[str], str, str]] = []
             while subscription.frames and len(batches) < COALESCE:
                 batch = subscription.frames.popleft()
                 if not (seen and all(i in seen for i in batch[0])):
