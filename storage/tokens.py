@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Literal
+
+Role = Literal["viewer", "operator", "admin"]
+"""A token's role, as the CHECK constraints of ``api_token.role`` and ``ws_ticket.role`` allow it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -16,7 +20,7 @@ class TokenRow:
     """SHA-256 of the token's secret part."""
     tenant_id: str | None
     """The tenant the token is bound to; None for admin tokens."""
-    role: str
+    role: Role
     """``viewer``, ``operator`` or ``admin``."""
     subject: str
     """Who the token stands for (``alice@acme``, or ``token:<token_id>``): the actor it is recorded as."""

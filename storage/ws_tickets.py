@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from storage.tokens import Role
+
 
 @dataclass(frozen=True, kw_only=True)
 class TicketGrant:
@@ -14,7 +16,7 @@ class TicketGrant:
     """Id of the bearer token that asked for the ticket."""
     tenant_id: str | None
     """That token's tenant (None for admin)."""
-    role: str
+    role: Role
     """That token's role."""
 
 

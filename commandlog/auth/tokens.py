@@ -20,11 +20,11 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TypeGuard, get_args
 
 from commandlog.errors import CommandLogError
 from storage import tokens as store
-Role = Literal["viewer", "operator", "admin"]
+from storage.tokens import Role
 ROLES: tuple[str, ...] = get_args(Role)
 PREFIX = "cl_"
 _TOKEN = re.compile(r"^cl_([0-9a-f]{12})\.([A-Za-z0-9_-]{20,128})$")
@@ -72,15 +72,20 @@ class Principal:
         return self.role == "admin"
 
 
+def is_role(value: str) -> TypeGuard[Role]:
+    """True when ``value`` names a role."""
+    return value in ROLES
+
+
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def create_token(db, *, tenant: str | None, role: Role, ttl: dt.timedelta | None = None,
+def create_token(db, *, tenant: str | None, role: str, ttl: dt.timedelta | None = None,
                  subject: str | None = None) -> str:
     """Create a token for ``subject`` (default ``token:<id>``) and return the plain token (shown once; only its hash
     is stored)."""
-    if role not in ROLES:
+    if not is_role(role):  # the CLI passes what was typed
         raise TokenError(f"role: must be one of {', '.join(ROLES)}, got {role!r}")
     if role == "admin" and tenant is not None:
         raise TokenError("tenant: an admin token is global; omit the tenant")

@@ -18,7 +18,7 @@ import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from psycopg.rows import dict_row
 
@@ -100,7 +100,7 @@ def timeline(db, *, tenant: str | None, admin: bool = False, subject=None, actor
     table = "command_log" if admin else "tenant_command_log"
     session = db.connection() if admin else db.tenant_session(tenant)
     with session as conn, conn.cursor(row_factory=dict_row) as cur:
-        if keyed:  # see cmdlog_subject_keys in migration 0002: RLS keeps @> from using the index
+        if subject_value is not None:  # keyed; see cmdlog_subject_keys in migration 0002: RLS keeps @> from using the index
             only_subject = actor is None and cmd_class is None and status is None and correlation_id is None
             keys = _subject_keys(cur, subject_value, since=since, until=until, cursor=cursor,
                                  limit=limit + 1 if only_subject else None)
@@ -178,6 +178,10 @@ def _uuid(name: str, value: Any) -> uuid.UUID:
         raise InvalidFilterError(name, f"must be a UUID, not {value!r}") from None
 
 
+@overload
+def parse_time(name: str, value: str | dt.date) -> dt.datetime: ...
+@overload
+def parse_time(name: str, value: Any) -> dt.datetime | None: ...
 def parse_time(name: str, value: Any) -> dt.datetime | None:
     """A timezone-aware instant from a datetime, a date or an ISO 8601 string (naive means UTC)."""
     if value is None:

@@ -153,6 +153,7 @@ def _stage(lake: Lake, reader: SnapshotReader, run: ledger.SnapshotRow, step: St
     """Write every dataset of the run's range under staging (redoing a previous attempt from scratch)."""
     lake.discard_staging(run.snapshot_id)
     staged: list[LakeFile] = []
+    assert run.from_tx is not None and run.to_tx is not None, "an export run has its range (start_run sets it)"
     for spec in DATASETS.values():
         src = reader.batches(spec, from_tx=run.from_tx, to_tx=run.to_tx)
         staged += lake.write_dataset(src, dataset=spec.name, partition_by=list(spec.partition_by),
@@ -197,6 +198,7 @@ def _recover(db, lake: Lake, step: Step) -> list[int]:
         ledger.abandon(db, run.snapshot_id)
     else:
         with SnapshotReader(db.url) as reader:
+            assert run.to_tx is not None, "an export run has its range (start_run sets it)"
             if reader.xmin() < run.to_tx:  # cannot happen for a later snapshot; guard the invariant anyway
                 raise ExportError(f"snapshot {run.snapshot_id}: its range is not complete in the current snapshot")
             staged = _stage(lake, reader, run, step)

@@ -72,6 +72,7 @@ def _action_items(db, activity_filter: ActivityFilter, since, *, admin: bool, ma
     if admin:
         rows = actions_store.all_actions_since(db, lower, tenant_id=activity_filter.tenant_id, limit=max_items + 1)
     else:
+        assert activity_filter.tenant_id is not None, "a tenant's watcher has its tenant (web/activity builds it so)"
         rows = actions_store.tenant_actions(db, activity_filter.tenant_id, since=lower, limit=max_items + 1)
     return [action_item(action_uuid=r["action_uuid"], tenant_id=r["tenant_id"], actor_id=r["actor_id"],
                         action=r["action"], correlation_id=r["correlation_id"], occurred_at=r["occurred_at"])

@@ -27,7 +27,7 @@ import os
 import queue
 import threading
 import weakref
-from typing import Any
+from typing import Any, overload
 
 import psycopg
 
@@ -45,6 +45,10 @@ _MAX_SUBJECTS = 20
 _MAX_BATCH_ITEMS = 500
 
 
+@overload
+def stamp(when: dt.datetime) -> str: ...
+@overload
+def stamp(when: dt.datetime | None) -> str | None: ...
 def stamp(when: dt.datetime | None) -> str | None:
     """A fixed-width UTC timestamp (``2026-11-27T03:43:13.123456Z``) that sorts as text."""
     if when is None:
