@@ -33,7 +33,10 @@ def _stepper(progress_id: UUID | None):
 @task(name="start-progress")
 def start_progress() -> UUID:
     """Create the run's progress artifact (0%)."""
-    return create_progress_artifact(0.0, key="export-snapshot-progress", description="Lake export progress")
+    artifact_id = create_progress_artifact(0.0, key="export-snapshot-progress", description="Lake export progress")
+    # async_dispatch is typed with both faces (UUID | coroutine); called from a sync task it is the UUID
+    assert isinstance(artifact_id, UUID)
+    return artifact_id
 
 
 @task(name="export-lake", retries=2, retry_delay_seconds=5)

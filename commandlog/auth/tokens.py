@@ -71,6 +71,13 @@ class Principal:
         """True for admin tokens (global, lean rows)."""
         return self.role == "admin"
 
+    @property
+    def own_tenant(self) -> str:
+        """The tenant a viewer or operator token is bound to; PermissionDeniedError for an admin token (none)."""
+        if self.tenant_id is None:
+            raise PermissionDeniedError("tenant: an admin token must name the tenant")
+        return self.tenant_id
+
 
 def is_role(value: str) -> TypeGuard[Role]:
     """True when ``value`` names a role."""

@@ -12,6 +12,7 @@ spurious failed command. ``tenant_id=None`` means a system caller (a flow) actin
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
 from collections.abc import Mapping
@@ -205,7 +206,7 @@ class DraftService:
             raise StaleProjectionError(f"the subjects of draft {draft.draft_uuid} ({', '.join(draft.subjects)}) "
                                        "changed since it was projected; project it again and review the new result")
 
-    def _check_storable(self, command: Command) -> tuple[str, list[str]]:
+    def _check_storable(self, command: Command) -> tuple[str, builtins.list[str]]:  # `list` is a method here
         cls = type(command)
         if not cls.body_stored():
             raise DraftValidationError(cls.cmd_class, [{"field": "cmd_class", "message": "its body may not be "

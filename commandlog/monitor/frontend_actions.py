@@ -129,7 +129,7 @@ def _row(action: FrontendAction, principal: Principal, now: dt.datetime, where: 
     if problems:
         return None, problems
     return store.FrontendActionRow(
-        action_uuid=action.action_uuid or uuid7(when), tenant_id=action.tenant_id or principal.tenant_id,
+        action_uuid=action.action_uuid or uuid7(when), tenant_id=action.tenant_id or principal.own_tenant,
         actor_id=principal.actor, action=action.action,
         payload_json=json.dumps(action.payload, separators=(",", ":"), ensure_ascii=False),
         correlation_id=action.correlation_id, occurred_at=when), []

@@ -45,7 +45,7 @@ def purge_lake(db, lake_uri: str, policy: RetentionPolicy, *, as_of: datetime, d
     with ledger.lake_lock(db, lake_uri) if not dry_run else contextlib.nullcontext():
         current = lake.manifest()
         groups: dict[tuple[str, str], list[LakeFile]] = defaultdict(list)
-        for f in current[1]:
+        for f in (current[1] if current else []):
             groups[(f.dataset, posixpath.dirname(f.path))].append(f)
         replaced: list[LakeFile] = []
         kept: list[tuple[str, str, pa.Table]] = []

@@ -33,6 +33,7 @@ from commandlog.retention.policy import Purge, PurgeCount, RetentionError, Reten
 from storage import export_ledger, partitions
 from storage import retention as store
 from storage.partitions import PURGEABLE_CLASSES, TIME_COLUMN, Partition
+from storage.rows import one_row
 
 Step = Callable[[str, str], None]
 """``step(phase, detail)``: progress callback (tests inject crashes here)."""
@@ -119,7 +120,7 @@ def run_purge(db, bus, policy: RetentionPolicy, *, as_of: datetime | None = None
 def _purge_lock(db) -> Iterator[None]:
     conn = psycopg.connect(db.url, autocommit=True)
     try:
-        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (store.PURGE_LOCK_KEY,)).fetchone()[0]:
+        if not one_row(conn.execute("SELECT pg_try_advisory_lock(%s)", (store.PURGE_LOCK_KEY,)))[0]:
             raise RetentionError("another retention purge is running")
         yield
     finally:

@@ -142,11 +142,8 @@ async def get_frontend_actions(request: Request, principal: Principal = Depends(
         corr = uuid.UUID(correlation_id) if correlation_id is not None else None
     except ValueError:
         raise InvalidFilterError("correlation_id", f"must be a UUID, not {correlation_id!r}") from None
-    tenant_id = tenant or principal.tenant_id
-    if tenant_id is None:  # unreachable: non-admin tokens are bound to a tenant (create_token checks it)
-        raise PermissionDeniedError("tenant: this token is bound to no tenant")
     rows = await run_in_threadpool(actions_store.tenant_actions, request.app.state.db,
-                                   tenant_id, correlation_id=corr, limit=limit)
+                                   tenant or principal.own_tenant, correlation_id=corr, limit=limit)
     out = []
     for r in rows:
         entry = {k: (str(v) if k in ("action_uuid", "correlation_id") and v else v) for k, v in r.items()}

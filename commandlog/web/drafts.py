@@ -67,7 +67,7 @@ def _tenant(principal: Principal, tenant: str | None) -> str:
         return tenant
     if tenant is not None and tenant != principal.tenant_id:
         raise PermissionDeniedError("tenant: this token may only use its own tenant's drafts")
-    return principal.tenant_id
+    return principal.own_tenant
 
 
 def _drafts(request: Request) -> DraftService:

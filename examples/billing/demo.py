@@ -88,7 +88,9 @@ def _moments(rng: random.Random, n: int, start: dt.datetime, end: dt.datetime) -
         nxt = min(end, t.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1))
         seconds = (nxt - t).total_seconds()
         total += _HOUR_WEIGHT[t.hour] * seconds
-        starts.append(t), lengths.append(seconds), cumulative.append(total)
+        starts.append(t)
+        lengths.append(seconds)
+        cumulative.append(total)
         t = nxt
     x, last = 0.0, end - dt.timedelta(microseconds=1)
     for k in range(n, 0, -1):
