@@ -35,7 +35,9 @@ from commandlog.errors import CommandLogError
 from commandlog.platform.processes import Child, stop_all, wait_for
 from commandlog.settings import Settings
 from storage import server_admin
+from storage.postgres import Database
 from storage.private import open_private, private_dir, private_umask, write_private
+from storage.rows import one_row
 
 PREFECT_DATABASE = "prefect"
 
@@ -92,11 +94,19 @@ class Platform:
     external_api_url: str | None = None
     """PREFECT_API_URL of an existing server; None starts a local one."""
     children: list[Child] = field(default_factory=list)
-    db: object = None
+    db: Database | None = None
+    """Open from the start of ``run`` until ``shutdown``."""
     urls: dict[str, str] = field(default_factory=dict)
     api_headers: dict[str, str] = field(default_factory=dict)
     """Headers the platform's own checks send to the Prefect API (its auth)."""
     _lock_fd: int | None = None
+
+    @property
+    def database(self) -> Database:
+        """``db`` once it is open (the steps after Postgres started use it)."""
+        if self.db is None:
+            raise PlatformError("the database is not open")
+        return self.db
 
     @property
     def run_dir(self) -> Path:
@@ -180,7 +190,7 @@ class Platform:
         ui = api_url.rstrip("/").removesuffix("/api")
         self.urls = {"Prefect UI": ui, "Prefect API": api_url,
                      "web app": f"http://{o.host}:{o.web_port}", "API docs": f"http://{o.host}:{o.web_port}/docs",
-                     "Postgres": server_admin.masked_url(self.db.url), "lake": self.settings.lake,
+                     "Postgres": server_admin.masked_url(self.database.url), "lake": self.settings.lake,
                      "deployments": ", ".join(names)}
 
     def _start_prefect_server(self, env: dict[str, str]) -> None:
@@ -188,17 +198,17 @@ class Platform:
         if self.external_api_url:
             return
         try:
-            created = server_admin.ensure_database(self.db.url, PREFECT_DATABASE)
+            created = server_admin.ensure_database(self.database.url, PREFECT_DATABASE)
         except server_admin.DatabaseAdminError as e:
             raise PlatformError(f"{e}; create it yourself, or set PREFECT_API_URL to an existing server") from e
         if created:
             self.echo(f"created the database {PREFECT_DATABASE!r} for the Prefect server")
-        if not server_admin.restrict_connect(self.db.url, PREFECT_DATABASE):
+        if not server_admin.restrict_connect(self.database.url, PREFECT_DATABASE):
             self.echo(f"warning: cannot revoke CONNECT on {PREFECT_DATABASE!r} from PUBLIC; tenant-bound SQL logins "
                       f"can connect to it (ask its owner to)")
         # The server applies its own migrations on start: the work of `prefect server database upgrade -y` without
         # a second Python start-up on the critical path (a cold start measured ~24 s instead of ~38 s, loaded).
-        server_env = {**env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": server_admin.asyncpg_url(self.db.url,
+        server_env = {**env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": server_admin.asyncpg_url(self.database.url,
                                                                                                PREFECT_DATABASE),
                       "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "true",
                       "PREFECT_SERVER_API_AUTH_STRING": env["PREFECT_API_AUTH_STRING"]}
@@ -215,8 +225,8 @@ class Platform:
         started = bool(self.children) or self.db is not None
         began = time.monotonic()
         flush = None
-        if getattr(self.db, "server", None) is not None:  # flush while the children stop: a short shutdown checkpoint
-            flush = threading.Thread(target=server_admin.checkpoint, args=(self.db.url,), daemon=True)
+        if self.db is not None and self.db.server is not None:  # flush while the children stop: a short shutdown checkpoint
+            flush = threading.Thread(target=server_admin.checkpoint, args=(self.database.url,), daemon=True)
             flush.start()
         stop_all(self.children, timeout=self.options.stop_timeout)
         self.children.clear()
@@ -264,7 +274,7 @@ class Platform:
         """Every child's environment; with a local Prefect server, its auth string (and no API key, which Prefect
         clients would send instead)."""
         home = self.settings.home.resolve()
-        env = {**os.environ, "CMDLOG_HOME": str(home), "CMDLOG_DATABASE_URL": self.db.url,
+        env = {**os.environ, "CMDLOG_HOME": str(home), "CMDLOG_DATABASE_URL": self.database.url,
                "CMDLOG_LAKE_URI": self.settings.lake, "PREFECT_API_URL": api_url,
                "PREFECT_HOME": os.environ.get("PREFECT_HOME") or str(home / "prefect"),
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
@@ -307,8 +317,8 @@ class Platform:
     def _seed(self, bus) -> None:
         from examples.billing.demo import seed
 
-        with self.db.connection() as conn:
-            if conn.execute("SELECT EXISTS (SELECT 1 FROM command_log)").fetchone()[0]:
+        with self.database.connection() as conn:
+            if one_row(conn.execute("SELECT EXISTS (SELECT 1 FROM command_log)"))[0]:
                 self.echo("demo: the log already has activity, not seeding again")
                 return
         started = time.monotonic()
@@ -353,8 +363,8 @@ class Platform:
             if time.monotonic() < next_check:
                 return None
             next_check = time.monotonic() + self.options.db_check_interval
-            misses = 0 if server_admin.answers(self.db.url) else misses + 1
-            return f"Postgres at {server_admin.masked_url(self.db.url)} does not answer" if misses >= 3 else None
+            misses = 0 if server_admin.answers(self.database.url) else misses + 1
+            return f"Postgres at {server_admin.masked_url(self.database.url)} does not answer" if misses >= 3 else None
 
         return external
 
