@@ -9,6 +9,8 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
+from storage.postgres import Database
+
 INSERT = """
 INSERT INTO frontend_action (action_uuid, tenant_id, actor_id, action, payload, correlation_id, occurred_at, retention)
 SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::jsonb[], %s::uuid[], %s::timestamptz[],
@@ -50,7 +52,7 @@ def insert_actions(conn, rows: list[FrontendActionRow]) -> set[uuid.UUID]:
     return {r[0] for r in conn.execute(INSERT, cols).fetchall()}
 
 
-def tenant_actions(db, tenant_id: str, *, correlation_id: uuid.UUID | None = None, since: dt.datetime | None = None,
+def tenant_actions(db: Database, tenant_id: str, *, correlation_id: uuid.UUID | None = None, since: dt.datetime | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
     """A tenant's actions, newest first, read through its row-level-security session."""
     where: list[str] = ["tenant_id = %s"]
@@ -68,7 +70,7 @@ def tenant_actions(db, tenant_id: str, *, correlation_id: uuid.UUID | None = Non
         return cur.execute(sql, params).fetchall()
 
 
-def all_actions_since(db, since: dt.datetime, *, tenant_id: str | None = None, limit: int = 1000) -> list[dict]:
+def all_actions_since(db: Database, since: dt.datetime, *, tenant_id: str | None = None, limit: int = 1000) -> list[dict]:
     """Actions of every tenant (or one) since ``since``, oldest first, without payloads (admin backfill)."""
     where: list[str] = ["occurred_at >= %s"]
     params: list[object] = [since]

@@ -6,6 +6,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
+from storage.postgres import Database
+
 Role = Literal["viewer", "operator", "admin"]
 """A token's role, as the CHECK constraints of ``api_token.role`` and ``ws_ticket.role`` allow it."""
 
@@ -35,7 +37,7 @@ class TokenRow:
 _COLUMNS = "token_id, secret_sha256, tenant_id, role, subject, created_at, expires_at, revoked_at"
 
 
-def insert_token(db, *, token_id: str, secret_sha256: bytes, tenant_id: str | None, role: str, subject: str,
+def insert_token(db: Database, *, token_id: str, secret_sha256: bytes, tenant_id: str | None, role: str, subject: str,
                  expires_at: dt.datetime | None = None) -> TokenRow:
     """Store a new token row and return it."""
     with db.connection() as conn:
@@ -47,14 +49,14 @@ def insert_token(db, *, token_id: str, secret_sha256: bytes, tenant_id: str | No
     return _row(row)
 
 
-def find_token(db, token_id: str) -> TokenRow | None:
+def find_token(db: Database, token_id: str) -> TokenRow | None:
     """The token row with ``token_id``, or None."""
     with db.connection() as conn:
         row = conn.execute(f"SELECT {_COLUMNS} FROM api_token WHERE token_id = %s", (token_id,)).fetchone()
     return _row(row) if row else None
 
 
-def revoke_token(db, token_id: str) -> bool:
+def revoke_token(db: Database, token_id: str) -> bool:
     """Mark a token revoked; True if a valid token was revoked."""
     with db.connection() as conn:
         cur = conn.execute("UPDATE api_token SET revoked_at = now() WHERE token_id = %s AND revoked_at IS NULL",

@@ -24,6 +24,7 @@ from typing import TypeGuard, get_args
 
 from commandlog.errors import CommandLogError
 from storage import tokens as store
+from storage.postgres import Database
 from storage.tokens import Role
 ROLES: tuple[str, ...] = get_args(Role)
 PREFIX = "cl_"
@@ -88,7 +89,7 @@ def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def create_token(db, *, tenant: str | None, role: str, ttl: dt.timedelta | None = None,
+def create_token(db: Database, *, tenant: str | None, role: str, ttl: dt.timedelta | None = None,
                  subject: str | None = None) -> str:
     """Create a token for ``subject`` (default ``token:<id>``) and return the plain token (shown once; only its hash
     is stored)."""
@@ -110,7 +111,7 @@ def create_token(db, *, tenant: str | None, role: str, ttl: dt.timedelta | None 
     return f"{PREFIX}{token_id}.{secret}"
 
 
-def authenticate(db, token: str | None) -> Principal:
+def authenticate(db: Database, token: str | None) -> Principal:
     """The Principal of a presented token; raises AuthenticationError for any token that is not valid now."""
     match = _TOKEN.match(token or "")
     if not match:
@@ -134,6 +135,6 @@ def principal_of(row: store.TokenRow) -> Principal:
     return Principal(token_id=row.token_id, tenant_id=row.tenant_id, role=row.role, subject=row.subject)
 
 
-def revoke_token(db, token_id: str) -> bool:
+def revoke_token(db: Database, token_id: str) -> bool:
     """Revoke the token with ``token_id``; True if it was valid until now."""
     return store.revoke_token(db, token_id)

@@ -23,6 +23,7 @@ from typing import Any, overload
 from psycopg.rows import dict_row
 
 from commandlog.errors import CommandLogError
+from storage.postgres import Database
 
 STATUSES = ("succeeded", "failed", "rejected")
 MAX_LIMIT = 1000
@@ -81,7 +82,7 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
         raise InvalidFilterError("cursor", "not a cursor returned by a previous page") from None
 
 
-def timeline(db, *, tenant: str | None, admin: bool = False, subject=None, actor=None, cmd_class=None, status=None,
+def timeline(db: Database, *, tenant: str | None, admin: bool = False, subject=None, actor=None, cmd_class=None, status=None,
              since=None, until=None, correlation_id=None, cursor: str | None = None, limit: int = 50) -> TimelinePage:
     """A page of the journal, newest first, filtered by any of subject, actor, class, status, window, correlation.
 
@@ -98,7 +99,11 @@ def timeline(db, *, tenant: str | None, admin: bool = False, subject=None, actor
                              status=status, since=since, until=until, correlation_id=correlation_id, cursor=cursor)
     limit = _limit(limit)
     table = "command_log" if admin else "tenant_command_log"
-    session = db.connection() if admin else db.tenant_session(tenant)
+    if admin:
+        session = db.connection()
+    else:
+        assert tenant is not None, "checked above"
+        session = db.tenant_session(tenant)
     with session as conn, conn.cursor(row_factory=dict_row) as cur:
         if subject_value is not None:  # keyed; see cmdlog_subject_keys in migration 0002: RLS keeps @> from using the index
             only_subject = actor is None and cmd_class is None and status is None and correlation_id is None

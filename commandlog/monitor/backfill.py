@@ -14,6 +14,7 @@ from commandlog.journal import entries as journal
 from commandlog.monitor.publisher import action_item, command_item, event_item, stamp
 from commandlog.monitor.filters import ActivityFilter
 from storage import frontend_actions as actions_store
+from storage.postgres import Database
 MARGIN = dt.timedelta(seconds=5)
 """How far before the cursor the backfill starts (commit order vs. the processes' clocks)."""
 LONGEST_COMMAND = dt.timedelta(minutes=5)
@@ -31,7 +32,7 @@ def parse_cursor(cursor: str) -> dt.datetime:
     return when
 
 
-def backfill(db, activity_filter: ActivityFilter, since: dt.datetime, *, admin: bool,
+def backfill(db: Database, activity_filter: ActivityFilter, since: dt.datetime, *, admin: bool,
              max_items: int = MAX_ITEMS) -> tuple[list[dict], bool]:
     """Items at or after ``since - MARGIN`` that pass ``activity_filter``, oldest first, and whether truncated."""
     lower = stamp(since - MARGIN)
@@ -46,7 +47,7 @@ def backfill(db, activity_filter: ActivityFilter, since: dt.datetime, *, admin: 
     return items[:max_items], len(items) > max_items
 
 
-def _command_items(db, activity_filter: ActivityFilter, since, *, admin: bool, lower: str, max_items: int):
+def _command_items(db: Database, activity_filter: ActivityFilter, since, *, admin: bool, lower: str, max_items: int):
     single_class = next(iter(activity_filter.classes)) if activity_filter.classes and len(
         activity_filter.classes) == 1 else None
     cursor, out, fetched = None, [], 0
@@ -67,7 +68,7 @@ def _command_items(db, activity_filter: ActivityFilter, since, *, admin: bool, l
     return out
 
 
-def _action_items(db, activity_filter: ActivityFilter, since, *, admin: bool, max_items: int):
+def _action_items(db: Database, activity_filter: ActivityFilter, since, *, admin: bool, max_items: int):
     lower = since - MARGIN
     if admin:
         rows = actions_store.all_actions_since(db, lower, tenant_id=activity_filter.tenant_id, limit=max_items + 1)

@@ -21,6 +21,7 @@ from commandlog.errors import CommandLogError, UnstorableValueError
 from commandlog.ids import uuid7
 from commandlog.auth.tokens import Principal
 from storage import frontend_actions as store
+from storage.postgres import Database
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -135,7 +136,7 @@ def _row(action: FrontendAction, principal: Principal, now: dt.datetime, where: 
         correlation_id=action.correlation_id, occurred_at=when), []
 
 
-def ingest(db, rows: list[store.FrontendActionRow]) -> list[uuid.UUID]:
+def ingest(db: Database, rows: list[store.FrontendActionRow]) -> list[uuid.UUID]:
     """Store ``rows`` in one transaction, then publish the ones inserted (a retried id is neither stored nor sent)."""
     with db.connection() as conn:
         inserted = store.insert_actions(conn, rows)

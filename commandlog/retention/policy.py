@@ -20,6 +20,7 @@ from commandlog.context import ExecutionContext, HandlerContext
 from commandlog.errors import CommandLogError, ConfigurationError
 from commandlog.settings import Settings
 from storage import retention as store
+from storage.postgres import Database
 from storage.retention import ClassCutoffs, Hold, HoldExistsError
 
 SYSTEM_TENANT = "_system"
@@ -223,7 +224,7 @@ def remove_hold(bus, *, tenant: str, subject: str | None = None, reason: str | N
     return out.result["hold_id"]
 
 
-def list_holds(db, *, tenant: str | None = None, include_released: bool = False) -> list[Hold]:
+def list_holds(db: Database, *, tenant: str | None = None, include_released: bool = False) -> list[Hold]:
     """Legal holds, newest first."""
     with db.connection() as conn:
         return store.list_holds(conn, tenant_id=tenant, include_released=include_released)

@@ -33,6 +33,7 @@ from commandlog.retention.policy import Purge, PurgeCount, RetentionError, Reten
 from storage import export_ledger, partitions
 from storage import retention as store
 from storage.partitions import PURGEABLE_CLASSES, TIME_COLUMN, Partition
+from storage.postgres import Database
 from storage.rows import one_row
 
 Step = Callable[[str, str], None]
@@ -89,7 +90,7 @@ def summary_line(report: Mapping[str, Any]) -> str:
     return line
 
 
-def run_purge(db, bus, policy: RetentionPolicy, *, as_of: datetime | None = None, lake_uri: str | None = None,
+def run_purge(db: Database, bus, policy: RetentionPolicy, *, as_of: datetime | None = None, lake_uri: str | None = None,
               dry_run: bool = False, step: Step | None = None) -> PurgeReport:
     """Purge expired entries (dry run: count them); an interrupted earlier run is finished first."""
     step = step or (lambda phase, detail: None)
@@ -117,7 +118,7 @@ def run_purge(db, bus, policy: RetentionPolicy, *, as_of: datetime | None = None
 
 
 @contextlib.contextmanager
-def _purge_lock(db) -> Iterator[None]:
+def _purge_lock(db: Database) -> Iterator[None]:
     conn = psycopg.connect(db.url, autocommit=True)
     try:
         if not one_row(conn.execute("SELECT pg_try_advisory_lock(%s)", (store.PURGE_LOCK_KEY,)))[0]:
@@ -127,7 +128,7 @@ def _purge_lock(db) -> Iterator[None]:
         conn.close()
 
 
-def _execute(db, bus, run: store.RunRow, step: Step) -> PurgeReport:
+def _execute(db: Database, bus, run: store.RunRow, step: Step) -> PurgeReport:
     policy = RetentionPolicy.model_validate(run.policy)
     with db.connection() as conn:
         pending = store.pending_drops(conn, run.run_id)
@@ -149,7 +150,7 @@ def _execute(db, bus, run: store.RunRow, step: Step) -> PurgeReport:
     return _finish(db, bus, run)
 
 
-def _walk(db, dconn, run: store.RunRow, policy: RetentionPolicy, step: Step) -> None:
+def _walk(db: Database, dconn, run: store.RunRow, policy: RetentionPolicy, step: Step) -> None:
     """Every leaf older than its class's latest cutoff: dropped whole when it can be, else batch-deleted."""
     for table in TIME_COLUMN:
         for retention in PURGEABLE_CLASSES:
@@ -191,7 +192,7 @@ def _drop(dconn, run: store.RunRow, leaf: Partition, cut, step: Step) -> bool:
     return True
 
 
-def _sweep(db, run: store.RunRow, policy: RetentionPolicy, leaf: Partition, cut, step: Step) -> None:
+def _sweep(db: Database, run: store.RunRow, policy: RetentionPolicy, leaf: Partition, cut, step: Step) -> None:
     """Batch-delete the expired rows of a leaf that cannot be dropped whole."""
     sibling = None
     with db.connection() as conn:
@@ -226,7 +227,7 @@ def _aggregate(steps: list[dict]) -> list[dict]:
             for (t, r, tenant), n in sorted(totals.items()) if n]
 
 
-def _finish(db, bus, run: store.RunRow) -> PurgeReport:
+def _finish(db: Database, bus, run: store.RunRow) -> PurgeReport:
     with db.connection() as conn:
         steps = store.run_steps(conn, run.run_id)
     drops = [s for s in steps if s["action"] == "drop"]
@@ -247,7 +248,7 @@ def _finish(db, bus, run: store.RunRow) -> PurgeReport:
     return report
 
 
-def _dry_run(db, policy: RetentionPolicy, *, as_of: datetime, lake_uri: str | None, bound: int | None) -> PurgeReport:
+def _dry_run(db: Database, policy: RetentionPolicy, *, as_of: datetime, lake_uri: str | None, bound: int | None) -> PurgeReport:
     """Count what a purge would remove; nothing is written."""
     steps: list[dict] = []
     dropped = 0
@@ -265,7 +266,7 @@ def _dry_run(db, policy: RetentionPolicy, *, as_of: datetime, lake_uri: str | No
                         conn, leaf.name, keep_tenants=_keep_tenants(leaf, cut), export_bound=bound))
                     if whole:
                         dropped += 1
-                        nbytes += conn.execute("SELECT pg_total_relation_size(%s::regclass)", (leaf.name,)).fetchone()[0]
+                        nbytes += one_row(conn.execute("SELECT pg_total_relation_size(%s::regclass)", (leaf.name,)))[0]
                         counts = store.count_by_tenant(conn, leaf.name)
                     else:
                         counts = store.count_expired(conn, table=table, leaf=leaf.name, cut=cut, export_bound=bound)
@@ -279,7 +280,7 @@ def _dry_run(db, policy: RetentionPolicy, *, as_of: datetime, lake_uri: str | No
                        bytes_freed=nbytes, lake_uri=lake_uri, export_bound=bound)
 
 
-def lake_for(db, settings) -> str | None:
+def lake_for(db: Database, settings) -> str | None:
     """The lake to guard and purge: ``CMDLOG_RETENTION_LAKE`` = ``on``/``off``/``auto`` (default ``auto``: the
     configured lake once something was exported to it)."""
     mode = (settings.extra.get("CMDLOG_RETENTION_LAKE") or "auto").strip().lower()
@@ -290,7 +291,7 @@ def lake_for(db, settings) -> str | None:
     if mode == "on":
         return settings.lake
     with db.connection() as conn:
-        known = conn.execute("SELECT EXISTS (SELECT 1 FROM export_snapshot WHERE lake_uri = %s)",
-                             (settings.lake,)).fetchone()[0]
+        known = one_row(conn.execute("SELECT EXISTS (SELECT 1 FROM export_snapshot WHERE lake_uri = %s)",
+                                     (settings.lake,)))[0]
     return settings.lake if known else None
 

@@ -38,6 +38,7 @@ from commandlog.auth.tokens import AuthenticationError, PermissionDeniedError, P
 from commandlog.web import errors
 from commandlog.web.auth import require_role
 from storage import frontend_actions as actions_store
+from storage.postgres import Database
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 COALESCE = 64
@@ -207,7 +208,7 @@ async def activity_socket(ws: WebSocket, ticket: str | None = None, cursor: str 
         hub.unsubscribe(subscription)
 
 
-def _ws_principal(db, authorization: str | None, ticket: str | None) -> Principal:
+def _ws_principal(db: Database, authorization: str | None, ticket: str | None) -> Principal:
     if ticket:
         return redeem_ticket(db, ticket)
     scheme, _, token = (authorization or "").partition(" ")
@@ -216,7 +217,7 @@ def _ws_principal(db, authorization: str | None, ticket: str | None) -> Principa
     return authenticate(db, token.strip())
 
 
-async def _send_backfill(ws: WebSocket, db, activity_filter, since, *, admin: bool) -> set[str]:
+async def _send_backfill(ws: WebSocket, db: Database, activity_filter, since, *, admin: bool) -> set[str]:
     items, truncated = await run_in_threadpool(backfill, db, activity_filter, since, admin=admin)
     for start in range(0, len(items), 200):
         chunk = items[start:start + 200]
@@ -226,7 +227,7 @@ async def _send_backfill(ws: WebSocket, db, activity_filter, since, *, admin: bo
     return {i["id"] for i in items}
 
 
-async def _pump(ws: WebSocket, subscription: Subscription, seen: set[str], principal: Principal, db,
+async def _pump(ws: WebSocket, subscription: Subscription, seen: set[str], principal: Principal, db: Database,
                 config: MonitorConfig) -> None:
     receiver = asyncio.create_task(_receive_until_closed(ws))
     sender = asyncio.create_task(_send_until_done(ws, subscription, seen, principal, db, config))
@@ -249,7 +250,7 @@ async def _receive_until_closed(ws: WebSocket) -> None:
             await ws.send_text('{"type":"pong"}')
 
 
-async def _send_until_done(ws: WebSocket, subscription: Subscription, seen: set[str], principal: Principal, db,
+async def _send_until_done(ws: WebSocket, subscription: Subscription, seen: set[str], principal: Principal, db: Database,
                           config: MonitorConfig) -> None:
     loop = asyncio.get_running_loop()
     seen_until = loop.time() + 30  # ids sent by the backfill may also come live for a short while
