@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from commandlog.bus import CommandBus
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
 from commandlog.drafts.subjects import SubjectLoaders, diff, fingerprint
@@ -83,7 +84,7 @@ class Approval:
         return {**asdict(self), "draft_uuid": str(self.draft_uuid), "cmd_uuid": str(self.cmd_uuid)}
 
 
-def project_command(bus, loaders: SubjectLoaders, command: Command, context: ExecutionContext, *,
+def project_command(bus: CommandBus, loaders: SubjectLoaders, command: Command, context: ExecutionContext, *,
                     draft_version: int | None = None) -> Projection:
     """Project ``command`` on ``bus``; its domain's loader observes its subjects before and after."""
     cls = type(command)

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from commandlog.bus import CommandBus
 from commandlog.drafts.bodies import from_json_map, to_json_map
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
@@ -38,7 +39,7 @@ __all__ = ["DraftService", "DraftRow", "Projection", "Approval"]
 class DraftService:
     """Create, read, edit, project, approve, reject and discard drafts on a bus's database."""
 
-    def __init__(self, bus, *, loaders: SubjectLoaders | None = None, lock_timeout_s: float = 60.0) -> None:
+    def __init__(self, bus: CommandBus, *, loaders: SubjectLoaders | None = None, lock_timeout_s: float = 60.0) -> None:
         self.bus = bus
         self.db = bus.db
         self.loaders = loaders or default_loaders

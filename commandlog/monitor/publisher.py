@@ -31,6 +31,7 @@ from typing import Any, overload
 
 import psycopg
 
+from commandlog.bus import CommandBus
 from commandlog.monitor.channel_seal import ChannelSeal
 from storage.channel_key import load_key
 
@@ -253,7 +254,7 @@ def flush_publishers(timeout: float = 5.0) -> None:
         publisher.flush(timeout)
 
 
-def install_publisher(bus, *, channel: str = CHANNEL) -> ActivityPublisher:
+def install_publisher(bus: CommandBus, *, channel: str = CHANNEL) -> ActivityPublisher:
     """Publish every live attempt of ``bus`` (started; succeeded with its events; failed/rejected). Idempotent."""
     with _lock:
         if bus in _installed:

@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from commandlog.bus import CommandBus
 from commandlog.platform import prefect_auth as prefect_auth
 from commandlog.errors import CommandLogError
 from commandlog.platform.processes import Child, stop_all, wait_for
@@ -314,7 +315,7 @@ class Platform:
             message += f"\n--- {c.name} (exit {c.exit_code()}), {c.log_path}:\n{c.log_tail()}"
         raise PlatformError(message)
 
-    def _seed(self, bus) -> None:
+    def _seed(self, bus: CommandBus) -> None:
         from examples.billing.demo import seed
 
         with self.database.connection() as conn:

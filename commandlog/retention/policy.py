@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from commandlog.bus import CommandBus
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext, HandlerContext
 from commandlog.errors import CommandLogError, ConfigurationError
@@ -206,7 +207,7 @@ def setup(bus):
 
 # -- holds service ----------------------------------------------------------------------------------------------
 
-def add_hold(bus, *, tenant: str, reason: str, subject: str | None = None, actor: str = SYSTEM_ACTOR) -> int:
+def add_hold(bus: CommandBus, *, tenant: str, reason: str, subject: str | None = None, actor: str = SYSTEM_ACTOR) -> int:
     """Add a legal hold through the bus (logged as ``retention.AddLegalHold``); the hold id."""
     setup(bus)
     try:
@@ -216,7 +217,7 @@ def add_hold(bus, *, tenant: str, reason: str, subject: str | None = None, actor
     return out.result["hold_id"]
 
 
-def remove_hold(bus, *, tenant: str, subject: str | None = None, reason: str | None = None,
+def remove_hold(bus: CommandBus, *, tenant: str, subject: str | None = None, reason: str | None = None,
                 actor: str = SYSTEM_ACTOR) -> int:
     """Release a legal hold through the bus (logged as ``retention.RemoveLegalHold``); the hold id."""
     setup(bus)

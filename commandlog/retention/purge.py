@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 
+from commandlog.bus import CommandBus
 from commandlog.retention import policy as rp
 from commandlog.context import ExecutionContext
 from commandlog.retention.policy import Purge, PurgeCount, RetentionError, RetentionPolicy
@@ -90,7 +91,7 @@ def summary_line(report: Mapping[str, Any]) -> str:
     return line
 
 
-def run_purge(db: Database, bus, policy: RetentionPolicy, *, as_of: datetime | None = None, lake_uri: str | None = None,
+def run_purge(db: Database, bus: CommandBus, policy: RetentionPolicy, *, as_of: datetime | None = None, lake_uri: str | None = None,
               dry_run: bool = False, step: Step | None = None) -> PurgeReport:
     """Purge expired entries (dry run: count them); an interrupted earlier run is finished first."""
     step = step or (lambda phase, detail: None)
@@ -128,7 +129,7 @@ def _purge_lock(db: Database) -> Iterator[None]:
         conn.close()
 
 
-def _execute(db: Database, bus, run: store.RunRow, step: Step) -> PurgeReport:
+def _execute(db: Database, bus: CommandBus, run: store.RunRow, step: Step) -> PurgeReport:
     policy = RetentionPolicy.model_validate(run.policy)
     with db.connection() as conn:
         pending = store.pending_drops(conn, run.run_id)
@@ -227,7 +228,7 @@ def _aggregate(steps: list[dict]) -> list[dict]:
             for (t, r, tenant), n in sorted(totals.items()) if n]
 
 
-def _finish(db: Database, bus, run: store.RunRow) -> PurgeReport:
+def _finish(db: Database, bus: CommandBus, run: store.RunRow) -> PurgeReport:
     with db.connection() as conn:
         steps = store.run_steps(conn, run.run_id)
     drops = [s for s in steps if s["action"] == "drop"]

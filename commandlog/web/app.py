@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from commandlog.bus import CommandBus
 from commandlog.monitor import frontend_actions
 from commandlog.settings import Settings
 from commandlog.web import docs, errors
@@ -28,7 +29,7 @@ ENVELOPE_BYTES = 16 * 1024
 """Room for what surrounds a command body in a request (class name, version, comment…)."""
 
 
-def create_app(settings: Settings | None = None, *, db: Database | None = None, bus=None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, db: Database | None = None, bus: CommandBus | None = None) -> FastAPI:
     """The web application on ``db``/``bus`` (the process-wide runtime of ``settings`` when not given)."""
     settings = settings or Settings.from_env()
     if db is None:

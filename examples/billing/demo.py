@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from commandlog.bus import HistoricalCommand
+from commandlog.bus import CommandBus, HistoricalCommand
 from commandlog.context import ExecutionContext
 from commandlog.errors import CommandLogError
 from commandlog.ids import uuid7
@@ -244,7 +244,7 @@ def history(*, tenants: int, commands: int, days: int, seed: int = 7,
     return iter(DemoHistory(tenants=tenants, commands=commands, days=days, seed=seed, now=now))
 
 
-def seed(bus, *, tenants: int, commands: int, days: int, seed: int = 7, progress=None,
+def seed(bus: CommandBus, *, tenants: int, commands: int, days: int, seed: int = 7, progress=None,
          now: dt.datetime | None = None) -> int:
     """Seed the demo into a database without those tenants: the log through the batch path, then the billing
     tables as the logged commands left them. Returns the number of log rows (``commands``).
@@ -261,7 +261,7 @@ def seed(bus, *, tenants: int, commands: int, days: int, seed: int = 7, progress
         taken = [r[0] for r in conn.execute(
             "SELECT tenant_id FROM billing.customer WHERE tenant_id = ANY(%(t)s) UNION "
             "SELECT tenant_id FROM command_log WHERE tenant_id = ANY(%(t)s) ORDER BY 1", {"t": names})]
-        zone = conn.execute("SHOW TimeZone").fetchone()[0]
+        zone = conn.execute("SHOW TimeZone").fetchall()[0][0]
     if taken:
         raise DemoError(f"tenants: {', '.join(taken)} already have commands or billing rows in this database; the "
                         "demo derives its tables from its own log, so seed a fresh database")

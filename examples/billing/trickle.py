@@ -20,6 +20,7 @@ import threading
 from decimal import Decimal
 
 from commandlog import Command
+from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
 from commandlog.errors import CommandLogError
 from examples.billing import commands as c
@@ -76,7 +77,7 @@ def _command(conn, rng: random.Random, tenant: str, actor: str, kind: str) -> Co
                           due_date=dt.date.today() + dt.timedelta(days=30))
 
 
-def run(bus, *, interval: float = 3.0, jitter: float = 1.0, count: int | None = None,
+def run(bus: CommandBus, *, interval: float = 3.0, jitter: float = 1.0, count: int | None = None,
         stop: threading.Event | None = None, rng: random.Random | None = None) -> int:
     """Execute one command every ``interval`` ± ``jitter`` seconds until ``stop`` is set (or ``count`` ran).
 
