@@ -97,12 +97,13 @@ def open_run(db: Database, lake_uri: str) -> SnapshotRow | None:
 def last_export_bound(db: Database, lake_uri: str) -> int:
     """``to_tx`` of the lake's newest published export: where the next export starts (0 for a new lake)."""
     with db.connection() as conn:
-        row = one_row(conn.execute("SELECT max(to_tx)::text FROM export_snapshot WHERE lake_uri = %s AND kind = 'export' "
-                                   "AND status = 'published'", (lake_uri,)))
+        row = one_row(conn.execute("SELECT max(to_tx)::text FROM export_snapshot WHERE lake_uri = %s "
+                                   "AND kind = 'export' AND status = 'published'", (lake_uri,)))
     return int(row[0]) if row[0] is not None else 0
 
 
-def start_run(db: Database, lake_uri: str, *, kind: str, from_tx: int | None = None, to_tx: int | None = None) -> SnapshotRow:
+def start_run(db: Database, lake_uri: str, *, kind: str, from_tx: int | None = None,
+              to_tx: int | None = None) -> SnapshotRow:
     """Insert a ``writing`` row for a new run."""
     with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         return _row(one_row(cur.execute(
@@ -111,7 +112,8 @@ def start_run(db: Database, lake_uri: str, *, kind: str, from_tx: int | None = N
             (lake_uri, kind, from_tx, to_tx))))
 
 
-def mark_publishing(db: Database, snapshot_id: int, *, files: list[dict], replaced: list[dict], row_counts: dict) -> None:
+def mark_publishing(db: Database, snapshot_id: int, *, files: list[dict], replaced: list[dict],
+                    row_counts: dict) -> None:
     """Record the staged files: from here on a crash is rolled forward, not redone."""
     with db.connection() as conn:
         conn.execute("UPDATE export_snapshot SET status = 'publishing', files = %s, replaced_files = %s, "

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 
 from storage.postgres import Database
@@ -43,7 +44,7 @@ class FrontendActionRow:
     """Retention class of the row."""
 
 
-def insert_actions(conn, rows: list[FrontendActionRow]) -> set[uuid.UUID]:
+def insert_actions(conn: psycopg.Connection, rows: list[FrontendActionRow]) -> set[uuid.UUID]:
     """Insert ``rows`` in one statement on ``conn``; returns the ids actually inserted (a repeated id is skipped)."""
     if not rows:
         return set()
@@ -52,7 +53,8 @@ def insert_actions(conn, rows: list[FrontendActionRow]) -> set[uuid.UUID]:
     return {r[0] for r in conn.execute(INSERT, cols).fetchall()}
 
 
-def tenant_actions(db: Database, tenant_id: str, *, correlation_id: uuid.UUID | None = None, since: dt.datetime | None = None,
+def tenant_actions(db: Database, tenant_id: str, *, correlation_id: uuid.UUID | None = None,
+                   since: dt.datetime | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
     """A tenant's actions, newest first, read through its row-level-security session."""
     where: list[str] = ["tenant_id = %s"]
@@ -70,7 +72,8 @@ def tenant_actions(db: Database, tenant_id: str, *, correlation_id: uuid.UUID | 
         return cur.execute(sql, params).fetchall()
 
 
-def all_actions_since(db: Database, since: dt.datetime, *, tenant_id: str | None = None, limit: int = 1000) -> list[dict]:
+def all_actions_since(db: Database, since: dt.datetime, *, tenant_id: str | None = None,
+                      limit: int = 1000) -> list[dict]:
     """Actions of every tenant (or one) since ``since``, oldest first, without payloads (admin backfill)."""
     where: list[str] = ["occurred_at >= %s"]
     params: list[object] = [since]

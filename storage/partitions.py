@@ -131,7 +131,8 @@ def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempt
         state = relation_state(conn, name)
         if prepare is not None and state == "attached" and not prepare(conn):
             return None
-        size = one_row(conn.execute("SELECT pg_total_relation_size(%s::regclass)", (name,)))[0] if state != "gone" else 0
+        size = (one_row(conn.execute("SELECT pg_total_relation_size(%s::regclass)", (name,)))[0]
+                if state != "gone" else 0)
         ident, par = sql.Identifier(name), sql.Identifier(parent)
         while state != "gone":
             stmt, after = {"attached": (sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY"), "detached"),

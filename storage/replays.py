@@ -114,8 +114,9 @@ def count_selection(conn: psycopg.Connection, **filters: Any) -> int:
     return one_row(conn.execute(query, params))[0]
 
 
-def _filter(*, tenant_id, cmd_class, status, since, until, correlation_id,
-            include_replayed) -> tuple[sql.Composable, list]:
+def _filter(*, tenant_id: str | None, cmd_class: str | None, status: str | None, since: datetime | None,
+            until: datetime | None, correlation_id: uuid.UUID | None,
+            include_replayed: bool) -> tuple[sql.Composable, list]:
     clauses: list[sql.Composable] = [sql.SQL("t.replay_of IS NULL")]
     params: list[object] = []
     for column, value in (("tenant_id", tenant_id), ("cmd_class", cmd_class), ("status", status),

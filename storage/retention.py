@@ -16,6 +16,7 @@ and events in the same statement, so the three stay consistent. Each batch recor
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -88,7 +89,7 @@ class Hold:
 # -- holds ------------------------------------------------------------------------------------------------------
 
 def add_hold(conn: psycopg.Connection, *, tenant_id: str, subject: str | None, reason: str, actor: str,
-             cmd_uuid) -> int:
+             cmd_uuid: uuid.UUID) -> int:
     """Insert an active hold (waits for a purge step in progress); ``HoldExistsError`` if one is active."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (HOLD_LOCK_KEY,))
     try:
@@ -101,7 +102,8 @@ def add_hold(conn: psycopg.Connection, *, tenant_id: str, subject: str | None, r
         raise HoldExistsError(f"{what} is already under an active legal hold") from None
 
 
-def release_hold(conn: psycopg.Connection, *, tenant_id: str, subject: str | None, actor: str, cmd_uuid) -> int | None:
+def release_hold(conn: psycopg.Connection, *, tenant_id: str, subject: str | None, actor: str,
+                 cmd_uuid: uuid.UUID) -> int | None:
     """Release the active hold of (tenant, subject); its id, or None when there was none."""
     row = conn.execute(
         "UPDATE legal_hold SET released_at = now(), released_by = %s, released_cmd = %s "
@@ -155,7 +157,7 @@ def expired_predicate(table: str, cut: ClassCutoffs, *, export_bound: int | None
     return " AND ".join(parts)
 
 
-def _params(cut: ClassCutoffs, export_bound: int | None, **extra) -> dict:
+def _params(cut: ClassCutoffs, export_bound: int | None, **extra: object) -> dict:
     return {**cut.params(), "bound": str(export_bound) if export_bound is not None else None, **extra}
 
 
@@ -313,7 +315,7 @@ def start_run(conn: psycopg.Connection, *, as_of: datetime, policy: dict, lake_u
                                        str(export_bound) if export_bound is not None else None))))
 
 
-def finish_run(conn: psycopg.Connection, run_id: int, *, purge_cmd) -> bool:
+def finish_run(conn: psycopg.Connection, run_id: int, *, purge_cmd: uuid.UUID) -> bool:
     """Mark the run finished (in the transaction that logs its ``retention.Purge`` command)."""
     return conn.execute("UPDATE retention_run SET status = 'finished', finished_at = now(), purge_cmd = %s "
                         "WHERE run_id = %s AND status = 'running'", (purge_cmd, run_id)).rowcount == 1

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from storage.postgres import Database
+from storage.rows import one_row
 
 Role = Literal["viewer", "operator", "admin"]
 """A token's role, as the CHECK constraints of ``api_token.role`` and ``ws_ticket.role`` allow it."""
@@ -41,11 +42,11 @@ def insert_token(db: Database, *, token_id: str, secret_sha256: bytes, tenant_id
                  expires_at: dt.datetime | None = None) -> TokenRow:
     """Store a new token row and return it."""
     with db.connection() as conn:
-        row = conn.execute(
+        row = one_row(conn.execute(
             f"INSERT INTO api_token (token_id, secret_sha256, tenant_id, role, subject, expires_at) "
             f"VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
             (token_id, secret_sha256, tenant_id, role, subject, expires_at),
-        ).fetchone()
+        ))
     return _row(row)
 
 
@@ -64,7 +65,7 @@ def revoke_token(db: Database, token_id: str) -> bool:
         return cur.rowcount == 1
 
 
-def _row(row) -> TokenRow:
+def _row(row: tuple[Any, ...]) -> TokenRow:
     token_id, secret, tenant_id, role, subject, created_at, expires_at, revoked_at = row
     return TokenRow(token_id=token_id, secret_sha256=bytes(secret), tenant_id=tenant_id, role=role, subject=subject,
                     created_at=created_at, expires_at=expires_at, revoked_at=revoked_at)

@@ -9,12 +9,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
 from commandlog.bootstrap import runtime
-from commandlog.journal.export import run_compaction, run_export, summary_line
+from commandlog.journal.export import Step, run_compaction, run_export, summary_line
 
 _PHASE_PROGRESS = {"recovering": 5.0, "publishing": 70.0, "published": 80.0, "compacting": 85.0}
 
 
-def _stepper(progress_id: UUID | None):
+def _stepper(progress_id: UUID | None) -> Step:
     """A ``step`` callback moving the progress artifact: 10% + 15% per staged dataset, then publishing phases."""
     staged = 0
 

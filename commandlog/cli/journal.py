@@ -6,6 +6,7 @@ import csv
 import json
 import sys
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import typer
@@ -13,6 +14,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from commandlog.cli import _common
+
+if TYPE_CHECKING:  # the CLI imports services where a command needs them (start-up time)
+    from commandlog.journal.entries import TimelinePage
 
 app = typer.Typer(help="The activity journal.", no_args_is_help=True)
 
@@ -65,7 +69,7 @@ def timeline_cmd(
         _timeline_table(page, tenant)
 
 
-def _timeline_table(page, tenant: str | None) -> None:
+def _timeline_table(page: TimelinePage, tenant: str | None) -> None:
     table = Table(title=f"journal of {tenant}" if tenant else "journal (all tenants, lean)")
     for col in ("started at", "tenant", "actor", "command", "status", "subjects", "events"):
         table.add_column(col, no_wrap=True)

@@ -15,6 +15,7 @@ from commandlog.bus import CommandBus
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
 from commandlog.drafts.subjects import SubjectLoaders, diff, fingerprint
+from commandlog.records import Outcome
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +104,6 @@ def project_command(bus: CommandBus, loaders: SubjectLoaders, command: Command, 
     )
 
 
-def _public_error(outcome) -> str | None:
+def _public_error(outcome: Outcome) -> str | None:
     """The failure message scrubbed of the body's sensitive values (projections are shown to reviewers)."""
     return outcome.public_error_message

@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+import psycopg
 from psycopg.rows import dict_row
 
 from commandlog.errors import CommandLogError
@@ -27,6 +28,8 @@ from storage.postgres import Database
 
 STATUSES = ("succeeded", "failed", "rejected")
 MAX_LIMIT = 1000
+TimeBound = dt.datetime | dt.date | str | None
+"""A time filter as callers give it: an instant, a day or ISO 8601 text (``parse_time`` reads it)."""
 
 _TENANT_COLUMNS = ("cmd_uuid, started_at, finished_at, actor_id, tenant_id, cmd_class, status, subjects, cmd_body, "
                    "error_type, error_message, correlation_id, causation_id, retention")
@@ -82,8 +85,10 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
         raise InvalidFilterError("cursor", "not a cursor returned by a previous page") from None
 
 
-def timeline(db: Database, *, tenant: str | None, admin: bool = False, subject=None, actor=None, cmd_class=None, status=None,
-             since=None, until=None, correlation_id=None, cursor: str | None = None, limit: int = 50) -> TimelinePage:
+def timeline(db: Database, *, tenant: str | None, admin: bool = False, subject: str | None = None,
+             actor: str | None = None, cmd_class: str | None = None, status: str | None = None,
+             since: TimeBound = None, until: TimeBound = None, correlation_id: uuid.UUID | str | None = None,
+             cursor: str | None = None, limit: int = 50) -> TimelinePage:
     """A page of the journal, newest first, filtered by any of subject, actor, class, status, window, correlation.
 
     ``tenant`` with ``admin=False`` reads that tenant's full log under row-level security; ``admin=True`` reads the
@@ -105,7 +110,7 @@ def timeline(db: Database, *, tenant: str | None, admin: bool = False, subject=N
         assert tenant is not None, "checked above"
         session = db.tenant_session(tenant)
     with session as conn, conn.cursor(row_factory=dict_row) as cur:
-        if subject_value is not None:  # keyed; see cmdlog_subject_keys in migration 0002: RLS keeps @> from using the index
+        if subject_value is not None:  # keyed: see cmdlog_subject_keys in migration 0002 (RLS keeps @> off the index)
             only_subject = actor is None and cmd_class is None and status is None and correlation_id is None
             keys = _subject_keys(cur, subject_value, since=since, until=until, cursor=cursor,
                                  limit=limit + 1 if only_subject else None)
@@ -211,7 +216,8 @@ def _limit(limit: Any) -> int:
     return limit
 
 
-def _subject_keys(cur, subject: str, *, since, until, cursor, limit: int | None) -> list[tuple]:
+def _subject_keys(cur: psycopg.Cursor[dict[str, Any]], subject: str, *, since: TimeBound, until: TimeBound,
+                  cursor: str | None, limit: int | None) -> list[tuple]:
     before = decode_cursor(_text("cursor", cursor)) if cursor is not None else (None, None)
     rows = cur.execute("SELECT cmd_uuid, started_at FROM cmdlog_subject_keys(%s, %s, %s, %s, %s, %s)",
                        (subject, parse_time("since", since), parse_time("until", until), *before, limit),
@@ -219,7 +225,7 @@ def _subject_keys(cur, subject: str, *, since, until, cursor, limit: int | None)
     return [(r["cmd_uuid"], r["started_at"]) for r in rows]
 
 
-def _events(cur, rows: list[dict]) -> dict:
+def _events(cur: psycopg.Cursor[dict[str, Any]], rows: list[dict]) -> dict:
     lo = min(r["started_at"] for r in rows) - _EVENT_SLACK
     hi = max(r["finished_at"] or r["started_at"] for r in rows) + _EVENT_SLACK
     params = ([r["cmd_uuid"] for r in rows], sorted({r["retention"] for r in rows}), lo, hi)

@@ -126,7 +126,8 @@ def run_compaction(db: Database, lake_uri: str, *, min_files: int = 8, step: Ste
     return result
 
 
-def expire_partitions(db: Database, lake_uri: str, *, retention: str, before: dt.date, step: Step | None = None) -> ExportResult:
+def expire_partitions(db: Database, lake_uri: str, *, retention: str, before: dt.date,
+                      step: Step | None = None) -> ExportResult:
     """Remove every lake file of ``retention`` whose ``day`` is before ``before`` (for retention cleanup).
 
     A ledger run of kind ``expiry``: the manifest drops the files first, then they are deleted, so manifest readers

@@ -9,6 +9,7 @@ Backfilled commands are final rows (succeeded / failed / rejected); ``started`` 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from commandlog.journal import entries as journal
 from commandlog.monitor.publisher import action_item, command_item, event_item, stamp
@@ -47,7 +48,8 @@ def backfill(db: Database, activity_filter: ActivityFilter, since: dt.datetime, 
     return items[:max_items], len(items) > max_items
 
 
-def _command_items(db: Database, activity_filter: ActivityFilter, since, *, admin: bool, lower: str, max_items: int):
+def _command_items(db: Database, activity_filter: ActivityFilter, since: dt.datetime, *, admin: bool, lower: str,
+                   max_items: int) -> list[dict[str, Any]]:
     single_class = next(iter(activity_filter.classes)) if activity_filter.classes and len(
         activity_filter.classes) == 1 else None
     cursor, out, fetched = None, [], 0
@@ -68,7 +70,8 @@ def _command_items(db: Database, activity_filter: ActivityFilter, since, *, admi
     return out
 
 
-def _action_items(db: Database, activity_filter: ActivityFilter, since, *, admin: bool, max_items: int):
+def _action_items(db: Database, activity_filter: ActivityFilter, since: dt.datetime, *, admin: bool,
+                  max_items: int) -> list[dict[str, Any]]:
     lower = since - MARGIN
     if admin:
         rows = actions_store.all_actions_since(db, lower, tenant_id=activity_filter.tenant_id, limit=max_items + 1)

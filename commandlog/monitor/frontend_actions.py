@@ -115,7 +115,8 @@ def validate(actions: list[Any], principal: Principal, *, batch: bool = True,
     return rows
 
 
-def _row(action: FrontendAction, principal: Principal, now: dt.datetime, where: str):
+def _row(action: FrontendAction, principal: Principal, now: dt.datetime,
+         where: str) -> tuple[store.FrontendActionRow | None, list[dict[str, Any]]]:
     problems = []
     when = action.occurred_at or now
     if when.tzinfo is None:

@@ -26,13 +26,16 @@ import atexit
 import os
 import queue
 import threading
+import uuid
 import weakref
+from collections.abc import Callable
 from typing import Any, overload
 
 import psycopg
 
 from commandlog.bus import CommandBus
 from commandlog.monitor.channel_seal import ChannelSeal
+from commandlog.records import CommandRecord
 from storage.channel_key import load_key
 
 log = logging.getLogger(__name__)
@@ -75,7 +78,8 @@ def command_item(lean: dict[str, Any], status: str) -> dict[str, Any]:
     }
 
 
-def event_item(command: dict[str, Any], *, event_uuid, event_type: str, occurred_at) -> dict[str, Any]:
+def event_item(command: dict[str, Any], *, event_uuid: uuid.UUID, event_type: str,
+               occurred_at: dt.datetime) -> dict[str, Any]:
     """The stream item of a domain event, carrying its command's tenant, actor, class and correlation."""
     return {
         "kind": "event", "id": str(event_uuid), "at": _stamp_text(occurred_at), "tenant_id": command["tenant_id"],
@@ -84,8 +88,8 @@ def event_item(command: dict[str, Any], *, event_uuid, event_type: str, occurred
     }
 
 
-def action_item(*, action_uuid, tenant_id: str, actor_id: str, action: str, correlation_id,
-                occurred_at) -> dict[str, Any]:
+def action_item(*, action_uuid: uuid.UUID, tenant_id: str, actor_id: str, action: str,
+                correlation_id: uuid.UUID | None, occurred_at: dt.datetime) -> dict[str, Any]:
     """The stream item of a frontend action (its payload stays in the database)."""
     return {
         "kind": "frontend_action", "id": str(action_uuid), "at": _stamp_text(occurred_at), "tenant_id": tenant_id,
@@ -93,7 +97,7 @@ def action_item(*, action_uuid, tenant_id: str, actor_id: str, action: str, corr
     }
 
 
-def record_items(record, status: str) -> list[dict[str, Any]]:
+def record_items(record: CommandRecord, status: str) -> list[dict[str, Any]]:
     """Items of one bus record: the command, then (once it succeeded) its domain events."""
     item = command_item(record.lean(), status)
     events = [event_item(item, event_uuid=e.event_uuid, event_type=e.event_type, occurred_at=e.occurred_at)
@@ -173,11 +177,12 @@ class ActivityPublisher:
         self._queue.put(done)
         return done.wait(timeout)
 
-    def hook(self, status: str | None):
+    def hook(self, status: str | None) -> Callable[[CommandRecord], None]:
         """A bus hook publishing the record with ``status`` (the record's own status when None)."""
 
-        def publish_record(record) -> None:
-            self.publish(record_items(record, status or record.status))
+        def publish_record(record: CommandRecord) -> None:
+            # a finished record has its status (failed or rejected on the failed hooks)
+            self.publish(record_items(record, status or record.status or "failed"))
 
         publish_record.__name__ = f"publish_{status or 'outcome'}"
         return publish_record
@@ -269,13 +274,13 @@ def install_publisher(bus: CommandBus, *, channel: str = CHANNEL) -> ActivityPub
         return _installed[bus]
 
 
-def _stamp_text(value) -> str | None:
+def _stamp_text(value: object) -> str | None:
     if value is None or isinstance(value, dt.datetime):
         return stamp(value)
     return stamp(dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")))
 
 
-def _str(value) -> str | None:
+def _str(value: object) -> str | None:
     return None if value is None else str(value)
 
 

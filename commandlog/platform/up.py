@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import httpx
 import psutil
@@ -226,7 +228,7 @@ class Platform:
         started = bool(self.children) or self.db is not None
         began = time.monotonic()
         flush = None
-        if self.db is not None and self.db.server is not None:  # flush while the children stop: a short shutdown checkpoint
+        if self.db is not None and self.db.server is not None:  # flush while the children stop: a short checkpoint
             flush = threading.Thread(target=server_admin.checkpoint, args=(self.database.url,), daemon=True)
             flush.start()
         stop_all(self.children, timeout=self.options.stop_timeout)
@@ -375,7 +377,7 @@ class Platform:
         write_private(self.run_dir / "up.json", json.dumps(state, indent=2))
 
 
-def _raise_stop(signum, frame) -> None:
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop()
 
 
@@ -400,7 +402,7 @@ def _http_ok(url: str, *, headers: dict[str, str] | None = None) -> bool:
         return False
 
 
-def _read_json(path: Path):
+def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -32,7 +32,8 @@ Removed = dict[tuple[str, str], dict[str, int]]
 """``{(dataset, retention): {tenant_id: rows}}``."""
 
 
-def purge_lake(db: Database, lake_uri: str, policy: RetentionPolicy, *, as_of: datetime, dry_run: bool = False) -> Removed:
+def purge_lake(db: Database, lake_uri: str, policy: RetentionPolicy, *, as_of: datetime,
+               dry_run: bool = False) -> Removed:
     """Remove (dry run: count) the lake's expired rows; what was removed per dataset, class and tenant."""
     from commandlog.journal.export import run_compaction
 
@@ -131,7 +132,8 @@ def _read(lake: Lake, dataset: str, files: list[LakeFile]) -> pa.Table:
     return pa.concat_tables([t.cast(schema) if t.schema != schema else t for t in tables])
 
 
-def _publish(db: Database, lake: Lake, replaced: list[LakeFile], kept: list[tuple[str, str, pa.Table]], removed: Removed,
+def _publish(db: Database, lake: Lake, replaced: list[LakeFile], kept: list[tuple[str, str, pa.Table]],
+             removed: Removed,
              as_of: datetime) -> None:
     """One ledger run: stage the rewritten files, record them and the removed ones, then swap (see ``export``)."""
     run = ledger.start_run(db, lake.uri, kind="compaction")

@@ -207,7 +207,8 @@ def setup(bus):
 
 # -- holds service ----------------------------------------------------------------------------------------------
 
-def add_hold(bus: CommandBus, *, tenant: str, reason: str, subject: str | None = None, actor: str = SYSTEM_ACTOR) -> int:
+def add_hold(bus: CommandBus, *, tenant: str, reason: str, subject: str | None = None,
+             actor: str = SYSTEM_ACTOR) -> int:
     """Add a legal hold through the bus (logged as ``retention.AddLegalHold``); the hold id."""
     setup(bus)
     try:

@@ -24,13 +24,14 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.applications import Starlette
 from starlette.websockets import WebSocketDisconnect
 
 from commandlog.monitor.publisher import stamp
 from commandlog.journal.entries import InvalidFilterError
 from commandlog.monitor import frontend_actions as actions
 from commandlog.monitor.backfill import backfill, parse_cursor
-from commandlog.monitor.filters import ActivityFilterError, parse_filter
+from commandlog.monitor.filters import ActivityFilter, ActivityFilterError, parse_filter
 from commandlog.monitor.hub import DEFAULT_MAX_QUEUE, ActivityHub, Subscription, activity_frame
 from commandlog.monitor.ratelimit import RateLimitedError, RateLimiter
 from commandlog.auth.tickets import check_token_still_valid, issue_ticket, redeem_ticket
@@ -72,14 +73,14 @@ async def _lifespan(app):
 router = APIRouter(tags=["activity"], lifespan=_lifespan)
 
 
-def monitor_config(app) -> MonitorConfig:
+def monitor_config(app: Starlette) -> MonitorConfig:
     """The app's MonitorConfig (defaults on first use)."""
     if not hasattr(app.state, "monitor"):
         app.state.monitor = MonitorConfig()
     return app.state.monitor
 
 
-async def activity_hub(app) -> ActivityHub:
+async def activity_hub(app: Starlette) -> ActivityHub:
     """The app's listener in the running event loop, started on first use."""
     hub = getattr(app.state, "activity_hub", None)
     if hub is None or (hub.loop is not None and not hub.running):
@@ -217,7 +218,8 @@ def _ws_principal(db: Database, authorization: str | None, ticket: str | None) -
     return authenticate(db, token.strip())
 
 
-async def _send_backfill(ws: WebSocket, db: Database, activity_filter, since, *, admin: bool) -> set[str]:
+async def _send_backfill(ws: WebSocket, db: Database, activity_filter: ActivityFilter, since: dt.datetime, *,
+                         admin: bool) -> set[str]:
     items, truncated = await run_in_threadpool(backfill, db, activity_filter, since, admin=admin)
     for start in range(0, len(items), 200):
         chunk = items[start:start + 200]
@@ -250,7 +252,8 @@ async def _receive_until_closed(ws: WebSocket) -> None:
             await ws.send_text('{"type":"pong"}')
 
 
-async def _send_until_done(ws: WebSocket, subscription: Subscription, seen: set[str], principal: Principal, db: Database,
+async def _send_until_done(ws: WebSocket, subscription: Subscription, seen: set[str], principal: Principal,
+                           db: Database,
                           config: MonitorConfig) -> None:
     loop = asyncio.get_running_loop()
     seen_until = loop.time() + 30  # ids sent by the backfill may also come live for a short while

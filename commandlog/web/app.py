@@ -29,7 +29,8 @@ ENVELOPE_BYTES = 16 * 1024
 """Room for what surrounds a command body in a request (class name, version, comment…)."""
 
 
-def create_app(settings: Settings | None = None, *, db: Database | None = None, bus: CommandBus | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, db: Database | None = None,
+               bus: CommandBus | None = None) -> FastAPI:
     """The web application on ``db``/``bus`` (the process-wide runtime of ``settings`` when not given)."""
     settings = settings or Settings.from_env()
     if db is None:

@@ -49,6 +49,7 @@ async def get_journal(
             raise PermissionDeniedError("tenant: this token may only read its own tenant")
         scope_tenant, admin = principal.own_tenant, False
     page = await run_in_threadpool(
-        journal.timeline, request.app.state.db, tenant=scope_tenant, admin=admin, subject=subject, actor=actor, cmd_class=cmd_class,
+        journal.timeline, request.app.state.db, tenant=scope_tenant, admin=admin, subject=subject, actor=actor,
+        cmd_class=cmd_class,
         status=status, since=since, until=until, correlation_id=correlation_id, cursor=cursor, limit=limit)
     return JournalPage(entries=page.entries, next_cursor=page.next_cursor)

@@ -22,7 +22,8 @@ import datetime as dt
 import itertools
 import math
 import random
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -233,7 +234,7 @@ class DemoHistory:
 
 
 def _succeeded(cmd: c.Command, effect: Effect, context: ExecutionContext, started: dt.datetime,
-               finished: dt.datetime, cmd_uuid) -> HistoricalCommand:
+               finished: dt.datetime, cmd_uuid: uuid.UUID) -> HistoricalCommand:
     return HistoricalCommand(command=cmd, context=context, started_at=started, finished_at=finished,
                              cmd_uuid=cmd_uuid, result=effect.result, events=effect.events)
 
@@ -244,7 +245,8 @@ def history(*, tenants: int, commands: int, days: int, seed: int = 7,
     return iter(DemoHistory(tenants=tenants, commands=commands, days=days, seed=seed, now=now))
 
 
-def seed(bus: CommandBus, *, tenants: int, commands: int, days: int, seed: int = 7, progress=None,
+def seed(bus: CommandBus, *, tenants: int, commands: int, days: int, seed: int = 7,
+         progress: Callable[[int], object] | None = None,
          now: dt.datetime | None = None) -> int:
     """Seed the demo into a database without those tenants: the log through the batch path, then the billing
     tables as the logged commands left them. Returns the number of log rows (``commands``).
