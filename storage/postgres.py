@@ -9,13 +9,16 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from storage import embedded
 from storage.errors import DatabaseUnavailableError, TenantIsolationError
+
+if TYPE_CHECKING:  # SQLAlchemy is imported when the engine is first used (start-up cost of the hot path)
+    from sqlalchemy.engine import Engine
 
 TENANT_ROLE = "cmdlog_tenant"
 
@@ -67,7 +70,7 @@ class Database:
         return self._pool
 
     @property
-    def engine(self):
+    def engine(self) -> Engine:
         """A SQLAlchemy Core engine on the same database."""
         if self._engine is None:
             from sqlalchemy import create_engine

@@ -184,7 +184,7 @@ def _write_result(reader: pa.RecordBatchReader, fmt: SqlFormat, out: str | None,
             target.close()
 
 
-def _cell(v):
+def _cell(v: object) -> object:
     return json.dumps(v, default=str) if isinstance(v, list | dict) else ("" if v is None else v)
 
 

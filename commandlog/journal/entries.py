@@ -132,7 +132,9 @@ def timeline(db: Database, *, tenant: str | None, admin: bool = False, subject: 
     return TimelinePage(entries=entries, next_cursor=next_cursor)
 
 
-def _filters(*, tenant, subject, actor, cmd_class, status, since, until, correlation_id, cursor):
+def _filters(*, tenant: str | None, subject: str | None, actor: str | None, cmd_class: str | None,
+             status: str | None, since: TimeBound, until: TimeBound, correlation_id: uuid.UUID | str | None,
+             cursor: str | None) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     params: list[Any] = []
     if tenant is not None:

@@ -35,7 +35,7 @@ class RetentionError(CommandLogError):
     """A retention operation cannot be done (bad policy, busy purge, missing hold)."""
 
 
-def _positive_days(value):
+def _positive_days(value: Days) -> Days:
     if isinstance(value, int) and value < 1:
         raise ValueError(f"must be at least 1 day or 'never', not {value}")
     return value
@@ -197,7 +197,7 @@ def handle_remove_hold(cmd: RemoveLegalHold, ctx: HandlerContext) -> dict:
     return {"hold_id": hold_id}
 
 
-def setup(bus):
+def setup(bus: CommandBus) -> CommandBus:
     """Register the retention commands on ``bus`` (idempotent); returns the bus."""
     for command_type, handler in ((Purge, handle_purge), (AddLegalHold, handle_add_hold),
                                   (RemoveLegalHold, handle_remove_hold)):

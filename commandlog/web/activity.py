@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +64,7 @@ class MonitorConfig:
 
 
 @contextlib.asynccontextmanager
-async def _lifespan(app):
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
     hub = getattr(app.state, "activity_hub", None)
     if hub is not None:

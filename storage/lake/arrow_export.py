@@ -13,6 +13,7 @@ Batches stream from the driver's binary COPY (``fetch_record_batch``); their siz
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -113,7 +114,7 @@ def _plain(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     """Drop the driver's per-field metadata so every file of a dataset carries the same schema."""
     schema = pa.schema([pa.field(f.name, f.type, f.nullable) for f in reader.schema])
 
-    def gen():
+    def gen() -> Iterator[pa.RecordBatch]:
         for batch in reader:
             yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 
