@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -26,7 +26,7 @@ from commandlog.context import EventRecord, ExecutionContext, HandlerContext, Mo
 from commandlog.command_json import check_storable, may_be_unstorable, storable_text
 from commandlog.errors import CommandRejectedError, NoHandlerError, UnknownCommandError, UnstorableValueError
 from commandlog.ids import uuid7
-from commandlog.records import CommandRecord, Outcome
+from commandlog.records import CommandRecord, Outcome, Status
 from commandlog.redaction import has_sensitive, redact, scrub, sensitive_values
 from commandlog.validation import context_errors
 from commandlog.validation import dumps as _dumps
@@ -67,7 +67,7 @@ class HistoricalCommand:
     """When it started (UTC)."""
     finished_at: datetime | None = None
     """When it finished; ``started_at`` when absent."""
-    status: str = "succeeded"
+    status: Status = "succeeded"
     """``succeeded``, ``failed`` or ``rejected``."""
     error_type: str | None = None
     """Exception class name of a failure."""
@@ -265,7 +265,8 @@ class CommandBus:
 
     # -- internals ----------------------------------------------------------------------------------------------
 
-    def _rolled_back(self, command: Command, context: ExecutionContext, mode: Mode, observe) -> Outcome:
+    def _rolled_back(self, command: Command, context: ExecutionContext, mode: Mode,
+                     observe: Callable[[Connection], Any] | None) -> Outcome:
         record = self._start(command, context, None, log_rejection=False)
         with self.db.connection() as conn, conn.transaction(force_rollback=True):
             uow = _UnitOfWork()
@@ -318,7 +319,7 @@ class CommandBus:
             except (PydanticSerializationError, TypeError, ValueError) as e:
                 errors = [_serialisation_error(command, e)]
             else:
-                secrets = sensitive_values(command, dumped) if sensitive else []
+                secrets = sensitive_values(command, dumped) if dumped is not None else []
                 errors = self._body_errors(command, body_json)
         subjects: list[str] = []
         if not errors:
@@ -343,7 +344,8 @@ class CommandBus:
             replay_of=context.replay_of, draft_uuid=context.draft_uuid, retention=command_type.retention,
             subjects=subjects, started_at=started_at or _now(),
             body_json=body_json if command_type.body_stored() else None,
-            public_body_json=None if excluded else (_dumps(redact(command, dumped)) if sensitive else body_json),
+            public_body_json=(None if excluded else
+                              _dumps(redact(command, dumped)) if dumped is not None else body_json),
             body_excluded=excluded, secrets=secrets,
         )
 
@@ -365,7 +367,8 @@ class CommandBus:
         except KeyError:
             raise NoHandlerError(f"no handler registered for {cmd_class}") from None
 
-    def _handler_context(self, conn, uow, record: CommandRecord, context: ExecutionContext, mode: Mode):
+    def _handler_context(self, conn: Connection, uow: _UnitOfWork, record: CommandRecord,
+                         context: ExecutionContext, mode: Mode) -> HandlerContext:
         execution = context if context.correlation_id else context.with_(correlation_id=record.correlation_id)
         return HandlerContext(conn=conn, execution=execution, cmd_uuid=record.cmd_uuid, mode=mode, _bus=self,
                               _uow=uow)
@@ -386,7 +389,8 @@ class CommandBus:
         record.events = []
 
     def _refuse(self, cmd_class: str, version: int, retention: str, context: ExecutionContext, errors: list[dict],
-                cmd_uuid: uuid.UUID | None, *, raw_body=None, secrets: list[str] = ()) -> CommandRejectedError:
+                cmd_uuid: uuid.UUID | None, *, raw_body: Mapping[str, Any] | None = None,
+                secrets: Sequence[str] = ()) -> CommandRejectedError:
         """Log a ``rejected`` attempt naming ``errors`` and return the error to raise (with its ``cmd_uuid``)."""
         exc = CommandRejectedError(storable_text(cmd_class, limit=_MAX_NAME), errors, cmd_uuid=cmd_uuid)
         exc.cmd_uuid = self._reject_raw(cmd_class, version, retention, context, exc, cmd_uuid, errors,
@@ -394,8 +398,9 @@ class CommandBus:
         return exc
 
     def _reject_raw(self, cmd_class: str, version: int, retention: str, context: ExecutionContext,
-                    exc: Exception, cmd_uuid: uuid.UUID | None, errors: list[dict], *, raw_body,
-                    secrets: list[str] = ()) -> uuid.UUID:
+                    exc: Exception, cmd_uuid: uuid.UUID | None, errors: list[dict], *,
+                    raw_body: Mapping[str, Any] | None,
+                    secrets: Sequence[str] = ()) -> uuid.UUID:
         """Write a ``rejected`` attempt: no body in the global log; the raw body in the tenant log when it fits.
 
         Whatever the caller sent, the row is written: identifiers and messages go through ``storable_text`` (NUL
@@ -445,7 +450,8 @@ class CommandBus:
                 log.exception("%s hook %r failed for %s %s", event, hook, record.cmd_class, record.cmd_uuid)
 
 
-def _outcome(record: CommandRecord, events) -> Outcome:
+def _outcome(record: CommandRecord, events: Iterable[EventRecord]) -> Outcome:
+    assert record.status is not None, "an outcome is built only for a finished record"
     return Outcome(cmd_uuid=record.cmd_uuid, status=record.status, result=record.result, events=list(events),
                    error_type=record.error_type, error_message=record.error_message, record=record)
 

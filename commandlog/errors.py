@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 
 class CommandLogError(Exception):
     """Root of commandlog's errors."""
@@ -27,7 +29,7 @@ class UnknownCommandError(CommandLogError):
 class CommandRejectedError(CommandLogError):
     """The command was refused before its handler ran; ``errors`` name each field and what was wrong."""
 
-    def __init__(self, cmd_class: str, errors: list[dict], *, cmd_uuid=None) -> None:
+    def __init__(self, cmd_class: str, errors: list[dict], *, cmd_uuid: uuid.UUID | None = None) -> None:
         self.cmd_class = cmd_class
         self.errors = errors
         self.cmd_uuid = cmd_uuid

@@ -12,6 +12,7 @@ import json
 from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from commandlog.commands import Sensitive
 
@@ -20,7 +21,7 @@ WITHHELD = "[withheld]"
 
 
 @functools.cache
-def has_sensitive(model_type: type) -> bool:
+def has_sensitive(model_type: type[BaseModel]) -> bool:
     """Whether a model class can hold a sensitive value anywhere (conservative: ``Any`` fields count as yes)."""
     return any(_is_sensitive(info) or _may_hold_sensitive(info.annotation)
                for info in model_type.model_fields.values())
@@ -36,7 +37,7 @@ def _may_hold_sensitive(annotation: Any) -> bool:
     return any(_may_hold_sensitive(a) for a in get_args(annotation))
 
 
-def _is_sensitive(info) -> bool:
+def _is_sensitive(info: FieldInfo) -> bool:
     return any(m is Sensitive for m in info.metadata)
 
 
@@ -64,7 +65,7 @@ def sensitive_values(model: BaseModel, dumped: dict[str, Any]) -> list[str]:
     """Every sensitive leaf value of the body as text, longest first (for scrubbing free text)."""
     found: list[str] = []
     _collect(model, dumped, found)
-    variants = set()
+    variants: set[str] = set()
     for v in found:  # messages often quote values with repr() or JSON escaping: scrub those spellings too
         variants.update((v, repr(v)[1:-1], json.dumps(v)[1:-1], json.dumps(v, ensure_ascii=False)[1:-1]))
     return sorted({v for v in variants if v}, key=len, reverse=True)

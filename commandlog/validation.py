@@ -44,8 +44,8 @@ def context_errors(context: ExecutionContext) -> list[dict]:
         value = getattr(context, name, None)
         if not isinstance(value, str) or not value.strip():
             errors.append({"field": name, "message": "must be a non-empty string"})
-        elif text_problem(value):
-            errors.append({"field": name, "message": text_problem(value)})
+        elif problem := text_problem(value):
+            errors.append({"field": name, "message": problem})
         elif len(value) > MAX_ID_CHARS:
             errors.append({"field": name, "message": f"is {len(value)} characters, over {MAX_ID_CHARS}"})
     for name in ("correlation_id", "causation_id", "replay_of", "draft_uuid"):

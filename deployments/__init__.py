@@ -9,7 +9,9 @@ retention-cleanup/daily, replay-commands/on-demand, draft-approval/on-demand.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from prefect import Flow
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron
 
@@ -18,10 +20,12 @@ from commandlog.settings import Settings
 TAGS = ["commandlog"]
 
 
-def _deployment(flow, name: str, **kwargs) -> RunnerDeployment:
+def _deployment(flow: Flow[..., Any], name: str, **kwargs: Any) -> RunnerDeployment:
     """``flow.to_deployment`` with the module-path entrypoint and our tags."""
-    return flow.to_deployment(name=name, entrypoint_type=EntrypointType.MODULE_PATH,
-                              tags=TAGS + kwargs.pop("tags", []), **kwargs)
+    deployment = flow.to_deployment(name=name, entrypoint_type=EntrypointType.MODULE_PATH,
+                                    tags=TAGS + kwargs.pop("tags", []), **kwargs)
+    assert isinstance(deployment, RunnerDeployment)  # async_dispatch types both faces; called sync, it is this one
+    return deployment
 
 
 def export_snapshot_hourly(settings: Settings) -> RunnerDeployment:

@@ -10,6 +10,9 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
+from storage.postgres import Database
+from storage.rows import one_row
+
 
 @dataclass(frozen=True, kw_only=True)
 class CodeGrant:
@@ -41,19 +44,19 @@ class CodeRow:
     """False when the issuing token was revoked or has expired since."""
 
 
-def insert_code(db, *, code_sha256: bytes, draft_uuid: uuid.UUID, draft_version: int, tenant_id: str,
+def insert_code(db: Database, *, code_sha256: bytes, draft_uuid: uuid.UUID, draft_version: int, tenant_id: str,
                 token_id: str, subject: str, ttl: dt.timedelta) -> dt.datetime:
     """Store a code valid for ``ttl`` from the database's ``now()``; returns when it expires. Codes expired for a
     day are swept in the same transaction."""
     with db.connection() as conn:
         conn.execute("DELETE FROM draft_approval_code WHERE expires_at < now() - interval '1 day'")
-        return conn.execute(
+        return one_row(conn.execute(
             "INSERT INTO draft_approval_code (code_sha256, draft_uuid, draft_version, tenant_id, token_id, subject, "
             "expires_at) VALUES (%s, %s, %s, %s, %s, %s, now() + %s) RETURNING expires_at",
-            (code_sha256, draft_uuid, draft_version, tenant_id, token_id, subject, ttl)).fetchone()[0]
+            (code_sha256, draft_uuid, draft_version, tenant_id, token_id, subject, ttl)))[0]
 
 
-def redeem_code(db, code_sha256: bytes, *, draft_uuid: uuid.UUID, draft_version: int) -> CodeGrant | None:
+def redeem_code(db: Database, code_sha256: bytes, *, draft_uuid: uuid.UUID, draft_version: int) -> CodeGrant | None:
     """Mark the code used and return its grant, when it is unused, unexpired, for this draft version and its token
     is still a valid operator/admin token; None otherwise (atomic: concurrent callers, at most one grant)."""
     with db.connection() as conn:
@@ -67,7 +70,7 @@ def redeem_code(db, code_sha256: bytes, *, draft_uuid: uuid.UUID, draft_version:
     return CodeGrant(token_id=row[0], subject=row[1], role=row[2]) if row else None
 
 
-def find_code(db, code_sha256: bytes) -> CodeRow | None:
+def find_code(db: Database, code_sha256: bytes) -> CodeRow | None:
     """The stored code with its token's state, or None when no such code was issued."""
     with db.connection() as conn:
         row = conn.execute(

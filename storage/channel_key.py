@@ -7,6 +7,10 @@ file to distribute to the machines of the web replicas and Prefect workers. Tena
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
+
 from storage.errors import StorageError
 
 KEY_NAME = "activity_channel"
@@ -17,18 +21,18 @@ class ChannelKeyMissingError(StorageError):
     """The database holds no activity channel key (not migrated to 0008)."""
 
 
-def load_key(conn) -> bytes:
+def load_key(conn: psycopg.Connection) -> bytes:
     """The key, read on a psycopg connection of the owner role."""
     return _key(conn.execute(_QUERY, (KEY_NAME,)).fetchone())
 
 
-async def load_key_async(conn) -> bytes:
+async def load_key_async(conn: psycopg.AsyncConnection) -> bytes:
     """The key, read on a psycopg async connection of the owner role."""
     cur = await conn.execute(_QUERY, (KEY_NAME,))
     return _key(await cur.fetchone())
 
 
-def _key(row) -> bytes:
+def _key(row: tuple[Any, ...] | None) -> bytes:
     if row is None:
         raise ChannelKeyMissingError(f"cmdlog_secret: no {KEY_NAME!r} key; run `cmdlog db upgrade`")
     return bytes(row[0])

@@ -19,6 +19,7 @@ from psycopg.rows import class_row
 
 from storage.errors import OperationalError
 from storage.locks import advisory_lock
+from storage.rows import one_row
 
 
 class ApprovalLockTimeoutError(OperationalError):
@@ -79,10 +80,10 @@ def insert(conn: psycopg.Connection, *, draft_uuid: uuid.UUID, tenant_id: str, c
            body_json: str, subjects: list[str], created_by: str) -> DraftRow:
     """Insert a new open draft."""
     with conn.cursor(row_factory=class_row(DraftRow)) as cur:
-        return cur.execute(
+        return one_row(cur.execute(
             f"INSERT INTO command_draft (draft_uuid, tenant_id, cmd_class, cmd_version, cmd_body, subjects, created_by)"
             f" VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s) RETURNING {COLUMNS}",
-            (draft_uuid, tenant_id, cmd_class, cmd_version, body_json, subjects, created_by)).fetchone()
+            (draft_uuid, tenant_id, cmd_class, cmd_version, body_json, subjects, created_by)))
 
 
 def get(conn: psycopg.Connection, draft_uuid: uuid.UUID, *, tenant_id: str | None = None) -> DraftRow | None:

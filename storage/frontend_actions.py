@@ -7,7 +7,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
+
+from storage.postgres import Database
 
 INSERT = """
 INSERT INTO frontend_action (action_uuid, tenant_id, actor_id, action, payload, correlation_id, occurred_at, retention)
@@ -41,7 +44,7 @@ class FrontendActionRow:
     """Retention class of the row."""
 
 
-def insert_actions(conn, rows: list[FrontendActionRow]) -> set[uuid.UUID]:
+def insert_actions(conn: psycopg.Connection, rows: list[FrontendActionRow]) -> set[uuid.UUID]:
     """Insert ``rows`` in one statement on ``conn``; returns the ids actually inserted (a repeated id is skipped)."""
     if not rows:
         return set()
@@ -50,10 +53,12 @@ def insert_actions(conn, rows: list[FrontendActionRow]) -> set[uuid.UUID]:
     return {r[0] for r in conn.execute(INSERT, cols).fetchall()}
 
 
-def tenant_actions(db, tenant_id: str, *, correlation_id: uuid.UUID | None = None, since: dt.datetime | None = None,
+def tenant_actions(db: Database, tenant_id: str, *, correlation_id: uuid.UUID | None = None,
+                   since: dt.datetime | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
     """A tenant's actions, newest first, read through its row-level-security session."""
-    where, params = ["tenant_id = %s"], [tenant_id]
+    where: list[str] = ["tenant_id = %s"]
+    params: list[object] = [tenant_id]
     if correlation_id is not None:
         where.append("correlation_id = %s")
         params.append(correlation_id)
@@ -67,9 +72,11 @@ def tenant_actions(db, tenant_id: str, *, correlation_id: uuid.UUID | None = Non
         return cur.execute(sql, params).fetchall()
 
 
-def all_actions_since(db, since: dt.datetime, *, tenant_id: str | None = None, limit: int = 1000) -> list[dict]:
+def all_actions_since(db: Database, since: dt.datetime, *, tenant_id: str | None = None,
+                      limit: int = 1000) -> list[dict]:
     """Actions of every tenant (or one) since ``since``, oldest first, without payloads (admin backfill)."""
-    where, params = ["occurred_at >= %s"], [since]
+    where: list[str] = ["occurred_at >= %s"]
+    params: list[object] = [since]
     if tenant_id is not None:
         where.append("tenant_id = %s")
         params.append(tenant_id)

@@ -7,9 +7,78 @@ sent in the same pipeline sync as the ``COMMIT``: tracing then costs no extra ro
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
 
 import psycopg
+
+
+class LoggedEvent(Protocol):
+    """What is written of a domain event (``commandlog.context.EventRecord``)."""
+
+    @property
+    def event_uuid(self) -> uuid.UUID: ...
+    @property
+    def cmd_uuid(self) -> uuid.UUID: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def payload(self) -> Any: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+
+
+class LoggedCommand(Protocol):
+    """What is written of an execution attempt (``commandlog.records.CommandRecord``); read-only, so any record
+    whose fields are at least this precise fits."""
+
+    @property
+    def cmd_uuid(self) -> uuid.UUID: ...
+    @property
+    def cmd_class(self) -> str: ...
+    @property
+    def cmd_version(self) -> int: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def actor_id(self) -> str: ...
+    @property
+    def correlation_id(self) -> uuid.UUID: ...
+    @property
+    def causation_id(self) -> uuid.UUID | None: ...
+    @property
+    def replay_of(self) -> uuid.UUID | None: ...
+    @property
+    def draft_uuid(self) -> uuid.UUID | None: ...
+    @property
+    def status(self) -> str | None: ...
+    @property
+    def error_type(self) -> str | None: ...
+    @property
+    def error_message(self) -> str | None: ...
+    @property
+    def public_error_message(self) -> str | None: ...
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+    @property
+    def retention(self) -> str: ...
+    @property
+    def subjects(self) -> Sequence[str]: ...
+    @property
+    def body_json(self) -> str | None: ...
+    @property
+    def public_body_json(self) -> str | None: ...
+    @property
+    def body_excluded(self) -> bool: ...
+    @property
+    def result(self) -> Any: ...
+    @property
+    def events(self) -> Sequence[LoggedEvent]: ...
+
 
 INSERT_GLOBAL = """
 INSERT INTO command_log (cmd_uuid, cmd_class, cmd_version, tenant_id, actor_id, correlation_id, causation_id,
@@ -29,21 +98,21 @@ VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s)
 """
 
 
-def global_row(r) -> tuple:
+def global_row(r: LoggedCommand) -> tuple:
     """The ``command_log`` row of a record."""
     return (r.cmd_uuid, r.cmd_class, r.cmd_version, r.tenant_id, r.actor_id, r.correlation_id, r.causation_id,
             r.replay_of, r.draft_uuid, r.status, r.error_type, r.public_error_message, r.started_at, r.finished_at,
             r.retention, r.subjects, r.public_body_json, r.body_excluded)
 
 
-def tenant_row(r, result_json: str | None) -> tuple:
+def tenant_row(r: LoggedCommand, result_json: str | None) -> tuple:
     """The ``tenant_command_log`` row of a record."""
     return (r.cmd_uuid, r.tenant_id, r.cmd_class, r.cmd_version, r.actor_id, r.correlation_id, r.causation_id,
             r.replay_of, r.draft_uuid, r.status, r.error_type, r.error_message, r.started_at, r.finished_at,
             r.retention, r.subjects, r.body_json, result_json)
 
 
-def event_rows(r, payload_json) -> list[tuple]:
+def event_rows(r: LoggedCommand, payload_json: Callable[[Any], str]) -> list[tuple]:
     """The ``domain_event`` rows of a record (``payload_json`` serialises one payload)."""
     return [(e.event_uuid, e.cmd_uuid, r.tenant_id, e.event_type, payload_json(e.payload), e.occurred_at, r.retention)
             for e in r.events]
@@ -61,7 +130,8 @@ SELECT e.event_uuid, %s, %s, e.event_type, e.payload, e.occurred_at, %s
 """
 
 
-def write_records(conn: psycopg.Connection, records: Iterable, *, result_json, payload_json) -> None:
+def write_records(conn: psycopg.Connection, records: Iterable[LoggedCommand], *,
+                  result_json: Callable[[Any], str | None], payload_json: Callable[[Any], str]) -> None:
     """Queue the rows of ``records`` on ``conn`` (in pipeline mode they go out with the next sync)."""
     with conn.cursor() as cur:
         for r in records:

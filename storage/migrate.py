@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+
+from storage.rows import one_row
+
+if TYPE_CHECKING:  # storage.postgres runs the migrations when it opens a database: no import back at run time
+    from storage.postgres import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x636D646C  # 'cmdl': one migrator at a time across processes
@@ -19,22 +25,22 @@ def _config() -> Config:
     return cfg
 
 
-def head_revision() -> str:
-    """The newest migration's revision id."""
+def head_revision() -> str | None:
+    """The newest migration's revision id (None only in a tree without migrations)."""
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
-def current_revision(db) -> str | None:
+def current_revision(db: Database) -> str | None:
     """The revision the database is at, or None before the first migration."""
     with db.connection() as conn:
-        exists = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()[0]
+        exists = one_row(conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL"))[0]
         if not exists:
             return None
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
         return row[0] if row else None
 
 
-def upgrade(db) -> bool:
+def upgrade(db: Database) -> bool:
     """Bring the schema to head (no-op when current) and keep partitions a week ahead; True if anything ran."""
     ran = False
     if current_revision(db) != head_revision():
@@ -52,14 +58,14 @@ def upgrade(db) -> bool:
     return ran
 
 
-def ensure_partitions(db, *, days_back: int, days_ahead: int) -> int:
+def ensure_partitions(db: Database, *, days_back: int, days_ahead: int) -> int:
     """Create the missing log partitions from ``days_back`` days ago to ``days_ahead`` days ahead (UTC days)."""
     from storage.partitions import UTC_TODAY
 
     return ensure_partitions_between(db, f"{UTC_TODAY} - {int(days_back)}", f"{UTC_TODAY} + {int(days_ahead)}")
 
 
-def ensure_partitions_between(db, start_sql: str, end_sql: str) -> int:
+def ensure_partitions_between(db: Database, start_sql: str, end_sql: str) -> int:
     """Create the missing partitions between two SQL date expressions (trusted, built here or from dates)."""
     with db.connection() as conn:
-        return conn.execute(f"SELECT cmdlog_ensure_partitions(({start_sql})::date, ({end_sql})::date)").fetchone()[0]
+        return one_row(conn.execute(f"SELECT cmdlog_ensure_partitions(({start_sql})::date, ({end_sql})::date)"))[0]

@@ -23,6 +23,7 @@ from psycopg import sql
 
 from storage.errors import OperationalError, StorageError, translated
 from storage.locks import Retry
+from storage.rows import one_row
 
 TIME_COLUMN = {"command_log": "started_at", "tenant_command_log": "started_at",
                "domain_event": "occurred_at", "frontend_action": "occurred_at"}
@@ -210,7 +211,7 @@ def _create_and_attach(conn: psycopg.Connection, parent: str, leaf: str, lower: 
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout_ms)}ms")))
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITIONS_LOCK_KEY,))
-        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (leaf,)).fetchone()[0]:
+        if one_row(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (leaf,)))[0]:
             return 0  # created meanwhile by someone else (cmdlog_ensure_partitions, another process)
         ident, par = sql.Identifier(leaf), sql.Identifier(parent)
         conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE "
@@ -225,8 +226,8 @@ def table_sizes(conn: psycopg.Connection) -> dict[str, dict[str, int]]:
     """Bytes of data (heap + TOAST) and of indexes per log table, summed over its leaves."""
     out = {}
     for table in TIME_COLUMN:
-        data, index = conn.execute(
+        data, index = one_row(conn.execute(
             "SELECT coalesce(sum(pg_table_size(relid)), 0)::bigint, coalesce(sum(pg_indexes_size(relid)), 0)::bigint "
-            "FROM pg_partition_tree(%s::regclass) WHERE isleaf", (table,)).fetchone()
+            "FROM pg_partition_tree(%s::regclass) WHERE isleaf", (table,)))
         out[table] = {"table_bytes": int(data), "index_bytes": int(index)}
     return out

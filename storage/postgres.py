@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -17,6 +17,9 @@ from psycopg_pool import ConnectionPool
 
 from storage import embedded
 from storage.errors import DatabaseUnavailableError, TenantIsolationError, translated
+
+if TYPE_CHECKING:  # SQLAlchemy is imported when the engine is first used (start-up cost of the hot path)
+    from sqlalchemy.engine import Engine
 
 TENANT_ROLE = "cmdlog_tenant"
 
@@ -77,7 +80,7 @@ class Database:
         return self._pool
 
     @property
-    def engine(self):
+    def engine(self) -> Engine:
         """A SQLAlchemy Core engine on the same database."""
         if self._engine is None:
             from sqlalchemy import create_engine

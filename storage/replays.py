@@ -16,6 +16,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from storage.rows import one_row
+
 SELECT_ORIGINALS = """
 SELECT cmd_uuid, tenant_id, cmd_class, cmd_version, actor_id, correlation_id, status, error_type, error_message,
        started_at, cmd_body, result
@@ -109,12 +111,14 @@ def count_selection(conn: psycopg.Connection, **filters: Any) -> int:
     """How many originals a filter matches (for the message when a selection exceeds its cap)."""
     where, params = _filter(**filters)
     query = sql.SQL("SELECT count(*) FROM tenant_command_log t WHERE {}").format(where)
-    return conn.execute(query, params).fetchone()[0]
+    return one_row(conn.execute(query, params))[0]
 
 
-def _filter(*, tenant_id, cmd_class, status, since, until, correlation_id,
-            include_replayed) -> tuple[sql.Composable, list]:
-    clauses, params = [sql.SQL("t.replay_of IS NULL")], []
+def _filter(*, tenant_id: str | None, cmd_class: str | None, status: str | None, since: datetime | None,
+            until: datetime | None, correlation_id: uuid.UUID | None,
+            include_replayed: bool) -> tuple[sql.Composable, list]:
+    clauses: list[sql.Composable] = [sql.SQL("t.replay_of IS NULL")]
+    params: list[object] = []
     for column, value in (("tenant_id", tenant_id), ("cmd_class", cmd_class), ("status", status),
                           ("correlation_id", correlation_id)):
         if value is not None:

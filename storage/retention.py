@@ -16,9 +16,11 @@ and events in the same statement, so the three stay consistent. Each batch recor
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, overload
 
 import psycopg
 from psycopg import sql
@@ -28,6 +30,7 @@ from psycopg.types.json import Jsonb
 from storage.errors import IntegrityError, StorageError, translated
 from storage.locks import Retry
 from storage.partitions import TIME_COLUMN
+from storage.rows import one_row
 
 HOLD_LOCK_KEY = 0x636D6C68  # 'cmlh': legal holds vs. the purge's decisions
 PURGE_LOCK_KEY = 0x636D6C70  # 'cmlp': one purge at a time
@@ -88,7 +91,7 @@ class Hold:
 # -- holds ------------------------------------------------------------------------------------------------------
 
 def add_hold(conn: psycopg.Connection, *, tenant_id: str, subject: str | None, reason: str, actor: str,
-             cmd_uuid) -> int:
+             cmd_uuid: uuid.UUID) -> int:
     """Insert an active hold (waits for a purge step in progress); ``HoldExistsError`` if one is active."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (HOLD_LOCK_KEY,))
     try:
@@ -102,7 +105,8 @@ def add_hold(conn: psycopg.Connection, *, tenant_id: str, subject: str | None, r
         raise HoldExistsError(f"{what} is already under an active legal hold") from None
 
 
-def release_hold(conn: psycopg.Connection, *, tenant_id: str, subject: str | None, actor: str, cmd_uuid) -> int | None:
+def release_hold(conn: psycopg.Connection, *, tenant_id: str, subject: str | None, actor: str,
+                 cmd_uuid: uuid.UUID) -> int | None:
     """Release the active hold of (tenant, subject); its id, or None when there was none."""
     row = conn.execute(
         "UPDATE legal_hold SET released_at = now(), released_by = %s, released_cmd = %s "
@@ -168,7 +172,7 @@ def expired_predicate(table: str, cut: ClassCutoffs, *, export_bound: int | None
     return " AND ".join(parts)
 
 
-def _params(cut: ClassCutoffs, export_bound: int | None, **extra) -> dict:
+def _params(cut: ClassCutoffs, export_bound: int | None, **extra: object) -> dict:
     return {**cut.params(), "bound": str(export_bound) if export_bound is not None else None, **extra}
 
 
@@ -182,8 +186,8 @@ def leaf_is_droppable(conn: psycopg.Connection, leaf: str, *, keep_tenants: list
         "WHERE EXISTS (SELECT 1 FROM {t} x WHERE x.tenant_id = k.tenant_id)) "
         "AND (%(bound)s::text IS NULL OR NOT EXISTS (SELECT 1 FROM {t} WHERE tx_id >= %(bound)s::text::xid8))"
     ).format(t=sql.Identifier(leaf))
-    return conn.execute(q, {"keep": keep_tenants,
-                            "bound": str(export_bound) if export_bound is not None else None}).fetchone()[0]
+    return one_row(conn.execute(q, {"keep": keep_tenants,
+                                    "bound": str(export_bound) if export_bound is not None else None}))[0]
 
 
 def count_by_tenant(conn: psycopg.Connection, leaf: str, *, slice_above: int = 100_000,
@@ -196,7 +200,7 @@ def count_by_tenant(conn: psycopg.Connection, leaf: str, *, slice_above: int = 1
     busy for seconds, and writers felt it; in slices they are served in between. On ``conn`` in autocommit each
     slice is its own statement: exact for a leaf nobody writes (a leaf before the cutoff), like the single count."""
     ident = sql.Identifier(leaf)
-    est = conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (leaf,)).fetchone()[0]
+    est = one_row(conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (leaf,)))[0]
     if est is None or est < slice_above:
         return {t: int(n)
                 for t, n in conn.execute(sql.SQL("SELECT tenant_id, count(*) FROM {} GROUP BY 1").format(ident))}
@@ -208,7 +212,7 @@ def count_by_tenant(conn: psycopg.Connection, leaf: str, *, slice_above: int = 1
     count = sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s").format(ident)
     for tenant in tenants:
         t0 = time.perf_counter()
-        n = int(conn.execute(count, (tenant,)).fetchone()[0])
+        n = int(one_row(conn.execute(count, (tenant,)))[0])
         if n:
             out[tenant] = n
         time.sleep(min(time.perf_counter() - t0, max_rest_s))
@@ -226,9 +230,9 @@ def count_expired(conn: psycopg.Connection, *, table: str, leaf: str, cut: Class
 
 def leaf_blocks(conn: psycopg.Connection, leaf: str) -> tuple[int, float]:
     """``(blocks, rows per block)`` of a leaf, for slicing it into batches by block range."""
-    blocks, tuples, pages = conn.execute(
+    blocks, tuples, pages = one_row(conn.execute(
         "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, c.reltuples, c.relpages FROM pg_class c "
-        "WHERE c.oid = %s::regclass", (leaf,)).fetchone()
+        "WHERE c.oid = %s::regclass", (leaf,)))
     per_block = tuples / pages if pages and tuples and tuples > 0 else 40.0
     return int(blocks), float(per_block)
 
@@ -294,7 +298,11 @@ class RunRow:
     """1 + resumptions."""
 
 
-def _run(row) -> RunRow | None:
+@overload
+def _run(row: dict[str, Any]) -> RunRow: ...
+@overload
+def _run(row: None) -> None: ...
+def _run(row: dict[str, Any] | None) -> RunRow | None:
     if row is None:
         return None
     d = dict(row)
@@ -316,13 +324,13 @@ def start_run(conn: psycopg.Connection, *, as_of: datetime, policy: dict, lake_u
               export_bound: int | None) -> RunRow:
     """Insert a ``running`` run."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return _run(cur.execute(
+        return _run(one_row(cur.execute(
             f"INSERT INTO retention_run (as_of, policy, lake_uri, export_bound) VALUES (%s, %s, %s, %s::text::xid8) "
             f"RETURNING {_RUN_COLS}", (as_of, Jsonb(policy), lake_uri,
-                                       str(export_bound) if export_bound is not None else None)).fetchone())
+                                       str(export_bound) if export_bound is not None else None))))
 
 
-def finish_run(conn: psycopg.Connection, run_id: int, *, purge_cmd) -> bool:
+def finish_run(conn: psycopg.Connection, run_id: int, *, purge_cmd: uuid.UUID) -> bool:
     """Mark the run finished (in the transaction that logs its ``retention.Purge`` command)."""
     return conn.execute("UPDATE retention_run SET status = 'finished', finished_at = now(), purge_cmd = %s "
                         "WHERE run_id = %s AND status = 'running'", (purge_cmd, run_id)).rowcount == 1

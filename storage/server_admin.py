@@ -56,7 +56,7 @@ def restrict_connect(url: str, dbname: str) -> bool:
 
 def asyncpg_url(url: str, dbname: str) -> str:
     """The SQLAlchemy asyncpg URL of database ``dbname`` on the server of libpq URI ``url`` (socket or TCP)."""
-    p = conninfo_to_dict(url)
+    p = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
     auth = quote(p.get("user") or "postgres", safe="")
     if p.get("password"):
         auth += ":" + quote(p["password"], safe="")
@@ -98,7 +98,7 @@ def masked_url(url: str) -> str:
     p = conninfo_to_dict(url)
     if not p.get("password"):
         return url
-    return make_conninfo(**{**p, "password": "***"})
+    return make_conninfo("", **{**p, "password": "***"})
 
 
 def prune_dead_handles(pgdata: Path) -> list[int]:

@@ -17,6 +17,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from storage.errors import IntegrityError, translated
+from storage.postgres import Database
+from storage.rows import one_row
 
 LOGIN_GROUP = "cmdlog_sql_login"
 
@@ -41,7 +43,7 @@ class LoginRow:
     """Sessions connected as the login right now."""
 
 
-def create_login(db, *, role_name: str, tenant_id: str, password: str, created_by: str) -> LoginRow:
+def create_login(db: Database, *, role_name: str, tenant_id: str, password: str, created_by: str) -> LoginRow:
     """Create the role and its binding in one transaction; raises SqlLoginExistsError if the name is taken."""
     role = sql.Identifier(role_name)
     try:
@@ -52,15 +54,15 @@ def create_login(db, *, role_name: str, tenant_id: str, password: str, created_b
                 "PASSWORD {} IN ROLE {}").format(role, sql.Literal(verifier.decode()), sql.Identifier(LOGIN_GROUP)))
             conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
                 sql.Identifier(conn.info.dbname), role))
-            row = conn.execute(
+            row = one_row(conn.execute(
                 "INSERT INTO tenant_sql_login (role_name, tenant_id, created_by) VALUES (%s, %s, %s) "
-                "RETURNING role_name, tenant_id, created_at, created_by", (role_name, tenant_id, created_by)).fetchone()
+                "RETURNING role_name, tenant_id, created_at, created_by", (role_name, tenant_id, created_by)))
     except IntegrityError as e:
         raise SqlLoginExistsError(f"name: a role named {role_name!r} already exists on the server") from e
     return LoginRow(role_name=row[0], tenant_id=row[1], created_at=row[2], created_by=row[3])
 
 
-def revoke_login(db, role_name: str) -> bool:
+def revoke_login(db: Database, role_name: str) -> bool:
     """Drop a bound login: no new connection, its open sessions ended; True if it existed."""
     with db.connection() as conn, conn.transaction():
         bound = conn.execute("DELETE FROM tenant_sql_login WHERE role_name = %s RETURNING 1", (role_name,)).fetchone()
@@ -80,7 +82,7 @@ def revoke_login(db, role_name: str) -> bool:
     return True
 
 
-def list_logins(db, *, tenant_id: str | None = None) -> list[LoginRow]:
+def list_logins(db: Database, *, tenant_id: str | None = None) -> list[LoginRow]:
     """Bound logins (all, or of one tenant), oldest first, with their open session counts."""
     with db.connection() as conn:
         rows = conn.execute(

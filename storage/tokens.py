@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any, Literal
+
+from storage.postgres import Database
+from storage.rows import one_row
+
+Role = Literal["viewer", "operator", "admin"]
+"""A token's role, as the CHECK constraints of ``api_token.role`` and ``ws_ticket.role`` allow it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -16,7 +23,7 @@ class TokenRow:
     """SHA-256 of the token's secret part."""
     tenant_id: str | None
     """The tenant the token is bound to; None for admin tokens."""
-    role: str
+    role: Role
     """``viewer``, ``operator`` or ``admin``."""
     subject: str
     """Who the token stands for (``alice@acme``, or ``token:<token_id>``): the actor it is recorded as."""
@@ -31,26 +38,26 @@ class TokenRow:
 _COLUMNS = "token_id, secret_sha256, tenant_id, role, subject, created_at, expires_at, revoked_at"
 
 
-def insert_token(db, *, token_id: str, secret_sha256: bytes, tenant_id: str | None, role: str, subject: str,
+def insert_token(db: Database, *, token_id: str, secret_sha256: bytes, tenant_id: str | None, role: str, subject: str,
                  expires_at: dt.datetime | None = None) -> TokenRow:
     """Store a new token row and return it."""
     with db.connection() as conn:
-        row = conn.execute(
+        row = one_row(conn.execute(
             f"INSERT INTO api_token (token_id, secret_sha256, tenant_id, role, subject, expires_at) "
             f"VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
             (token_id, secret_sha256, tenant_id, role, subject, expires_at),
-        ).fetchone()
+        ))
     return _row(row)
 
 
-def find_token(db, token_id: str) -> TokenRow | None:
+def find_token(db: Database, token_id: str) -> TokenRow | None:
     """The token row with ``token_id``, or None."""
     with db.connection() as conn:
         row = conn.execute(f"SELECT {_COLUMNS} FROM api_token WHERE token_id = %s", (token_id,)).fetchone()
     return _row(row) if row else None
 
 
-def revoke_token(db, token_id: str) -> bool:
+def revoke_token(db: Database, token_id: str) -> bool:
     """Mark a token revoked; True if a valid token was revoked."""
     with db.connection() as conn:
         cur = conn.execute("UPDATE api_token SET revoked_at = now() WHERE token_id = %s AND revoked_at IS NULL",
@@ -58,7 +65,7 @@ def revoke_token(db, token_id: str) -> bool:
         return cur.rowcount == 1
 
 
-def _row(row) -> TokenRow:
+def _row(row: tuple[Any, ...]) -> TokenRow:
     token_id, secret, tenant_id, role, subject, created_at, expires_at, revoked_at = row
     return TokenRow(token_id=token_id, secret_sha256=bytes(secret), tenant_id=tenant_id, role=role, subject=subject,
                     created_at=created_at, expires_at=expires_at, revoked_at=revoked_at)

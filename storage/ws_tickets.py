@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from storage.postgres import Database
+from storage.tokens import Role
+
 
 @dataclass(frozen=True, kw_only=True)
 class TicketGrant:
@@ -14,11 +17,11 @@ class TicketGrant:
     """Id of the bearer token that asked for the ticket."""
     tenant_id: str | None
     """That token's tenant (None for admin)."""
-    role: str
+    role: Role
     """That token's role."""
 
 
-def insert_ticket(db, *, ticket_sha256: bytes, token_id: str, tenant_id: str | None, role: str,
+def insert_ticket(db: Database, *, ticket_sha256: bytes, token_id: str, tenant_id: str | None, role: str,
                   expires_at: dt.datetime) -> None:
     """Store a ticket; expired ones are swept in the same transaction so the table stays small."""
     with db.connection() as conn:
@@ -27,7 +30,7 @@ def insert_ticket(db, *, ticket_sha256: bytes, token_id: str, tenant_id: str | N
                      "VALUES (%s, %s, %s, %s, %s)", (ticket_sha256, token_id, tenant_id, role, expires_at))
 
 
-def redeem_ticket(db, ticket_sha256: bytes) -> TicketGrant | None:
+def redeem_ticket(db: Database, ticket_sha256: bytes) -> TicketGrant | None:
     """Mark the ticket used and return its grant; None when unknown, expired or already used (atomic)."""
     with db.connection() as conn:
         row = conn.execute(

@@ -10,12 +10,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
 from commandlog.bootstrap import runtime
-from commandlog.journal.export import run_compaction, run_export, summary_line
+from commandlog.journal.export import Step, run_compaction, run_export, summary_line
 
 _PHASE_PROGRESS = {"recovering": 5.0, "publishing": 70.0, "published": 80.0, "compacting": 85.0}
 
 
-def _stepper(progress_id: UUID | None):
+def _stepper(progress_id: UUID | None) -> Step:
     """A ``step`` callback moving the progress artifact: 10% + 15% per staged dataset, then publishing phases."""
     staged = 0
 
@@ -34,7 +34,10 @@ def _stepper(progress_id: UUID | None):
 @task(name="start-progress")
 def start_progress() -> UUID:
     """Create the run's progress artifact (0%)."""
-    return create_progress_artifact(0.0, key="export-snapshot-progress", description="Lake export progress")
+    artifact_id = create_progress_artifact(0.0, key="export-snapshot-progress", description="Lake export progress")
+    # async_dispatch is typed with both faces (UUID | coroutine); called from a sync task it is the UUID
+    assert isinstance(artifact_id, UUID)
+    return artifact_id
 
 
 @task(name="export-lake", retries=2, retry_delay_seconds=5)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import uuid
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -17,7 +19,7 @@ from commandlog.bootstrap import runtime
 from commandlog.errors import CommandLogError
 
 
-def _transient(task, task_run, state) -> bool:
+def _transient(task: Task, task_run: TaskRun, state: State) -> bool:
     """Retry database trouble, not a request that cannot be carried out (over the cap, conflicting id)."""
     try:
         state.result()

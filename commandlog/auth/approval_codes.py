@@ -24,6 +24,7 @@ from commandlog.drafts.service import DraftService
 from commandlog.auth.tokens import PermissionDeniedError, Principal
 from storage import approval_codes as store
 from storage.approval_codes import CodeGrant
+from storage.postgres import Database
 
 __all__ = ["CODE_TTL", "CodeGrant", "IssuedCode", "issue_approval_code", "redeem_approval_code"]
 
@@ -76,7 +77,7 @@ def issue_approval_code(drafts: DraftService, principal: Principal, draft_uuid: 
                       draft_version=draft.version, subject=principal.actor, expires_at=expires)
 
 
-def redeem_approval_code(db, code: str, *, draft_uuid: uuid.UUID, draft_version: int) -> CodeGrant:
+def redeem_approval_code(db: Database, code: str, *, draft_uuid: uuid.UUID, draft_version: int) -> CodeGrant:
     """Use ``code`` for ``draft_uuid`` at ``draft_version``, once; the grant names the operator to record.
 
     Raises ApprovalCodeError saying why when the code cannot be used (then it stays as it was, unless it was used).

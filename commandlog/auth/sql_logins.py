@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from commandlog.errors import CommandLogError
 from storage import sql_logins as store
+from storage.postgres import Database
 from storage.sql_logins import LoginRow
 
 __all__ = ["CreatedLogin", "LoginRow", "SqlLoginError", "create_login", "list_logins", "revoke_login"]
@@ -39,7 +40,7 @@ class CreatedLogin:
     """``postgresql://<role>:<password>@…/<database>``; the password is not kept anywhere."""
 
 
-def create_login(db, *, tenant: str, name: str | None = None, created_by: str) -> CreatedLogin:
+def create_login(db: Database, *, tenant: str, name: str | None = None, created_by: str) -> CreatedLogin:
     """Create a login bound to ``tenant`` (named ``name``, or ``tenant_<tenant>_<random>``); return it with its URI."""
     if not isinstance(tenant, str) or not _TENANT.match(tenant):
         raise SqlLoginError(f"tenant: letters, digits, . _ : @ - (at most 128, starting with a letter or digit), "
@@ -58,12 +59,12 @@ def create_login(db, *, tenant: str, name: str | None = None, created_by: str) -
     return CreatedLogin(login=login, uri=store.login_uri(db.url, role_name=name, password=password))
 
 
-def revoke_login(db, name: str) -> None:
+def revoke_login(db: Database, name: str) -> None:
     """Drop the login ``name``: its URI stops working and its open sessions are ended."""
     if not store.revoke_login(db, name):
         raise SqlLoginError(f"name: no tenant-bound SQL login named {name!r}")
 
 
-def list_logins(db, *, tenant: str | None = None) -> list[LoginRow]:
+def list_logins(db: Database, *, tenant: str | None = None) -> list[LoginRow]:
     """The bound logins (all, or one tenant's), without passwords."""
     return store.list_logins(db, tenant_id=tenant)

@@ -14,12 +14,13 @@ import secrets
 from commandlog.auth.tokens import AuthenticationError, Principal, principal_of
 from storage import tokens as token_store
 from storage import ws_tickets as store
+from storage.postgres import Database
 TICKET_TTL = dt.timedelta(seconds=30)
 """How long a ticket may wait before it is used."""
 _TICKET = re.compile(r"^wst_[A-Za-z0-9_-]{20,128}$")
 
 
-def issue_ticket(db, principal: Principal, *, ttl: dt.timedelta = TICKET_TTL) -> tuple[str, dt.datetime]:
+def issue_ticket(db: Database, principal: Principal, *, ttl: dt.timedelta = TICKET_TTL) -> tuple[str, dt.datetime]:
     """A new ticket for ``principal`` and when it expires."""
     ticket = "wst_" + secrets.token_urlsafe(32)
     expires = dt.datetime.now(dt.UTC) + ttl
@@ -28,7 +29,7 @@ def issue_ticket(db, principal: Principal, *, ttl: dt.timedelta = TICKET_TTL) ->
     return ticket, expires
 
 
-def redeem_ticket(db, ticket: str | None) -> Principal:
+def redeem_ticket(db: Database, ticket: str | None) -> Principal:
     """The principal of a valid, unused ticket (now used); AuthenticationError otherwise."""
     if not ticket or not _TICKET.match(ticket):
         raise AuthenticationError("missing or malformed ticket")
@@ -39,7 +40,7 @@ def redeem_ticket(db, ticket: str | None) -> Principal:
     return principal_of(check_token_still_valid(db, principal))
 
 
-def check_token_still_valid(db, principal: Principal) -> token_store.TokenRow:
+def check_token_still_valid(db: Database, principal: Principal) -> token_store.TokenRow:
     """The principal's token row; AuthenticationError when it was revoked or has expired since it was presented."""
     row = token_store.find_token(db, principal.token_id)
     if row is None or row.revoked_at is not None:

@@ -20,11 +20,12 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TypeGuard, get_args
 
 from commandlog.errors import CommandLogError
 from storage import tokens as store
-Role = Literal["viewer", "operator", "admin"]
+from storage.postgres import Database
+from storage.tokens import Role
 ROLES: tuple[str, ...] = get_args(Role)
 PREFIX = "cl_"
 _TOKEN = re.compile(r"^cl_([0-9a-f]{12})\.([A-Za-z0-9_-]{20,128})$")
@@ -71,16 +72,28 @@ class Principal:
         """True for admin tokens (global, lean rows)."""
         return self.role == "admin"
 
+    @property
+    def own_tenant(self) -> str:
+        """The tenant a viewer or operator token is bound to; PermissionDeniedError for an admin token (none)."""
+        if self.tenant_id is None:
+            raise PermissionDeniedError("tenant: an admin token must name the tenant")
+        return self.tenant_id
+
+
+def is_role(value: str) -> TypeGuard[Role]:
+    """True when ``value`` names a role."""
+    return value in ROLES
+
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def create_token(db, *, tenant: str | None, role: Role, ttl: dt.timedelta | None = None,
+def create_token(db: Database, *, tenant: str | None, role: str, ttl: dt.timedelta | None = None,
                  subject: str | None = None) -> str:
     """Create a token for ``subject`` (default ``token:<id>``) and return the plain token (shown once; only its hash
     is stored)."""
-    if role not in ROLES:
+    if not is_role(role):  # the CLI passes what was typed
         raise TokenError(f"role: must be one of {', '.join(ROLES)}, got {role!r}")
     if role == "admin" and tenant is not None:
         raise TokenError("tenant: an admin token is global; omit the tenant")
@@ -98,7 +111,7 @@ def create_token(db, *, tenant: str | None, role: Role, ttl: dt.timedelta | None
     return f"{PREFIX}{token_id}.{secret}"
 
 
-def authenticate(db, token: str | None) -> Principal:
+def authenticate(db: Database, token: str | None) -> Principal:
     """The Principal of a presented token; raises AuthenticationError for any token that is not valid now."""
     match = _TOKEN.match(token or "")
     if not match:
@@ -122,6 +135,6 @@ def principal_of(row: store.TokenRow) -> Principal:
     return Principal(token_id=row.token_id, tenant_id=row.tenant_id, role=row.role, subject=row.subject)
 
 
-def revoke_token(db, token_id: str) -> bool:
+def revoke_token(db: Database, token_id: str) -> bool:
     """Revoke the token with ``token_id``; True if it was valid until now."""
     return store.revoke_token(db, token_id)

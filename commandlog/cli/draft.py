@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markdown import Markdown
@@ -14,6 +14,9 @@ from rich.table import Table
 from commandlog import command_json
 from commandlog.cli import _common
 from commandlog.errors import UnstorableValueError
+
+if TYPE_CHECKING:  # the CLI imports services where a command needs them (start-up time)
+    from storage.drafts import DraftRow
 
 app = typer.Typer(help="Draft commands: create, edit, project, approve exactly once.", no_args_is_help=True)
 
@@ -52,7 +55,7 @@ def _sets(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _row_json(d) -> dict[str, Any]:
+def _row_json(d: DraftRow) -> dict[str, Any]:
     keep = ("draft_uuid", "tenant_id", "cmd_class", "cmd_version", "cmd_body", "subjects", "version", "status",
             "created_by", "created_at", "updated_at", "executed_at", "executed_as_cmd_uuid", "projection_fingerprint",
             "projected_version", "projected_at", "decided_by", "decided_at", "decision_comment")
@@ -188,7 +191,8 @@ def approval_code(draft_uuid: str = typer.Argument(...),
 
 @app.command("reject")
 def reject(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
-           by: str = typer.Option(..., "--by", help="Who rejects."), comment: str = typer.Option(None, "--comment")):
+           by: str = typer.Option(..., "--by", help="Who rejects."), comment: str = typer.Option(None, "--comment"),
+           ) -> None:
     """Reject a draft with a comment."""
     from commandlog.drafts.service import DraftService
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any, cast
 
 import typer
 from rich.table import Table
@@ -25,7 +26,8 @@ def export(
         from flows.export_snapshot import export_snapshot
 
         with _common.prefect_client(s):
-            result = export_snapshot(lake_uri=uri, compact=compact, min_files=min_files)
+            # The flow returns a Completed state; calling it yields the state's data (Prefect's types say State).
+            result = cast(dict[str, Any], export_snapshot(lake_uri=uri, compact=compact, min_files=min_files))
         exported, compacted = result["export"], result["compaction"]
     else:
         import dataclasses

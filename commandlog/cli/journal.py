@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import typer
@@ -14,6 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from commandlog.cli import _common
+
+if TYPE_CHECKING:  # the CLI imports services where a command needs them (start-up time)
+    from commandlog.journal.entries import TimelinePage
 
 app = typer.Typer(help="The activity journal.", no_args_is_help=True)
 
@@ -66,7 +70,7 @@ def timeline_cmd(
         _timeline_table(page, tenant)
 
 
-def _timeline_table(page, tenant: str | None) -> None:
+def _timeline_table(page: TimelinePage, tenant: str | None) -> None:
     table = Table(title=f"journal of {tenant}" if tenant else "journal (all tenants, lean)")
     for col in ("started at", "tenant", "actor", "command", "status", "subjects", "events"):
         table.add_column(col, no_wrap=True)
@@ -177,7 +181,7 @@ def _write_result(reader: pa.RecordBatchReader, fmt: SqlFormat, out: str | None,
             target.write(json.dumps(rows, indent=2, default=str) + "\n")
 
 
-def _cell(v):
+def _cell(v: object) -> object:
     return json.dumps(v, default=str) if isinstance(v, list | dict) else ("" if v is None else v)
 
 

@@ -6,6 +6,7 @@ import csv
 import json
 import sys
 from enum import StrEnum
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -62,7 +63,7 @@ def _plain(row: dict) -> dict:
     return out
 
 
-def _csv_cell(key: str, value):
+def _csv_cell(key: str, value: Any) -> Any:
     if key == "subjects":
         return ";".join(value)
     if value is None:

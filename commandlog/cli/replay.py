@@ -14,7 +14,7 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -22,6 +22,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from commandlog.cli import _common
+
+if TYPE_CHECKING:  # the CLI imports services where a command needs them (start-up time)
+    from commandlog.replay.service import ReplayReport
 
 OUTCOME_STYLE = {"succeeded": "green", "reproduced": "green", "now_succeeds": "green", "failed": "red",
                  "now_fails": "red", "diverged": "yellow", "not_replayable": "yellow", "not_found": "yellow",
@@ -100,7 +103,7 @@ def _uuid(value: str, hint: str) -> uuid.UUID:
         raise typer.BadParameter(f"{value!r} is not a UUID", param_hint=hint) from None
 
 
-def _print(report) -> None:
+def _print(report: ReplayReport) -> None:
     table = Table(title=f"replay {report.plan.request_id} ({report.plan.mode.replace('_', ' ')})")
     for col, width in (("original", 36), ("class", 12), ("tenant", 6), ("was", 6), ("outcome", 12),
                        ("replay", 36), ("detail", 20)):

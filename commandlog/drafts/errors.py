@@ -67,7 +67,8 @@ class DraftNotOpenError(DraftError):
 class DraftAlreadyExecutedError(DraftNotOpenError):
     """The draft was already executed, as command ``cmd_uuid``."""
 
-    def __init__(self, draft_uuid: uuid.UUID, cmd_uuid: uuid.UUID) -> None:
+    def __init__(self, draft_uuid: uuid.UUID, cmd_uuid: uuid.UUID | None) -> None:
+        # typed as the row's column; never None for an executed draft (CHECK of command_draft, migration 0006)
         self.cmd_uuid = cmd_uuid
         super().__init__(draft_uuid, "executed", f"draft {draft_uuid} already executed as {cmd_uuid}")
 

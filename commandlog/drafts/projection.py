@@ -11,9 +11,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+
+from commandlog.bus import CommandBus
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
 from commandlog.drafts.subjects import SubjectLoaders, diff, fingerprint
+from commandlog.records import Outcome
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,13 +87,13 @@ class Approval:
         return {**asdict(self), "draft_uuid": str(self.draft_uuid), "cmd_uuid": str(self.cmd_uuid)}
 
 
-def project_command(bus, loaders: SubjectLoaders, command: Command, context: ExecutionContext, *,
+def project_command(bus: CommandBus, loaders: SubjectLoaders, command: Command, context: ExecutionContext, *,
                     draft_version: int | None = None) -> Projection:
     """Project ``command`` on ``bus``; its domain's loader observes its subjects before and after."""
     cls = type(command)
     subjects = [str(s) for s in command.subjects()]
 
-    def observe(conn):
+    def observe(conn: psycopg.Connection) -> dict[str, Any] | None:
         return loaders.load(conn, context.tenant_id, cls.cmd_class, subjects)
 
     outcome = bus.project(command, context, observe=observe)
@@ -102,6 +106,6 @@ def project_command(bus, loaders: SubjectLoaders, command: Command, context: Exe
     )
 
 
-def _public_error(outcome) -> str | None:
+def _public_error(outcome: Outcome) -> str | None:
     """The failure message scrubbed of the body's sensitive values (projections are shown to reviewers)."""
     return outcome.public_error_message

@@ -12,11 +12,15 @@ spurious failed command. ``tenant_id=None`` means a system caller (a flow) actin
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
+import psycopg
+
+from commandlog.bus import CommandBus
 from commandlog.drafts.bodies import from_json_map, to_json_map
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
@@ -26,6 +30,7 @@ from commandlog.drafts.errors import (
 )
 from commandlog.errors import CommandLogError
 from commandlog.ids import uuid7
+from commandlog.records import Outcome
 from commandlog.drafts.projection import Approval, Projection, project_command
 from commandlog.drafts.subjects import SubjectLoaders, fingerprint, loaders as default_loaders
 from storage import drafts as repo
@@ -37,7 +42,7 @@ __all__ = ["DraftService", "DraftRow", "Projection", "Approval"]
 class DraftService:
     """Create, read, edit, project, approve, reject and discard drafts on a bus's database."""
 
-    def __init__(self, bus, *, loaders: SubjectLoaders | None = None, lock_timeout_s: float = 60.0) -> None:
+    def __init__(self, bus: CommandBus, *, loaders: SubjectLoaders | None = None, lock_timeout_s: float = 60.0) -> None:
         self.bus = bus
         self.db = bus.db
         self.loaders = loaders or default_loaders
@@ -172,7 +177,7 @@ class DraftService:
             command = self.command_of(draft)
             ctx = ExecutionContext(tenant_id=draft.tenant_id, actor_id=approver, draft_uuid=draft_uuid)
 
-            def mark_executed(conn, outcome) -> None:
+            def mark_executed(conn: psycopg.Connection, outcome: Outcome) -> None:
                 if repo.mark_executed(conn, draft_uuid, version=draft.version, cmd_uuid=outcome.cmd_uuid,
                                       decided_by=approver, comment=comment) is None:
                     raise DraftNotOpenError(draft_uuid, "changed", f"draft {draft_uuid} changed during its approval")
@@ -204,7 +209,7 @@ class DraftService:
             raise StaleProjectionError(f"the subjects of draft {draft.draft_uuid} ({', '.join(draft.subjects)}) "
                                        "changed since it was projected; project it again and review the new result")
 
-    def _check_storable(self, command: Command) -> tuple[str, list[str]]:
+    def _check_storable(self, command: Command) -> tuple[str, builtins.list[str]]:  # `list` is a method here
         cls = type(command)
         if not cls.body_stored():
             raise DraftValidationError(cls.cmd_class, [{"field": "cmd_class", "message": "its body may not be "
@@ -228,14 +233,14 @@ class DraftService:
             self._raise_not_open(row)
         return row
 
-    def _explain_missed(self, draft_uuid: uuid.UUID, tenant_id: str | None, expected_version: int | None):
+    def _explain_missed(self, draft_uuid: uuid.UUID, tenant_id: str | None, expected_version: int | None) -> NoReturn:
         row = self._get_open(draft_uuid, tenant_id)
         if expected_version is not None and row.version != expected_version:
             raise DraftConflictError(draft_uuid, expected_version=expected_version, current_version=row.version)
         raise DraftError(f"draft {draft_uuid} changed concurrently; try again")
 
     @staticmethod
-    def _raise_not_open(row: DraftRow):
+    def _raise_not_open(row: DraftRow) -> NoReturn:
         if row.status == "executed":
             raise DraftAlreadyExecutedError(row.draft_uuid, row.executed_as_cmd_uuid)
         raise DraftNotOpenError(row.draft_uuid, row.status)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from commandlog.journal.entries import InvalidFilterError, parse_time
+from commandlog.journal.entries import InvalidFilterError, TimeBound, parse_time
 from commandlog.settings import Settings
 from storage.lake.duckdb_journal import open_journal, query
 from storage.lake.datasets import Lake
@@ -49,7 +49,8 @@ def run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> pa.RecordBatchReader:
     return query(con, sql)
 
 
-def reports(con: duckdb.DuckDBPyConnection, *, tenant: str | None = None, since=None, until=None,
+def reports(con: duckdb.DuckDBPyConnection, *, tenant: str | None = None, since: TimeBound = None,
+            until: TimeBound = None,
             limit: int = 20, only: list[str] | None = None) -> list[Report]:
     """Run the built-in reports on a journal connection (over ``tenant_commands`` when ``tenant`` is given)."""
     lo, hi = parse_time("since", since), parse_time("until", until)

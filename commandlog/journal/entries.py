@@ -18,13 +18,16 @@ import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from commandlog.errors import CommandLogError
 from storage import journal as store
+from storage.postgres import Database
 
 STATUSES = ("succeeded", "failed", "rejected")
 MAX_LIMIT = 1000
+TimeBound = dt.datetime | dt.date | str | None
+"""A time filter as callers give it: an instant, a day or ISO 8601 text (``parse_time`` reads it)."""
 
 
 class JournalError(CommandLogError):
@@ -69,8 +72,10 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
         raise InvalidFilterError("cursor", "not a cursor returned by a previous page") from None
 
 
-def timeline(db, *, tenant: str | None, admin: bool = False, subject=None, actor=None, cmd_class=None, status=None,
-             since=None, until=None, correlation_id=None, cursor: str | None = None, limit: int = 50) -> TimelinePage:
+def timeline(db: Database, *, tenant: str | None, admin: bool = False, subject: str | None = None,
+             actor: str | None = None, cmd_class: str | None = None, status: str | None = None,
+             since: TimeBound = None, until: TimeBound = None, correlation_id: uuid.UUID | str | None = None,
+             cursor: str | None = None, limit: int = 50) -> TimelinePage:
     """A page of the journal, newest first, filtered by any of subject, actor, class, status, window, correlation.
 
     ``tenant`` with ``admin=False`` reads that tenant's full log under row-level security; ``admin=True`` reads the
@@ -124,6 +129,10 @@ def _uuid(name: str, value: Any) -> uuid.UUID:
         raise InvalidFilterError(name, f"must be a UUID, not {value!r}") from None
 
 
+@overload
+def parse_time(name: str, value: str | dt.date) -> dt.datetime: ...
+@overload
+def parse_time(name: str, value: Any) -> dt.datetime | None: ...
 def parse_time(name: str, value: Any) -> dt.datetime | None:
     """A timezone-aware instant from a datetime, a date or an ISO 8601 string (naive means UTC)."""
     if value is None:

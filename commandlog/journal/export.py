@@ -27,6 +27,7 @@ from commandlog.errors import CommandLogError
 from storage import export_ledger as ledger
 from storage.lake.arrow_export import DATASETS, SnapshotReader
 from storage.lake.datasets import Lake, LakeFile
+from storage.postgres import Database
 
 Step = Callable[[str, str], None]
 """``step(phase, detail)``: called as a run advances (progress reporting; tests inject crashes here)."""
@@ -79,7 +80,7 @@ def _plural(n: int, word: str) -> str:
     return word if n == 1 else f"{word}s"
 
 
-def run_export(db, lake_uri: str, *, step: Step | None = None) -> ExportResult:
+def run_export(db: Database, lake_uri: str, *, step: Step | None = None) -> ExportResult:
     """Export every row committed since the lake's last export (finishing an interrupted run first)."""
     step = step or _quiet
     lake = Lake(lake_uri)
@@ -95,7 +96,7 @@ def run_export(db, lake_uri: str, *, step: Step | None = None) -> ExportResult:
     return result
 
 
-def run_compaction(db, lake_uri: str, *, min_files: int = 8, step: Step | None = None) -> ExportResult:
+def run_compaction(db: Database, lake_uri: str, *, min_files: int = 8, step: Step | None = None) -> ExportResult:
     """Merge every partition holding at least ``min_files`` files into one file per partition."""
     if min_files < 2:
         raise ExportError("min_files: must be at least 2")
@@ -125,7 +126,8 @@ def run_compaction(db, lake_uri: str, *, min_files: int = 8, step: Step | None =
     return result
 
 
-def expire_partitions(db, lake_uri: str, *, retention: str, before: dt.date, step: Step | None = None) -> ExportResult:
+def expire_partitions(db: Database, lake_uri: str, *, retention: str, before: dt.date,
+                      step: Step | None = None) -> ExportResult:
     """Remove every lake file of ``retention`` whose ``day`` is before ``before`` (for retention cleanup).
 
     A ledger run of kind ``expiry``: the manifest drops the files first, then they are deleted, so manifest readers
@@ -153,6 +155,7 @@ def _stage(lake: Lake, reader: SnapshotReader, run: ledger.SnapshotRow, step: St
     """Write every dataset of the run's range under staging (redoing a previous attempt from scratch)."""
     lake.discard_staging(run.snapshot_id)
     staged: list[LakeFile] = []
+    assert run.from_tx is not None and run.to_tx is not None, "an export run has its range (start_run sets it)"
     for spec in DATASETS.values():
         src = reader.batches(spec, from_tx=run.from_tx, to_tx=run.to_tx)
         staged += lake.write_dataset(src, dataset=spec.name, partition_by=list(spec.partition_by),
@@ -161,7 +164,7 @@ def _stage(lake: Lake, reader: SnapshotReader, run: ledger.SnapshotRow, step: St
     return staged
 
 
-def _publish(db, lake: Lake, run: ledger.SnapshotRow, files: list[LakeFile], replaced: list[LakeFile],
+def _publish(db: Database, lake: Lake, run: ledger.SnapshotRow, files: list[LakeFile], replaced: list[LakeFile],
              step: Step) -> ExportResult:
     """Ledger first, then renames, manifest, deletions of replaced files; safe to repeat from the ledger."""
     result = _result(run, files, replaced)
@@ -183,7 +186,7 @@ def _publish(db, lake: Lake, run: ledger.SnapshotRow, files: list[LakeFile], rep
     return result
 
 
-def _recover(db, lake: Lake, step: Step) -> list[int]:
+def _recover(db: Database, lake: Lake, step: Step) -> list[int]:
     """Finish the lake's interrupted run, if any: roll a publishing run forward, redo a writing export."""
     run = ledger.open_run(db, lake.uri)
     if run is None:
@@ -197,6 +200,7 @@ def _recover(db, lake: Lake, step: Step) -> list[int]:
         ledger.abandon(db, run.snapshot_id)
     else:
         with SnapshotReader(db.url) as reader:
+            assert run.to_tx is not None, "an export run has its range (start_run sets it)"
             if reader.xmin() < run.to_tx:  # cannot happen for a later snapshot; guard the invariant anyway
                 raise ExportError(f"snapshot {run.snapshot_id}: its range is not complete in the current snapshot")
             staged = _stage(lake, reader, run, step)

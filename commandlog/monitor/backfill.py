@@ -9,11 +9,13 @@ Backfilled commands are final rows (succeeded / failed / rejected); ``started`` 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from commandlog.journal import entries as journal
 from commandlog.monitor.publisher import action_item, command_item, event_item, stamp
 from commandlog.monitor.filters import ActivityFilter
 from storage import frontend_actions as actions_store
+from storage.postgres import Database
 MARGIN = dt.timedelta(seconds=5)
 """How far before the cursor the backfill starts (commit order vs. the processes' clocks)."""
 LONGEST_COMMAND = dt.timedelta(minutes=5)
@@ -31,7 +33,7 @@ def parse_cursor(cursor: str) -> dt.datetime:
     return when
 
 
-def backfill(db, activity_filter: ActivityFilter, since: dt.datetime, *, admin: bool,
+def backfill(db: Database, activity_filter: ActivityFilter, since: dt.datetime, *, admin: bool,
              max_items: int = MAX_ITEMS) -> tuple[list[dict], bool]:
     """Items at or after ``since - MARGIN`` that pass ``activity_filter``, oldest first, and whether truncated."""
     lower = stamp(since - MARGIN)
@@ -46,7 +48,8 @@ def backfill(db, activity_filter: ActivityFilter, since: dt.datetime, *, admin: 
     return items[:max_items], len(items) > max_items
 
 
-def _command_items(db, activity_filter: ActivityFilter, since, *, admin: bool, lower: str, max_items: int):
+def _command_items(db: Database, activity_filter: ActivityFilter, since: dt.datetime, *, admin: bool, lower: str,
+                   max_items: int) -> list[dict[str, Any]]:
     single_class = next(iter(activity_filter.classes)) if activity_filter.classes and len(
         activity_filter.classes) == 1 else None
     cursor, out, fetched = None, [], 0
@@ -67,11 +70,13 @@ def _command_items(db, activity_filter: ActivityFilter, since, *, admin: bool, l
     return out
 
 
-def _action_items(db, activity_filter: ActivityFilter, since, *, admin: bool, max_items: int):
+def _action_items(db: Database, activity_filter: ActivityFilter, since: dt.datetime, *, admin: bool,
+                  max_items: int) -> list[dict[str, Any]]:
     lower = since - MARGIN
     if admin:
         rows = actions_store.all_actions_since(db, lower, tenant_id=activity_filter.tenant_id, limit=max_items + 1)
     else:
+        assert activity_filter.tenant_id is not None, "a tenant's watcher has its tenant (web/activity builds it so)"
         rows = actions_store.tenant_actions(db, activity_filter.tenant_id, since=lower, limit=max_items + 1)
     return [action_item(action_uuid=r["action_uuid"], tenant_id=r["tenant_id"], actor_id=r["actor_id"],
                         action=r["action"], correlation_id=r["correlation_id"], occurred_at=r["occurred_at"])

@@ -21,6 +21,7 @@ from commandlog.errors import CommandLogError, UnstorableValueError
 from commandlog.ids import uuid7
 from commandlog.auth.tokens import Principal
 from storage import frontend_actions as store
+from storage.postgres import Database
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -114,7 +115,8 @@ def validate(actions: list[Any], principal: Principal, *, batch: bool = True,
     return rows
 
 
-def _row(action: FrontendAction, principal: Principal, now: dt.datetime, where: str):
+def _row(action: FrontendAction, principal: Principal, now: dt.datetime,
+         where: str) -> tuple[store.FrontendActionRow | None, list[dict[str, Any]]]:
     problems = []
     when = action.occurred_at or now
     if when.tzinfo is None:
@@ -129,13 +131,13 @@ def _row(action: FrontendAction, principal: Principal, now: dt.datetime, where: 
     if problems:
         return None, problems
     return store.FrontendActionRow(
-        action_uuid=action.action_uuid or uuid7(when), tenant_id=action.tenant_id or principal.tenant_id,
+        action_uuid=action.action_uuid or uuid7(when), tenant_id=action.tenant_id or principal.own_tenant,
         actor_id=principal.actor, action=action.action,
         payload_json=json.dumps(action.payload, separators=(",", ":"), ensure_ascii=False),
         correlation_id=action.correlation_id, occurred_at=when), []
 
 
-def ingest(db, rows: list[store.FrontendActionRow]) -> list[uuid.UUID]:
+def ingest(db: Database, rows: list[store.FrontendActionRow]) -> list[uuid.UUID]:
     """Store ``rows`` in one transaction, then publish the ones inserted (a retried id is neither stored nor sent)."""
     with db.connection() as conn:
         inserted = store.insert_actions(conn, rows)

@@ -41,7 +41,8 @@ class Subscription:
         self.lost_listener = False
         self.heartbeat_due = False
 
-    def offer(self, items: list[tuple[dict, str]], cache: dict | None = None) -> None:
+    def offer(self, items: list[tuple[dict, str]],
+              cache: dict[ActivityFilter, tuple[list[str], str, str] | None] | None = None) -> None:
         """Queue the items of one notification that pass the filter (never blocks; overflow marks the watcher).
 
         ``cache`` (one per notification) shares the selection between watchers with equal filters.
@@ -49,8 +50,9 @@ class Subscription:
         if self.overflowed:
             return
         key = self.filter
-        batch = cache.get(key, _MISSING) if cache is not None else _MISSING
-        if batch is _MISSING:
+        if cache is not None and key in cache:
+            batch = cache[key]
+        else:
             batch = select(items, key)
             if cache is not None:
                 cache[key] = batch
@@ -68,9 +70,6 @@ class Subscription:
         """The process lost its LISTEN connection: items may be missing, the watcher must resume from its cursor."""
         self.lost_listener = True
         self.wakeup.set()
-
-
-_MISSING = object()
 
 
 def select(items: list[tuple[dict, str]], activity_filter: ActivityFilter) -> tuple[list[str], str, str] | None:
@@ -136,6 +135,7 @@ class ActivityHub:
 
     def dispatch(self, payload: str) -> None:
         """Open and parse one notification payload once and offer its items to every subscription."""
+        assert self._seal is not None, "notifications are dispatched only once the listener holds the channel key"
         try:
             payload = self._seal.open(payload)
         except UnsealError as e:
@@ -153,7 +153,7 @@ class ActivityHub:
         if not items:
             return
         self.notifications += 1
-        cache: dict = {}
+        cache: dict[ActivityFilter, tuple[list[str], str, str] | None] = {}
         for subscription in tuple(self.subscriptions):
             subscription.offer(items, cache)
 

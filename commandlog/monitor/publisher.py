@@ -26,11 +26,15 @@ import atexit
 import os
 import queue
 import threading
+import uuid
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, overload
 
 from commandlog.monitor.channel_seal import ChannelSeal
 from storage.notify import NotifySender
+from commandlog.bus import CommandBus
+from commandlog.records import CommandRecord
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,10 @@ _MAX_SUBJECTS = 20
 _MAX_BATCH_ITEMS = 500
 
 
+@overload
+def stamp(when: dt.datetime) -> str: ...
+@overload
+def stamp(when: dt.datetime | None) -> str | None: ...
 def stamp(when: dt.datetime | None) -> str | None:
     """A fixed-width UTC timestamp (``2026-11-27T03:43:13.123456Z``) that sorts as text."""
     if when is None:
@@ -68,7 +76,8 @@ def command_item(lean: dict[str, Any], status: str) -> dict[str, Any]:
     }
 
 
-def event_item(command: dict[str, Any], *, event_uuid, event_type: str, occurred_at) -> dict[str, Any]:
+def event_item(command: dict[str, Any], *, event_uuid: uuid.UUID, event_type: str,
+               occurred_at: dt.datetime) -> dict[str, Any]:
     """The stream item of a domain event, carrying its command's tenant, actor, class and correlation."""
     return {
         "kind": "event", "id": str(event_uuid), "at": _stamp_text(occurred_at), "tenant_id": command["tenant_id"],
@@ -77,8 +86,8 @@ def event_item(command: dict[str, Any], *, event_uuid, event_type: str, occurred
     }
 
 
-def action_item(*, action_uuid, tenant_id: str, actor_id: str, action: str, correlation_id,
-                occurred_at) -> dict[str, Any]:
+def action_item(*, action_uuid: uuid.UUID, tenant_id: str, actor_id: str, action: str,
+                correlation_id: uuid.UUID | None, occurred_at: dt.datetime) -> dict[str, Any]:
     """The stream item of a frontend action (its payload stays in the database)."""
     return {
         "kind": "frontend_action", "id": str(action_uuid), "at": _stamp_text(occurred_at), "tenant_id": tenant_id,
@@ -86,7 +95,7 @@ def action_item(*, action_uuid, tenant_id: str, actor_id: str, action: str, corr
     }
 
 
-def record_items(record, status: str) -> list[dict[str, Any]]:
+def record_items(record: CommandRecord, status: str) -> list[dict[str, Any]]:
     """Items of one bus record: the command, then (once it succeeded) its domain events."""
     item = command_item(record.lean(), status)
     events = [event_item(item, event_uuid=e.event_uuid, event_type=e.event_type, occurred_at=e.occurred_at)
@@ -156,11 +165,12 @@ class ActivityPublisher:
         self._queue.put(done)
         return done.wait(timeout)
 
-    def hook(self, status: str | None):
+    def hook(self, status: str | None) -> Callable[[CommandRecord], None]:
         """A bus hook publishing the record with ``status`` (the record's own status when None)."""
 
-        def publish_record(record) -> None:
-            self.publish(record_items(record, status or record.status))
+        def publish_record(record: CommandRecord) -> None:
+            # a finished record has its status (failed or rejected on the failed hooks)
+            self.publish(record_items(record, status or record.status or "failed"))
 
         publish_record.__name__ = f"publish_{status or 'outcome'}"
         return publish_record
@@ -225,7 +235,7 @@ def flush_publishers(timeout: float = 5.0) -> None:
         publisher.flush(timeout)
 
 
-def install_publisher(bus, *, channel: str = CHANNEL) -> ActivityPublisher:
+def install_publisher(bus: CommandBus, *, channel: str = CHANNEL) -> ActivityPublisher:
     """Publish every live attempt of ``bus`` (started; succeeded with its events; failed/rejected). Idempotent."""
     with _lock:
         if bus in _installed:
@@ -240,13 +250,13 @@ def install_publisher(bus, *, channel: str = CHANNEL) -> ActivityPublisher:
         return _installed[bus]
 
 
-def _stamp_text(value) -> str | None:
+def _stamp_text(value: object) -> str | None:
     if value is None or isinstance(value, dt.datetime):
         return stamp(value)
     return stamp(dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")))
 
 
-def _str(value) -> str | None:
+def _str(value: object) -> str | None:
     return None if value is None else str(value)
 
 

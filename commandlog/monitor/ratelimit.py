@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Mapping
 
 from commandlog.errors import CommandLogError
 
@@ -42,7 +43,7 @@ class RateLimiter:
         return cls.from_setting(os.environ, "CMDLOG_API_RATE", "20,100")
 
     @classmethod
-    def from_setting(cls, env, name: str, default: str) -> RateLimiter:
+    def from_setting(cls, env: Mapping[str, str], name: str, default: str) -> RateLimiter:
         """From the setting ``name`` of the mapping ``env`` = ``"<per second>,<burst>"`` (``default`` when unset)."""
         raw = env.get(name) or default
         try:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,7 +149,8 @@ def stop_all(children: list[Child], *, timeout: float = 4.0) -> None:
                     c.proc.wait(timeout=2)
 
 
-def wait_for(check, *, timeout: float, interval: float = 0.25, children: list[Child] = ()) -> bool:
+def wait_for(check: Callable[[], object], *, timeout: float, interval: float = 0.25,
+             children: Sequence[Child] = ()) -> bool:
     """Poll ``check()`` until it is true (True) or ``timeout`` passes (False); stop early if a child died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import httpx
 import psutil
@@ -36,6 +38,8 @@ from commandlog.errors import CommandLogError
 from commandlog.platform.processes import Child, stop_all, wait_for
 from commandlog.settings import Settings
 from storage import logs, server_admin
+from commandlog.bus import CommandBus
+from storage.postgres import Database
 from storage.private import open_private, private_dir, private_umask, write_private
 
 PREFECT_DATABASE = "prefect"
@@ -93,11 +97,19 @@ class Platform:
     external_api_url: str | None = None
     """PREFECT_API_URL of an existing server; None starts a local one."""
     children: list[Child] = field(default_factory=list)
-    db: object = None
+    db: Database | None = None
+    """Open from the start of ``run`` until ``shutdown``."""
     urls: dict[str, str] = field(default_factory=dict)
     api_headers: dict[str, str] = field(default_factory=dict)
     """Headers the platform's own checks send to the Prefect API (its auth)."""
     _lock_fd: int | None = None
+
+    @property
+    def database(self) -> Database:
+        """``db`` once it is open (the steps after Postgres started use it)."""
+        if self.db is None:
+            raise PlatformError("the database is not open")
+        return self.db
 
     @property
     def run_dir(self) -> Path:
@@ -181,7 +193,7 @@ class Platform:
         ui = api_url.rstrip("/").removesuffix("/api")
         self.urls = {"Prefect UI": ui, "Prefect API": api_url,
                      "web app": f"http://{o.host}:{o.web_port}", "API docs": f"http://{o.host}:{o.web_port}/docs",
-                     "Postgres": server_admin.masked_url(self.db.url), "lake": self.settings.lake,
+                     "Postgres": server_admin.masked_url(self.database.url), "lake": self.settings.lake,
                      "deployments": ", ".join(names)}
 
     def _start_prefect_server(self, env: dict[str, str]) -> None:
@@ -189,17 +201,17 @@ class Platform:
         if self.external_api_url:
             return
         try:
-            created = server_admin.ensure_database(self.db.url, PREFECT_DATABASE)
+            created = server_admin.ensure_database(self.database.url, PREFECT_DATABASE)
         except server_admin.DatabaseAdminError as e:
             raise PlatformError(f"{e}; create it yourself, or set PREFECT_API_URL to an existing server") from e
         if created:
             self.echo(f"created the database {PREFECT_DATABASE!r} for the Prefect server")
-        if not server_admin.restrict_connect(self.db.url, PREFECT_DATABASE):
+        if not server_admin.restrict_connect(self.database.url, PREFECT_DATABASE):
             self.echo(f"warning: cannot revoke CONNECT on {PREFECT_DATABASE!r} from PUBLIC; tenant-bound SQL logins "
                       f"can connect to it (ask its owner to)")
         # The server applies its own migrations on start: the work of `prefect server database upgrade -y` without
         # a second Python start-up on the critical path (a cold start measured ~24 s instead of ~38 s, loaded).
-        server_env = {**env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": server_admin.asyncpg_url(self.db.url,
+        server_env = {**env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": server_admin.asyncpg_url(self.database.url,
                                                                                                PREFECT_DATABASE),
                       "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "true",
                       "PREFECT_SERVER_API_AUTH_STRING": env["PREFECT_API_AUTH_STRING"]}
@@ -216,8 +228,8 @@ class Platform:
         started = bool(self.children) or self.db is not None
         began = time.monotonic()
         flush = None
-        if getattr(self.db, "server", None) is not None:  # flush while the children stop: a short shutdown checkpoint
-            flush = threading.Thread(target=server_admin.checkpoint, args=(self.db.url,), daemon=True)
+        if self.db is not None and self.db.server is not None:  # flush while the children stop: a short checkpoint
+            flush = threading.Thread(target=server_admin.checkpoint, args=(self.database.url,), daemon=True)
             flush.start()
         stop_all(self.children, timeout=self.options.stop_timeout)
         self.children.clear()
@@ -265,7 +277,7 @@ class Platform:
         """Every child's environment; with a local Prefect server, its auth string (and no API key, which Prefect
         clients would send instead)."""
         home = self.settings.home.resolve()
-        env = {**os.environ, "CMDLOG_HOME": str(home), "CMDLOG_DATABASE_URL": self.db.url,
+        env = {**os.environ, "CMDLOG_HOME": str(home), "CMDLOG_DATABASE_URL": self.database.url,
                "CMDLOG_LAKE_URI": self.settings.lake, "PREFECT_API_URL": api_url,
                "PREFECT_HOME": os.environ.get("PREFECT_HOME") or str(home / "prefect"),
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
@@ -305,10 +317,10 @@ class Platform:
             message += f"\n--- {c.name} (exit {c.exit_code()}), {c.log_path}:\n{c.log_tail()}"
         raise PlatformError(message)
 
-    def _seed(self, bus) -> None:
+    def _seed(self, bus: CommandBus) -> None:
         from examples.billing.demo import seed
 
-        if logs.has_commands(self.db):
+        if logs.has_commands(self.database):
             self.echo("demo: the log already has activity, not seeding again")
             return
         started = time.monotonic()
@@ -353,8 +365,8 @@ class Platform:
             if time.monotonic() < next_check:
                 return None
             next_check = time.monotonic() + self.options.db_check_interval
-            misses = 0 if server_admin.answers(self.db.url) else misses + 1
-            return f"Postgres at {server_admin.masked_url(self.db.url)} does not answer" if misses >= 3 else None
+            misses = 0 if server_admin.answers(self.database.url) else misses + 1
+            return f"Postgres at {server_admin.masked_url(self.database.url)} does not answer" if misses >= 3 else None
 
         return external
 
@@ -364,7 +376,7 @@ class Platform:
         write_private(self.run_dir / "up.json", json.dumps(state, indent=2))
 
 
-def _raise_stop(signum, frame) -> None:
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop()
 
 
@@ -389,7 +401,7 @@ def _http_ok(url: str, *, headers: dict[str, str] | None = None) -> bool:
         return False
 
 
-def _read_json(path: Path):
+def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -9,10 +9,12 @@ log and closes the item without running the command again.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 
 from commandlog.bus import CommandBus
+from commandlog.commands import Command
 from commandlog.ids import uuid7
 from commandlog.records import Outcome
 from commandlog.redaction import scrub_for
@@ -62,11 +64,12 @@ def _execute_batch(db: Database, bus: CommandBus, the_plan: ReplayPlan,
                    cmd_uuids: Sequence[uuid.UUID]) -> list[ReplayItemResult]:
     rid = the_plan.request_id
     results: dict[uuid.UUID, ReplayItemResult] = {}
-    runnable: list[tuple[repo.OriginalRow, object, uuid.UUID]] = []
+    runnable: list[tuple[repo.OriginalRow, Command, uuid.UUID]] = []
     with db.connection() as conn:
         originals = repo.load_originals(conn, cmd_uuids)
         items = repo.load_items(conn, rid, cmd_uuids)
-        logged = repo.logged_status(conn, [i.replay_cmd_uuid for i in items.values() if i.state == "pending"])
+        logged = repo.logged_status(conn, [i.replay_cmd_uuid for i in items.values()
+                                                  if i.state == "pending" and i.replay_cmd_uuid is not None])
         closes: list[tuple[uuid.UUID, str, str | None]] = []
         assign: list[tuple[uuid.UUID, uuid.UUID]] = []
         for cmd_uuid in cmd_uuids:
@@ -100,8 +103,8 @@ def _execute_batch(db: Database, bus: CommandBus, the_plan: ReplayPlan,
     return [results[u] for u in cmd_uuids]
 
 
-def _execute_one(bus: CommandBus, the_plan: ReplayPlan, original: repo.OriginalRow, command, replay_uuid: uuid.UUID,
-                 failures: list) -> ReplayItemResult:
+def _execute_one(bus: CommandBus, the_plan: ReplayPlan, original: repo.OriginalRow, command: Command,
+                 replay_uuid: uuid.UUID, failures: list[tuple[uuid.UUID, str, str | None]]) -> ReplayItemResult:
     rid = the_plan.request_id
 
     def close_item(conn: Connection, outcome: Outcome) -> None:
@@ -109,15 +112,15 @@ def _execute_one(bus: CommandBus, the_plan: ReplayPlan, original: repo.OriginalR
         if not repo.mark_done(conn, rid, original.cmd_uuid, outcome="succeeded"):
             raise ReplayConflictError(f"original {original.cmd_uuid} was already replayed by request {rid}")
 
-    base = {"original_cmd_uuid": original.cmd_uuid, "cmd_class": original.cmd_class, "tenant_id": original.tenant_id,
-            "original_status": original.status, "replay_cmd_uuid": replay_uuid}
+    base = functools.partial(ReplayItemResult, original_cmd_uuid=original.cmd_uuid, cmd_class=original.cmd_class,
+                             tenant_id=original.tenant_id, original_status=original.status, replay_cmd_uuid=replay_uuid)
     try:
         bus.execute(command, replay_context(the_plan, original), cmd_uuid=replay_uuid, in_transaction=close_item)
     except Exception as e:  # noqa: BLE001 — any handler error fails this replay only; the bus logged it
         message = scrub_for(command, f"{type(e).__name__}: {e}")  # reports and artifacts reach operators
         failures.append((original.cmd_uuid, "failed", message))
-        return ReplayItemResult(outcome="failed", message=message, **base)
-    return ReplayItemResult(outcome="succeeded", **base)
+        return base(outcome="failed", message=message)
+    return base(outcome="succeeded")
 
 
 def _not_found(cmd_uuid: uuid.UUID) -> ReplayItemResult:

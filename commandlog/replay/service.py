@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import psycopg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from commandlog.bus import CommandBus, validation_errors
@@ -30,6 +31,7 @@ from commandlog.commands import Command
 from commandlog.context import ExecutionContext
 from commandlog.errors import CommandLogError
 from commandlog.ids import uuid7
+from commandlog.records import Outcome
 from commandlog.replay.diff import compare, summarize
 from storage import replays as repo
 from storage.postgres import Database
@@ -218,7 +220,7 @@ def plan(db: Database, request: ReplayRequest, *, default_request_id: uuid.UUID 
                       cmd_uuids=tuple(ordered))
 
 
-def _planned_then_unknown(conn, request_id: uuid.UUID, request: ReplayRequest) -> list[uuid.UUID]:
+def _planned_then_unknown(conn: psycopg.Connection, request_id: uuid.UUID, request: ReplayRequest) -> list[uuid.UUID]:
     planned = repo.planned_uuids(conn, request_id)
     known = set(planned)
     return planned + [u for u in request.cmd_uuids if u not in known]
@@ -297,7 +299,7 @@ def replay_context(the_plan: ReplayPlan, original: repo.OriginalRow) -> Executio
                             correlation_id=original.correlation_id, replay_of=original.cmd_uuid)
 
 
-def dry_run_verdict(original: repo.OriginalRow, events: list[dict], outcome) -> ReplayItemResult:
+def dry_run_verdict(original: repo.OriginalRow, events: list[dict], outcome: Outcome) -> ReplayItemResult:
     """Compare a dry run with the original and name the result."""
     verdict, diffs = compare(original_status=original.status, original_result=original.result,
                              original_events=events, original_error=(original.error_type, original.error_message),

@@ -25,6 +25,7 @@ from storage import export_ledger as ledger
 from storage import retention as retention_store
 from storage.lake.datasets import Lake, LakeFile, partition_of
 from storage.partitions import PURGEABLE_CLASSES
+from storage.postgres import Database
 
 TIME_COLUMN = {"commands": "started_at", "tenant_commands": "started_at", "events": "occurred_at",
                "frontend_actions": "occurred_at"}
@@ -32,7 +33,8 @@ Removed = dict[tuple[str, str], dict[str, int]]
 """``{(dataset, retention): {tenant_id: rows}}``."""
 
 
-def purge_lake(db, lake_uri: str, policy: RetentionPolicy, *, as_of: datetime, dry_run: bool = False) -> Removed:
+def purge_lake(db: Database, lake_uri: str, policy: RetentionPolicy, *, as_of: datetime,
+               dry_run: bool = False) -> Removed:
     """Remove (dry run: count) the lake's expired rows; what was removed per dataset, class and tenant."""
     from commandlog.journal.export import run_compaction
 
@@ -46,7 +48,7 @@ def purge_lake(db, lake_uri: str, policy: RetentionPolicy, *, as_of: datetime, d
     with ledger.lake_lock(db, lake_uri) if not dry_run else contextlib.nullcontext():
         current = lake.manifest()
         groups: dict[tuple[str, str], list[LakeFile]] = defaultdict(list)
-        for f in current[1]:
+        for f in (current[1] if current else []):
             groups[(f.dataset, posixpath.dirname(f.path))].append(f)
         replaced: list[LakeFile] = []
         kept: list[tuple[str, str, pa.Table]] = []
@@ -67,7 +69,7 @@ def purge_lake(db, lake_uri: str, policy: RetentionPolicy, *, as_of: datetime, d
     return dict(removed)
 
 
-def _holds(db) -> dict:
+def _holds(db: Database) -> dict:
     with db.connection() as conn:
         rows, held_cmds = retention_store.active_holds(conn)
     return {"tenants": sorted({t for t, s in rows if s is None}),
@@ -128,7 +130,8 @@ def _read(lake: Lake, dataset: str, files: list[LakeFile]) -> pa.Table:
     return pa.concat_tables([t.cast(schema) if t.schema != schema else t for t in tables])
 
 
-def _publish(db, lake: Lake, replaced: list[LakeFile], kept: list[tuple[str, str, pa.Table]], removed: Removed,
+def _publish(db: Database, lake: Lake, replaced: list[LakeFile], kept: list[tuple[str, str, pa.Table]],
+             removed: Removed,
              as_of: datetime) -> None:
     """One ledger run: stage the rewritten files, record them and the removed ones, then swap (see ``export``)."""
     run = ledger.start_run(db, lake.uri, kind="compaction")

@@ -15,11 +15,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from commandlog.bus import CommandBus
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext, HandlerContext
 from commandlog.errors import CommandLogError, ConfigurationError
 from commandlog.settings import Settings
 from storage import retention as store
+from storage.postgres import Database
 from storage.retention import ClassCutoffs, Hold, HoldExistsError
 
 SYSTEM_TENANT = "_system"
@@ -33,7 +35,7 @@ class RetentionError(CommandLogError):
     """A retention operation cannot be done (bad policy, busy purge, missing hold)."""
 
 
-def _positive_days(value):
+def _positive_days(value: Days) -> Days:
     if isinstance(value, int) and value < 1:
         raise ValueError(f"must be at least 1 day or 'never', not {value}")
     return value
@@ -195,7 +197,7 @@ def handle_remove_hold(cmd: RemoveLegalHold, ctx: HandlerContext) -> dict:
     return {"hold_id": hold_id}
 
 
-def setup(bus):
+def setup(bus: CommandBus) -> CommandBus:
     """Register the retention commands on ``bus`` (idempotent); returns the bus."""
     for command_type, handler in ((Purge, handle_purge), (AddLegalHold, handle_add_hold),
                                   (RemoveLegalHold, handle_remove_hold)):
@@ -205,7 +207,8 @@ def setup(bus):
 
 # -- holds service ----------------------------------------------------------------------------------------------
 
-def add_hold(bus, *, tenant: str, reason: str, subject: str | None = None, actor: str = SYSTEM_ACTOR) -> int:
+def add_hold(bus: CommandBus, *, tenant: str, reason: str, subject: str | None = None,
+             actor: str = SYSTEM_ACTOR) -> int:
     """Add a legal hold through the bus (logged as ``retention.AddLegalHold``); the hold id."""
     setup(bus)
     try:
@@ -216,7 +219,7 @@ def add_hold(bus, *, tenant: str, reason: str, subject: str | None = None, actor
     return out.result["hold_id"]
 
 
-def remove_hold(bus, *, tenant: str, subject: str | None = None, reason: str | None = None,
+def remove_hold(bus: CommandBus, *, tenant: str, subject: str | None = None, reason: str | None = None,
                 actor: str = SYSTEM_ACTOR) -> int:
     """Release a legal hold through the bus (logged as ``retention.RemoveLegalHold``); the hold id."""
     setup(bus)
@@ -225,7 +228,7 @@ def remove_hold(bus, *, tenant: str, subject: str | None = None, reason: str | N
     return out.result["hold_id"]
 
 
-def list_holds(db, *, tenant: str | None = None, include_released: bool = False) -> list[Hold]:
+def list_holds(db: Database, *, tenant: str | None = None, include_released: bool = False) -> list[Hold]:
     """Legal holds, newest first."""
     with db.connection() as conn:
         return store.list_holds(conn, tenant_id=tenant, include_released=include_released)

@@ -25,13 +25,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from commandlog.bus import CommandBus
 from commandlog.retention import policy as rp
 from commandlog.context import ExecutionContext
+from commandlog.settings import Settings
 from commandlog.retention.policy import Purge, PurgeCount, RetentionError, RetentionPolicy
 from storage import export_ledger, partitions
 from storage import retention as store
 from storage.locks import advisory_lock
 from storage.partitions import PURGEABLE_CLASSES, TIME_COLUMN, Partition
+from storage.postgres import Connection, Database
 
 Step = Callable[[str, str], None]
 """``step(phase, detail)``: progress callback (tests inject crashes here)."""
@@ -87,7 +90,8 @@ def summary_line(report: Mapping[str, Any]) -> str:
     return line
 
 
-def run_purge(db, bus, policy: RetentionPolicy, *, as_of: datetime | None = None, lake_uri: str | None = None,
+def run_purge(db: Database, bus: CommandBus, policy: RetentionPolicy, *, as_of: datetime | None = None,
+              lake_uri: str | None = None,
               dry_run: bool = False, step: Step | None = None) -> PurgeReport:
     """Purge expired entries (dry run: count them); an interrupted earlier run is finished first."""
     step = step or (lambda phase, detail: None)
@@ -119,7 +123,7 @@ def _purge_lock(db) -> contextlib.AbstractContextManager[None]:
                          busy=lambda: RetentionError("another retention purge is running"))
 
 
-def _execute(db, bus, run: store.RunRow, step: Step) -> PurgeReport:
+def _execute(db: Database, bus: CommandBus, run: store.RunRow, step: Step) -> PurgeReport:
     policy = RetentionPolicy.model_validate(run.policy)
     with db.connection() as conn:
         pending = store.pending_drops(conn, run.run_id)
@@ -141,7 +145,7 @@ def _execute(db, bus, run: store.RunRow, step: Step) -> PurgeReport:
     return _finish(db, bus, run)
 
 
-def _walk(db, dconn, run: store.RunRow, policy: RetentionPolicy, step: Step) -> None:
+def _walk(db: Database, dconn: Connection, run: store.RunRow, policy: RetentionPolicy, step: Step) -> None:
     """Every leaf older than its class's latest cutoff: dropped whole when it can be, else batch-deleted."""
     for table in TIME_COLUMN:
         for retention in PURGEABLE_CLASSES:
@@ -163,9 +167,9 @@ def _keep_tenants(leaf: Partition, cut: store.ClassCutoffs) -> list[str]:
     return sorted(t for t, c in cut.overrides.items() if c is None or c < leaf.upper)
 
 
-def _drop(dconn, run: store.RunRow, leaf: Partition, cut, step: Step) -> bool:
+def _drop(dconn: Connection, run: store.RunRow, leaf: Partition, cut: store.ClassCutoffs, step: Step) -> bool:
     """Detach and drop ``leaf`` if it is still droppable under the holds' lock; False when it is not."""
-    def prepare(conn) -> bool:
+    def prepare(conn: Connection) -> bool:
         if not store.leaf_is_droppable(conn, leaf.name, keep_tenants=_keep_tenants(leaf, cut),
                                        export_bound=run.export_bound):
             return False
@@ -183,7 +187,8 @@ def _drop(dconn, run: store.RunRow, leaf: Partition, cut, step: Step) -> bool:
     return True
 
 
-def _sweep(db, run: store.RunRow, policy: RetentionPolicy, leaf: Partition, cut, step: Step) -> None:
+def _sweep(db: Database, run: store.RunRow, policy: RetentionPolicy, leaf: Partition, cut: store.ClassCutoffs,
+           step: Step) -> None:
     """Batch-delete the expired rows of a leaf that cannot be dropped whole."""
     sibling = None
     with db.connection() as conn:
@@ -193,7 +198,7 @@ def _sweep(db, run: store.RunRow, policy: RetentionPolicy, leaf: Partition, cut,
             sibling = name if partitions.relation_state(conn, name) != "gone" else None
     span = max(1, int(policy.batch_size / max(per_block, 1.0)))
 
-    def record(conn, counts: store.Counts) -> None:
+    def record(conn: Connection, counts: store.Counts) -> None:
         for table, per_tenant in counts.items():
             store.record_step(conn, run.run_id, action="delete", table=table, partition=leaf.name,
                               retention=leaf.retention, status="done", counts=per_tenant)
@@ -218,7 +223,7 @@ def _aggregate(steps: list[dict]) -> list[dict]:
             for (t, r, tenant), n in sorted(totals.items()) if n]
 
 
-def _finish(db, bus, run: store.RunRow) -> PurgeReport:
+def _finish(db: Database, bus: CommandBus, run: store.RunRow) -> PurgeReport:
     with db.connection() as conn:
         steps = store.run_steps(conn, run.run_id)
     drops = [s for s in steps if s["action"] == "drop"]
@@ -239,7 +244,8 @@ def _finish(db, bus, run: store.RunRow) -> PurgeReport:
     return report
 
 
-def _dry_run(db, policy: RetentionPolicy, *, as_of: datetime, lake_uri: str | None, bound: int | None) -> PurgeReport:
+def _dry_run(db: Database, policy: RetentionPolicy, *, as_of: datetime, lake_uri: str | None,
+             bound: int | None) -> PurgeReport:
     """Count what a purge would remove; nothing is written."""
     steps: list[dict] = []
     dropped = 0
@@ -271,7 +277,7 @@ def _dry_run(db, policy: RetentionPolicy, *, as_of: datetime, lake_uri: str | No
                        bytes_freed=nbytes, lake_uri=lake_uri, export_bound=bound)
 
 
-def lake_for(db, settings) -> str | None:
+def lake_for(db: Database, settings: Settings) -> str | None:
     """The lake to guard and purge: ``CMDLOG_RETENTION_LAKE`` = ``on``/``off``/``auto`` (default ``auto``: the
     configured lake once something was exported to it)."""
     mode = (settings.extra.get("CMDLOG_RETENTION_LAKE") or "auto").strip().lower()

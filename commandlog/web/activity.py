@@ -18,19 +18,21 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.applications import Starlette
 from starlette.websockets import WebSocketDisconnect
 
 from commandlog.monitor.publisher import stamp
 from commandlog.journal.entries import InvalidFilterError
 from commandlog.monitor import frontend_actions as actions
 from commandlog.monitor.backfill import backfill, parse_cursor
-from commandlog.monitor.filters import ActivityFilterError, parse_filter
+from commandlog.monitor.filters import ActivityFilter, ActivityFilterError, parse_filter
 from commandlog.monitor.hub import DEFAULT_MAX_QUEUE, ActivityHub, Subscription, activity_frame
 from commandlog.monitor.ratelimit import RateLimitedError, RateLimiter
 from commandlog.auth.tickets import check_token_still_valid, issue_ticket, redeem_ticket
@@ -38,6 +40,7 @@ from commandlog.auth.tokens import AuthenticationError, PermissionDeniedError, P
 from commandlog.web import errors
 from commandlog.web.auth import require_role
 from storage import frontend_actions as actions_store
+from storage.postgres import Database
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 COALESCE = 64
@@ -61,7 +64,7 @@ class MonitorConfig:
 
 
 @contextlib.asynccontextmanager
-async def _lifespan(app):
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
     hub = getattr(app.state, "activity_hub", None)
     if hub is not None:
@@ -71,14 +74,14 @@ async def _lifespan(app):
 router = APIRouter(tags=["activity"], lifespan=_lifespan)
 
 
-def monitor_config(app) -> MonitorConfig:
+def monitor_config(app: Starlette) -> MonitorConfig:
     """The app's MonitorConfig (defaults on first use)."""
     if not hasattr(app.state, "monitor"):
         app.state.monitor = MonitorConfig()
     return app.state.monitor
 
 
-async def activity_hub(app) -> ActivityHub:
+async def activity_hub(app: Starlette) -> ActivityHub:
     """The app's listener in the running event loop, started on first use."""
     hub = getattr(app.state, "activity_hub", None)
     if hub is None or (hub.loop is not None and not hub.running):
@@ -89,9 +92,9 @@ async def activity_hub(app) -> ActivityHub:
 
 def _problem(e: Exception) -> JSONResponse:
     status = errors.status_for(e)
-    body = {"error": type(e).__name__, "detail": str(e)}
-    if getattr(e, "errors", None):
-        body["errors"] = e.errors
+    body: dict[str, object] = {"error": type(e).__name__, "detail": str(e)}
+    if field_errors := getattr(e, "errors", None):
+        body["errors"] = field_errors
     headers = {"Retry-After": str(max(1, round(e.retry_after)))} if isinstance(e, RateLimitedError) else None
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -143,7 +146,7 @@ async def get_frontend_actions(request: Request, principal: Principal = Depends(
     except ValueError:
         raise InvalidFilterError("correlation_id", f"must be a UUID, not {correlation_id!r}") from None
     rows = await run_in_threadpool(actions_store.tenant_actions, request.app.state.db,
-                                   tenant or principal.tenant_id, correlation_id=corr, limit=limit)
+                                   tenant or principal.own_tenant, correlation_id=corr, limit=limit)
     out = []
     for r in rows:
         entry = {k: (str(v) if k in ("action_uuid", "correlation_id") and v else v) for k, v in r.items()}
@@ -207,7 +210,7 @@ async def activity_socket(ws: WebSocket, ticket: str | None = None, cursor: str 
         hub.unsubscribe(subscription)
 
 
-def _ws_principal(db, authorization: str | None, ticket: str | None) -> Principal:
+def _ws_principal(db: Database, authorization: str | None, ticket: str | None) -> Principal:
     if ticket:
         return redeem_ticket(db, ticket)
     scheme, _, token = (authorization or "").partition(" ")
@@ -216,7 +219,8 @@ def _ws_principal(db, authorization: str | None, ticket: str | None) -> Principa
     return authenticate(db, token.strip())
 
 
-async def _send_backfill(ws: WebSocket, db, activity_filter, since, *, admin: bool) -> set[str]:
+async def _send_backfill(ws: WebSocket, db: Database, activity_filter: ActivityFilter, since: dt.datetime, *,
+                         admin: bool) -> set[str]:
     items, truncated = await run_in_threadpool(backfill, db, activity_filter, since, admin=admin)
     for start in range(0, len(items), 200):
         chunk = items[start:start + 200]
@@ -226,7 +230,7 @@ async def _send_backfill(ws: WebSocket, db, activity_filter, since, *, admin: bo
     return {i["id"] for i in items}
 
 
-async def _pump(ws: WebSocket, subscription: Subscription, seen: set[str], principal: Principal, db,
+async def _pump(ws: WebSocket, subscription: Subscription, seen: set[str], principal: Principal, db: Database,
                 config: MonitorConfig) -> None:
     receiver = asyncio.create_task(_receive_until_closed(ws))
     sender = asyncio.create_task(_send_until_done(ws, subscription, seen, principal, db, config))
@@ -249,7 +253,8 @@ async def _receive_until_closed(ws: WebSocket) -> None:
             await ws.send_text('{"type":"pong"}')
 
 
-async def _send_until_done(ws: WebSocket, subscription: Subscription, seen: set[str], principal: Principal, db,
+async def _send_until_done(ws: WebSocket, subscription: Subscription, seen: set[str], principal: Principal,
+                           db: Database,
                           config: MonitorConfig) -> None:
     loop = asyncio.get_running_loop()
     seen_until = loop.time() + 30  # ids sent by the backfill may also come live for a short while
@@ -272,7 +277,7 @@ async def _send_until_done(ws: WebSocket, subscription: Subscription, seen: set[
                     await _close(ws, 4401, str(e))
                     return
                 await ws.send_text(json.dumps({"type": "heartbeat", "cursor": stamp(dt.datetime.now(dt.UTC))}))
-            batches = []
+            batches: list[tuple[list[str], str, str]] = []
             while subscription.frames and len(batches) < COALESCE:
                 batch = subscription.frames.popleft()
                 if not (seen and all(i in seen for i in batch[0])):

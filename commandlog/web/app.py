@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from commandlog.bus import CommandBus
 from commandlog.monitor import frontend_actions
 from commandlog.settings import Settings
 from commandlog.web import docs, errors
@@ -19,6 +20,7 @@ from commandlog.web.activity import router as activity_router
 from commandlog.web.bodies import BodyLimits, RequestGuardMiddleware
 from commandlog.web.drafts import router as drafts_router
 from commandlog.web.journal import router as journal_router
+from storage.postgres import Database
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 3.0
@@ -27,7 +29,8 @@ ENVELOPE_BYTES = 16 * 1024
 """Room for what surrounds a command body in a request (class name, version, comment…)."""
 
 
-def create_app(settings: Settings | None = None, *, db=None, bus=None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, db: Database | None = None,
+               bus: CommandBus | None = None) -> FastAPI:
     """The web application on ``db``/``bus`` (the process-wide runtime of ``settings`` when not given)."""
     settings = settings or Settings.from_env()
     if db is None:
@@ -64,5 +67,5 @@ def create_app(settings: Settings | None = None, *, db=None, bus=None) -> FastAP
     return app
 
 
-def _ping(db) -> None:
+def _ping(db: Database) -> None:
     db.ping(timeout=HEALTH_TIMEOUT_S)

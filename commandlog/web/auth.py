@@ -11,11 +11,12 @@ an address over it is refused before its token is even looked up), and every aut
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.applications import Starlette
 
 from commandlog.monitor.ratelimit import RateLimiter
 from commandlog.auth.tokens import (
@@ -43,13 +44,13 @@ class RequestLimits:
     """Failed authentications per client address."""
 
     @classmethod
-    def from_settings(cls, env) -> RequestLimits:
+    def from_settings(cls, env: Mapping[str, str]) -> RequestLimits:
         """From ``CMDLOG_API_RATE`` and ``CMDLOG_AUTH_FAILURE_RATE`` in the mapping ``env``."""
         return cls(per_token=RateLimiter.from_setting(env, "CMDLOG_API_RATE", "20,100"),
                    auth_failures=RateLimiter.from_setting(env, "CMDLOG_AUTH_FAILURE_RATE", "1,20"))
 
 
-def request_limits(app) -> RequestLimits:
+def request_limits(app: Starlette) -> RequestLimits:
     """The app's RequestLimits (from its settings on first use)."""
     if getattr(app.state, "limits", None) is None:
         settings = getattr(app.state, "settings", None)

@@ -68,7 +68,7 @@ class RequestGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        problem = _query_problem(scope.get("query_string", b""))
+        problem: CommandLogError | None = _query_problem(scope.get("query_string", b""))
         limit = self.limits.for_path(scope["path"])
         length = _content_length(scope)
         if problem is None and length is not None and length > limit:

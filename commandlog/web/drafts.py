@@ -10,7 +10,8 @@ a body naming an ``approver`` is refused (422 naming the field). Errors use the 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -67,7 +68,7 @@ def _tenant(principal: Principal, tenant: str | None) -> str:
         return tenant
     if tenant is not None and tenant != principal.tenant_id:
         raise PermissionDeniedError("tenant: this token may only use its own tenant's drafts")
-    return principal.tenant_id
+    return principal.own_tenant
 
 
 def _drafts(request: Request) -> DraftService:
@@ -80,7 +81,10 @@ def _json(d: DraftRow) -> dict[str, Any]:
             for k, v in out.items()}
 
 
-async def _call(fn, *args, **kwargs):
+_T = TypeVar("_T")
+
+
+async def _call(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | JSONResponse:
     try:
         return await run_in_threadpool(fn, *args, **kwargs)
     except DraftValidationError as e:  # the field errors, not only the sentence

@@ -56,8 +56,8 @@ def response(error: Exception) -> JSONResponse:
     """The answer to ``error``: ``{"error", "detail", "errors"?}`` with its status (and Retry-After on 429)."""
     status = status_for(error)
     body: dict = {"error": type(error).__name__, "detail": str(error)}
-    if isinstance(getattr(error, "errors", None), list):
-        body["errors"] = error.errors
+    if isinstance(field_errors := getattr(error, "errors", None), list):
+        body["errors"] = field_errors
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
     if isinstance(error, RateLimitedError):
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))

@@ -43,12 +43,13 @@ async def get_journal(
 ) -> JournalPage:
     """A page of the caller's journal: its tenant's full entries, or the lean global rows for an admin token."""
     if principal.is_admin:
-        scope = {"tenant": tenant, "admin": True}
+        scope_tenant, admin = tenant, True
     else:
         if tenant is not None and tenant != principal.tenant_id:
             raise PermissionDeniedError("tenant: this token may only read its own tenant")
-        scope = {"tenant": principal.tenant_id, "admin": False}
+        scope_tenant, admin = principal.own_tenant, False
     page = await run_in_threadpool(
-        journal.timeline, request.app.state.db, **scope, subject=subject, actor=actor, cmd_class=cmd_class,
+        journal.timeline, request.app.state.db, tenant=scope_tenant, admin=admin, subject=subject, actor=actor,
+        cmd_class=cmd_class,
         status=status, since=since, until=until, correlation_id=correlation_id, cursor=cursor, limit=limit)
     return JournalPage(entries=page.entries, next_cursor=page.next_cursor)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from examples.billing import commands
 from examples.billing.commands import ALL_COMMANDS
 
+if TYPE_CHECKING:  # only the annotation: importing the commands must not start psycopg and storage
+    from commandlog.bus import CommandBus
 
-def setup(bus, *, install_schema: bool = True):
+
+def setup(bus: CommandBus, *, install_schema: bool = True) -> CommandBus:
     """Create billing's tables (when missing) and register its handlers on ``bus``; returns the bus."""
     from examples.billing import schema
     from examples.billing.handlers import HANDLERS

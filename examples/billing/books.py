@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -84,7 +85,7 @@ class _Pool:
     def __len__(self) -> int:
         return len(self._items)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(self._items)
 
 
@@ -231,7 +232,7 @@ TABLE_COLUMNS = {
 }
 """Columns of ``Books.rows``, tables in foreign-key order."""
 
-_RULES = {
+_RULES: dict[type[c.Command], Callable[[Books, Any, dt.datetime], Effect]] = {  # Any: each rule takes its class
     c.CreateCustomer: Books.create_customer, c.RenameCustomer: Books.rename_customer,
     c.UpdatePaymentDetails: Books.update_payment_details, c.AttachCardToken: Books.attach_card_token,
     c.IssueInvoice: Books.issue_invoice, c.PayInvoice: Books.pay_invoice, c.FinalizeInvoice: Books.finalize_invoice,

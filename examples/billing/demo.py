@@ -22,11 +22,12 @@ import datetime as dt
 import itertools
 import math
 import random
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from commandlog.bus import HistoricalCommand
+from commandlog.bus import CommandBus, HistoricalCommand
 from commandlog.context import ExecutionContext
 from commandlog.errors import CommandLogError
 from commandlog.ids import uuid7
@@ -88,7 +89,9 @@ def _moments(rng: random.Random, n: int, start: dt.datetime, end: dt.datetime) -
         nxt = min(end, t.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1))
         seconds = (nxt - t).total_seconds()
         total += _HOUR_WEIGHT[t.hour] * seconds
-        starts.append(t), lengths.append(seconds), cumulative.append(total)
+        starts.append(t)
+        lengths.append(seconds)
+        cumulative.append(total)
         t = nxt
     x, last = 0.0, end - dt.timedelta(microseconds=1)
     for k in range(n, 0, -1):
@@ -233,7 +236,7 @@ class DemoHistory:
 
 
 def _succeeded(cmd: c.Command, effect: Effect, context: ExecutionContext, started: dt.datetime,
-               finished: dt.datetime, cmd_uuid) -> HistoricalCommand:
+               finished: dt.datetime, cmd_uuid: uuid.UUID) -> HistoricalCommand:
     return HistoricalCommand(command=cmd, context=context, started_at=started, finished_at=finished,
                              cmd_uuid=cmd_uuid, result=effect.result, events=effect.events)
 
@@ -244,7 +247,8 @@ def history(*, tenants: int, commands: int, days: int, seed: int = 7,
     return iter(DemoHistory(tenants=tenants, commands=commands, days=days, seed=seed, now=now))
 
 
-def seed(bus, *, tenants: int, commands: int, days: int, seed: int = 7, progress=None,
+def seed(bus: CommandBus, *, tenants: int, commands: int, days: int, seed: int = 7,
+         progress: Callable[[int], object] | None = None,
          now: dt.datetime | None = None) -> int:
     """Seed the demo into a database without those tenants: the log through the batch path, then the billing
     tables as the logged commands left them. Returns the number of log rows (``commands``).
@@ -261,7 +265,7 @@ def seed(bus, *, tenants: int, commands: int, days: int, seed: int = 7, progress
         taken = [r[0] for r in conn.execute(
             "SELECT tenant_id FROM billing.customer WHERE tenant_id = ANY(%(t)s) UNION "
             "SELECT tenant_id FROM command_log WHERE tenant_id = ANY(%(t)s) ORDER BY 1", {"t": names})]
-        zone = conn.execute("SHOW TimeZone").fetchone()[0]
+        zone = conn.execute("SHOW TimeZone").fetchall()[0][0]
     if taken:
         raise DemoError(f"tenants: {', '.join(taken)} already have commands or billing rows in this database; the "
                         "demo derives its tables from its own log, so seed a fresh database")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
+from commandlog import Command
 from commandlog.context import HandlerContext
 from examples.billing import commands as c
 from examples.billing import mailer as mail
@@ -111,7 +114,7 @@ def close_month(cmd: c.CloseMonth, ctx: HandlerContext) -> dict:
     return {"month": cmd.month, "finalized": open_ids}
 
 
-HANDLERS = {
+HANDLERS: dict[type[Command], Callable[[Any, HandlerContext], Any]] = {  # Any: each takes its own class
     c.CreateCustomer: create_customer, c.RenameCustomer: rename_customer,
     c.UpdatePaymentDetails: update_payment_details, c.AttachCardToken: attach_card_token,
     c.IssueInvoice: issue_invoice, c.PayInvoice: pay_invoice, c.FinalizeInvoice: finalize_invoice,

@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+import psycopg
+
+
+class _Connects(Protocol):
+    """What ``install`` needs of the bus's database (``bus.db``)."""
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection]: ...
+
+
 DDL = """
 CREATE SCHEMA IF NOT EXISTS billing;
 CREATE TABLE IF NOT EXISTS billing.customer (
@@ -52,7 +64,7 @@ CREATE TABLE IF NOT EXISTS billing.closed_month (
 """
 
 
-def install(db) -> None:
+def install(db: _Connects) -> None:
     """Create the billing tables when missing."""
     with db.connection() as conn:
         conn.execute("SELECT pg_advisory_xact_lock(7426)")

@@ -49,9 +49,9 @@ def _users(conn: psycopg.Connection, tenant_id: str, ids: list[str]) -> dict[str
 
 
 def _months(conn: psycopg.Connection, tenant_id: str, ids: list[str]) -> dict[str, Any]:
-    closed = dict(conn.execute("SELECT month, closed_at FROM billing.closed_month WHERE tenant_id = %s "
+    closed: dict[str, Any] = dict(conn.execute("SELECT month, closed_at FROM billing.closed_month WHERE tenant_id = %s "
                                "AND month = ANY(%s)", (tenant_id, ids)).fetchall())
-    open_counts = dict(conn.execute(
+    open_counts: dict[str, int] = dict(conn.execute(
         "SELECT to_char(issued_at, 'YYYY-MM') AS m, count(*) FROM billing.invoice WHERE tenant_id = %s "
         "AND status = 'open' AND to_char(issued_at, 'YYYY-MM') = ANY(%s) GROUP BY m", (tenant_id, ids)).fetchall())
     return {f"month:{m}": {"closed_at": closed.get(m), "open_invoices": open_counts.get(m, 0)} for m in ids}

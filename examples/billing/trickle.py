@@ -19,7 +19,10 @@ import signal
 import threading
 from decimal import Decimal
 
+import psycopg
+
 from commandlog import Command
+from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
 from commandlog.errors import CommandLogError
 from examples.billing import commands as c
@@ -31,7 +34,7 @@ MIX = [("login", 30), ("rename", 15), ("invoice", 20), ("pay", 20), ("payment", 
 """Kinds of command and their weights (mostly the everyday ones; no month closing)."""
 
 
-def next_command(conn, rng: random.Random) -> tuple[Command, ExecutionContext] | None:
+def next_command(conn: psycopg.Connection, rng: random.Random) -> tuple[Command, ExecutionContext] | None:
     """One plausible command for a random tenant of ``billing.customer``, or None when there is no customer yet."""
     row = conn.execute("SELECT tenant_id FROM (SELECT DISTINCT tenant_id FROM billing.customer) t "
                        "ORDER BY random() LIMIT 1").fetchone()
@@ -47,7 +50,7 @@ def next_command(conn, rng: random.Random) -> tuple[Command, ExecutionContext] |
     return command, ExecutionContext(tenant_id=tenant, actor_id=actor)
 
 
-def _command(conn, rng: random.Random, tenant: str, actor: str, kind: str) -> Command | None:
+def _command(conn: psycopg.Connection, rng: random.Random, tenant: str, actor: str, kind: str) -> Command | None:
     if kind == "login":
         return None
     if kind == "pay":
@@ -58,8 +61,11 @@ def _command(conn, rng: random.Random, tenant: str, actor: str, kind: str) -> Co
         remaining = Decimal(inv[1])
         amount = remaining if rng.random() < 0.7 else max(Decimal("0.01"), (remaining / 2).quantize(Decimal("0.01")))
         return c.PayInvoice(invoice_id=inv[0], amount=amount)
-    customer = conn.execute("SELECT customer_id FROM billing.customer WHERE tenant_id = %s ORDER BY random() LIMIT 1",
-                            (tenant,)).fetchone()[0]
+    row = conn.execute("SELECT customer_id FROM billing.customer WHERE tenant_id = %s ORDER BY random() LIMIT 1",
+                       (tenant,)).fetchone()
+    if row is None:  # the tenant was found through its customers; should they be gone, a login is plausible
+        return None
+    customer = row[0]
     if kind == "rename":
         return c.RenameCustomer(customer_id=customer, name=f"{rng.choice(COMPANY)} {rng.choice(NOUN)}")
     if kind == "payment":
@@ -68,7 +74,7 @@ def _command(conn, rng: random.Random, tenant: str, actor: str, kind: str) -> Co
     if kind == "card":
         return c.AttachCardToken(customer_id=customer, card_token=f"tok_{rng.getrandbits(64):016x}")
     next_id = conn.execute("SELECT coalesce(max(invoice_id), 0) + 1 FROM billing.invoice WHERE tenant_id = %s",
-                           (tenant,)).fetchone()[0]
+                           (tenant,)).fetchall()[0][0]
     lines = [c.InvoiceLine(description=rng.choice(["Subscription", "Support", "Seats", "Storage"]),
                            quantity=1 + rng.randrange(10), unit_price=Decimal(rng.randrange(500, 50000)) / 100)
              for _ in range(1 + rng.randrange(3))]
@@ -76,7 +82,7 @@ def _command(conn, rng: random.Random, tenant: str, actor: str, kind: str) -> Co
                           due_date=dt.date.today() + dt.timedelta(days=30))
 
 
-def run(bus, *, interval: float = 3.0, jitter: float = 1.0, count: int | None = None,
+def run(bus: CommandBus, *, interval: float = 3.0, jitter: float = 1.0, count: int | None = None,
         stop: threading.Event | None = None, rng: random.Random | None = None) -> int:
     """Execute one command every ``interval`` ± ``jitter`` seconds until ``stop`` is set (or ``count`` ran).
 

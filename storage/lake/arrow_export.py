@@ -14,6 +14,7 @@ Batches stream from the driver's binary COPY (``fetch_record_batch``); their siz
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -60,11 +61,13 @@ DATASETS: dict[str, DatasetSpec] = {d.name: d for d in (
 class SnapshotReader:
     """An ADBC connection holding one ``REPEATABLE READ READ ONLY`` transaction; use as a context manager."""
 
+    _conn: adbc.Connection
+    _cur: adbc.Cursor
+    """Both set by ``__enter__``."""
+
     def __init__(self, url: str, *, batch_bytes: int = 8 * 1024 * 1024) -> None:
         self.url = url
         self.batch_bytes = batch_bytes
-        self._conn = None
-        self._cur = None
 
     def __enter__(self) -> SnapshotReader:
         try:
@@ -86,7 +89,7 @@ class SnapshotReader:
         """``pg_snapshot_xmin`` of this transaction's snapshot: every lower transaction id has finished."""
         return int(self._scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
 
-    def _scalar(self, sql: str):
+    def _scalar(self, sql: str) -> int | str:
         self._cur.execute(sql)
         return self._cur.fetch_arrow_table().column(0)[0].as_py()
 
@@ -110,7 +113,7 @@ def _plain(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     """Drop the driver's per-field metadata so every file of a dataset carries the same schema."""
     schema = pa.schema([pa.field(f.name, f.type, f.nullable) for f in reader.schema])
 
-    def gen():
+    def gen() -> Iterator[pa.RecordBatch]:
         for batch in reader:
             yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
 

@@ -44,6 +44,7 @@ import pyarrow.dataset as ds
 
 from storage.errors import StorageError
 from storage.lake.datasets import Lake, LakeFile
+from storage.rows import one_row
 
 HIVE_TYPES = {"retention": "VARCHAR", "day": "DATE", "tenant_id": "VARCHAR"}
 _ARROW_HIVE_TYPES = {k: {"VARCHAR": pa.string(), "DATE": pa.date32()}[v] for k, v in HIVE_TYPES.items()}
@@ -150,7 +151,7 @@ def _temp_directory(con: duckdb.DuckDBPyConnection, *, spill: bool) -> None:
     weakref.finalize(con, shutil.rmtree, path, ignore_errors=True)
 
 
-def _create_view(con, lake: Lake, name: str, files: list[LakeFile]) -> list[str]:
+def _create_view(con: duckdb.DuckDBPyConnection, lake: Lake, name: str, files: list[LakeFile]) -> list[str]:
     """View ``name`` over ``files`` (DuckDB reads them natively on a local lake); the paths DuckDB must open."""
     if not files:
         con.execute(f"CREATE VIEW {name} AS {_select_empty(name)}")
@@ -167,7 +168,8 @@ def _create_view(con, lake: Lake, name: str, files: list[LakeFile]) -> list[str]
     return paths
 
 
-def _create_tenant_slice(con, lake: Lake, name: str, files: list[LakeFile], tenant: str) -> None:
+def _create_tenant_slice(con: duckdb.DuckDBPyConnection, lake: Lake, name: str, files: list[LakeFile],
+                         tenant: str) -> None:
     """View ``name`` over the rows of ``tenant`` in files every tenant shares: DuckDB gets no access to the files.
 
     pyarrow scans them with the dataset's own filter; DuckDB pushes its projection and filters into the scan on
@@ -188,7 +190,7 @@ def _arrow_dataset(lake: Lake, name: str, files: list[LakeFile]) -> ds.Dataset:
                       partitioning=partitioning, partition_base_dir=lake.abspath(name))
 
 
-def _utc_select(con, name: str, source: str) -> str:
+def _utc_select(con: duckdb.DuckDBPyConnection, name: str, source: str) -> str:
     rel = con.sql(f"SELECT * FROM {source} LIMIT 0")
     present = {c for c, t in zip(rel.columns, rel.types, strict=True) if str(t) == "TIMESTAMP WITH TIME ZONE"}
     cols = ", ".join(f"make_timestamp(epoch_us({c})) AS {c}" for c in TIME_COLUMNS[name] if c in present)
@@ -210,7 +212,7 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     try:
         statements = con.extract_statements(sql)
     except duckdb.OutOfMemoryException as e:
-        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        limit = one_row(con.execute("SELECT current_setting('memory_limit')"))[0]
         raise SqlError(f"the query needs more than the journal's memory limit ({limit}); a session opened for one "
                        f"tenant does not spill to disk: filter (e.g. by day) or aggregate. DuckDB said: {e}") from None
     except duckdb.Error as e:
@@ -222,7 +224,7 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
         raise SqlError(f"the journal is read-only: {kind.name} statements are not allowed")
 
 
-def query(con: duckdb.DuckDBPyConnection, sql: str, *, batch_rows: int = 64 * 1024):
+def query(con: duckdb.DuckDBPyConnection, sql: str, *, batch_rows: int = 64 * 1024) -> pa.RecordBatchReader:
     """Run one read-only statement; a pyarrow RecordBatchReader of its result. DuckDB errors become SqlError."""
     check_read_only(con, sql)
     try:
@@ -236,7 +238,7 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, *, batch_rows: int = 64 * 10
             raise TenantViewError("tenant_commands exists only in a journal opened for one tenant") from None
         raise SqlError(str(e)) from None
     except duckdb.OutOfMemoryException as e:
-        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        limit = one_row(con.execute("SELECT current_setting('memory_limit')"))[0]
         raise SqlError(f"the query needs more than the journal's memory limit ({limit}); a session opened for one "
                        f"tenant does not spill to disk: filter (e.g. by day) or aggregate. DuckDB said: {e}") from None
     except duckdb.Error as e:
