@@ -11,13 +11,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 
 from commandlog.bus import CommandBus
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
 from commandlog.drafts.subjects import SubjectLoaders, diff, fingerprint
 from commandlog.records import Outcome
+from storage.postgres import Connection
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,7 +93,7 @@ def project_command(bus: CommandBus, loaders: SubjectLoaders, command: Command, 
     cls = type(command)
     subjects = [str(s) for s in command.subjects()]
 
-    def observe(conn: psycopg.Connection) -> dict[str, Any] | None:
+    def observe(conn: Connection) -> dict[str, Any] | None:
         return loaders.load(conn, context.tenant_id, cls.cmd_class, subjects)
 
     outcome = bus.project(command, context, observe=observe)

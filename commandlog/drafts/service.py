@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-import psycopg
 
 from commandlog.bus import CommandBus
 from commandlog.drafts.bodies import from_json_map, to_json_map
@@ -33,6 +32,7 @@ from commandlog.ids import uuid7
 from commandlog.records import Outcome
 from commandlog.drafts.projection import Approval, Projection, project_command
 from commandlog.drafts.subjects import SubjectLoaders, fingerprint, loaders as default_loaders
+from storage.postgres import Connection
 from storage import drafts as repo
 from storage.drafts import DraftRow
 
@@ -177,7 +177,7 @@ class DraftService:
             command = self.command_of(draft)
             ctx = ExecutionContext(tenant_id=draft.tenant_id, actor_id=approver, draft_uuid=draft_uuid)
 
-            def mark_executed(conn: psycopg.Connection, outcome: Outcome) -> None:
+            def mark_executed(conn: Connection, outcome: Outcome) -> None:
                 if repo.mark_executed(conn, draft_uuid, version=draft.version, cmd_uuid=outcome.cmd_uuid,
                                       decided_by=approver, comment=comment) is None:
                     raise DraftNotOpenError(draft_uuid, "changed", f"draft {draft_uuid} changed during its approval")

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import psycopg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from commandlog.bus import CommandBus, validation_errors
@@ -34,7 +33,7 @@ from commandlog.ids import uuid7
 from commandlog.records import Outcome
 from commandlog.replay.diff import compare, summarize
 from storage import replays as repo
-from storage.postgres import Database
+from storage.postgres import Connection, Database
 
 ItemOutcome = Literal["succeeded", "failed", "reproduced", "diverged", "now_succeeds", "now_fails",
                       "not_replayable", "already_replayed", "not_found"]
@@ -220,7 +219,7 @@ def plan(db: Database, request: ReplayRequest, *, default_request_id: uuid.UUID 
                       cmd_uuids=tuple(ordered))
 
 
-def _planned_then_unknown(conn: psycopg.Connection, request_id: uuid.UUID, request: ReplayRequest) -> list[uuid.UUID]:
+def _planned_then_unknown(conn: Connection, request_id: uuid.UUID, request: ReplayRequest) -> list[uuid.UUID]:
     planned = repo.planned_uuids(conn, request_id)
     known = set(planned)
     return planned + [u for u in request.cmd_uuids if u not in known]
