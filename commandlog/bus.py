@@ -31,6 +31,7 @@ from commandlog.records import CommandRecord, Outcome
 from commandlog.redaction import has_sensitive, redact, scrub, sensitive_values
 from commandlog.validation import context_errors
 from commandlog.validation import dumps as _dumps
+from commandlog.validation import encode_body as _encode_body
 from commandlog.validation import json_or_none as _json_or_none
 from commandlog.validation import serialisation_error as _serialisation_error
 from commandlog.validation import to_json as _to_json
@@ -313,7 +314,7 @@ class CommandBus:
         secrets: list[str] = []
         if not errors:
             try:
-                body_json = command.model_dump_json()  # serialised in Rust: the hot path's cheapest way to JSON
+                body_json = _encode_body(command)  # serialised in Rust: the hot path's cheapest way to JSON
                 dumped = json.loads(body_json) if sensitive else None
             except (PydanticSerializationError, TypeError, ValueError) as e:
                 errors = [_serialisation_error(command, e)]

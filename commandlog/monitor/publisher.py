@@ -20,7 +20,6 @@ or make an item. Postgres refuses payloads of 8000 bytes or more.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import atexit
 import os
@@ -32,6 +31,7 @@ from typing import Any
 import psycopg
 
 from commandlog.monitor.channel_seal import ChannelSeal
+from commandlog.validation import dumps as _dumps
 from storage.channel_key import load_key
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,3 @@ def _stamp_text(value) -> str | None:
 
 def _str(value) -> str | None:
     return None if value is None else str(value)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
