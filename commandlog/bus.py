@@ -32,6 +32,7 @@ from commandlog.redaction import has_sensitive, redact, scrub, sensitive_values
 from commandlog.validation import context_errors
 from commandlog.validation import dumps as _dumps
 from commandlog.validation import encode_body as _encode_body
+from commandlog.validation import errors_text
 from commandlog.validation import json_or_none as _json_or_none
 from commandlog.validation import serialisation_error as _serialisation_error
 from commandlog.validation import to_json as _to_json
@@ -412,8 +413,7 @@ class CommandBus:
                     body_json = None
             except (PydanticSerializationError, TypeError, ValueError):
                 body_json = None
-        message = storable_text("; ".join(f"{e['field']}: {e['message']}" if e.get("field") else e["message"]
-                                          for e in errors), limit=_MAX_ERROR)
+        message = storable_text(errors_text(errors), limit=_MAX_ERROR)
         link = lambda name: value if isinstance(value := getattr(context, name, None), uuid.UUID) else None
         now = _now()
         record = CommandRecord(

@@ -12,6 +12,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from commandlog.command_json import text_problem
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
+from commandlog.errors import errors_text as errors_text  # re-exported: the text form of validation_errors
 
 
 def dumps(value: Any) -> str:
@@ -89,8 +90,3 @@ def validation_errors(e: ValidationError, *, prefix: str = "") -> list[dict]:
              "message": err["msg"], "type": err["type"]}
             for err in e.errors(include_url=False, include_input=False)]
 
-
-def errors_text(errors: list[dict], *, whole: str | None = None) -> str:
-    """Field errors as one line, ``field: message; …``; an error without a field is named ``whole`` (if given)."""
-    return "; ".join(f"{err['field'] or whole}: {err['message']}" if err["field"] or whole else err["message"]
-                     for err in errors)

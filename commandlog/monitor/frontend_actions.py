@@ -19,7 +19,7 @@ from commandlog import command_json
 from commandlog.monitor.publisher import action_item, publisher_for
 from commandlog.errors import CommandLogError, UnstorableValueError
 from commandlog.ids import uuid7
-from commandlog.validation import dumps, validation_errors
+from commandlog.validation import dumps, errors_text, validation_errors
 from commandlog.auth.tokens import Principal
 from storage import frontend_actions as store
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class FrontendActionError(CommandLogError):
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         self.errors = errors
-        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        super().__init__(errors_text(errors))
 
 
 class ActionTooLargeError(FrontendActionError):
