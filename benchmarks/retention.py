@@ -394,7 +394,7 @@ def child_purge(url: str, as_of: datetime) -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     p0 = time.perf_counter()
-    report = run_purge(db, bus, POLICY, as_of=as_of,
+    report = run_purge(db, bus, POLICY, as_of=as_of, dry_run=False,
                        step=lambda phase, detail: steps.append((time.perf_counter(), phase, detail)))
     p1 = time.perf_counter()
     db.close()

@@ -30,6 +30,8 @@ from commandlog.records import CommandRecord, Outcome, Status
 from commandlog.redaction import has_sensitive, redact, scrub, sensitive_values
 from commandlog.validation import context_errors
 from commandlog.validation import dumps as _dumps
+from commandlog.validation import encode_body as _encode_body
+from commandlog.validation import errors_text
 from commandlog.validation import json_or_none as _json_or_none
 from commandlog.validation import serialisation_error as _serialisation_error
 from commandlog.validation import to_json as _to_json
@@ -314,7 +316,7 @@ class CommandBus:
         secrets: list[str] = []
         if not errors:
             try:
-                body_json = command.model_dump_json()  # serialised in Rust: the hot path's cheapest way to JSON
+                body_json = _encode_body(command)  # serialised in Rust: the hot path's cheapest way to JSON
                 dumped = json.loads(body_json) if sensitive else None
             except (PydanticSerializationError, TypeError, ValueError) as e:
                 errors = [_serialisation_error(command, e)]
@@ -416,8 +418,7 @@ class CommandBus:
                     body_json = None
             except (PydanticSerializationError, TypeError, ValueError):
                 body_json = None
-        message = storable_text("; ".join(f"{e['field']}: {e['message']}" if e.get("field") else e["message"]
-                                          for e in errors), limit=_MAX_ERROR)
+        message = storable_text(errors_text(errors), limit=_MAX_ERROR)
 
         def link(name: str) -> uuid.UUID | None:
             value = getattr(context, name, None)

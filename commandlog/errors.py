@@ -26,6 +26,14 @@ class UnknownCommandError(CommandLogError):
         super().__init__(f"unknown command class {cmd_class!r}")
 
 
+def errors_text(errors: list[dict], *, whole: str | None = None) -> str:
+    """Field errors (``{field, message}`` maps, as ``validation.validation_errors`` renders pydantic's) as one line,
+    ``field: message; …``; an error without a field is named ``whole`` when given. Every error message built from
+    such maps uses this."""
+    return "; ".join(f"{err.get('field') or whole}: {err['message']}" if err.get("field") or whole
+                     else err["message"] for err in errors)
+
+
 class CommandRejectedError(CommandLogError):
     """The command was refused before its handler ran; ``errors`` name each field and what was wrong."""
 
@@ -33,8 +41,7 @@ class CommandRejectedError(CommandLogError):
         self.cmd_class = cmd_class
         self.errors = errors
         self.cmd_uuid = cmd_uuid
-        detail = "; ".join(f"{e['field']}: {e['message']}" if e.get("field") else e["message"] for e in errors)
-        super().__init__(f"{cmd_class} rejected: {detail}")
+        super().__init__(f"{cmd_class} rejected: {errors_text(errors)}")
 
 
 class UnstorableValueError(CommandLogError, ValueError):
@@ -43,7 +50,7 @@ class UnstorableValueError(CommandLogError, ValueError):
 
     def __init__(self, errors: list[dict]) -> None:
         self.errors = errors
-        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        super().__init__(errors_text(errors))
 
 
 class JsonNestingError(UnstorableValueError):

@@ -12,11 +12,23 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from commandlog.command_json import text_problem
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
+from commandlog.errors import errors_text as errors_text  # re-exported: the text form of validation_errors
 
 
 def dumps(value: Any) -> str:
     """Compact JSON text; NaN and infinities are refused (Postgres jsonb has none)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def encode_body(command: Command) -> str:
+    """A command's body as the log stores it (and the one size limit counts): pydantic's compact JSON, serialised
+    in Rust. The bus, the draft service and everything else that stores or measures a body call this."""
+    return command.model_dump_json()
+
+
+def as_logged(value: Any) -> Any:
+    """``value`` as the log would store and read it back: ``to_json``, encoded by ``dumps``, parsed again."""
+    return json.loads(dumps(to_json(value)))
 
 
 def json_or_none(value: Any) -> str | None:
@@ -68,7 +80,13 @@ def _first_line(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def validation_errors(e: ValidationError) -> list[dict]:
-    """Pydantic errors as ``{field, message, type}`` — without the offending input, which may be sensitive."""
-    return [{"field": ".".join(str(p) for p in err["loc"]) or None, "message": err["msg"], "type": err["type"]}
+def validation_errors(e: ValidationError, *, prefix: str = "") -> list[dict]:
+    """Pydantic errors as ``{field, message, type}`` — without the offending input, which may be sensitive.
+
+    The one rendering of pydantic errors: ``field`` is the dotted path (``lines.0.amount``) under ``prefix`` (e.g.
+    ``actions.3`` for one item of a batch), None for an error of the whole object.
+    """
+    return [{"field": ".".join(str(p) for p in (*(prefix.split(".") if prefix else ()), *err["loc"])) or None,
+             "message": err["msg"], "type": err["type"]}
             for err in e.errors(include_url=False, include_input=False)]
+

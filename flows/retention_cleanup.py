@@ -2,8 +2,9 @@
 
 Changes: drops expired partitions and batch-deletes expired rows not covered by a legal hold (never ``permanent``
 ones, never rows the lake has not received yet), removes the same rows from the lake, and logs the purge as a
-``retention.Purge`` command. ``dry_run`` (the default of a manual run; the daily schedule sets it to False) only
-counts. Rerun-safe: an interrupted purge is finished by the next run with the same cutoffs.
+``retention.Purge`` command. ``dry_run`` (the default of a manual run, as of ``cmdlog retention run`` — both take
+``commandlog.retention.cleanup.DRY_RUN``; the daily schedule sets it to False) only counts. Rerun-safe: an
+interrupted purge is finished by the next run with the same cutoffs.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from datetime import datetime
 from prefect import flow
 from prefect.states import Completed, State
 
+from commandlog.retention.cleanup import DRY_RUN, EXPORT_FIRST
 from commandlog.retention.policy import RetentionPolicy
 from tasks.retention import (
-    export_before_purge,
     purge_expired,
     report_purge,
     resolve_lake,
@@ -26,15 +27,14 @@ DEFAULT_POLICY = RetentionPolicy()
 
 
 @flow(name="retention-cleanup", log_prints=True, validate_parameters=True)
-def retention_cleanup(policy: RetentionPolicy = DEFAULT_POLICY, dry_run: bool = True, export_first: bool = True,
-                      lake_uri: str | None = None, as_of: datetime | None = None) -> State:
+def retention_cleanup(policy: RetentionPolicy = DEFAULT_POLICY, dry_run: bool = DRY_RUN,
+                      export_first: bool = EXPORT_FIRST, lake_uri: str | None = None,
+                      as_of: datetime | None = None) -> State:
     """Export first (when a lake is in use and ``export_first``), purge or count, publish the counts table.
 
     Ends Completed with the summary line as its message; calling the flow returns the purge report (a map).
     """
     lake = resolve_lake(lake_uri)
-    if lake and export_first and not dry_run:
-        export_before_purge(lake)
-    report = purge_expired(policy, dry_run=dry_run, lake_uri=lake, as_of=as_of)
+    report = purge_expired(policy, dry_run=dry_run, export_first=export_first, lake_uri=lake, as_of=as_of)
     summary = report_purge(report)
     return Completed(message=summary, data=report)

@@ -1,5 +1,5 @@
-"""Prefect tasks of retention cleanup: thin wrappers over ``commandlog.retention.purge`` (a retried purge resumes its
-run)."""
+"""Prefect tasks of retention cleanup: thin wrappers over ``commandlog.retention.cleanup`` (a retried purge resumes
+its run)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from commandlog.bootstrap import runtime
-from commandlog.journal.export import run_export
-from commandlog.retention.purge import lake_for, run_purge, summary_line
+from commandlog.retention.cleanup import run_cleanup
+from commandlog.retention.purge import lake_for, summary_line
 from commandlog.retention.policy import RetentionPolicy
 from commandlog.settings import Settings
 
@@ -25,20 +25,14 @@ def resolve_lake(lake_uri: str | None = None) -> str | None:
     return lake_for(db, Settings.from_env())
 
 
-@task(name="export-before-purge", retries=2, retry_delay_seconds=5)
-def export_before_purge(lake_uri: str) -> dict:
-    """Export what is not in the lake yet, so the archive guard lets expired rows go (rerun-safe)."""
-    db, _ = runtime()
-    result = run_export(db, lake_uri)
-    return {"snapshot_id": result.snapshot_id, "rows": result.rows}
-
-
-@task(name="purge-expired", retries=1, retry_delay_seconds=10)
-def purge_expired(policy: RetentionPolicy, *, dry_run: bool, lake_uri: str | None,
+@task(name="purge-expired", retries=2, retry_delay_seconds=10)
+def purge_expired(policy: RetentionPolicy, *, dry_run: bool, export_first: bool, lake_uri: str | None,
                   as_of: datetime | None = None) -> dict:
-    """Purge (or count, in a dry run) expired entries in Postgres and the lake; a retry finishes the same run."""
+    """Export first, then purge (or count, in a dry run) expired entries in Postgres and the lake
+    (``commandlog.retention.cleanup``); a retry finishes the same run."""
     db, bus = runtime()
-    report = run_purge(db, bus, policy, as_of=as_of, lake_uri=lake_uri, dry_run=dry_run)
+    report = run_cleanup(db, bus, policy, dry_run=dry_run, export_first=export_first, lake_uri=lake_uri,
+                         as_of=as_of)
     out = dataclasses.asdict(report)
     out["total_rows"] = report.total_rows
     return out

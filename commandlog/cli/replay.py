@@ -1,9 +1,10 @@
-"""``cmdlog replay``: run logged commands again (execute, or ``--dry-run`` to compare), by id or by filter.
+"""``cmdlog replay``: run logged commands again (a dry run that compares, or ``--execute``), by id or by filter.
 
-    cmdlog replay 0192f0c4-… 0192f0c5-…
-    cmdlog replay --failed --since 2h --class billing.IssueInvoice --dry-run
+    cmdlog replay 0192f0c4-… 0192f0c5-…                                  # dry run: compare, commit nothing
+    cmdlog replay --failed --since 2h --class billing.IssueInvoice --execute
 
-Runs the same service as the ``replay-commands`` flow, in this process, batch by batch. Registered as a single
+Runs the same service as the ``replay-commands`` flow, in this process, batch by batch, with the same defaults:
+what an option leaves unset is left to ``ReplayRequest`` (a dry run, its cap and batch size). Registered as a single
 command (``app.command("replay")(replay)``), not a group: it has no sub-commands.
 """
 
@@ -22,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from commandlog.cli import _common
+from commandlog.validation import errors_text, validation_errors
 
 if TYPE_CHECKING:  # the CLI imports services where a command needs them (start-up time)
     from commandlog.replay.service import ReplayReport
@@ -59,19 +61,25 @@ def replay(
     correlation: str | None = typer.Option(None, "--correlation", help="Only this correlation id."),
     include_replayed: bool = typer.Option(False, "--include-replayed",
                                           help="Also originals that a replay already recovered."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Compare with the original outcome; commit nothing."),
-    max_commands: int = typer.Option(1000, "--max", help="Refuse a selection larger than this."),
-    batch_size: int = typer.Option(500, "--batch-size", help="Commands per batch."),
+    execute: bool | None = typer.Option(None, "--execute/--dry-run", show_default=False,
+                                        help="--execute runs the commands again (the flow's mode=execute); "
+                                             "--dry-run (the default) compares with the original outcome and "
+                                             "commits nothing."),
+    max_commands: int | None = typer.Option(None, "--max", show_default=False,
+                                            help="Refuse a selection larger than this (default: as in the flow)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", show_default=False,
+                                          help="Commands per batch (default: as in the flow)."),
     actor: str = typer.Option(f"cli:{getpass.getuser()}", "--as", help="Requester (actor of the replays)."),
     request_id: str | None = typer.Option(None, "--request-id", help="Resume (or rerun) this replay request."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per command instead of a table."),
 ) -> None:
-    """Replay commands by id, or select them with --failed and filters; executes unless --dry-run."""
+    """Replay commands by id, or select them with --failed and filters; a dry run unless --execute."""
     from commandlog.replay.service import ReplayRequest, run_replay
 
-    fields: dict = {"mode": "dry_run" if dry_run else "execute", "requested_by": actor, "max_commands": max_commands,
-                    "batch_size": batch_size,
-                    "request_id": _uuid(request_id, "--request-id") if request_id else None}
+    given = {"mode": None if execute is None else ("execute" if execute else "dry_run"),
+             "max_commands": max_commands, "batch_size": batch_size}
+    fields: dict = {k: v for k, v in given.items() if v is not None}  # unset: ReplayRequest's default, as in the flow
+    fields.update(requested_by=actor, request_id=_uuid(request_id, "--request-id") if request_id else None)
     if cmd_uuids:
         if failed or since or until or cmd_class or tenant or correlation:
             _common.fail("give command ids or --failed/--since/--until/--class/--tenant/--correlation, not both")
@@ -86,7 +94,7 @@ def replay(
     try:
         request = ReplayRequest(**fields)
     except ValidationError as e:
-        _common.fail("; ".join(f"{'.'.join(map(str, x['loc'])) or 'request'}: {x['msg']}" for x in e.errors()))
+        _common.fail(errors_text(validation_errors(e), whole="request"))
     with _common.bus() as bus:
         report = run_replay(bus.db, bus, request)
     if as_json:
@@ -116,3 +124,6 @@ def _print(report: ReplayReport) -> None:
     _common.console.print(table)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(report.counts().items())) or "nothing selected"
     _common.console.print(f"{len(report.items)} commands — {counts}", highlight=False)
+    if report.plan.mode == "dry_run":
+        _common.console.print("dry run: nothing was changed; run again with --execute to replay for real",
+                              highlight=False)

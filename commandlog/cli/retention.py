@@ -1,4 +1,5 @@
-"""``cmdlog retention``: run a purge once (or a dry run), and manage legal holds (each change logged as a command)."""
+"""``cmdlog retention``: run a dry run (or, with ``--purge``, a purge) once, and manage legal holds (each change logged
+as a command)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import typer
 from rich.table import Table
 
 from commandlog.cli import _common
+from commandlog.retention.cleanup import DRY_RUN, EXPORT_FIRST, run_cleanup
 
 app = typer.Typer(help="Retention cleanup and legal holds.", no_args_is_help=True)
 hold_app = typer.Typer(help="Legal holds: held rows are never purged.", no_args_is_help=True)
@@ -23,31 +25,33 @@ def _actor(actor: str | None) -> str:
 
 @app.command("run")
 def run(
-    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be removed; remove nothing."),
+    dry_run: bool = typer.Option(DRY_RUN, "--dry-run/--purge",
+                                 help="--dry-run counts what would be removed and removes nothing; "
+                                      "--purge removes it (the flow's dry_run=False)."),
     lake: str | None = typer.Option(None, "--lake", help="Lake to guard and purge (default: CMDLOG_RETENTION_LAKE)."),
     no_lake: bool = typer.Option(False, "--no-lake", help="Ignore the lake: no archive guard, no lake purge."),
-    export_first: bool = typer.Option(True, "--export-first/--no-export-first",
+    export_first: bool = typer.Option(EXPORT_FIRST, "--export-first/--no-export-first",
                                       help="Export new rows to the lake before purging."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Purge entries older than their class allows (policy from CMDLOG_RETENTION_*), in Postgres and the lake."""
+    """Purge entries older than their class allows (policy from CMDLOG_RETENTION_*), in Postgres and the lake.
+
+    A dry run unless --purge, like the retention-cleanup flow.
+    """
     from commandlog.bootstrap import build_bus
-    from commandlog.journal.export import run_export
-    from commandlog.retention.purge import lake_for, run_purge
+    from commandlog.retention.purge import lake_for
     from commandlog.retention.policy import RetentionPolicy
 
     s = _common.settings()
     policy = RetentionPolicy.from_settings(s)
     with _common.database(s) as db:
         uri = None if no_lake else (lake or lake_for(db, s))
-        if uri and export_first and not dry_run:
-            run_export(db, uri)
-        report = run_purge(db, build_bus(db, s), policy, lake_uri=uri, dry_run=dry_run)
+        report = run_cleanup(db, build_bus(db, s), policy, dry_run=dry_run, export_first=export_first, lake_uri=uri)
     if as_json:
         out = dataclasses.asdict(report) | {"total_rows": report.total_rows}
         sys.stdout.write(json.dumps(out, default=str) + "\n")
         return
-    title = (f"{'dry run: would remove' if dry_run else 'removed'} {report.total_rows} rows "
+    title = (f"{'dry run: would purge' if dry_run else 'removed'} {report.total_rows} rows "
              f"(as of {report.as_of:%Y-%m-%d %H:%M} UTC)")
     table = Table(title=title)
     for col in ("table", "retention", "tenant", "rows"):
@@ -58,6 +62,9 @@ def run(
     _common.console.print(f"partitions dropped: {report.partitions_dropped}, bytes freed: {report.bytes_freed}, "
                           f"lake: {report.lake_uri or 'none'}"
                           + (f", finished interrupted run(s) {report.resumed}" if report.resumed else ""))
+    if dry_run:
+        _common.console.print(f"dry run: nothing was changed; would purge {report.total_rows} rows — "
+                              "run again with --purge to remove them", highlight=False)
 
 
 @hold_app.command("add")

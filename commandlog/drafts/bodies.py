@@ -7,7 +7,6 @@ as maps); ``from_json_map`` validates such a map as JSON (pydantic's JSON mode),
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +17,7 @@ from commandlog.commands import Command, CommandRegistry
 from commandlog.commands import registry as default_registry
 from commandlog.drafts.errors import DraftValidationError
 from commandlog.errors import UnknownCommandError, UnstorableValueError
+from commandlog.validation import dumps, validation_errors
 
 
 def to_json_map(command: Command) -> dict[str, Any]:
@@ -51,16 +51,11 @@ def from_json_map(cmd: str | type[Command], body: Any, *, cmd_version: int | Non
         except ValueError as e:
             raise DraftValidationError(cls.cmd_class, [{"field": "cmd_version", "message": str(e)}]) from None
     try:
-        text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+        text = dumps(data)
     except (TypeError, ValueError) as e:
         raise DraftValidationError(cls.cmd_class, [{"field": "body", "message": f"not JSON: {e}"}]) from None
     try:
         return cls.model_validate_json(text)
     except ValidationError as e:
-        raise DraftValidationError(cls.cmd_class, _errors(e)) from None
+        raise DraftValidationError(cls.cmd_class, validation_errors(e)) from None
 
-
-def _errors(e: ValidationError) -> list[dict]:
-    # Without the offending input: it may be a sensitive value.
-    return [{"field": ".".join(str(p) for p in err["loc"]) or None, "message": err["msg"], "type": err["type"]}
-            for err in e.errors(include_url=False, include_input=False)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 
-from commandlog.errors import CommandLogError
+from commandlog.errors import CommandLogError, errors_text
 
 
 class DraftError(CommandLogError):
@@ -40,8 +40,7 @@ class DraftValidationError(DraftError):
     def __init__(self, cmd_class: str, errors: list[dict]) -> None:
         self.cmd_class = cmd_class
         self.errors = errors
-        detail = "; ".join(f"{e['field']}: {e['message']}" if e.get("field") else e["message"] for e in errors)
-        super().__init__(f"invalid {cmd_class} body: {detail}")
+        super().__init__(f"invalid {cmd_class} body: {errors_text(errors)}")
 
 
 class DraftConflictError(DraftError):

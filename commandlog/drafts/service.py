@@ -13,7 +13,6 @@ spurious failed command. ``tenant_id=None`` means a system caller (a flow) actin
 from __future__ import annotations
 
 import builtins
-import json
 import uuid
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -21,6 +20,7 @@ from typing import Any, NoReturn
 
 from commandlog.bus import CommandBus
 from commandlog.drafts.bodies import from_json_map, to_json_map
+from commandlog.validation import dumps, encode_body
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
 from commandlog.drafts.errors import (
@@ -151,7 +151,7 @@ class DraftService:
         projection = project_command(self.bus, self.loaders, command, ctx, draft_version=draft.version)
         with self.db.connection() as conn:
             saved = repo.save_projection(conn, draft.draft_uuid, version=draft.version,
-                                         projection_json=json.dumps(projection.to_json(), ensure_ascii=False),
+                                         projection_json=dumps(projection.to_json()),
                                          fingerprint=projection.fingerprint)
         if saved is None:
             self._explain_missed(draft.draft_uuid, tenant_id, draft.version)
@@ -214,7 +214,7 @@ class DraftService:
         if not cls.body_stored():
             raise DraftValidationError(cls.cmd_class, [{"field": "cmd_class", "message": "its body may not be "
                                                         "stored (NeverStoreCmdBody), so it cannot be a draft"}])
-        body_json = json.dumps(to_json_map(command), ensure_ascii=False)
+        body_json = encode_body(command)  # the bus's bytes: the same size limit, the same stored body
         if len(body_json.encode()) > self.bus.max_body_bytes:
             raise DraftValidationError(cls.cmd_class, [{"field": "body", "message": f"over the limit of "
                                                         f"{self.bus.max_body_bytes} bytes"}])

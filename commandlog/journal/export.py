@@ -16,7 +16,6 @@ ledger/manifest steps, checking that the merged row count equals the replaced on
 
 from __future__ import annotations
 
-import datetime as dt
 import posixpath
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -91,7 +90,7 @@ def run_export(db: Database, lake_uri: str, *, step: Step | None = None) -> Expo
             to_tx = max(reader.xmin(), from_tx)
             run = ledger.start_run(db, lake_uri, kind="export", from_tx=from_tx, to_tx=to_tx)
             staged = _stage(lake, reader, run, step)
-        result = _publish(db, lake, run, staged, [], step)
+        result = publish_run(db, lake, run, staged, [], step)
     result.recovered = recovered
     return result
 
@@ -121,32 +120,7 @@ def run_compaction(db: Database, lake_uri: str, *, min_files: int = 8, step: Ste
             merged.append(out)
             replaced += files
             step("compacting", f"{n + 1}/{len(todo)} {dataset}/{pdir}")
-        result = _publish(db, lake, run, merged, replaced, step)
-    result.recovered = recovered
-    return result
-
-
-def expire_partitions(db: Database, lake_uri: str, *, retention: str, before: dt.date,
-                      step: Step | None = None) -> ExportResult:
-    """Remove every lake file of ``retention`` whose ``day`` is before ``before`` (for retention cleanup).
-
-    A ledger run of kind ``expiry``: the manifest drops the files first, then they are deleted, so manifest readers
-    never meet a missing file. Deleting the same days again is a no-op.
-    """
-    if retention not in ("short_lived", "long_lived"):
-        raise ExportError(f"retention: only short_lived or long_lived partitions expire, not {retention!r}")
-    step = step or _quiet
-    lake = Lake(lake_uri)
-    with ledger.lake_lock(db, lake_uri):
-        recovered = _recover(db, lake, step)
-        current = lake.manifest()
-        doomed = [f for f in (current[1] if current else [])
-                  if f.partition.get("retention") == retention and f.partition.get("day", "9999") < before.isoformat()]
-        if not doomed:
-            return ExportResult(snapshot_id=None, kind="expiry", recovered=recovered)
-        run = ledger.start_run(db, lake_uri, kind="expiry")
-        result = _publish(db, lake, run, [], doomed, step)
-        lake.prune_empty_dirs({(f.dataset, posixpath.dirname(f.path)) for f in doomed})
+        result = publish_run(db, lake, run, merged, replaced, step)
     result.recovered = recovered
     return result
 
@@ -164,14 +138,20 @@ def _stage(lake: Lake, reader: SnapshotReader, run: ledger.SnapshotRow, step: St
     return staged
 
 
-def _publish(db: Database, lake: Lake, run: ledger.SnapshotRow, files: list[LakeFile], replaced: list[LakeFile],
-             step: Step) -> ExportResult:
-    """Ledger first, then renames, manifest, deletions of replaced files; safe to repeat from the ledger."""
+def publish_run(db: Database, lake: Lake, run: ledger.SnapshotRow, files: list[LakeFile], replaced: list[LakeFile],
+                step: Step | None = None, *, row_counts: dict[str, Any] | None = None) -> ExportResult:
+    """Ledger first, then renames, manifest, deletions of replaced files; safe to repeat from the ledger.
+
+    The one publish of a lake run (export, compaction, retention purge): ``files`` are staged under the run's
+    snapshot id, ``replaced`` leave the manifest before they leave the disk, and folders left empty are removed.
+    ``row_counts`` (default: rows per dataset and partition) is what the ledger row records.
+    """
+    step = step or _quiet
     result = _result(run, files, replaced)
     if run.status == "writing":
         ledger.mark_publishing(db, run.snapshot_id, files=[f.to_json() for f in files],
                                replaced=[f.to_json() for f in replaced],
-                               row_counts={"datasets": result.rows, "partitions": result.partitions})
+                               row_counts=row_counts or {"datasets": result.rows, "partitions": result.partitions})
     step("publishing", f"{len(files)} files")
     lake.publish(files, snapshot_id=run.snapshot_id)
     current = lake.manifest()
@@ -180,6 +160,7 @@ def _publish(db: Database, lake: Lake, run: ledger.SnapshotRow, files: list[Lake
         live = [f for f in (current[1] if current else []) if (f.dataset, f.path) not in gone]
         lake.write_manifest(run.snapshot_id, live + files)
     lake.delete(replaced)
+    lake.prune_empty_dirs({(f.dataset, posixpath.dirname(f.path)) for f in replaced})
     lake.discard_staging(run.snapshot_id)
     ledger.mark_published(db, run.snapshot_id)
     step("published", f"snapshot {run.snapshot_id}")
@@ -193,8 +174,8 @@ def _recover(db: Database, lake: Lake, step: Step) -> list[int]:
         return []
     step("recovering", f"snapshot {run.snapshot_id} ({run.kind}, {run.status})")
     if run.status == "publishing":
-        _publish(db, lake, run, [LakeFile.from_json(d) for d in run.files],
-                 [LakeFile.from_json(d) for d in run.replaced_files], step)
+        publish_run(db, lake, run, [LakeFile.from_json(d) for d in run.files],
+                    [LakeFile.from_json(d) for d in run.replaced_files], step)
     elif run.kind in ("compaction", "expiry"):
         lake.discard_staging(run.snapshot_id)
         ledger.abandon(db, run.snapshot_id)
@@ -204,7 +185,7 @@ def _recover(db: Database, lake: Lake, step: Step) -> list[int]:
             if reader.xmin() < run.to_tx:  # cannot happen for a later snapshot; guard the invariant anyway
                 raise ExportError(f"snapshot {run.snapshot_id}: its range is not complete in the current snapshot")
             staged = _stage(lake, reader, run, step)
-        _publish(db, lake, run, staged, [], step)
+        publish_run(db, lake, run, staged, [], step)
     return [run.snapshot_id]
 
 

@@ -19,6 +19,7 @@ from commandlog import command_json
 from commandlog.monitor.publisher import action_item, publisher_for
 from commandlog.errors import CommandLogError, UnstorableValueError
 from commandlog.ids import uuid7
+from commandlog.validation import dumps, errors_text, validation_errors
 from commandlog.auth.tokens import Principal
 from storage import frontend_actions as store
 from storage.postgres import Database
@@ -41,7 +42,7 @@ class FrontendActionError(CommandLogError):
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         self.errors = errors
-        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        super().__init__(errors_text(errors))
 
 
 class ActionTooLargeError(FrontendActionError):
@@ -94,15 +95,14 @@ def validate(actions: list[Any], principal: Principal, *, batch: bool = True,
     for n, raw in enumerate(actions):
         where = f"actions.{n}." if batch else ""
         if isinstance(raw, dict) and isinstance(raw.get("payload"), (dict, list)):
-            size = len(json.dumps(raw["payload"], separators=(",", ":"), ensure_ascii=False).encode())
+            size = len(dumps(raw["payload"]).encode())
             if size > MAX_PAYLOAD_BYTES:
                 too_large.append({"field": f"{where}payload", "message": f"{size} bytes, over {MAX_PAYLOAD_BYTES}"})
                 continue
         try:
             action = FrontendAction.model_validate(raw)
         except ValidationError as e:
-            errors += [{"field": where + ".".join(str(p) for p in err["loc"]) if err["loc"] else where.rstrip("."),
-                        "message": err["msg"]} for err in e.errors(include_url=False, include_input=False)]
+            errors += validation_errors(e, prefix=where.rstrip("."))
             continue
         row, problems = _row(action, principal, now, where)
         errors += problems
@@ -133,7 +133,7 @@ def _row(action: FrontendAction, principal: Principal, now: dt.datetime,
     return store.FrontendActionRow(
         action_uuid=action.action_uuid or uuid7(when), tenant_id=action.tenant_id or principal.own_tenant,
         actor_id=principal.actor, action=action.action,
-        payload_json=json.dumps(action.payload, separators=(",", ":"), ensure_ascii=False),
+        payload_json=dumps(action.payload),
         correlation_id=action.correlation_id, occurred_at=when), []
 
 

@@ -22,6 +22,7 @@ from commandlog.monitor.publisher import CHANNEL
 from commandlog.monitor.channel_seal import ChannelSeal, UnsealError
 from storage.notify import Listener
 from commandlog.monitor.filters import ActivityFilter
+from commandlog.validation import dumps
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class ActivityHub:
         except json.JSONDecodeError:
             log.warning("ignoring a malformed activity notification (%d bytes)", len(payload))
             return
-        items = [(item, json.dumps(item, separators=(",", ":"), ensure_ascii=False)) for item in parsed
+        items = [(item, dumps(item)) for item in parsed
                  if isinstance(item, dict) and "id" in item and "at" in item]
         if not items:
             return

@@ -20,7 +20,6 @@ read or make an item. Postgres refuses payloads of 8000 bytes or more.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import atexit
 import os
@@ -35,6 +34,7 @@ from commandlog.monitor.channel_seal import ChannelSeal
 from storage.notify import NotifySender
 from commandlog.bus import CommandBus
 from commandlog.records import CommandRecord
+from commandlog.validation import dumps as _dumps
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,3 @@ def _stamp_text(value: object) -> str | None:
 
 def _str(value: object) -> str | None:
     return None if value is None else str(value)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)

@@ -11,22 +11,16 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic_core import to_jsonable_python
-
 from commandlog.records import Outcome
+from commandlog.validation import as_logged
 
 Verdict = Literal["reproduced", "diverged", "now_succeeds", "now_fails"]
 _ABSENT = object()
 
 
-def as_json(value: Any) -> Any:
-    """``value`` as the log would store and read it back (JSON types only)."""
-    return json.loads(json.dumps(to_jsonable_python(value), default=str))
-
-
 def replay_events(outcome: Outcome) -> list[dict]:
     """The events the replayed command itself emitted (not its sub-commands'), as ``{"type", "payload"}``."""
-    return [{"type": e.event_type, "payload": as_json(e.payload)} for e in outcome.events
+    return [{"type": e.event_type, "payload": as_logged(e.payload)} for e in outcome.events
             if e.cmd_uuid == outcome.cmd_uuid]
 
 
@@ -40,8 +34,8 @@ def compare(*, original_status: str, original_result: Any, original_events: list
         return "now_fails", []
     diffs: list[dict] = []
     if was_ok:
-        field_diff("result", as_json(original_result), as_json(outcome.result), diffs)
-        field_diff("events", as_json(original_events), replay_events(outcome), diffs)
+        field_diff("result", as_logged(original_result), as_logged(outcome.result), diffs)
+        field_diff("events", as_logged(original_events), replay_events(outcome), diffs)
     else:
         field_diff("error_type", original_error[0], outcome.error_type, diffs)
         field_diff("error_message", original_error[1], outcome.error_message, diffs)

@@ -25,13 +25,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from commandlog.bus import CommandBus, validation_errors
+from commandlog.bus import CommandBus
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
 from commandlog.errors import CommandLogError
 from commandlog.ids import uuid7
 from commandlog.records import Outcome
 from commandlog.replay.diff import compare, summarize
+from commandlog.validation import errors_text, validation_errors
 from storage import replays as repo
 from storage.postgres import Connection, Database
 
@@ -287,9 +288,7 @@ def prepare(bus: CommandBus, original: repo.OriginalRow) -> Command | str:
     try:
         return command_type.model_validate(body)
     except ValidationError as e:
-        detail = "; ".join(f"{x['field']}: {x['message']}" if x["field"] else x["message"]
-                           for x in validation_errors(e))
-        return f"not replayable: {detail}"
+        return f"not replayable: {errors_text(validation_errors(e))}"
 
 
 def replay_context(the_plan: ReplayPlan, original: repo.OriginalRow) -> ExecutionContext:

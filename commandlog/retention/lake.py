@@ -20,15 +20,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from commandlog.journal.export import publish_run
 from commandlog.retention.policy import RetentionPolicy
 from storage import export_ledger as ledger
 from storage import retention as retention_store
+from storage.lake.arrow_export import DATASETS
 from storage.lake.datasets import Lake, LakeFile, partition_of
 from storage.partitions import PURGEABLE_CLASSES
 from storage.postgres import Database
 
-TIME_COLUMN = {"commands": "started_at", "tenant_commands": "started_at", "events": "occurred_at",
-               "frontend_actions": "occurred_at"}
 Removed = dict[tuple[str, str], dict[str, int]]
 """``{(dataset, retention): {tenant_id: rows}}``."""
 
@@ -81,7 +81,7 @@ def _partition(lake: Lake, dataset: str, files: list[LakeFile], policy: Retentio
     """None when nothing in the partition is expired; else (expired rows per tenant, the rows to keep)."""
     keys = partition_of(files[0].path)
     retention = keys.get("retention")
-    if retention not in PURGEABLE_CLASSES or dataset not in TIME_COLUMN or "day" not in keys:
+    if retention not in PURGEABLE_CLASSES or dataset not in DATASETS or "day" not in keys:
         return None
     start = datetime.combine(date.fromisoformat(keys["day"]), datetime.min.time(), tzinfo=UTC)
     cut = policy.cutoffs(retention, as_of)
@@ -91,7 +91,7 @@ def _partition(lake: Lake, dataset: str, files: list[LakeFile], policy: Retentio
     n = table.num_rows
     tenant = (table["tenant_id"] if "tenant_id" in table.column_names
               else pa.chunked_array([pa.array([keys["tenant_id"]] * n, pa.string())]))
-    when = table[TIME_COLUMN[dataset]].combine_chunks()
+    when = table[DATASETS[dataset].time_column].combine_chunks()
     tenant = tenant.combine_chunks() if isinstance(tenant, pa.ChunkedArray) else tenant
     expired = pa.array([False] * n)
     if cut.default is not None:
@@ -143,15 +143,6 @@ def _publish(db: Database, lake: Lake, replaced: list[LakeFile], kept: list[tupl
             staged = table.drop_columns(["tenant_id"])
         new.append(lake.stage_table(staged, snapshot_id=run.snapshot_id, dataset=dataset, path=rel))
     summary = {f"{d}/{r}": per for (d, r), per in removed.items()}
-    ledger.mark_publishing(db, run.snapshot_id, files=[f.to_json() for f in new],
-                           replaced=[f.to_json() for f in replaced],
-                           row_counts={"purpose": "retention", "as_of": as_of.isoformat(), "removed": summary})
-    lake.publish(new, snapshot_id=run.snapshot_id)
-    current = lake.manifest()
-    gone = {(f.dataset, f.path) for f in replaced}
-    live = [f for f in (current[1] if current else []) if (f.dataset, f.path) not in gone]
-    lake.write_manifest(run.snapshot_id, live + new)
-    lake.delete(replaced)
-    lake.discard_staging(run.snapshot_id)
-    ledger.mark_published(db, run.snapshot_id)
+    publish_run(db, lake, run, new, replaced,
+                row_counts={"purpose": "retention", "as_of": as_of.isoformat(), "removed": summary})
 

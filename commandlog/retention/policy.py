@@ -20,6 +20,7 @@ from commandlog.commands import Command
 from commandlog.context import ExecutionContext, HandlerContext
 from commandlog.errors import CommandLogError, ConfigurationError
 from commandlog.settings import Settings
+from commandlog.validation import errors_text, validation_errors
 from storage import retention as store
 from storage.postgres import Database
 from storage.retention import ClassCutoffs, Hold, HoldExistsError
@@ -80,7 +81,8 @@ class RetentionPolicy(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as e:
-            raise ConfigurationError(f"retention settings: {_first_error(e)}") from None
+            first = errors_text(validation_errors(e)[:1], whole="policy")
+            raise ConfigurationError(f"retention settings: {first}") from None
 
     def max_days(self, retention: str, tenant: str | None = None) -> Days:
         """The maximum age of ``retention`` entries of ``tenant``."""
@@ -106,11 +108,6 @@ def _int(value: str, name: str) -> int:
     except ValueError:
         raise ConfigurationError(f"CMDLOG_RETENTION_{name.upper()}_DAYS: a number of days or 'never', "
                                  f"not {value!r}") from None
-
-
-def _first_error(e: ValidationError) -> str:
-    err = e.errors(include_url=False, include_input=False)[0]
-    return f"{'.'.join(str(p) for p in err['loc']) or 'policy'}: {err['msg']}"
 
 
 # -- commands ---------------------------------------------------------------------------------------------------

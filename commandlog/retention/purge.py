@@ -92,8 +92,11 @@ def summary_line(report: Mapping[str, Any]) -> str:
 
 def run_purge(db: Database, bus: CommandBus, policy: RetentionPolicy, *, as_of: datetime | None = None,
               lake_uri: str | None = None,
-              dry_run: bool = False, step: Step | None = None) -> PurgeReport:
-    """Purge expired entries (dry run: count them); an interrupted earlier run is finished first."""
+              dry_run: bool, step: Step | None = None) -> PurgeReport:
+    """Purge expired entries (dry run: count them); an interrupted earlier run is finished first.
+
+    ``dry_run`` has no default here: the one default is ``commandlog.retention.cleanup.DRY_RUN``.
+    """
     step = step or (lambda phase, detail: None)
     as_of = as_of or rp.now()
     created = partitions.ensure_ahead(db.url, days=DAYS_AHEAD)

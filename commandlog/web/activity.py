@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import os
 import uuid
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from starlette.applications import Starlette
 from starlette.websockets import WebSocketDisconnect
 
@@ -32,13 +31,14 @@ from commandlog.monitor.publisher import stamp
 from commandlog.journal.entries import InvalidFilterError
 from commandlog.monitor import frontend_actions as actions
 from commandlog.monitor.backfill import backfill, parse_cursor
-from commandlog.monitor.filters import ActivityFilter, ActivityFilterError, parse_filter
+from commandlog.monitor.filters import ActivityFilter, parse_filter
 from commandlog.monitor.hub import DEFAULT_MAX_QUEUE, ActivityHub, Subscription, activity_frame
-from commandlog.monitor.ratelimit import RateLimitedError, RateLimiter
+from commandlog.monitor.ratelimit import RateLimiter
 from commandlog.auth.tickets import check_token_still_valid, issue_ticket, redeem_ticket
 from commandlog.auth.tokens import AuthenticationError, PermissionDeniedError, Principal, authenticate
 from commandlog.web import errors
 from commandlog.web.auth import require_role
+from commandlog.validation import dumps
 from storage import frontend_actions as actions_store
 from storage.postgres import Database
 log = logging.getLogger(__name__)
@@ -46,10 +46,6 @@ STATIC = Path(__file__).parent / "static"
 COALESCE = 64
 """At most this many queued notifications go out in one message (a slow client then waits on each send)."""
 _ASSETS = {"monitor.js": "text/javascript", "monitor.css": "text/css"}
-
-errors.STATUS_BY_ERROR.update({RateLimitedError: 429, actions.ActionTooLargeError: 413,
-                               actions.FrontendActionError: 422, ActivityFilterError: 422})
-
 
 @dataclass(kw_only=True)
 class MonitorConfig:
@@ -90,24 +86,12 @@ async def activity_hub(app: Starlette) -> ActivityHub:
     return hub
 
 
-def _problem(e: Exception) -> JSONResponse:
-    status = errors.status_for(e)
-    body: dict[str, object] = {"error": type(e).__name__, "detail": str(e)}
-    if field_errors := getattr(e, "errors", None):
-        body["errors"] = field_errors
-    headers = {"Retry-After": str(max(1, round(e.retry_after)))} if isinstance(e, RateLimitedError) else None
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
 # -- HTTP --------------------------------------------------------------------------------------------------------
 
 @router.post("/api/ws-ticket", summary="A single-use ticket (30 s) to open /ws/activity from a browser")
 async def post_ws_ticket(request: Request, principal: Principal = Depends(require_role("viewer"))):
     """Trade the bearer token for a ticket: open ``/ws/activity?ticket=…`` within 30 seconds."""
-    try:
-        monitor_config(request.app).limiter.check(principal.token_id)
-    except RateLimitedError as e:
-        return _problem(e)
+    monitor_config(request.app).limiter.check(principal.token_id)
     ticket, expires = await run_in_threadpool(issue_ticket, request.app.state.db, principal)
     return {"ticket": ticket, "expires_at": expires.isoformat(), "url": f"/ws/activity?ticket={ticket}"}
 
@@ -117,16 +101,13 @@ async def post_frontend_actions(request: Request, principal: Principal = Depends
     """Store and stream actions: ``{"action", "payload"?, "occurred_at"?, "correlation_id"?, "action_uuid"?}``, a list
     of them or ``{"actions": [...]}``; the actor is the token's subject (an ``actor_id`` is refused). 413 payload >
     16 KiB, 422 field errors, 429."""
-    try:
-        monitor_config(request.app).limiter.check(principal.token_id)
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > actions.MAX_REQUEST_BYTES:
-            raise actions.ActionTooLargeError([{"field": "body", "message": f"request is {length} bytes, over "
-                                                f"{actions.MAX_REQUEST_BYTES}"}])
-        raw, batch = actions.parse_request(await request.body())
-        rows = actions.validate(raw, principal, batch=batch)
-    except (RateLimitedError, actions.FrontendActionError) as e:
-        return _problem(e)
+    monitor_config(request.app).limiter.check(principal.token_id)
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > actions.MAX_REQUEST_BYTES:
+        raise actions.ActionTooLargeError([{"field": "body", "message": f"request is {length} bytes, over "
+                                            f"{actions.MAX_REQUEST_BYTES}"}])
+    raw, batch = actions.parse_request(await request.body())
+    rows = actions.validate(raw, principal, batch=batch)
     ids = await run_in_threadpool(actions.ingest, request.app.state.db, rows)
     return {"accepted": len(ids), "action_uuids": [str(i) for i in ids]}
 
@@ -189,17 +170,15 @@ async def activity_socket(ws: WebSocket, ticket: str | None = None, cursor: str 
         fence = tenant if principal.is_admin else principal.tenant_id
         activity_filter = parse_filter(tenant_id=fence, kinds=kinds, classes=classes, subjects=subjects, actor=actor)
         since = parse_cursor(cursor) if cursor else None
-    except (AuthenticationError, PermissionDeniedError, RateLimitedError, ActivityFilterError,
-            InvalidFilterError) as e:
-        code = {AuthenticationError: 4401, PermissionDeniedError: 4403, RateLimitedError: 4429}.get(type(e), 4400)
-        await ws.close(code, str(e)[:120])
+    except tuple(errors.CLOSE_CODE_BY_ERROR) as e:
+        await ws.close(errors.close_code_for(e), str(e)[:120])
         return
     hub = await activity_hub(app)
     subscription = hub.subscribe(Subscription(activity_filter, max_queue=config.max_queue))
     try:
-        await ws.send_text(json.dumps({"type": "hello", "cursor": stamp(dt.datetime.now(dt.UTC)),
-                                       "role": principal.role, "tenant_id": principal.tenant_id,
-                                       "heartbeat_s": config.heartbeat_s}))
+        await ws.send_text(dumps({"type": "hello", "cursor": stamp(dt.datetime.now(dt.UTC)),
+                                  "role": principal.role, "tenant_id": principal.tenant_id,
+                                  "heartbeat_s": config.heartbeat_s}))
         seen: set[str] = set()
         if since is not None:
             seen = await _send_backfill(ws, db, activity_filter, since, admin=principal.is_admin)
@@ -224,9 +203,8 @@ async def _send_backfill(ws: WebSocket, db: Database, activity_filter: ActivityF
     items, truncated = await run_in_threadpool(backfill, db, activity_filter, since, admin=admin)
     for start in range(0, len(items), 200):
         chunk = items[start:start + 200]
-        await ws.send_text(json.dumps({"type": "backfill", "cursor": chunk[-1]["at"], "items": chunk},
-                                      separators=(",", ":"), ensure_ascii=False))
-    await ws.send_text(json.dumps({"type": "backfill_done", "count": len(items), "truncated": truncated}))
+        await ws.send_text(dumps({"type": "backfill", "cursor": chunk[-1]["at"], "items": chunk}))
+    await ws.send_text(dumps({"type": "backfill_done", "count": len(items), "truncated": truncated}))
     return {i["id"] for i in items}
 
 
@@ -276,7 +254,7 @@ async def _send_until_done(ws: WebSocket, subscription: Subscription, seen: set[
                 except AuthenticationError as e:
                     await _close(ws, 4401, str(e))
                     return
-                await ws.send_text(json.dumps({"type": "heartbeat", "cursor": stamp(dt.datetime.now(dt.UTC))}))
+                await ws.send_text(dumps({"type": "heartbeat", "cursor": stamp(dt.datetime.now(dt.UTC))}))
             batches: list[tuple[list[str], str, str]] = []
             while subscription.frames and len(batches) < COALESCE:
                 batch = subscription.frames.popleft()

@@ -25,21 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from commandlog import command_json
 from commandlog.errors import CommandLogError, UnstorableValueError
 from commandlog.web import errors
+from commandlog.web.errors import BodyTooLargeError
 
 _METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-class BodyTooLargeError(CommandLogError):
-    """The request body is larger than the route accepts; ``errors`` name the body."""
-
-    def __init__(self, limit: int, *, length: int | None = None) -> None:
-        self.limit = limit
-        size = f"{length} bytes" if length is not None else "more than that"
-        self.errors = [{"field": "body", "message": f"request is {size}, over the limit of {limit} bytes"}]
-        super().__init__(f"body: request is {size}, over the limit of {limit} bytes")
-
-
-errors.STATUS_BY_ERROR[BodyTooLargeError] = 413
 
 
 @dataclass(frozen=True, kw_only=True)

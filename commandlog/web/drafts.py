@@ -10,8 +10,7 @@ a body naming an ``approver`` is refused (422 naming the field). Errors use the 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -19,22 +18,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from commandlog.auth.approval_codes import issue_approval_code
-from commandlog.drafts.errors import (
-    ApprovalCodeError, DraftConflictError, DraftNotFoundError, DraftNotOpenError, DraftValidationError, ProjectionRequiredError,
-    StaleProjectionError,
-)
 from commandlog.drafts.service import DraftService
 from commandlog.auth.tokens import PermissionDeniedError, Principal
-from commandlog.web import errors
 from commandlog.web.auth import require_role
-from storage.drafts import ApprovalLockTimeoutError, DraftRow
+from storage.drafts import DraftRow
 
 router = APIRouter(prefix="/api/drafts", tags=["drafts"])
-
-errors.STATUS_BY_ERROR.update({
-    DraftNotFoundError: 404, DraftValidationError: 422, DraftConflictError: 409, DraftNotOpenError: 409,
-    ProjectionRequiredError: 409, StaleProjectionError: 409, ApprovalLockTimeoutError: 409, ApprovalCodeError: 422,
-})
 
 
 class NewDraft(BaseModel):
@@ -81,16 +70,6 @@ def _json(d: DraftRow) -> dict[str, Any]:
             for k, v in out.items()}
 
 
-_T = TypeVar("_T")
-
-
-async def _call(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | JSONResponse:
-    try:
-        return await run_in_threadpool(fn, *args, **kwargs)
-    except DraftValidationError as e:  # the field errors, not only the sentence
-        return JSONResponse({"error": type(e).__name__, "detail": str(e), "errors": e.errors}, status_code=422)
-
-
 TenantQuery = Query(None, description="Admin tokens only: the tenant.")
 
 
@@ -98,9 +77,9 @@ TenantQuery = Query(None, description="Admin tokens only: the tenant.")
 async def create(request: Request, new: NewDraft, tenant: str | None = TenantQuery,
                  principal: Principal = Depends(require_role("viewer"))):
     """A new open draft of `cmd_class` with `body`."""
-    d = await _call(_drafts(request).create, _tenant(principal, tenant), principal.actor, cmd_class=new.cmd_class,
-                    body=new.body)
-    return d if isinstance(d, JSONResponse) else JSONResponse(_json(d), status_code=201)
+    d = await run_in_threadpool(_drafts(request).create, _tenant(principal, tenant), principal.actor,
+                                cmd_class=new.cmd_class, body=new.body)
+    return JSONResponse(_json(d), status_code=201)
 
 
 @router.get("", summary="The tenant's drafts, most recently changed first")
@@ -124,26 +103,27 @@ async def get(request: Request, draft_uuid: uuid.UUID, tenant: str | None = Tena
 async def patch(request: Request, draft_uuid: uuid.UUID, change: DraftEdit, tenant: str | None = TenantQuery,
                 principal: Principal = Depends(require_role("viewer"))):
     """The edited draft; 422 (draft unchanged) for an invalid body, 409 naming the current version when stale."""
-    d = await _call(_drafts(request).edit, draft_uuid, tenant_id=_tenant(principal, tenant), body=change.body,
-                    expected_version=change.version, merge=change.merge)
-    return d if isinstance(d, JSONResponse) else _json(d)
+    d = await run_in_threadpool(_drafts(request).edit, draft_uuid, tenant_id=_tenant(principal, tenant),
+                                body=change.body, expected_version=change.version, merge=change.merge)
+    return _json(d)
 
 
 @router.post("/{draft_uuid}/projection", summary="Project a draft (commits nothing)")
 async def project(request: Request, draft_uuid: uuid.UUID, tenant: str | None = TenantQuery,
                   principal: Principal = Depends(require_role("viewer"))):
     """Its would-be result, events, before/after diff of its subjects, and the fingerprint to approve with."""
-    p = await _call(_drafts(request).project, draft_uuid, tenant_id=_tenant(principal, tenant), actor=principal.actor)
-    return p if isinstance(p, JSONResponse) else p.to_json()
+    p = await run_in_threadpool(_drafts(request).project, draft_uuid, tenant_id=_tenant(principal, tenant),
+                                actor=principal.actor)
+    return p.to_json()
 
 
 @router.post("/{draft_uuid}/approval", summary="Approve a draft: execute it exactly once (operator)")
 async def approve(request: Request, draft_uuid: uuid.UUID, approval: DraftApproval, tenant: str | None = TenantQuery,
                   principal: Principal = Depends(require_role("operator"))):
     """Executes the projected version; 409 when already executed (naming the command) or the projection is stale."""
-    a = await _call(_drafts(request).approve, draft_uuid, tenant_id=_tenant(principal, tenant),
-                    approver=principal.actor, comment=approval.comment, fingerprint=approval.fingerprint)
-    return a if isinstance(a, JSONResponse) else a.to_json()
+    a = await run_in_threadpool(_drafts(request).approve, draft_uuid, tenant_id=_tenant(principal, tenant),
+                                approver=principal.actor, comment=approval.comment, fingerprint=approval.fingerprint)
+    return a.to_json()
 
 
 @router.post("/{draft_uuid}/approval-code", status_code=201,

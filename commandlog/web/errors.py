@@ -1,7 +1,9 @@
-"""Domain errors mapped to HTTP status codes, in one place; every error answer is ``{"error": type, "detail": msg}``.
+"""Domain errors mapped to HTTP status codes and WebSocket close codes, in one place.
 
-Features with their own errors add them to ``STATUS_BY_ERROR`` (the most specific class found in an error's MRO
-wins; anything else under ``CommandLogError`` is a 400).
+Every HTTP error answer is ``{"error": type, "detail": msg, "errors"?: [{field, message}]}`` with the status of
+``STATUS_BY_ERROR`` (the most specific class found in an error's MRO wins; anything else under ``CommandLogError``
+is a 400), sent by the one handler ``install`` registers on the app: routers just raise. A WebSocket is closed
+with the code of ``CLOSE_CODE_BY_ERROR`` (``close_code_for``). A feature's new error gets its line here.
 """
 
 from __future__ import annotations
@@ -23,18 +25,54 @@ from commandlog.errors import (
 )
 from commandlog.monitor.ratelimit import RateLimitedError
 from commandlog.auth.tokens import AuthenticationError, PermissionDeniedError
+from commandlog.drafts.errors import (
+    ApprovalCodeError,
+    DraftConflictError,
+    DraftNotFoundError,
+    DraftNotOpenError,
+    DraftValidationError,
+    ProjectionRequiredError,
+    StaleProjectionError,
+)
+from commandlog.journal.entries import InvalidFilterError
+from commandlog.monitor.filters import ActivityFilterError
+from commandlog.monitor.frontend_actions import ActionTooLargeError, FrontendActionError
+from storage.drafts import ApprovalLockTimeoutError
 from storage.errors import DatabaseUnavailableError, StorageError, TenantIsolationError
 
 log = logging.getLogger(__name__)
+
+
+class BodyTooLargeError(CommandLogError):
+    """The request body is larger than the route accepts; ``errors`` name the body."""
+
+    def __init__(self, limit: int, *, length: int | None = None) -> None:
+        self.limit = limit
+        size = f"{length} bytes" if length is not None else "more than that"
+        self.errors = [{"field": "body", "message": f"request is {size}, over the limit of {limit} bytes"}]
+        super().__init__(f"body: request is {size}, over the limit of {limit} bytes")
+
 
 STATUS_BY_ERROR: dict[type[Exception], int] = {
     AuthenticationError: 401,
     PermissionDeniedError: 403,
     TenantIsolationError: 403,
     UnknownCommandError: 404,
+    DraftNotFoundError: 404,
+    DraftConflictError: 409,
+    DraftNotOpenError: 409,
+    ProjectionRequiredError: 409,
+    StaleProjectionError: 409,
+    ApprovalLockTimeoutError: 409,
+    BodyTooLargeError: 413,
+    ActionTooLargeError: 413,
     CommandRejectedError: 422,
     UnstorableValueError: 422,
     JsonNestingError: 422,
+    DraftValidationError: 422,
+    ApprovalCodeError: 422,
+    FrontendActionError: 422,
+    ActivityFilterError: 422,
     RateLimitedError: 429,
     NoHandlerError: 501,
     ConfigurationError: 500,
@@ -42,6 +80,21 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     StorageError: 500,
     CommandLogError: 400,
 }
+
+
+CLOSE_CODE_BY_ERROR: dict[type[Exception], int] = {
+    AuthenticationError: 4401,
+    PermissionDeniedError: 4403,
+    RateLimitedError: 4429,
+    ActivityFilterError: 4400,
+    InvalidFilterError: 4400,
+}
+"""WebSocket close codes (4000 + the HTTP status) of the errors a socket is refused with before it streams."""
+
+
+def close_code_for(error: Exception) -> int:
+    """The close code for ``error``: its nearest class in ``CLOSE_CODE_BY_ERROR`` (4400 when none is listed)."""
+    return next((CLOSE_CODE_BY_ERROR[cls] for cls in type(error).__mro__ if cls in CLOSE_CODE_BY_ERROR), 4400)
 
 
 def status_for(error: Exception) -> int:

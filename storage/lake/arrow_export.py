@@ -21,6 +21,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 
 from storage.errors import DatabaseUnavailableError, StorageError
+from storage.partitions import TIME_COLUMN
 
 _DAY = "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
 
@@ -37,6 +38,11 @@ class DatasetSpec:
     """Select list; partition keys included."""
     partition_by: tuple[str, ...]
     """Hive keys, outermost first."""
+
+    @property
+    def time_column(self) -> str:
+        """The column its ``day`` key and retention cutoffs go by: the source table's partition column."""
+        return TIME_COLUMN[self.table]
 
 
 DATASETS: dict[str, DatasetSpec] = {d.name: d for d in (

@@ -44,7 +44,6 @@ import pyarrow.dataset as ds
 
 from storage.errors import StorageError
 from storage.lake.datasets import Lake, LakeFile
-from storage.rows import one_row
 
 HIVE_TYPES = {"retention": "VARCHAR", "day": "DATE", "tenant_id": "VARCHAR"}
 _ARROW_HIVE_TYPES = {k: {"VARCHAR": pa.string(), "DATE": pa.date32()}[v] for k, v in HIVE_TYPES.items()}
@@ -207,14 +206,19 @@ def _literal(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+def _out_of_memory(con: duckdb.DuckDBPyConnection, e: duckdb.OutOfMemoryException) -> SqlError:
+    """The SqlError for a query over the memory limit: what the limit is and what to do about it."""
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    return SqlError(f"the query needs more than the journal's memory limit ({limit}); a session opened for one "
+                    f"tenant does not spill to disk: filter (e.g. by day) or aggregate. DuckDB said: {e}")
+
+
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     """Raise SqlError unless ``sql`` is exactly one SELECT/EXPLAIN statement (DuckDB's parser decides)."""
     try:
         statements = con.extract_statements(sql)
     except duckdb.OutOfMemoryException as e:
-        limit = one_row(con.execute("SELECT current_setting('memory_limit')"))[0]
-        raise SqlError(f"the query needs more than the journal's memory limit ({limit}); a session opened for one "
-                       f"tenant does not spill to disk: filter (e.g. by day) or aggregate. DuckDB said: {e}") from None
+        raise _out_of_memory(con, e) from None
     except duckdb.Error as e:
         raise SqlError(str(e)) from None
     if len(statements) != 1:
@@ -238,8 +242,6 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, *, batch_rows: int = 64 * 10
             raise TenantViewError("tenant_commands exists only in a journal opened for one tenant") from None
         raise SqlError(str(e)) from None
     except duckdb.OutOfMemoryException as e:
-        limit = one_row(con.execute("SELECT current_setting('memory_limit')"))[0]
-        raise SqlError(f"the query needs more than the journal's memory limit ({limit}); a session opened for one "
-                       f"tenant does not spill to disk: filter (e.g. by day) or aggregate. DuckDB said: {e}") from None
+        raise _out_of_memory(con, e) from None
     except duckdb.Error as e:
         raise SqlError(str(e)) from None

@@ -22,7 +22,8 @@ def cmdlog(pg_url: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
                           check=False)
 
 
-def test_cmdlog_replay_dry_runs_by_id_then_recovers_the_failed_ones(pg_url, bus, db, ctx, tenant, tmp_path):
+def test_cmdlog_replay_dry_runs_by_id_and_by_default_then_recovers_the_failed_ones(pg_url, bus, db, ctx, tenant,
+                                                                                     tmp_path):
     with pytest.raises(CustomerNotFoundError) as info:
         bus.execute(c.RenameCustomer(customer_id=1, name="From CLI"), ctx)
     original = str(info.value.cmd_uuid)
@@ -36,8 +37,12 @@ def test_cmdlog_replay_dry_runs_by_id_then_recovers_the_failed_ones(pg_url, bus,
     refused = cmdlog(pg_url, tmp_path, "--failed", "--tenant", tenant, "--since", "1h", "--max", "0")
     assert refused.returncode != 0
 
+    default = cmdlog(pg_url, tmp_path, original)  # like the flow: a dry run unless --execute
+    assert default.returncode == 0, default.stderr
+    assert "now_succeeds" in default.stdout and "dry run: nothing was changed" in default.stdout
+
     done = cmdlog(pg_url, tmp_path, "--failed", "--tenant", tenant, "--since", "1h", "--class",
-                  "billing.RenameCustomer", "--as", "ops@cli")
+                  "billing.RenameCustomer", "--as", "ops@cli", "--execute")
     assert done.returncode == 0, done.stderr
     assert "succeeded: 1" in done.stdout
     with db.connection() as conn:
@@ -85,9 +90,9 @@ def logged_hold(bus, db, tenant) -> str:
     return str(cmd_uuid)
 
 
-@pytest.mark.parametrize("mode", ["--dry-run", "--as"])
+@pytest.mark.parametrize("mode", ["--dry-run", "--execute"])
 def test_cmdlog_replay_of_a_legal_hold_says_it_opts_out(pg_url, db, logged_hold, tmp_path, mode):
-    args = ["--dry-run"] if mode == "--dry-run" else ["--as", "ops@cli"]
+    args = ["--dry-run"] if mode == "--dry-run" else ["--execute", "--as", "ops@cli"]
     result = cmdlog(pg_url, tmp_path, logged_hold, *args, "--json")
     assert result.returncode == 0, result.stderr
     [row] = [json.loads(line) for line in result.stdout.splitlines()]

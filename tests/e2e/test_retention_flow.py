@@ -134,7 +134,7 @@ def cmdlog(url: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
                           check=False)
 
 
-def test_cmdlog_retention_holds_and_runs(database_factory, tmp_path):
+def test_cmdlog_retention_holds_and_runs_dry_unless_purge(database_factory, tmp_path):
     url = database_factory()
     _seed(url)
     added = cmdlog(url, tmp_path, "hold", "add", "--tenant", "acme", "--reason", "audit 2026")
@@ -142,7 +142,7 @@ def test_cmdlog_retention_holds_and_runs(database_factory, tmp_path):
     listed = cmdlog(url, tmp_path, "hold", "list", "--json")
     assert [(h["tenant_id"], h["subject"], h["reason"]) for h in json.loads(listed.stdout)] == [
         ("acme", None, "audit 2026")]
-    held = cmdlog(url, tmp_path, "run", "--json")
+    held = cmdlog(url, tmp_path, "run", "--purge", "--json")
     assert held.returncode == 0, held.stderr
     assert json.loads(held.stdout)["total_rows"] == 0
     assert cmdlog(url, tmp_path, "hold", "remove", "--tenant", "acme", "--reason", "done").returncode == 0
@@ -150,7 +150,11 @@ def test_cmdlog_retention_holds_and_runs(database_factory, tmp_path):
     assert missing.returncode == 2 and "no active legal hold" in missing.stderr
     dry = cmdlog(url, tmp_path, "run", "--dry-run", "--json")
     assert json.loads(dry.stdout)["total_rows"] == 14 and _count(url, "cmd_class = 'billing.RecordLogin'") == 7
-    done = cmdlog(url, tmp_path, "run")
+    default = cmdlog(url, tmp_path, "run")  # like the flow: a dry run unless asked to purge
+    assert default.returncode == 0, default.stderr
+    assert "dry run: nothing was changed; would purge 14 rows" in default.stdout and "--purge" in default.stdout
+    assert _count(url, "cmd_class = 'billing.RecordLogin'") == 7
+    done = cmdlog(url, tmp_path, "run", "--purge")
     assert done.returncode == 0, done.stderr
     assert "removed 14 rows" in done.stdout
     assert _count(url, "cmd_class = 'billing.RecordLogin'") == 0

@@ -16,7 +16,7 @@ from commandlog.context import ExecutionContext
 from commandlog.drafts.service import DraftService
 from commandlog.journal.entries import timeline
 from commandlog.replay.service import ReplayRequest, run_replay
-from commandlog.replay.diff import as_json
+from commandlog.validation import as_logged as as_json
 from examples.billing import commands as c
 from examples.billing import setup
 from examples.billing.books import TABLE_COLUMNS

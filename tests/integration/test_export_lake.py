@@ -175,7 +175,8 @@ def test_compaction_merges_small_files_without_losing_or_duplicating(fresh, tmp_
 def test_expired_partitions_leave_the_manifest_then_the_disk(fresh, tmp_path):
     import datetime as dt
 
-    from commandlog.journal.export import expire_partitions
+    from commandlog.retention.lake import purge_lake
+    from commandlog.retention.policy import RetentionPolicy
     from storage.lake.duckdb_journal import open_journal, query
 
     run_export(fresh.db, str(tmp_path))
@@ -190,11 +191,14 @@ def test_expired_partitions_leave_the_manifest_then_the_disk(fresh, tmp_path):
             "FROM frontend_action WHERE retention = 'short_lived') t").fetchone()[0]
     assert short > 0
     tomorrow = newest + dt.timedelta(days=1)
-    result = expire_partitions(fresh.db, str(tmp_path), retention="short_lived", before=tomorrow)
-    assert result.replaced > 0
+    policy = RetentionPolicy(short_lived_days=1, long_lived_days="never")  # every short_lived day before tomorrow
+    as_of = dt.datetime.combine(tomorrow + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    removed = purge_lake(fresh.db, str(tmp_path), policy, as_of=as_of, dry_run=False)
+    assert sum(n for (_, retention), per in removed.items() for n in per.values()) > 0
+    assert {retention for _, retention in removed} == {"short_lived"}
     assert glob.glob(f"{tmp_path}/*/retention=short_lived/**/*.parquet", recursive=True) == []
     assert not glob.glob(f"{tmp_path}/commands/retention=short_lived/*")
     con = open_journal(Lake(str(tmp_path)))
     left = query(con, "select count(*) n, count(*) filter (where retention = 'short_lived') s from commands")
     assert left.read_all().to_pylist() == [{"n": 600 - short, "s": 0}]
-    assert expire_partitions(fresh.db, str(tmp_path), retention="short_lived", before=tomorrow).snapshot_id is None
+    assert purge_lake(fresh.db, str(tmp_path), policy, as_of=as_of, dry_run=False) == {}  # a rerun is a no-op

@@ -114,7 +114,7 @@ def test_permanent_rows_survive_every_policy(fresh):
     for policy in (POLICY, RetentionPolicy(short_lived_days=1, long_lived_days=1),
                    RetentionPolicy(short_lived_days=1, long_lived_days=1,
                                    tenant_overrides={"t1": {"short_lived_days": 1, "long_lived_days": 1}})):
-        run_purge(db, bus, policy, as_of=AS_OF)
+        run_purge(db, bus, policy, as_of=AS_OF, dry_run=False)
         assert _count(db, "command_log", "retention = 'permanent' AND cmd_class = 'billing.CloseMonth'") == before
     assert _count(db, "command_log", "retention <> 'permanent'") == 0
     with pytest.raises(ValueError, match="permanent_days"):
@@ -124,7 +124,7 @@ def test_permanent_rows_survive_every_policy(fresh):
 def test_expired_rows_leave_every_table_and_the_rest_stay(fresh):
     db, bus = fresh
     _seed_mix(db, bus)
-    report = run_purge(db, bus, POLICY, as_of=AS_OF)
+    report = run_purge(db, bus, POLICY, as_of=AS_OF, dry_run=False)
     for table in TABLES:
         time_col = "started_at" if table.endswith("command_log") else "occurred_at"
         assert _count(db, table, f"retention = 'short_lived' AND {time_col} < %s", (AS_OF - timedelta(days=10),)) == 0
@@ -159,7 +159,7 @@ def test_held_rows_survive_tenant_wide_and_subject_holds(fresh):
         _actions(db, t, OLD, 2)
     add_hold(bus, tenant="held", reason="litigation")
     add_hold(bus, tenant="subj", subject="customer:1", reason="dispute")
-    run_purge(db, bus, POLICY, as_of=AS_OF)
+    run_purge(db, bus, POLICY, as_of=AS_OF, dry_run=False)
     q = "tenant_id = %s AND cmd_class LIKE 'billing.%%'"
     assert _count(db, "command_log", q, ("held",)) == 9
     assert _count(db, "tenant_command_log", q, ("held",)) == 9
@@ -175,7 +175,7 @@ def test_held_rows_survive_tenant_wide_and_subject_holds(fresh):
     # holds are logged as permanent commands, and releasing one lets the next purge remove the rows
     remove_hold(bus, tenant="subj", subject="customer:1", reason="settled")
     assert [h.tenant_id for h in list_holds(db)] == ["held"]
-    run_purge(db, bus, POLICY, as_of=AS_OF)
+    run_purge(db, bus, POLICY, as_of=AS_OF, dry_run=False)
     assert _count(db, "command_log", q, ("subj",)) == 0
     assert _count(db, "domain_event", "tenant_id = 'subj'") == 0
     with db.connection() as conn:
@@ -194,7 +194,7 @@ def test_tenant_overrides_keep_longer_or_purge_sooner(fresh):
         _history(bus, t, MID, 3, "rename")
     policy = RetentionPolicy(short_lived_days=10, long_lived_days=60, tenant_overrides={
         "long": {"long_lived_days": "never"}, "short": {"long_lived_days": 15}})
-    run_purge(db, bus, policy, as_of=AS_OF)
+    run_purge(db, bus, policy, as_of=AS_OF, dry_run=False)
     assert _count(db, "command_log", "tenant_id = 'long'") == 6
     assert _count(db, "command_log", "tenant_id = 'short'") == 0
     assert _count(db, "command_log", "tenant_id = 'plain'") == 3
@@ -208,7 +208,7 @@ def test_dry_run_deletes_nothing_and_counts_what_would_go(fresh):
     assert _snapshot(db) == before
     assert report.dry_run and report.run_id is None and report.partitions_dropped > 0
     assert _count(db, "retention_run") == 0
-    real = run_purge(db, bus, POLICY, as_of=AS_OF)
+    real = run_purge(db, bus, POLICY, as_of=AS_OF, dry_run=False)
     assert report.total_rows == real.total_rows == sum(len(before[t] - s) for t, s in _snapshot(db).items())
 
 
@@ -235,7 +235,7 @@ def test_expired_rows_disappear_from_postgres_and_every_lake_dataset(fresh, tmp_
     _history(bus, "t1", AS_OF - timedelta(days=10, minutes=3), 6, "login")  # straddles the short_lived cutoff
     add_hold(bus, tenant="keep", reason="audit")
     run_export(db, lake)
-    run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake)
+    run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, dry_run=False)
     cut = {"short_lived": AS_OF - timedelta(days=10), "long_lived": AS_OF - timedelta(days=60)}
     tables = _lake_rows(lake)
     for name, time_col in (("commands", "started_at"), ("events", "occurred_at"),
@@ -271,14 +271,14 @@ def test_unexported_rows_survive_while_the_lake_is_on(fresh, tmp_path):
     run_export(db, lake)
     _history(bus, "t2", OLD, 3, "rename")  # committed after the export: not in the lake yet
     _actions(db, "t2", OLD, 2)
-    run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake)
+    run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, dry_run=False)
     assert _count(db, "command_log", "tenant_id = 't1'") == 0
     assert _count(db, "command_log", "tenant_id = 't2'") == 3
     assert _count(db, "tenant_command_log", "tenant_id = 't2'") == 3
     assert _count(db, "domain_event", "tenant_id = 't2'") == 3
     assert _count(db, "frontend_action", "tenant_id = 't2'") == 2
     run_export(db, lake)
-    run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake)
+    run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, dry_run=False)
     for table in TABLES:
         assert _count(db, table, "tenant_id IN ('t1', 't2')") == 0
     for table in _lake_rows(lake).values():
@@ -313,12 +313,13 @@ def test_a_crash_mid_purge_is_finished_by_the_next_run_and_nothing_extra_is_dele
                     raise Crash(f"injected at {phase} {detail}")
 
         with pytest.raises(Crash):
-            run_purge(db, bus, POLICY, as_of=AS_OF, step=crash)
+            run_purge(db, bus, POLICY, as_of=AS_OF, step=crash, dry_run=False)
         with db.connection() as conn:
             assert conn.execute("SELECT status FROM retention_run").fetchone()[0] == "running"
         later = AS_OF + timedelta(days=1)  # the next run finishes the interrupted one with *its* cutoffs first
-        resumed = run_purge(db, bus, RetentionPolicy(short_lived_days="never", long_lived_days="never"), as_of=later)
-        clean = run_purge(twin, twin_bus, POLICY, as_of=AS_OF)
+        resumed = run_purge(db, bus, RetentionPolicy(short_lived_days="never", long_lived_days="never"), as_of=later,
+                            dry_run=False)
+        clean = run_purge(twin, twin_bus, POLICY, as_of=AS_OF, dry_run=False)
         assert resumed.resumed and resumed.total_rows == 0
         assert _snapshot(db) == _snapshot(twin)
         with db.connection() as conn:
@@ -352,7 +353,7 @@ def test_writers_inserting_during_the_purge_see_no_error(fresh):
     thread.start()
     try:
         report = run_purge(db, bus, RetentionPolicy(short_lived_days=10, long_lived_days=10, lock_timeout_ms=50),
-                           as_of=AS_OF)
+                           as_of=AS_OF, dry_run=False)
     finally:
         stop.set()
         thread.join()
@@ -372,7 +373,7 @@ def test_a_second_purge_at_the_same_time_is_refused(fresh):
 
         lock.execute("SELECT pg_advisory_lock(%s)", (PURGE_LOCK_KEY,))
         with pytest.raises(RetentionError, match="another retention purge"):
-            run_purge(db, bus, POLICY, as_of=AS_OF)
+            run_purge(db, bus, POLICY, as_of=AS_OF, dry_run=False)
     finally:
         lock.close()
 

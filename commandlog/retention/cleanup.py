@@ -1,0 +1,32 @@
+"""Retention cleanup as one call: what ``cmdlog retention run`` and the ``retention-cleanup`` flow both run.
+
+Export first (when a lake is in use), then purge — or, by default, only count. The defaults below are the only
+ones: the CLI's ``--dry-run/--purge`` and ``--export-first/--no-export-first`` and the flow's ``dry_run`` and
+``export_first`` parameters take theirs from here, so a run changes nothing unless its caller says
+``dry_run=False`` (``--purge`` on the CLI, the daily schedule's parameter).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from commandlog.journal.export import run_export
+from commandlog.retention.policy import RetentionPolicy
+from commandlog.retention.purge import PurgeReport, run_purge
+
+DRY_RUN = True
+"""Destructive only when asked: a run counts what would go unless ``dry_run=False``."""
+EXPORT_FIRST = True
+"""Export what the lake has not received before purging, so the archive guard lets expired rows go."""
+
+
+def run_cleanup(db, bus, policy: RetentionPolicy, *, dry_run: bool = DRY_RUN, export_first: bool = EXPORT_FIRST,
+                lake_uri: str | None = None, as_of: datetime | None = None) -> PurgeReport:
+    """Export new rows to ``lake_uri`` (unless a dry run, no lake or ``export_first=False``), then purge or count.
+
+    Rerun-safe: the export resumes from the last snapshot and an interrupted purge is finished first.
+    """
+    if lake_uri and export_first and not dry_run:
+        run_export(db, lake_uri)
+    return run_purge(db, bus, policy, as_of=as_of, lake_uri=lake_uri, dry_run=dry_run)
+
