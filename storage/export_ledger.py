@@ -92,14 +92,15 @@ def last_export_bound(db: Database, lake_uri: str) -> int:
     return int(row[0]) if row[0] is not None else 0
 
 
-def has_runs(db, lake_uri: str) -> bool:
+def has_runs(db: Database, lake_uri: str) -> bool:
     """True once any run (export or compaction) was recorded for the lake."""
     with db.connection() as conn:
-        return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM export_snapshot WHERE lake_uri = %s)",
-                                 (lake_uri,)).fetchone()[0])
+        return bool(one_row(conn.execute("SELECT EXISTS (SELECT 1 FROM export_snapshot WHERE lake_uri = %s)",
+                                         (lake_uri,)))[0])
 
 
-def start_run(db, lake_uri: str, *, kind: str, from_tx: int | None = None, to_tx: int | None = None) -> SnapshotRow:
+def start_run(db: Database, lake_uri: str, *, kind: str, from_tx: int | None = None,
+              to_tx: int | None = None) -> SnapshotRow:
     """Insert a ``writing`` row for a new run."""
     with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         return _row(one_row(cur.execute(

@@ -10,9 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
+import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+
+from storage.postgres import Database
 
 TIMELINE_COLUMNS = ("cmd_uuid", "started_at", "finished_at", "actor_id", "tenant_id", "cmd_class", "status",
                     "subjects", "cmd_body", "error_type", "error_message", "correlation_id", "causation_id",
@@ -65,7 +69,7 @@ class TimelineRows:
     """Older rows exist past the page."""
 
 
-def timeline_page(db, flt: TimelineFilter, *, tenant: str | None, limit: int) -> TimelineRows:
+def timeline_page(db: Database, flt: TimelineFilter, *, tenant: str | None, limit: int) -> TimelineRows:
     """Rows matching ``flt``, newest first, and their events: read in ``tenant``'s session (row-level security),
     or the global ``command_log`` when ``tenant`` is None (admin)."""
     keyed = flt.subject is not None and tenant is not None
@@ -119,14 +123,14 @@ def _where(flt: TimelineFilter, *, subject: bool) -> tuple[list[sql.Composable],
     return where, params
 
 
-def _subject_keys(cur, flt: TimelineFilter, *, limit: int | None) -> list[tuple]:
+def _subject_keys(cur: psycopg.Cursor[dict[str, Any]], flt: TimelineFilter, *, limit: int | None) -> list[tuple]:
     before = flt.before or (None, None)
     rows = cur.execute("SELECT cmd_uuid, started_at FROM cmdlog_subject_keys(%s, %s, %s, %s, %s, %s)",
                        (flt.subject, flt.since, flt.until, *before, limit), prepare=False).fetchall()
     return [(r["cmd_uuid"], r["started_at"]) for r in rows]
 
 
-def _events(cur, rows: list[dict]) -> dict:
+def _events(cur: psycopg.Cursor[dict[str, Any]], rows: list[dict]) -> dict:
     lo = min(r["started_at"] for r in rows) - _EVENT_SLACK
     hi = max(r["finished_at"] or r["started_at"] for r in rows) + _EVENT_SLACK
     params = ([r["cmd_uuid"] for r in rows], sorted({r["retention"] for r in rows}), lo, hi)
@@ -136,7 +140,7 @@ def _events(cur, rows: list[dict]) -> dict:
     return by_cmd
 
 
-def newest(db, *, tenant: str | None = None, limit: int = 20) -> list[dict]:
+def newest(db: Database, *, tenant: str | None = None, limit: int = 20) -> list[dict]:
     """The ``limit`` newest commands (``NEWEST_COLUMNS``), newest first; with ``tenant``, its full rows read under
     row-level security."""
     table = "command_log" if tenant is None else "tenant_command_log"

@@ -18,13 +18,14 @@ import psycopg
 from psycopg import sql
 
 from storage.errors import OperationalError, translated
+from storage.rows import one_row
 
 T = TypeVar("T")
 LockKey = int | tuple[int, str]
 """A bigint key, or a (class, text) pair locked as ``(class, hashtext(text))``."""
 
 
-def _key_sql(fn: str, key: LockKey) -> tuple[sql.Composable, tuple]:
+def _key_sql(fn: str, key: LockKey) -> tuple[sql.Composed, tuple]:
     if isinstance(key, tuple):
         return sql.SQL("SELECT {}(%s, hashtext(%s))").format(sql.Identifier(fn)), key
     return sql.SQL("SELECT {}(%s)").format(sql.Identifier(fn)), (key,)
@@ -46,7 +47,7 @@ def advisory_lock(url: str, key: LockKey, *, wait: float | None = None,
         if wait is None:
             stmt, params = _key_sql("pg_try_advisory_lock", key)
             with translated():
-                locked = bool(conn.execute(stmt, params).fetchone()[0])
+                locked = bool(one_row(conn.execute(stmt, params))[0])
         else:
             stmt, params = _key_sql("pg_advisory_lock", key)
             try:
@@ -64,7 +65,8 @@ def advisory_lock(url: str, key: LockKey, *, wait: float | None = None,
         # so a run starting right after this one could still find the lock taken (seen under load).
         if locked and not conn.broken:
             with contextlib.suppress(psycopg.Error):
-                conn.execute(*_key_sql("pg_advisory_unlock", key))
+                stmt, params = _key_sql("pg_advisory_unlock", key)
+                conn.execute(stmt, params)
         conn.close()  # ends the session, which releases the lock in any case
 
 

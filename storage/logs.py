@@ -10,9 +10,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
+
+from storage.rows import one_row
+
+if TYPE_CHECKING:  # storage.postgres imports this module's neighbours; the type is enough here
+    from storage.postgres import Database
 
 
 class LoggedEvent(Protocol):
@@ -166,7 +171,7 @@ def copy_rows(conn: psycopg.Connection, *, global_rows: list[tuple], tenant_rows
                     copy.write_row(row)
 
 
-def has_commands(db) -> bool:
+def has_commands(db: Database) -> bool:
     """True once the log holds any command."""
     with db.connection() as conn:
-        return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM command_log)").fetchone()[0])
+        return bool(one_row(conn.execute("SELECT EXISTS (SELECT 1 FROM command_log)"))[0])

@@ -13,6 +13,7 @@ Future leaves are added the same way round (``ensure_ahead``: create a plain tab
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ def relation_state(conn: psycopg.Connection, name: str) -> str:
 
 def relation_size(conn: psycopg.Connection, name: str) -> int:
     """Bytes the table ``name`` and its indexes occupy (``pg_total_relation_size``)."""
-    return int(conn.execute("SELECT pg_total_relation_size(%s::regclass)", (name,)).fetchone()[0])
+    return int(one_row(conn.execute("SELECT pg_total_relation_size(%s::regclass)", (name,)))[0])
 
 
 def drop_connection(url: str, *, lock_timeout_ms: int = 2000) -> psycopg.Connection:
@@ -196,14 +197,18 @@ def ensure_ahead(url: str, *, days: int, lock_timeout_ms: int = 200, attempts: i
     with psycopg.connect(url, autocommit=True) as conn:
         missing = conn.execute(_AHEAD, {"tables": list(TIME_COLUMN), "days": int(days)}).fetchall()
         for parent, leaf, lower, upper in missing:
-            def attach(parent=parent, leaf=leaf, lower=lower, upper=upper) -> int:
+            def attach(parent: str = parent, leaf: str = leaf, lower: str = lower, upper: str = upper) -> int:
                 with translated():
                     return _create_and_attach(conn, parent, leaf, lower, upper, lock_timeout_ms=lock_timeout_ms)
 
             retry = Retry(attempts=attempts, pause=lambda n: min(0.02 * n, 0.5),
-                          give_up=lambda n, e, leaf=leaf: PartitionBusyError(f"cannot attach {leaf}: {e}"))
+                          give_up=functools.partial(_busy, leaf))
             created += retry(attach)
     return created
+
+
+def _busy(leaf: str, attempts: int, e: OperationalError) -> PartitionBusyError:
+    return PartitionBusyError(f"cannot attach {leaf}: {e}")
 
 
 def _create_and_attach(conn: psycopg.Connection, parent: str, leaf: str, lower: str, upper: str, *,

@@ -96,10 +96,10 @@ def add_hold(conn: psycopg.Connection, *, tenant_id: str, subject: str | None, r
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (HOLD_LOCK_KEY,))
     try:
         with translated(), conn.transaction():
-            return conn.execute(
+            return int(one_row(conn.execute(
                 "INSERT INTO legal_hold (tenant_id, subject, reason, created_by, created_cmd) "
                 "VALUES (%s, %s, %s, %s, %s) RETURNING hold_id",
-                (tenant_id, subject, reason, actor, cmd_uuid)).fetchone()[0]
+                (tenant_id, subject, reason, actor, cmd_uuid)))[0])
     except IntegrityError:
         what = f"subject {subject!r} of tenant {tenant_id!r}" if subject else f"tenant {tenant_id!r}"
         raise HoldExistsError(f"{what} is already under an active legal hold") from None

@@ -95,8 +95,9 @@ def timeline(db: Database, *, tenant: str | None, admin: bool = False, subject: 
     return TimelinePage(entries=entries, next_cursor=next_cursor)
 
 
-def _filters(*, tenant, subject, actor, cmd_class, status, since, until, correlation_id,
-             cursor) -> store.TimelineFilter:
+def _filters(*, tenant: str | None, subject: str | None, actor: str | None, cmd_class: str | None,
+             status: str | None, since: TimeBound, until: TimeBound, correlation_id: uuid.UUID | str | None,
+             cursor: str | None) -> store.TimelineFilter:
     tenant_id = _text("tenant", tenant) if tenant is not None else None
     subject = _text("subject", subject) if subject is not None else None
     actor_id = _text("actor", actor) if actor is not None else None

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from commandlog.bus import CommandBus
 from commandlog.journal.export import run_export
 from commandlog.retention.policy import RetentionPolicy
 from commandlog.retention.purge import PurgeReport, run_purge
+from storage.postgres import Database
 
 DRY_RUN = True
 """Destructive only when asked: a run counts what would go unless ``dry_run=False``."""
@@ -20,7 +22,8 @@ EXPORT_FIRST = True
 """Export what the lake has not received before purging, so the archive guard lets expired rows go."""
 
 
-def run_cleanup(db, bus, policy: RetentionPolicy, *, dry_run: bool = DRY_RUN, export_first: bool = EXPORT_FIRST,
+def run_cleanup(db: Database, bus: CommandBus, policy: RetentionPolicy, *, dry_run: bool = DRY_RUN,
+                export_first: bool = EXPORT_FIRST,
                 lake_uri: str | None = None, as_of: datetime | None = None) -> PurgeReport:
     """Export new rows to ``lake_uri`` (unless a dry run, no lake or ``export_first=False``), then purge or count.
 

@@ -121,7 +121,7 @@ def run_purge(db: Database, bus: CommandBus, policy: RetentionPolicy, *, as_of: 
     return report
 
 
-def _purge_lock(db) -> contextlib.AbstractContextManager[None]:
+def _purge_lock(db: Database) -> contextlib.AbstractContextManager[None]:
     return advisory_lock(db.url, store.PURGE_LOCK_KEY,
                          busy=lambda: RetentionError("another retention purge is running"))
 

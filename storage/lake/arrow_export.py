@@ -85,7 +85,7 @@ class SnapshotReader:
         self._cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(adbc.Error):
             self._cur.execute("ROLLBACK")
         self._cur.close()

@@ -44,6 +44,7 @@ import pyarrow.dataset as ds
 
 from storage.errors import StorageError
 from storage.lake.datasets import Lake, LakeFile
+from storage.rows import one_row
 
 HIVE_TYPES = {"retention": "VARCHAR", "day": "DATE", "tenant_id": "VARCHAR"}
 _ARROW_HIVE_TYPES = {k: {"VARCHAR": pa.string(), "DATE": pa.date32()}[v] for k, v in HIVE_TYPES.items()}
@@ -96,7 +97,7 @@ def lake_tenants(lake: Lake) -> list[str]:
     current = lake.manifest()
     if not current:
         return []
-    return sorted({f.partition.get("tenant_id") for f in current[1] if f.dataset == "tenant_commands"})
+    return sorted({f.partition["tenant_id"] for f in current[1] if f.dataset == "tenant_commands"})
 
 
 def open_journal(lake: Lake, *, tenant: str | None = None, threads: int | None = None,
@@ -208,7 +209,7 @@ def _literal(s: str) -> str:
 
 def _out_of_memory(con: duckdb.DuckDBPyConnection, e: duckdb.OutOfMemoryException) -> SqlError:
     """The SqlError for a query over the memory limit: what the limit is and what to do about it."""
-    limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    limit = one_row(con.execute("SELECT current_setting('memory_limit')"))[0]
     return SqlError(f"the query needs more than the journal's memory limit ({limit}); a session opened for one "
                     f"tenant does not spill to disk: filter (e.g. by day) or aggregate. DuckDB said: {e}")
 
