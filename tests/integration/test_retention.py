@@ -294,6 +294,7 @@ def _clone(db, name: str) -> Database:
     return Database(url=db.url.replace(f"/{src}?", f"/{name}?"))
 
 
+@pytest.mark.slow  # a clone of the database and two purges per crash point
 @pytest.mark.parametrize("crash_at", ["detaching", "dropped", "batch"])
 def test_a_crash_mid_purge_is_finished_by_the_next_run_and_nothing_extra_is_deleted(fresh, crash_at):
     db, bus = fresh
@@ -329,6 +330,7 @@ def test_a_crash_mid_purge_is_finished_by_the_next_run_and_nothing_extra_is_dele
         twin.close()
 
 
+@pytest.mark.slow  # 30 days of leaves detached concurrently while a writer runs
 def test_writers_inserting_during_the_purge_see_no_error(fresh):
     db, bus = fresh
     for day in range(30):
