@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: install up test test-clock bench clean
+.PHONY: install up test test-fast test-clock bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The developer's loop: unit + integration (real Postgres), no browser, no platform, no Prefect server; the tests
+# marked `slow` are left to `make test`.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests/unit tests/integration
 
 # The date-sensitive tests with the clock (and the test Postgres's clock) at 23:59:50 UTC on a month's and a year's
 # last day (needs Debian's faketime); slow, so not part of `make test`.

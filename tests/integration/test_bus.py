@@ -320,3 +320,49 @@ def test_concurrent_commands_each_commit_with_their_own_log_rows(bus, db, tenant
                     "AND cmd_class = 'billing.RenameCustomer'", tenant) == [(120, 120)]
     assert rows(db, "SELECT count(*) FROM domain_event WHERE tenant_id = %s AND event_type = 'CustomerRenamed'",
                 tenant) == [(120,)]
+
+
+def test_a_failure_at_commit_runs_no_after_commit_effect_and_logs_the_attempt_as_failed(bus, db, ctx, tenant):
+    """Invariants 1 and 7 together: the handler returns normally and registers an after-commit effect, but the
+    transaction fails AT its COMMIT (a deferred unique constraint, checked only then). The effect never runs, the
+    handler's writes and events are rolled back, and the attempt is still in the log, as failed."""
+    with db.connection() as conn:  # a deferrable constraint is checked at COMMIT, not at the INSERT
+        # (https://www.postgresql.org/docs/current/sql-set-constraints.html)
+        conn.execute("CREATE TABLE IF NOT EXISTS test_bus_reservation (tenant_id text NOT NULL, seat text NOT NULL, "
+                     "CONSTRAINT test_bus_reservation_once UNIQUE (tenant_id, seat) DEFERRABLE INITIALLY DEFERRED)")
+    bus.execute(c.CreateCustomer(customer_id=1, name="Ada", email="ada@x.io"), ctx)
+
+    class Reserve(Command):
+        cmd_class = "test_bus.Reserve"
+        seats: list[str]
+
+    effects: list[str] = []
+    handled: list[str] = []
+
+    def reserve(cmd, h):
+        h.conn.execute("UPDATE billing.customer SET name = 'Reserved' WHERE tenant_id = %s", (h.tenant_id,))
+        for seat in cmd.seats:
+            h.conn.execute("INSERT INTO test_bus_reservation (tenant_id, seat) VALUES (%s, %s)", (h.tenant_id, seat))
+        h.emit("SeatsReserved", {"seats": cmd.seats})
+        h.after_commit(lambda: effects.append(f"mail {cmd.seats}"))
+        handled.append("returned")
+        return {"seats": cmd.seats}
+
+    b = CommandBus(db)
+    b.register(Reserve, reserve)
+    with pytest.raises(psycopg.errors.UniqueViolation, match="test_bus_reservation_once") as err:
+        b.execute(Reserve(seats=["1A", "1A"]), ctx)
+    assert handled == ["returned"]  # the handler got through: the failure came at the COMMIT
+    assert effects == []
+    assert customer(db, tenant) == ("Ada", None)
+    assert rows(db, "SELECT count(*) FROM test_bus_reservation WHERE tenant_id = %s", tenant) == [(0,)]
+    assert events(db, tenant) == ["CustomerCreated"]
+    assert rows(db, "SELECT status, error_type FROM command_log WHERE cmd_uuid = %s", err.value.cmd_uuid) == [
+        ("failed", "UniqueViolation")]
+    assert rows(db, "SELECT status, result FROM tenant_command_log WHERE cmd_uuid = %s", err.value.cmd_uuid) == [
+        ("failed", None)]
+    assert rows(db, "SELECT count(*) FROM domain_event WHERE cmd_uuid = %s", err.value.cmd_uuid) == [(0,)]
+    # the same command without the clash commits, and only then its effect runs
+    ok = b.execute(Reserve(seats=["1A", "1B"]), ctx)
+    assert effects == ["mail ['1A', '1B']"] and customer(db, tenant) == ("Reserved", None)
+    assert rows(db, "SELECT status FROM command_log WHERE cmd_uuid = %s", ok.cmd_uuid) == [("succeeded",)]

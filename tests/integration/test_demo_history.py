@@ -24,6 +24,8 @@ from examples.billing.demo import DemoError, DemoHistory, seed, tenant_ids
 from examples.billing.errors import BillingError
 from storage.postgres import Database
 
+pytestmark = pytest.mark.slow  # seeds a whole demo history twice (about 30 s of the integration run)
+
 CUSTOMER_CHANGES = ("billing.CreateCustomer", "billing.RenameCustomer", "billing.UpdatePaymentDetails",
                     "billing.AttachCardToken")
 TIMESTAMP = {"billing.IssueInvoice": ("billing.invoice", "issued_at"), "billing.RecordLogin": ("billing.login", "at"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 from decimal import Decimal
@@ -236,3 +237,58 @@ def test_review_page_withholds_sensitive_fields_and_excluded_bodies(drafts, tena
     d = drafts.create(tenant, "alice", c.AttachCardToken(customer_id=customer, card_token=token))
     page = review_markdown(drafts, drafts.get(d.draft_uuid), drafts.project(d.draft_uuid))
     assert token not in page and "body excluded" in page
+
+
+def test_with_the_approval_lock_disabled_the_database_guard_still_executes_a_draft_once(db, tenant, customer,
+                                                                                       monkeypatch):
+    """Invariant 6 without its first line of defence: the advisory lock is a no-op, two approvals both read the
+    draft as open and both run the command (a barrier in the bus's ``started`` hook holds each until the other got
+    there); the conditional ``mark_executed`` in the command's own transaction lets exactly one commit. The other
+    is rolled back, logged as a failed attempt, and its caller gets ``DraftNotOpenError`` ("changed")."""
+    from examples.billing import setup
+    from storage import drafts as repo
+
+    monkeypatch.setattr(repo, "approval_lock", lambda *args, **kwargs: contextlib.nullcontext())
+    bus = setup(CommandBus(db), install_schema=False)
+    drafts = DraftService(bus)
+    d = drafts.create(tenant, "alice", c.RenameCustomer(customer_id=customer, name="Nova Labs"))
+    drafts.project(d.draft_uuid)
+    barrier = threading.Barrier(2, timeout=60)  # only reached on failure: with the lock on, one waits for the other
+    met: list[str] = []
+
+    def both_past_the_read(record) -> None:
+        if record.draft_uuid == d.draft_uuid:
+            barrier.wait()
+            met.append(record.actor_id)
+
+    bus.add_hook("started", both_past_the_read)
+    wins, refused, other = [], [], []
+
+    def approve(approver: str) -> None:
+        try:
+            wins.append(drafts.approve(d.draft_uuid, approver=approver))
+        except DraftNotOpenError as e:
+            refused.append(e)
+        except Exception as e:  # pragma: no cover - reported by the assertion below
+            other.append(e)
+
+    threads = [threading.Thread(target=approve, args=(name,)) for name in ("bob", "carol")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(met) == ["bob", "carol"]  # both executions started: the lock did not serialise them
+    assert other == [] and len(wins) == 1 and len(refused) == 1
+    assert refused[0].status == "changed" and "changed during its approval" in str(refused[0])
+    assert not isinstance(refused[0], DraftAlreadyExecutedError)  # it had read the draft as open
+    row = drafts.get(d.draft_uuid, tenant_id=tenant)
+    assert (row.status, row.executed_as_cmd_uuid, row.decided_by) == ("executed", wins[0].cmd_uuid,
+                                                                      wins[0].approver)
+    with db.connection() as conn:
+        logged = conn.execute("SELECT cmd_uuid, status, error_type FROM command_log WHERE draft_uuid = %s",
+                              (d.draft_uuid,)).fetchall()
+        renamed = conn.execute("SELECT count(*) FROM domain_event e JOIN command_log l USING (cmd_uuid) "
+                               "WHERE l.draft_uuid = %s", (d.draft_uuid,)).fetchone()[0]
+    assert [r for r in logged if r[1] == "succeeded"] == [(wins[0].cmd_uuid, "succeeded", None)]
+    assert [r[1:] for r in logged if r[1] != "succeeded"] == [("failed", "DraftNotOpenError")]
+    assert renamed == 1

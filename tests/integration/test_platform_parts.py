@@ -57,6 +57,7 @@ def test_prune_dead_handles_forgets_killed_holders(tmp_path):
     assert json.loads((tmp_path / ".handle_pids.json").read_text()) == [os.getpid()]
 
 
+@pytest.mark.slow  # creates and drops a database: checkpoints, tens of seconds on a busy disk
 def test_ensure_database_creates_once(pg_url):
     name = f"t_prefect_{uuid.uuid4().hex[:8]}"
     try:

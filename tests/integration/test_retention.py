@@ -295,6 +295,7 @@ def _clone(db, name: str) -> Database:
     return Database(url=db.url.replace(f"/{src}?", f"/{name}?"))
 
 
+@pytest.mark.slow  # a clone of the database and two purges per crash point
 @pytest.mark.parametrize("crash_at", ["detaching", "dropped", "batch"])
 def test_a_crash_mid_purge_is_finished_by_the_next_run_and_nothing_extra_is_deleted(fresh, crash_at):
     db, bus = fresh
@@ -331,6 +332,7 @@ def test_a_crash_mid_purge_is_finished_by_the_next_run_and_nothing_extra_is_dele
         twin.close()
 
 
+@pytest.mark.slow  # 30 days of leaves detached concurrently while a writer runs
 def test_writers_inserting_during_the_purge_see_no_error(fresh):
     db, bus = fresh
     for day in range(30):
@@ -413,3 +415,121 @@ def test_a_big_leaf_is_counted_per_tenant_in_slices_with_the_same_counts(fresh):
         whole = count_by_tenant(conn, leaf)
         sliced = count_by_tenant(conn, leaf, slice_above=0, max_rest_s=0.01)  # every leaf counts as big
     assert whole == sliced and set(sliced) == {"t1", "t2", "t3"} and all(n > 0 for n in sliced.values())
+
+
+KEYS = {"command_log": "cmd_uuid", "tenant_command_log": "cmd_uuid", "domain_event": "event_uuid",
+        "frontend_action": "action_uuid"}
+LAKE_KEYS = {"commands": "cmd_uuid", "tenant_commands": "cmd_uuid", "events": "event_uuid",
+             "frontend_actions": "action_uuid"}
+
+
+def _permanent_history(db, bus, tenant: str, when: datetime, n: int) -> None:
+    """``n`` permanent commands (``billing.CloseMonth``) with one event each, and ``n`` permanent frontend actions."""
+    bus.import_history([HistoricalCommand(
+        command=c.CloseMonth(month=f"2026-{1 + i % 12:02d}"), context=ExecutionContext(tenant_id=tenant, actor_id="a@x"),
+        started_at=when + timedelta(minutes=i), finished_at=when + timedelta(minutes=i, milliseconds=3),
+        events=(("MonthClosed", {"month": f"2026-{1 + i % 12:02d}"}),), result={"ok": True}) for i in range(n)])
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO frontend_action (action_uuid, tenant_id, actor_id, action, occurred_at, retention) "
+                        "VALUES (%s, %s, 'a@x', 'sign', %s, 'permanent')",
+                        [(uuid.uuid4(), tenant, when + timedelta(minutes=i)) for i in range(n)])
+
+
+def _permanent_keys(db) -> dict[str, set]:
+    with db.connection() as conn:
+        return {t: {r[0] for r in conn.execute(sql.SQL("SELECT {} FROM {} WHERE retention = 'permanent'").format(
+            sql.Identifier(k), sql.Identifier(t)))} for t, k in KEYS.items()}
+
+
+def _lake_permanent_keys(lake_uri: str) -> dict[str, set]:
+    return {name: {uuid.UUID(str(r[LAKE_KEYS[name]])) for r in table.to_pylist() if r["retention"] == "permanent"}
+            for name, table in _lake_rows(lake_uri).items() if table is not None}
+
+
+def test_permanent_rows_stay_in_every_table_and_lake_dataset_through_a_purge_that_drops_and_deletes(fresh, tmp_path):
+    """Invariant 5, first half, table by table: a real purge (whole leaves dropped, straddling and held leaves
+    batch-deleted, the lake rewritten) removes rows from each of the four log tables and the lake, and every
+    ``permanent`` row counted before is still there after, in Postgres and in each lake dataset."""
+    db, bus = fresh
+    lake = str(tmp_path / "lake")
+    _seed_mix(db, bus)
+    for t in ("t1", "t2"):
+        for when in (OLD, MID, NEW):
+            _permanent_history(db, bus, t, when, 3)
+    _history(bus, "t1", AS_OF - timedelta(days=10, minutes=3), 6, "login")  # straddles the cutoff: batch deletes
+    add_hold(bus, tenant="t2", subject="customer:1", reason="dispute")  # t2's leaves cannot be dropped whole
+    run_export(db, lake)
+    pg_before, lake_before = _permanent_keys(db), _lake_permanent_keys(lake)
+    assert set(pg_before) == set(TABLES) and all(pg_before.values()), pg_before
+    assert set(lake_before) == set(LAKE_KEYS) and all(lake_before.values()), lake_before
+    phases: list[str] = []
+    report = run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, step=lambda phase, detail: phases.append(phase))
+    pg_after, lake_after = _permanent_keys(db), _lake_permanent_keys(lake)
+    for table in TABLES:
+        assert len(pg_before[table] & pg_after[table]) == len(pg_before[table]), table
+    for dataset in LAKE_KEYS:
+        assert len(lake_before[dataset] & lake_after[dataset]) == len(lake_before[dataset]), dataset
+    # … and the purge did remove rows, through every path that deletes, from each table and dataset
+    assert {"dropped", "batch", "lake"} <= set(phases)
+    removed: dict[str, int] = {}
+    for row in report.counts:
+        assert row["retention"] != "permanent", row
+        removed[row["table"]] = removed.get(row["table"], 0) + row["rows"]
+    assert all(removed.get(t, 0) > 0 for t in TABLES), removed
+    assert all(removed.get(f"lake:{d}", 0) > 0 for d in LAKE_KEYS), removed
+
+
+def test_a_subject_hold_keeps_its_rows_in_postgres_and_in_the_lake_while_the_rest_of_its_partition_goes(fresh,
+                                                                                                       tmp_path):
+    """Invariant 5, second half, with the lake on: a hold on ``customer:1`` of one tenant keeps exactly that
+    subject's commands (and their events) in Postgres and in the exported Parquet — read back with pyarrow and
+    with DuckDB — while the tenant's other rows of the same partitions, and another tenant's ``customer:1``, go."""
+    from storage.lake.duckdb_journal import open_journal, query
+
+    db, bus = fresh
+    lake = str(tmp_path / "lake")
+    _history(bus, "subj", OLD, 4, "rename", customer=1)
+    _history(bus, "subj", OLD + timedelta(minutes=10), 3, "rename", customer=2)  # same day, same partitions
+    _history(bus, "subj", OLD, 2, "login")
+    _history(bus, "free", OLD, 3, "rename", customer=1)  # the same subject name in another tenant: not held
+    add_hold(bus, tenant="subj", subject="customer:1", reason="dispute")
+    run_export(db, lake)
+    app = "cmd_class LIKE 'billing.%%'"
+    with db.connection() as conn:
+        held = {r[0] for r in conn.execute(f"SELECT cmd_uuid FROM command_log WHERE tenant_id = 'subj' AND {app} "
+                                           "AND 'customer:1' = ANY (subjects)")}
+        held_events = {r[0] for r in conn.execute("SELECT event_uuid FROM domain_event WHERE cmd_uuid = ANY (%s)",
+                                                  (list(held),))}
+    assert len(held) == 4 and len(held_events) == 4
+    lake_subj = {r["cmd_uuid"] for r in _lake_rows(lake)["commands"].to_pylist()
+                 if r["tenant_id"] == "subj" and r["cmd_class"].startswith("billing.")}
+    assert len(lake_subj) == 4 + 3 + 2  # everything was exported before the purge
+    report = run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake)
+    # Postgres
+    with db.connection() as conn:
+        for table in ("command_log", "tenant_command_log"):
+            assert {r[0] for r in conn.execute(sql.SQL("SELECT cmd_uuid FROM {} WHERE tenant_id = 'subj' AND "
+                                                       + app).format(sql.Identifier(table)))} == held, table
+        assert {r[0] for r in conn.execute("SELECT event_uuid FROM domain_event WHERE tenant_id = 'subj'")} == held_events
+    for table in TABLES:
+        assert _count(db, table, "tenant_id = 'free'") == 0, table
+    # the lake, read back with pyarrow
+    tables = _lake_rows(lake)
+    uuids = lambda name, tenant, key="cmd_uuid": {uuid.UUID(str(r[key])) for r in tables[name].to_pylist()  # noqa: E731
+                                                  if r["tenant_id"] == tenant and not r.get("cmd_class", "").startswith(
+                                                      "retention.")}
+    assert uuids("commands", "subj") == held
+    assert uuids("tenant_commands", "subj") == held
+    assert uuids("events", "subj", "event_uuid") == held_events
+    assert uuids("commands", "free") == uuids("tenant_commands", "free") == uuids("events", "free", "event_uuid") == set()
+    # … and with DuckDB, as a tenant session sees it
+    con = open_journal(Lake(lake), tenant="subj")
+    try:
+        rows = lambda q: {uuid.UUID(str(r["u"])) for r in query(con, q).read_all().to_pylist()}  # noqa: E731
+        assert rows("SELECT cmd_uuid AS u FROM tenant_commands WHERE cmd_class LIKE 'billing.%'") == held
+        assert rows("SELECT cmd_uuid AS u FROM commands WHERE cmd_class LIKE 'billing.%'") == held
+        assert rows("SELECT event_uuid AS u FROM events") == held_events
+    finally:
+        con.close()
+    lake_removed = sum(r["rows"] for r in report.counts if r["table"] == "lake:commands" and r["tenant_id"] == "subj")
+    assert lake_removed == 3 + 2  # the lake partition was rewritten, not left alone

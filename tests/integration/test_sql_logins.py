@@ -248,6 +248,7 @@ def test_the_embedded_servers_socket_is_private_to_the_platforms_account(pg_url)
     assert stat.S_IMODE(socket_dir.stat().st_mode) & 0o077 == 0
 
 
+@pytest.mark.slow  # creates and drops a database: checkpoints, tens of seconds on a busy disk
 def test_a_database_the_platform_creates_later_is_closed_to_logins_too(pg_url, login):
     """`cmdlog up` creates the Prefect database after the migration ran; it restricts CONNECT right away."""
     uri, *_ = login

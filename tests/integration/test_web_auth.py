@@ -177,6 +177,7 @@ def _cli(pg_url, *args):
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow  # five CLI subprocesses, each importing the whole package and opening the database
 def test_token_create_cli_prints_a_working_token_once_and_refuses_bad_roles(db, pg_url, tenant):
     made = _cli(pg_url, "create", "--tenant", tenant, "--role", "operator", "--subject", f"alice@{tenant}")
     assert made.returncode == 0, made.stderr
