@@ -463,7 +463,8 @@ def test_permanent_rows_stay_in_every_table_and_lake_dataset_through_a_purge_tha
     assert set(pg_before) == set(TABLES) and all(pg_before.values()), pg_before
     assert set(lake_before) == set(LAKE_KEYS) and all(lake_before.values()), lake_before
     phases: list[str] = []
-    report = run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, step=lambda phase, detail: phases.append(phase))
+    report = run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, dry_run=False,
+                       step=lambda phase, detail: phases.append(phase))
     pg_after, lake_after = _permanent_keys(db), _lake_permanent_keys(lake)
     for table in TABLES:
         assert len(pg_before[table] & pg_after[table]) == len(pg_before[table]), table
@@ -504,7 +505,7 @@ def test_a_subject_hold_keeps_its_rows_in_postgres_and_in_the_lake_while_the_res
     lake_subj = {r["cmd_uuid"] for r in _lake_rows(lake)["commands"].to_pylist()
                  if r["tenant_id"] == "subj" and r["cmd_class"].startswith("billing.")}
     assert len(lake_subj) == 4 + 3 + 2  # everything was exported before the purge
-    report = run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake)
+    report = run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, dry_run=False)
     # Postgres
     with db.connection() as conn:
         for table in ("command_log", "tenant_command_log"):
