@@ -282,10 +282,9 @@ class CommandBus:
             outcome.after = observe(conn) if observe else None
         return outcome
 
-    def _execute_nested(self, command: Command, parent: HandlerContext) -> Any:
+    def _execute_nested(self, uow: _UnitOfWork, command: Command, parent: HandlerContext) -> Any:
         ctx = parent.execution.with_(causation_id=parent.cmd_uuid, replay_of=None, draft_uuid=None)
         record = self._start(command, ctx, None, log_rejection=parent.mode == "live")
-        uow = parent._uow
         hctx = self._handler_context(parent.conn, uow, record, ctx, parent.mode)
         try:
             with parent.conn.transaction():  # savepoint: a failing sub-command undoes only its own writes
@@ -367,8 +366,9 @@ class CommandBus:
 
     def _handler_context(self, conn, uow, record: CommandRecord, context: ExecutionContext, mode: Mode):
         execution = context if context.correlation_id else context.with_(correlation_id=record.correlation_id)
-        return HandlerContext(conn=conn, execution=execution, cmd_uuid=record.cmd_uuid, mode=mode, _bus=self,
-                              _uow=uow)
+        # The context runs sub-commands through this bound method (it knows the unit of work, the context does not).
+        return HandlerContext(conn=conn, execution=execution, cmd_uuid=record.cmd_uuid, mode=mode,
+                              _execute_nested=functools.partial(self._execute_nested, uow))
 
     def _finish_ok(self, record: CommandRecord, hctx: HandlerContext) -> Outcome:
         record.status = "succeeded"
