@@ -165,7 +165,7 @@ def approval_code(draft_uuid: str = typer.Argument(...),
                   as_json: bool = AS_JSON) -> None:
     """A single-use code to decide on this draft version in the Prefect UI's review form, recorded as your token's
     subject (15 minutes)."""
-    from commandlog.auth.approval_codes import issue_approval_code
+    from commandlog.drafts.review import issue_approval_code
     from commandlog.drafts.service import DraftService
     from commandlog.auth.tokens import authenticate
 

@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from commandlog.auth.approval_codes import issue_approval_code
+from commandlog.drafts.review import issue_approval_code
 from commandlog.drafts.errors import (
     ApprovalCodeError, DraftConflictError, DraftNotFoundError, DraftNotOpenError, DraftValidationError, ProjectionRequiredError,
     StaleProjectionError,

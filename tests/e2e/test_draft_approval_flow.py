@@ -13,7 +13,8 @@ import pytest
 
 from draft_runs import paused_run, resume
 
-from commandlog.auth.approval_codes import _digest, _normalise, issue_approval_code, redeem_approval_code
+from commandlog.auth.approval_codes import _digest, _normalise, redeem_approval_code
+from commandlog.drafts.review import issue_approval_code
 from commandlog.drafts.errors import DraftApprovalTimeoutError
 from commandlog.drafts.service import DraftService
 from commandlog.auth.tokens import authenticate, create_token

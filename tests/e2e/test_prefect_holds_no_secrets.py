@@ -13,7 +13,7 @@ import pytest
 
 from draft_runs import paused_run, resume
 
-from commandlog.auth.approval_codes import issue_approval_code
+from commandlog.drafts.review import issue_approval_code
 from commandlog.bootstrap import close_runtimes
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext

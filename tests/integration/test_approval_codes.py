@@ -10,7 +10,8 @@ import threading
 
 import pytest
 
-from commandlog.auth.approval_codes import _digest, _normalise, issue_approval_code, redeem_approval_code
+from commandlog.auth.approval_codes import _digest, _normalise, redeem_approval_code
+from commandlog.drafts.review import issue_approval_code
 from commandlog.drafts.errors import ApprovalCodeError
 from commandlog.drafts.review import apply_decision
 from commandlog.drafts.service import DraftService
