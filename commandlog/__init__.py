@@ -5,17 +5,19 @@ from commandlog.commands import (
 )
 from commandlog.context import ExecutionContext, HandlerContext
 from commandlog.errors import CommandLogError, CommandRejectedError, NoHandlerError, UnknownCommandError
+from commandlog.ids import uuid7
+from commandlog.redaction import WITHHELD
 
 __all__ = [
     "Command", "CommandRegistry", "ExcludeCmdBody", "NeverStoreCmdBody", "Retention", "Sensitive", "registry",
     "ExecutionContext", "HandlerContext", "CommandLogError", "CommandRejectedError", "NoHandlerError",
-    "UnknownCommandError", "CommandBus",
+    "UnknownCommandError", "CommandBus", "HistoricalCommand", "uuid7", "WITHHELD",
 ]
 
 
 def __getattr__(name: str):
-    if name == "CommandBus":  # lazy: the bus pulls in psycopg and storage
-        from commandlog.bus import CommandBus
+    if name in ("CommandBus", "HistoricalCommand"):  # lazy: `from commandlog import Command` stays light
+        from commandlog import bus  # noqa: PLC0415 — start-up cost: the bus loads psycopg_pool and storage (~0.1 s)
 
-        return CommandBus
+        return getattr(bus, name)
     raise AttributeError(name)

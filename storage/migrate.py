@@ -8,6 +8,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from storage.partitions import ensure_ahead
+from storage.partitions import UTC_TODAY
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x636D646C  # 'cmdl': one migrator at a time across processes
@@ -46,7 +48,6 @@ def upgrade(db) -> bool:
         ran = True
     # Keep a week of partitions ahead. ``ensure_ahead`` creates each as a plain table and attaches it, which locks
     # the parent only in SHARE UPDATE EXCLUSIVE mode: concurrent writers neither wait for it nor queue behind it.
-    from storage.partitions import ensure_ahead
 
     ensure_ahead(db.url, days=7)
     return ran
@@ -54,8 +55,6 @@ def upgrade(db) -> bool:
 
 def ensure_partitions(db, *, days_back: int, days_ahead: int) -> int:
     """Create the missing log partitions from ``days_back`` days ago to ``days_ahead`` days ahead (UTC days)."""
-    from storage.partitions import UTC_TODAY
-
     return ensure_partitions_between(db, f"{UTC_TODAY} - {int(days_back)}", f"{UTC_TODAY} + {int(days_ahead)}")
 
 

@@ -16,6 +16,8 @@ from psycopg_pool import ConnectionPool
 
 from storage import embedded
 from storage.errors import DatabaseUnavailableError, TenantIsolationError
+from urllib.parse import quote, urlencode
+from psycopg.conninfo import conninfo_to_dict
 
 TENANT_ROLE = "cmdlog_tenant"
 
@@ -24,9 +26,6 @@ def as_uri(conninfo: str) -> str:
     """A libpq connection string in URI form (``key=value`` strings are converted)."""
     if "://" in conninfo:
         return conninfo
-    from urllib.parse import quote, urlencode
-
-    from psycopg.conninfo import conninfo_to_dict
 
     params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items()}
     user = quote(params.pop("user", ""), safe="")
@@ -70,7 +69,7 @@ class Database:
     def engine(self):
         """A SQLAlchemy Core engine on the same database."""
         if self._engine is None:
-            from sqlalchemy import create_engine
+            from sqlalchemy import create_engine  # noqa: PLC0415 — start-up cost: SQLAlchemy, used by migrations only
 
             self._engine = create_engine(sqlalchemy_url(self.url), pool_size=2, max_overflow=8, pool_pre_ping=True)
         return self._engine
@@ -134,7 +133,7 @@ def open_database(url: str | None, *, home: Path, dbname: str = "cmdlog", migrat
             raise DatabaseUnavailableError(f"cannot start the embedded Postgres under {home}/pg: {e}") from e
     db = Database(url=url, server=server, max_connections=max_connections)
     if migrate:
-        from storage.migrate import upgrade
+        from storage.migrate import upgrade  # noqa: PLC0415 — start-up cost: Alembic + SQLAlchemy, only to migrate
 
         upgrade(db)
     return db

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from commandlog.cli import _common
+import dataclasses
 
 
 def export(
@@ -22,15 +23,13 @@ def export(
     s = _common.settings()
     uri = lake or s.lake
     if via_prefect:
-        from flows.export_snapshot import export_snapshot
+        from flows.export_snapshot import export_snapshot  # noqa: PLC0415 — start-up cost: Prefect
 
         with _common.prefect_client(s):
             result = export_snapshot(lake_uri=uri, compact=compact, min_files=min_files)
         exported, compacted = result["export"], result["compaction"]
     else:
-        import dataclasses
-
-        from commandlog.journal.export import run_compaction, run_export
+        from commandlog.journal.export import run_compaction, run_export  # noqa: PLC0415 — start-up cost: ADBC
 
         with _common.database(s) as db:
             exported = dataclasses.asdict(run_export(db, uri))

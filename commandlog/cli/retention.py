@@ -11,6 +11,10 @@ import typer
 from rich.table import Table
 
 from commandlog.cli import _common
+from commandlog.retention.policy import RetentionPolicy
+from commandlog.retention.policy import add_hold
+from commandlog.retention.policy import remove_hold
+from commandlog.retention.policy import list_holds
 
 app = typer.Typer(help="Retention cleanup and legal holds.", no_args_is_help=True)
 hold_app = typer.Typer(help="Legal holds: held rows are never purged.", no_args_is_help=True)
@@ -31,10 +35,9 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Purge entries older than their class allows (policy from CMDLOG_RETENTION_*), in Postgres and the lake."""
-    from commandlog.bootstrap import build_bus
-    from commandlog.journal.export import run_export
-    from commandlog.retention.purge import lake_for, run_purge
-    from commandlog.retention.policy import RetentionPolicy
+    from commandlog.bootstrap import build_bus  # noqa: PLC0415 — start-up cost: the bus and its connection pool
+    from commandlog.journal.export import run_export  # noqa: PLC0415 — start-up cost: ADBC
+    from commandlog.retention.purge import lake_for, run_purge  # noqa: PLC0415 — start-up cost: ADBC, via the lake purge
 
     s = _common.settings()
     policy = RetentionPolicy.from_settings(s)
@@ -67,8 +70,6 @@ def hold_add(
     actor: str | None = typer.Option(None, "--actor", help="Who adds it (default cli:<user>)."),
 ) -> None:
     """Put a tenant (or one subject of it) under a legal hold; logged as retention.AddLegalHold."""
-    from commandlog.retention.policy import add_hold
-
     with _common.bus() as bus:
         hold_id = add_hold(bus, tenant=tenant, subject=subject, reason=reason, actor=_actor(actor))
     _common.console.print(f"hold {hold_id} added on {tenant}{'/' + subject if subject else ''}")
@@ -82,8 +83,6 @@ def hold_remove(
     actor: str | None = typer.Option(None, "--actor", help="Who removes it (default cli:<user>)."),
 ) -> None:
     """Release a legal hold; logged as retention.RemoveLegalHold."""
-    from commandlog.retention.policy import remove_hold
-
     with _common.bus() as bus:
         hold_id = remove_hold(bus, tenant=tenant, subject=subject, reason=reason, actor=_actor(actor))
     _common.console.print(f"hold {hold_id} released")
@@ -96,8 +95,6 @@ def hold_list(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List legal holds, newest first."""
-    from commandlog.retention.policy import list_holds
-
     with _common.database() as db:
         holds = list_holds(db, tenant=tenant, include_released=include_released)
     if as_json:

@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from storage.private import open_private, private_dir
+import ctypes
 
 
 @dataclass(kw_only=True)
@@ -100,8 +101,6 @@ class Child:
 def _term_with_parent() -> None:
     """In the child before exec (Linux): get SIGTERM if ``up`` itself dies, even by SIGKILL."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 

@@ -36,6 +36,9 @@ from commandlog.platform.processes import Child, stop_all, wait_for
 from commandlog.settings import Settings
 from storage import server_admin
 from storage.private import open_private, private_dir, private_umask, write_private
+from commandlog.bootstrap import build_bus, open_db
+from storage.migrate import upgrade
+from examples.billing.demo import seed
 
 PREFECT_DATABASE = "prefect"
 
@@ -139,9 +142,6 @@ class Platform:
 
     def start(self) -> None:
         """Bring every component up, in dependency order, waiting for each to be ready."""
-        from commandlog.bootstrap import build_bus, open_db
-        from storage.migrate import upgrade
-
         o = self.options
         self.external_api_url = os.environ.get("PREFECT_API_URL") or None
         self._check_ports()
@@ -305,8 +305,6 @@ class Platform:
         raise PlatformError(message)
 
     def _seed(self, bus) -> None:
-        from examples.billing.demo import seed
-
         with self.db.connection() as conn:
             if conn.execute("SELECT EXISTS (SELECT 1 FROM command_log)").fetchone()[0]:
                 self.echo("demo: the log already has activity, not seeding again")

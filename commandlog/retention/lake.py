@@ -24,6 +24,7 @@ from commandlog.retention.policy import RetentionPolicy
 from storage import export_ledger as ledger
 from storage.lake.datasets import Lake, LakeFile, partition_of
 from storage.partitions import PURGEABLE_CLASSES
+from commandlog.journal.export import run_compaction
 
 TIME_COLUMN = {"commands": "started_at", "tenant_commands": "started_at", "events": "occurred_at",
                "frontend_actions": "occurred_at"}
@@ -33,8 +34,6 @@ Removed = dict[tuple[str, str], dict[str, int]]
 
 def purge_lake(db, lake_uri: str, policy: RetentionPolicy, *, as_of: datetime, dry_run: bool = False) -> Removed:
     """Remove (dry run: count) the lake's expired rows; what was removed per dataset, class and tenant."""
-    from commandlog.journal.export import run_compaction
-
     lake = Lake(lake_uri)
     if lake.manifest() is None:
         return {}

@@ -33,6 +33,7 @@ from commandlog.retention.policy import Purge, PurgeCount, RetentionError, Reten
 from storage import export_ledger, partitions
 from storage import retention as store
 from storage.partitions import PURGEABLE_CLASSES, TIME_COLUMN, Partition
+from commandlog.retention.lake import purge_lake
 
 Step = Callable[[str, str], None]
 """``step(phase, detail)``: progress callback (tests inject crashes here)."""
@@ -137,8 +138,6 @@ def _execute(db, bus, run: store.RunRow, step: Step) -> PurgeReport:
             step("dropped", leaf)
         _walk(db, dconn, run, policy, step)
     if run.lake_uri:
-        from commandlog.retention.lake import purge_lake
-
         removed = purge_lake(db, run.lake_uri, policy, as_of=run.as_of, dry_run=False)
         with db.connection() as conn:
             for (dataset, retention), per_tenant in removed.items():
@@ -270,8 +269,6 @@ def _dry_run(db, policy: RetentionPolicy, *, as_of: datetime, lake_uri: str | No
                         counts = store.count_expired(conn, table=table, leaf=leaf.name, cut=cut, export_bound=bound)
                     steps.append({"table": table, "retention": retention, "counts": counts})
     if lake_uri:
-        from commandlog.retention.lake import purge_lake
-
         for (dataset, retention), per_tenant in purge_lake(db, lake_uri, policy, as_of=as_of, dry_run=True).items():
             steps.append({"table": f"lake:{dataset}", "retention": retention, "counts": per_tenant})
     return PurgeReport(run_id=None, as_of=as_of, dry_run=True, counts=_aggregate(steps), partitions_dropped=dropped,

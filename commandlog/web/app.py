@@ -19,6 +19,7 @@ from commandlog.web.activity import router as activity_router
 from commandlog.web.bodies import BodyLimits, RequestGuardMiddleware
 from commandlog.web.drafts import router as drafts_router
 from commandlog.web.journal import router as journal_router
+from commandlog.bootstrap import runtime
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 3.0
@@ -31,8 +32,6 @@ def create_app(settings: Settings | None = None, *, db=None, bus=None) -> FastAP
     """The web application on ``db``/``bus`` (the process-wide runtime of ``settings`` when not given)."""
     settings = settings or Settings.from_env()
     if db is None:
-        from commandlog.bootstrap import runtime
-
         db, bus = runtime(settings)
 
     app = FastAPI(title="commandlog", version="0.1.0", docs_url=None, redoc_url=None,  # docs.install serves them

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from commandlog.context import HandlerContext
+from commandlog import HandlerContext
 from examples.billing import commands as c
 from examples.billing import mailer as mail
 from examples.billing.errors import CustomerNotFoundError, InvoiceNotFoundError, InvoiceStateError

@@ -19,11 +19,10 @@ import signal
 import threading
 from decimal import Decimal
 
-from commandlog import Command
-from commandlog.context import ExecutionContext
-from commandlog.errors import CommandLogError
+from commandlog import Command, CommandLogError, ExecutionContext
 from examples.billing import commands as c
 from examples.billing.demo import COMPANY, FIRST_NAMES, NOUN
+from commandlog.bootstrap import close_runtimes, runtime
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +107,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     log.setLevel(logging.INFO)
-
-    from commandlog.bootstrap import close_runtimes, runtime
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
