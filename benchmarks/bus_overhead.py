@@ -38,7 +38,7 @@ def untraced(db: Database, cmd: c.RenameCustomer, ctx: ExecutionContext) -> None
     """The handler alone: same connection pool, same transaction shape, no log rows."""
     with db.connection() as conn:
         with conn.transaction():
-            hctx = HandlerContext(conn=conn, execution=ctx, cmd_uuid=None, mode="live", _bus=None, _uow=None)
+            hctx = HandlerContext(conn=conn, execution=ctx, cmd_uuid=None, mode="live", _execute_nested=None)
             rename_customer(cmd, hctx)
 
 

@@ -32,10 +32,10 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks._common import add_repeat_argument, loadavg, percentile, print_summary, repeat
-from commandlog.monitor.publisher import CHANNEL, install_publisher
+from commandlog.auth.tokens import create_token
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
-from commandlog.auth.tokens import create_token
+from commandlog.monitor.publisher import CHANNEL, install_publisher
 from examples.billing import commands as c
 from examples.billing import setup
 from storage.postgres import Database, open_database
@@ -49,11 +49,11 @@ def baseline_app():
     """The thinnest pipeline on the same stack: LISTEN on one psycopg connection, send each payload to every socket."""
     import psycopg
     from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocketDisconnect
 
     from commandlog.monitor.channel_seal import ChannelSeal
     from storage.channel_key import load_key_async
-    from starlette.routing import WebSocketRoute
-    from starlette.websockets import WebSocketDisconnect
 
     sockets: set = set()
 

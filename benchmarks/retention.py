@@ -46,9 +46,9 @@ from psycopg import sql
 from benchmarks._common import add_repeat_argument, loadavg, percentile, print_summary, repeat
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
-from commandlog.retention.purge import run_purge
 from commandlog.retention.policy import RetentionPolicy
 from commandlog.retention.policy import setup as retention_setup
+from commandlog.retention.purge import run_purge
 from examples.billing import commands as c
 from examples.billing import setup as billing_setup
 from examples.billing.demo import history

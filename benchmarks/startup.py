@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import add_repeat_argument, loadavg, print_summary, repeat
-
 import httpx
+
+from benchmarks._common import add_repeat_argument, loadavg, print_summary, repeat
 
 BIN = Path(sys.executable).parent
 TARGET_SECONDS = 30.0

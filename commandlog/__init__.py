@@ -3,24 +3,46 @@
 from typing import TYPE_CHECKING
 
 from commandlog.commands import (
-    Command, CommandRegistry, ExcludeCmdBody, NeverStoreCmdBody, Retention, Sensitive, registry,
+    Command,
+    CommandRegistry,
+    ExcludeCmdBody,
+    NeverStoreCmdBody,
+    Retention,
+    Sensitive,
+    registry,
 )
 from commandlog.context import ExecutionContext, HandlerContext
 from commandlog.errors import CommandLogError, CommandRejectedError, NoHandlerError, UnknownCommandError
+from commandlog.ids import uuid7
+from commandlog.redaction import WITHHELD
 
-if TYPE_CHECKING:
-    from commandlog.bus import CommandBus
+if TYPE_CHECKING:  # imported on first use below
+    from commandlog.bus import CommandBus, HistoricalCommand
 
 __all__ = [
-    "Command", "CommandRegistry", "ExcludeCmdBody", "NeverStoreCmdBody", "Retention", "Sensitive", "registry",
-    "ExecutionContext", "HandlerContext", "CommandLogError", "CommandRejectedError", "NoHandlerError",
-    "UnknownCommandError", "CommandBus",
+    "WITHHELD",
+    "Command",
+    "CommandBus",
+    "CommandLogError",
+    "CommandRegistry",
+    "CommandRejectedError",
+    "ExcludeCmdBody",
+    "ExecutionContext",
+    "HandlerContext",
+    "HistoricalCommand",
+    "NeverStoreCmdBody",
+    "NoHandlerError",
+    "Retention",
+    "Sensitive",
+    "UnknownCommandError",
+    "registry",
+    "uuid7",
 ]
 
 
-def __getattr__(name: str) -> "type[CommandBus]":
-    if name == "CommandBus":  # lazy: the bus pulls in psycopg and storage
-        from commandlog.bus import CommandBus
+def __getattr__(name: str) -> object:
+    if name in ("CommandBus", "HistoricalCommand"):  # lazy: `from commandlog import Command` stays light
+        from commandlog import bus  # noqa: PLC0415 — start-up cost: the bus loads psycopg_pool and storage (~0.1 s)
 
-        return CommandBus
+        return getattr(bus, name)
     raise AttributeError(name)

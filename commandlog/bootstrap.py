@@ -6,9 +6,10 @@ from __future__ import annotations
 import importlib
 import threading
 
-from commandlog.retention import policy as retention
 from commandlog.bus import CommandBus
 from commandlog.errors import ConfigurationError
+from commandlog.monitor.publisher import install_publisher
+from commandlog.retention import policy as retention
 from commandlog.settings import Settings
 from storage.postgres import Database, open_database
 
@@ -39,8 +40,6 @@ def build_bus(db: Database, settings: Settings) -> CommandBus:
             raise ConfigurationError(f"CMDLOG_APPS names {name!r}, which has no setup(bus) function")
         setup(bus)
     # [monitor] every live attempt is published with NOTIFY after commit, whichever process runs it.
-    from commandlog.monitor.publisher import install_publisher
-
     install_publisher(bus)
     return bus
 

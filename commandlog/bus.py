@@ -21,21 +21,20 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from commandlog.commands import Command, CommandRegistry, registry as default_registry
-from commandlog.context import EventRecord, ExecutionContext, HandlerContext, Mode
 from commandlog.command_json import check_storable, may_be_unstorable, storable_text
+from commandlog.commands import Command, CommandRegistry
+from commandlog.commands import registry as default_registry
+from commandlog.context import EventRecord, ExecutionContext, HandlerContext, Mode
 from commandlog.errors import CommandRejectedError, NoHandlerError, UnknownCommandError, UnstorableValueError
 from commandlog.ids import uuid7
 from commandlog.records import CommandRecord, Outcome, Status
 from commandlog.redaction import has_sensitive, redact, scrub, sensitive_values
-from commandlog.validation import context_errors
+from commandlog.validation import context_errors, errors_text, validation_errors
 from commandlog.validation import dumps as _dumps
 from commandlog.validation import encode_body as _encode_body
-from commandlog.validation import errors_text
 from commandlog.validation import json_or_none as _json_or_none
 from commandlog.validation import serialisation_error as _serialisation_error
 from commandlog.validation import to_json as _to_json
-from commandlog.validation import validation_errors
 from storage import logs
 from storage.errors import original_error
 from storage.postgres import Connection, Database, transaction_open
@@ -285,10 +284,9 @@ class CommandBus:
             outcome.after = observe(conn) if observe else None
         return outcome
 
-    def _execute_nested(self, command: Command, parent: HandlerContext) -> Any:
+    def _execute_nested(self, uow: _UnitOfWork, command: Command, parent: HandlerContext) -> Any:
         ctx = parent.execution.with_(causation_id=parent.cmd_uuid, replay_of=None, draft_uuid=None)
         record = self._start(command, ctx, None, log_rejection=parent.mode == "live")
-        uow = parent._uow
         hctx = self._handler_context(parent.conn, uow, record, ctx, parent.mode)
         try:
             with parent.conn.transaction():  # savepoint: a failing sub-command undoes only its own writes
@@ -372,8 +370,9 @@ class CommandBus:
     def _handler_context(self, conn: Connection, uow: _UnitOfWork, record: CommandRecord,
                          context: ExecutionContext, mode: Mode) -> HandlerContext:
         execution = context if context.correlation_id else context.with_(correlation_id=record.correlation_id)
-        return HandlerContext(conn=conn, execution=execution, cmd_uuid=record.cmd_uuid, mode=mode, _bus=self,
-                              _uow=uow)
+        # The context runs sub-commands through this bound method (it knows the unit of work, the context does not).
+        return HandlerContext(conn=conn, execution=execution, cmd_uuid=record.cmd_uuid, mode=mode,
+                              _execute_nested=functools.partial(self._execute_nested, uow))
 
     def _finish_ok(self, record: CommandRecord, hctx: HandlerContext) -> Outcome:
         record.status = "succeeded"

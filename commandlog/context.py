@@ -7,14 +7,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
 
+from commandlog.commands import Command
+from commandlog.ids import uuid7
 from storage.postgres import Connection
-
-if TYPE_CHECKING:
-    from commandlog.bus import CommandBus, _UnitOfWork
-    from commandlog.commands import Command
 
 Mode = Literal["live", "projection", "dry_run"]
 
@@ -57,6 +55,14 @@ class EventRecord:
     """When it was emitted."""
 
 
+class NestedExecution(Protocol):
+    """Runs a sub-command in its parent's transaction: the bus hands one to every ``HandlerContext`` it makes, so this
+    module, below the bus, never imports it."""
+
+    def __call__(self, command: Command, parent: HandlerContext) -> Any:
+        """Execute ``command`` as a sub-command of ``parent`` and return its result."""
+
+
 @dataclass(kw_only=True)
 class HandlerContext:
     """Given to a handler: its transaction's connection and the ways to emit events, defer effects and nest commands."""
@@ -69,8 +75,7 @@ class HandlerContext:
     """Id of the command being handled."""
     mode: Mode
     """``live``, or ``projection``/``dry_run`` (always rolled back, no after-commit effects)."""
-    _bus: CommandBus = field(repr=False)
-    _uow: _UnitOfWork = field(repr=False)
+    _execute_nested: NestedExecution = field(repr=False)
     events: list[EventRecord] = field(default_factory=list)
     _after_commit: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
@@ -86,11 +91,8 @@ class HandlerContext:
 
     def emit(self, event_type: str, payload: dict[str, Any] | None = None) -> uuid.UUID:
         """Record a domain event; it is written with the command's log rows, in the same transaction."""
-        from commandlog.bus import _now
-        from commandlog.ids import uuid7
-
         event = EventRecord(event_uuid=uuid7(), cmd_uuid=self.cmd_uuid, event_type=event_type,
-                            payload=dict(payload or {}), occurred_at=_now())
+                            payload=dict(payload or {}), occurred_at=datetime.now(UTC))
         self.events.append(event)
         return event.event_uuid
 
@@ -100,4 +102,4 @@ class HandlerContext:
 
     def execute(self, command: Command) -> Any:
         """Execute a sub-command in this transaction: it inherits the correlation and records this one as cause."""
-        return self._bus._execute_nested(command, self)
+        return self._execute_nested(command, self)

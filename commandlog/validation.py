@@ -12,7 +12,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from commandlog.command_json import text_problem
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
-from commandlog.errors import errors_text as errors_text  # re-exported: the text form of validation_errors
+from commandlog.errors import errors_text  # noqa: F401 — re-exported: the text form of validation_errors
 
 
 def dumps(value: Any) -> str:

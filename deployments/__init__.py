@@ -15,7 +15,12 @@ from prefect import Flow
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron
 
+from commandlog.retention.policy import RetentionPolicy
 from commandlog.settings import Settings
+from flows.draft_approval import draft_approval
+from flows.export_snapshot import export_snapshot
+from flows.replay_commands import replay_commands
+from flows.retention_cleanup import retention_cleanup
 
 TAGS = ["commandlog"]
 
@@ -30,16 +35,12 @@ def _deployment(flow: Flow[..., Any], name: str, **kwargs: Any) -> RunnerDeploym
 
 def export_snapshot_hourly(settings: Settings) -> RunnerDeployment:
     """``export-snapshot/hourly``: incremental Parquet snapshot of the log, at minute 0 of every hour (UTC)."""
-    from flows.export_snapshot import export_snapshot
-
     return _deployment(export_snapshot, "hourly", schedules=[Cron("0 * * * *", timezone="UTC")],
                        description="Export the new log rows to the Parquet lake (incremental; rerun-safe).")
 
 
 def replay_commands_on_demand(settings: Settings) -> RunnerDeployment:
     """``replay-commands/on-demand``: replay logged commands from a form (dry run by default); one run at a time."""
-    from flows.replay_commands import replay_commands
-
     return _deployment(replay_commands, "on-demand", concurrency_limit=1,
                        description="Replay logged commands: dry run with outcome diff, or execute to recover "
                                    "failures (each original at most once per request; rerun-safe).")
@@ -47,8 +48,6 @@ def replay_commands_on_demand(settings: Settings) -> RunnerDeployment:
 
 def draft_approval_on_demand(settings: Settings) -> RunnerDeployment:
     """``draft-approval/on-demand``: review a draft's projection in the UI, then approve (execute once) or reject."""
-    from flows.draft_approval import draft_approval
-
     return _deployment(draft_approval, "on-demand",
                        description="Project a draft, show the before/after diff, pause for approve/reject/edit; "
                                    "approve executes it exactly once (rerun-safe).")
@@ -57,9 +56,6 @@ def draft_approval_on_demand(settings: Settings) -> RunnerDeployment:
 def retention_cleanup_daily(settings: Settings) -> RunnerDeployment:
     """``retention-cleanup/daily``: purge expired entries (cron ``CMDLOG_RETENTION_CRON``, default 03:30, in
     ``CMDLOG_RETENTION_TIMEZONE``, default UTC); the schedule purges, a manual run defaults to a dry run."""
-    from commandlog.retention.policy import RetentionPolicy
-    from flows.retention_cleanup import retention_cleanup
-
     cron = settings.extra.get("CMDLOG_RETENTION_CRON") or "30 3 * * *"
     tz = settings.extra.get("CMDLOG_RETENTION_TIMEZONE") or "UTC"
     return _deployment(retention_cleanup, "daily", concurrency_limit=1,

@@ -13,24 +13,24 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Crashed
+
 MESSAGE = "the platform stopped while this run was running (cmdlog up restarted)"
 
 
 def crash_orphaned_runs(deployment_names: list[str], *, message: str = MESSAGE) -> list[UUID]:
     """Set every RUNNING/PENDING served run of ``deployment_names`` (``flow/deployment``) to Crashed; return their
     ids."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.exceptions import ObjectNotFound
-    from prefect.states import Crashed
-
     crashed: list[UUID] = []
     with get_client(sync_client=True) as client:
         ids = []

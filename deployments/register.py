@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import argparse
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
 from commandlog.settings import Settings
 from deployments import all_deployments, deployment_names
 
 
 def ensure_pool(name: str, *, pool_type: str = "process") -> bool:
     """Create work pool ``name`` of ``pool_type`` when missing; True if it was created now."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
     with get_client(sync_client=True) as client:
         try:
             client.read_work_pool(name)

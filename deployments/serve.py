@@ -14,6 +14,10 @@ import os
 import time
 from pathlib import Path
 
+import httpx
+import prefect
+from prefect.settings import PREFECT_API_URL
+
 from deployments import all_deployments, deployment_names
 from deployments.recover import crash_orphaned_runs
 
@@ -26,8 +30,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="Write the deployment names (and runs marked Crashed) here (JSON).")
     parser.add_argument("--api-timeout", type=float, default=180.0, help="Seconds to wait for the Prefect API.")
     args = parser.parse_args(argv)
-
-    import prefect
 
     deployments = all_deployments()
     _wait_for_api(args.api_timeout)
@@ -45,9 +47,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def _wait_for_api(timeout: float) -> None:
     """Wait until PREFECT_API_URL answers, so this process can start (and import) while the server boots."""
-    import httpx
-    from prefect.settings import PREFECT_API_URL
-
     url, deadline = f"{PREFECT_API_URL.value().rstrip('/')}/health", time.monotonic() + timeout
     while True:
         try:

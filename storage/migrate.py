@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
+from storage.partitions import UTC_TODAY, ensure_ahead
 from storage.rows import one_row
 
-if TYPE_CHECKING:  # storage.postgres runs the migrations when it opens a database: no import back at run time
-    from storage.postgres import Database
+
+class Database(Protocol):
+    """What migrating needs of ``storage.postgres.Database`` (which runs the migrations when it opens a database,
+    so this module does not import it back)."""
+
+    url: str
+
+    @property
+    def engine(self) -> Engine: ...
+
+    def connection(self) -> contextlib.AbstractContextManager[psycopg.Connection]: ...
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x636D646C  # 'cmdl': one migrator at a time across processes
@@ -52,7 +65,6 @@ def upgrade(db: Database) -> bool:
         ran = True
     # Keep a week of partitions ahead. ``ensure_ahead`` creates each as a plain table and attaches it, which locks
     # the parent only in SHARE UPDATE EXCLUSIVE mode: concurrent writers neither wait for it nor queue behind it.
-    from storage.partitions import ensure_ahead
 
     ensure_ahead(db.url, days=7)
     return ran
@@ -60,8 +72,6 @@ def upgrade(db: Database) -> bool:
 
 def ensure_partitions(db: Database, *, days_back: int, days_ahead: int) -> int:
     """Create the missing log partitions from ``days_back`` days ago to ``days_ahead`` days ahead (UTC days)."""
-    from storage.partitions import UTC_TODAY
-
     return ensure_partitions_between(db, f"{UTC_TODAY} - {int(days_back)}", f"{UTC_TODAY} + {int(days_ahead)}")
 
 

@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from storage import embedded
@@ -37,9 +39,6 @@ def as_uri(conninfo: str) -> str:
     """A libpq connection string in URI form (``key=value`` strings are converted)."""
     if "://" in conninfo:
         return conninfo
-    from urllib.parse import quote, urlencode
-
-    from psycopg.conninfo import conninfo_to_dict
 
     params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items()}
     user = quote(params.pop("user", ""), safe="")
@@ -83,7 +82,7 @@ class Database:
     def engine(self) -> Engine:
         """A SQLAlchemy Core engine on the same database."""
         if self._engine is None:
-            from sqlalchemy import create_engine
+            from sqlalchemy import create_engine  # noqa: PLC0415 — start-up cost: SQLAlchemy, used by migrations only
 
             self._engine = create_engine(sqlalchemy_url(self.url), pool_size=2, max_overflow=8, pool_pre_ping=True)
         return self._engine
@@ -150,7 +149,7 @@ def open_database(url: str | None, *, home: Path, dbname: str = "cmdlog", migrat
             raise DatabaseUnavailableError(f"cannot start the embedded Postgres under {home}/pg: {e}") from e
     db = Database(url=url, server=server, max_connections=max_connections)
     if migrate:
-        from storage.migrate import upgrade
+        from storage.migrate import upgrade  # noqa: PLC0415 — start-up cost: Alembic + SQLAlchemy, only to migrate
 
         upgrade(db)
     return db

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Protocol, TypeVar
 
-_Row = TypeVar("_Row", covariant=True)
+_Row_co = TypeVar("_Row_co", covariant=True)
 _T = TypeVar("_T")
 
 
-class _Fetches(Protocol[_Row]):
+class _Fetches(Protocol[_Row_co]):
     """A cursor (psycopg, DuckDB): ``fetchone`` returns the next row or ``None``."""
 
-    def fetchone(self) -> _Row | None: ...
+    def fetchone(self) -> _Row_co | None: ...
 
 
 def one_row(cursor: _Fetches[_T]) -> _T:

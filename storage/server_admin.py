@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from urllib.parse import quote
 
-import psycopg
 import psutil
+import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 

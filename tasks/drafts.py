@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.runtime import flow_run
+from prefect.states import Failed
 
 from commandlog.bootstrap import runtime
 from commandlog.drafts.review import FINAL, apply_decision, review_markdown
@@ -38,10 +42,6 @@ def project_draft(draft_uuid: uuid.UUID, note: str | None = None) -> dict:
 
 def fail_run(message: str) -> None:
     """Fail the current flow run with ``message`` now (before the pause-expiry message of the server wins)."""
-    from prefect.client.orchestration import get_client
-    from prefect.runtime import flow_run
-    from prefect.states import Failed
-
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(flow_run.id, Failed(message=message), force=True)
 
@@ -53,10 +53,6 @@ def forget_decision_input() -> int:
     The server keeps a resume's input in its ``flow_run_input`` table; an edited body may carry sensitive fields
     (an IBAN) that must live only in our tenant-scoped tables. "Already gone" counts as done (rerun-safe).
     """
-    import httpx
-    from prefect.client.orchestration import get_client
-    from prefect.runtime import flow_run
-
     deleted = 0
     with get_client(sync_client=True) as client:
         for item in client.filter_flow_run_input(flow_run.id, key_prefix="paused-", limit=1000, exclude_keys=set()):

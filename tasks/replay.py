@@ -9,14 +9,14 @@ from __future__ import annotations
 import uuid
 
 from prefect import Task, get_run_logger, task
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
 
-from commandlog.replay import service as replay
 from commandlog.bootstrap import runtime
 from commandlog.errors import CommandLogError
+from commandlog.replay import service as replay
 
 
 def _transient(task: Task, task_run: TaskRun, state: State) -> bool:

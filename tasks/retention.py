@@ -11,8 +11,8 @@ from prefect.artifacts import create_table_artifact
 
 from commandlog.bootstrap import runtime
 from commandlog.retention.cleanup import run_cleanup
-from commandlog.retention.purge import lake_for, summary_line
 from commandlog.retention.policy import RetentionPolicy
+from commandlog.retention.purge import lake_for, summary_line
 from commandlog.settings import Settings
 
 

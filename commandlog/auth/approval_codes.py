@@ -8,6 +8,9 @@ SHA-256 is stored, with the draft and the draft version it is good for, the toke
 to, and an expiry (``CODE_TTL``). Redeeming it is atomic and happens once: the recorded approver is the token's
 subject. A code for another draft or version (an edit makes a new version), an expired or used code, or one whose
 token was revoked or may not approve is refused with the reason.
+
+This module knows codes, not drafts: ``commandlog.drafts.review.issue_approval_code`` checks the draft is open and
+calls ``issue_code`` (drafts depend on auth, never the reverse).
 """
 
 from __future__ import annotations
@@ -19,20 +22,30 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from commandlog.drafts.errors import ApprovalCodeError, DraftAlreadyExecutedError, DraftNotOpenError
-from commandlog.drafts.service import DraftService
 from commandlog.auth.tokens import PermissionDeniedError, Principal
+from commandlog.errors import CommandLogError
 from storage import approval_codes as store
 from storage.approval_codes import CodeGrant
 from storage.postgres import Database
 
-__all__ = ["CODE_TTL", "CodeGrant", "IssuedCode", "issue_approval_code", "redeem_approval_code"]
+__all__ = ["CODE_TTL", "ApprovalCodeError", "CodeGrant", "IssuedCode", "check_may_approve", "issue_code",
+           "redeem_approval_code"]
 
 CODE_TTL = dt.timedelta(minutes=15)
 """How long a code may wait before it is used."""
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base 32: no I, L, O, U
 _CODE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{12}$")
 _TYPOS = str.maketrans({"O": "0", "I": "1", "L": "1"})
+
+
+class ApprovalCodeError(CommandLogError):
+    """An approval code cannot be used for this decision; the message says why (the field is ``approval_code``)."""
+
+    field = "approval_code"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"approval_code: {reason}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,25 +69,22 @@ class IssuedCode:
                 "subject": self.subject, "expires_at": self.expires_at.isoformat()}
 
 
-def issue_approval_code(drafts: DraftService, principal: Principal, draft_uuid: uuid.UUID | str, *,
-                        tenant_id: str | None, ttl: dt.timedelta = CODE_TTL) -> IssuedCode:
-    """A code for the open draft's current version, issued to ``principal`` (an operator or admin token).
-
-    ``tenant_id`` is the tenant the caller may act for (None for an admin acting on any tenant's draft).
-    """
+def check_may_approve(principal: Principal) -> None:
+    """Refuse a token that may not decide on drafts (codes are issued to operator and admin tokens only)."""
     if not principal.satisfies("operator"):
         raise PermissionDeniedError(f"approval codes are issued to operator tokens; this token has {principal.role}")
-    draft = drafts.get(draft_uuid, tenant_id=tenant_id)
-    if draft.status == "executed":
-        raise DraftAlreadyExecutedError(draft.draft_uuid, draft.executed_as_cmd_uuid)
-    if draft.status != "open":
-        raise DraftNotOpenError(draft.draft_uuid, draft.status)
+
+
+def issue_code(db: Database, principal: Principal, *, draft_uuid: uuid.UUID, draft_version: int, tenant_id: str,
+               ttl: dt.timedelta = CODE_TTL) -> IssuedCode:
+    """A code for ``draft_uuid`` at ``draft_version`` (of ``tenant_id``), issued to ``principal`` (an operator or
+    admin token); the caller has checked that this version is open for a decision."""
+    check_may_approve(principal)
     raw = "".join(secrets.choice(_ALPHABET) for _ in range(12))
-    expires = store.insert_code(drafts.db, code_sha256=_digest(raw), draft_uuid=draft.draft_uuid,
-                                draft_version=draft.version, tenant_id=draft.tenant_id, token_id=principal.token_id,
-                                subject=principal.actor, ttl=ttl)
-    return IssuedCode(code="-".join(raw[i:i + 4] for i in range(0, 12, 4)), draft_uuid=draft.draft_uuid,
-                      draft_version=draft.version, subject=principal.actor, expires_at=expires)
+    expires = store.insert_code(db, code_sha256=_digest(raw), draft_uuid=draft_uuid, draft_version=draft_version,
+                                tenant_id=tenant_id, token_id=principal.token_id, subject=principal.actor, ttl=ttl)
+    return IssuedCode(code="-".join(raw[i:i + 4] for i in range(0, 12, 4)), draft_uuid=draft_uuid,
+                      draft_version=draft_version, subject=principal.actor, expires_at=expires)
 
 
 def redeem_approval_code(db: Database, code: str, *, draft_uuid: uuid.UUID, draft_version: int) -> CodeGrant:

@@ -15,6 +15,7 @@ from commandlog.auth.tokens import AuthenticationError, Principal, principal_of
 from storage import tokens as token_store
 from storage import ws_tickets as store
 from storage.postgres import Database
+
 TICKET_TTL = dt.timedelta(seconds=30)
 """How long a ticket may wait before it is used."""
 _TICKET = re.compile(r"^wst_[A-Za-z0-9_-]{20,128}$")

@@ -26,6 +26,7 @@ from commandlog.errors import CommandLogError
 from storage import tokens as store
 from storage.postgres import Database
 from storage.tokens import Role
+
 ROLES: tuple[str, ...] = get_args(Role)
 PREFIX = "cl_"
 _TOKEN = re.compile(r"^cl_([0-9a-f]{12})\.([A-Za-z0-9_-]{20,128})$")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import typer
 
 from commandlog.cli import db as _db
+from commandlog.cli import demo as _demo
+from commandlog.cli import deploy as _deploy
+from commandlog.cli import draft as _draft
 from commandlog.cli import export as _export
 from commandlog.cli import journal as _journal
-from commandlog.cli import deploy as _deploy
-from commandlog.cli import demo as _demo
-from commandlog.cli import draft as _draft
 from commandlog.cli import log as _log
 from commandlog.cli import replay as _replay
 from commandlog.cli import retention as _retention

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 
 from commandlog.errors import CommandLogError
+from commandlog.platform.prefect_auth import local_client_settings
 from commandlog.settings import Settings
 from storage.errors import StorageError
 
@@ -32,7 +34,7 @@ def settings() -> Settings:
 @contextlib.contextmanager
 def database(s: Settings | None = None) -> Iterator:
     """The migrated database for a command; closed (embedded server released) at the end."""
-    from commandlog.bootstrap import open_db
+    from commandlog.bootstrap import open_db  # noqa: PLC0415 — start-up cost: the bus and its connection pool
 
     db = open_db(s or settings())
     try:
@@ -44,7 +46,7 @@ def database(s: Settings | None = None) -> Iterator:
 @contextlib.contextmanager
 def bus(s: Settings | None = None) -> Iterator:
     """A bus with the configured apps registered, on the migrated database."""
-    from commandlog.bootstrap import build_bus
+    from commandlog.bootstrap import build_bus  # noqa: PLC0415 — start-up cost: the bus and its connection pool
 
     s = s or settings()
     with database(s) as db:
@@ -56,15 +58,11 @@ def prefect_client(s: Settings | None = None) -> Iterator:
     """Prefect settings for a command that calls the Prefect API: while ``cmdlog up`` runs on this home with its own
     server, that server's URL and auth string (``commandlog.platform.prefect_auth``); otherwise what the user
     configured."""
-    import os
-
-    from commandlog.platform.prefect_auth import local_client_settings
-
     updates = local_client_settings((s or settings()).home, os.environ)
     if not updates:
         yield
         return
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings  # noqa: PLC0415 — start-up cost: Prefect
 
     with temporary_settings(updates={PREFECT_API_URL: updates["PREFECT_API_URL"],
                                      PREFECT_API_AUTH_STRING: updates["PREFECT_API_AUTH_STRING"]}):

@@ -19,12 +19,12 @@ def deploy(
 ) -> None:
     """Apply export-snapshot and the other deployments to POOL on the server of PREFECT_API_URL."""
     if not os.environ.get("PREFECT_API_URL"):
-        from prefect.settings import PREFECT_API_URL
+        from prefect.settings import PREFECT_API_URL  # noqa: PLC0415 — start-up cost: Prefect
 
         if not PREFECT_API_URL.value():
             _common.fail("PREFECT_API_URL is not set: point it at your Prefect server (e.g. http://host:4200/api)")
     # The CLI is the composition root: it may reach up to deployments/, which nothing below it imports.
-    from deployments.register import register
+    from deployments.register import register  # noqa: PLC0415 — start-up cost: Prefect
 
     try:
         names = register(pool, settings=_common.settings(), create_pool=create, only=only or None)

@@ -12,7 +12,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from commandlog import command_json
+from commandlog.auth.tokens import authenticate
 from commandlog.cli import _common
+from commandlog.drafts.review import issue_approval_code, review_markdown
+from commandlog.drafts.service import DraftService
 from commandlog.errors import UnstorableValueError
 
 if TYPE_CHECKING:  # the CLI imports services where a command needs them (start-up time)
@@ -73,8 +76,6 @@ def create(cmd_class: str = typer.Argument(..., help="Registered command class, 
            actor: str = typer.Option(..., "--actor", help="Who prepares the draft."),
            body: str = typer.Option(..., "--body", help="The command body as JSON, or @file.json.")) -> None:
     """Create a draft from a JSON body (validated; errors name the field); prints its id."""
-    from commandlog.drafts.service import DraftService
-
     with _common.bus() as bus:
         d = DraftService(bus).create(tenant, actor, cmd_class=cmd_class, body=_body(body))
     print(d.draft_uuid)
@@ -84,8 +85,6 @@ def create(cmd_class: str = typer.Argument(..., help="Registered command class, 
 def list_(tenant: str = TENANT, status: str = typer.Option(None, "--status", help="open|executed|rejected|discarded."),
           n: int = typer.Option(50, "-n", min=1, max=1000, help="How many."), as_json: bool = AS_JSON) -> None:
     """The tenant's drafts, most recently changed first."""
-    from commandlog.drafts.service import DraftService
-
     with _common.bus() as bus:
         rows = DraftService(bus).list(tenant, status=status, limit=n)
     if as_json:
@@ -102,8 +101,6 @@ def list_(tenant: str = TENANT, status: str = typer.Option(None, "--status", hel
 @app.command("show")
 def show(draft_uuid: str = typer.Argument(...), tenant: str = TENANT, as_json: bool = AS_JSON) -> None:
     """One draft: its body, version, status and last projection."""
-    from commandlog.drafts.service import DraftService
-
     with _common.bus() as bus:
         d = DraftService(bus).get(draft_uuid, tenant_id=tenant)
     out = _row_json(d)
@@ -121,8 +118,6 @@ def edit(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
          body: str = typer.Option(None, "--body", help="The whole new body as JSON, or @file.json."),
          set_: list[str] = typer.Option(None, "--set", help="field=value (repeatable): change single fields.")) -> None:
     """Change a draft's body; an edit of an old version is refused and names the current one."""
-    from commandlog.drafts.service import DraftService
-
     if (body is None) == (not set_):
         _common.fail("give either --body or one or more --set")
     new_body, merge = (_body(body), False) if body is not None else (_sets(set_), True)
@@ -134,9 +129,6 @@ def edit(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
 @app.command("project")
 def project(draft_uuid: str = typer.Argument(...), tenant: str = TENANT, as_json: bool = AS_JSON) -> None:
     """Run the draft without committing anything: result, events, before/after diff, fingerprint."""
-    from commandlog.drafts.review import review_markdown
-    from commandlog.drafts.service import DraftService
-
     with _common.bus() as bus:
         drafts = DraftService(bus)
         p = drafts.project(draft_uuid, tenant_id=tenant)
@@ -152,8 +144,6 @@ def approve(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
             fingerprint: str = typer.Option(None, "--fingerprint", help="The projection you reviewed (default: the "
                                                                         "latest).")) -> None:
     """Execute the projected draft, exactly once; refused when its projection is stale."""
-    from commandlog.drafts.service import DraftService
-
     with _common.bus() as bus:
         a = DraftService(bus).approve(draft_uuid, tenant_id=tenant, approver=approver, comment=comment,
                                       fingerprint=fingerprint)
@@ -168,10 +158,6 @@ def approval_code(draft_uuid: str = typer.Argument(...),
                   as_json: bool = AS_JSON) -> None:
     """A single-use code to decide on this draft version in the Prefect UI's review form, recorded as your token's
     subject (15 minutes)."""
-    from commandlog.auth.approval_codes import issue_approval_code
-    from commandlog.drafts.service import DraftService
-    from commandlog.auth.tokens import authenticate
-
     if not token:
         _common.fail("token: give your operator token with --token or CMDLOG_TOKEN (cmdlog token create --role "
                      "operator --subject you@tenant)")
@@ -194,8 +180,6 @@ def reject(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
            by: str = typer.Option(..., "--by", help="Who rejects."), comment: str = typer.Option(None, "--comment"),
            ) -> None:
     """Reject a draft with a comment."""
-    from commandlog.drafts.service import DraftService
-
     with _common.bus() as bus:
         DraftService(bus).reject(draft_uuid, tenant_id=tenant, rejecter=by, comment=comment)
     _common.console.print(f"draft {draft_uuid} rejected")
@@ -205,8 +189,6 @@ def reject(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
 def discard(draft_uuid: str = typer.Argument(...), tenant: str = TENANT,
             actor: str = typer.Option(..., "--actor", help="Who discards it.")) -> None:
     """Discard an open draft."""
-    from commandlog.drafts.service import DraftService
-
     with _common.bus() as bus:
         DraftService(bus).discard(draft_uuid, tenant_id=tenant, actor=actor)
     _common.console.print(f"draft {draft_uuid} discarded")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Any, cast
@@ -23,16 +24,14 @@ def export(
     s = _common.settings()
     uri = lake or s.lake
     if via_prefect:
-        from flows.export_snapshot import export_snapshot
+        from flows.export_snapshot import export_snapshot  # noqa: PLC0415 — start-up cost: Prefect
 
         with _common.prefect_client(s):
             # The flow returns a Completed state; calling it yields the state's data (Prefect's types say State).
             result = cast(dict[str, Any], export_snapshot(lake_uri=uri, compact=compact, min_files=min_files))
         exported, compacted = result["export"], result["compaction"]
     else:
-        import dataclasses
-
-        from commandlog.journal.export import run_compaction, run_export
+        from commandlog.journal.export import run_compaction, run_export  # noqa: PLC0415 — start-up cost: ADBC
 
         with _common.database(s) as db:
             exported = dataclasses.asdict(run_export(db, uri))

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from commandlog.cli import _common
+from commandlog.journal.entries import timeline
 
 if TYPE_CHECKING:  # the CLI imports services where a command needs them (start-up time)
     from commandlog.journal.entries import TimelinePage
@@ -56,8 +57,6 @@ def timeline_cmd(
     fmt: TimelineFormat = typer.Option(TimelineFormat.table, "--format", help="table, json or csv."),
 ) -> None:
     """Newest-first timeline; without --tenant, the lean global log of all tenants (admin view)."""
-    from commandlog.journal.entries import timeline
-
     with _common.database() as db:
         page = timeline(db, tenant=tenant, admin=tenant is None, subject=subject, actor=actor, cmd_class=cmd_class,
                         status=status, since=since, until=until, correlation_id=correlation, cursor=cursor,
@@ -107,8 +106,8 @@ def sql_cmd(
     max_rows: int = typer.Option(200, "--max-rows", min=1, help="Rows shown by the table format."),
 ) -> None:
     """Query the lake with DuckDB (in-memory, read-only; the operational database is not touched)."""
-    from commandlog.journal.analytics import lake_connection, run_sql
-    from storage.lake.duckdb_journal import TenantViewError
+    from commandlog.journal.analytics import lake_connection, run_sql  # noqa: PLC0415 — start-up cost: DuckDB
+    from storage.lake.duckdb_journal import TenantViewError  # noqa: PLC0415 — start-up cost: DuckDB
 
     if fmt is SqlFormat.parquet and not out:
         _common.fail("--format parquet needs --out FILE")
@@ -130,7 +129,7 @@ def report_cmd(
 ) -> None:
     """Built-in analytics: activity per actor and day, command mix, failure rate and p50/p95 duration per class,
     most-changed subjects, busiest hours."""
-    from commandlog.journal.analytics import lake_connection, reports
+    from commandlog.journal.analytics import lake_connection, reports  # noqa: PLC0415 — start-up cost: DuckDB
 
     con = lake_connection(_common.settings(), tenant=tenant)
     results = reports(con, tenant=tenant, since=since, until=until, limit=limit)
@@ -162,7 +161,7 @@ def _write_result(reader: pa.RecordBatchReader, fmt: SqlFormat, out: str | None,
         _print_table(pa.Table.from_batches(batches, reader.schema).slice(0, max_rows))
         return
     if fmt is SqlFormat.parquet:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # noqa: PLC0415 — start-up cost: pyarrow.parquet and its filesystems
 
         with pq.ParquetWriter(out, reader.schema) as writer:
             for batch in reader:

@@ -38,7 +38,7 @@ def tail(
                                    help="table; json: one JSON object per line; csv with a header. Oldest first."),
 ) -> None:
     """Show the newest entries of the global log (or of one tenant's log), oldest of them first."""
-    from commandlog.journal.logview import newest
+    from commandlog.journal.logview import newest  # noqa: PLC0415 — start-up cost: the connection pool
 
     with _common.database() as db:
         rows = list(reversed(newest(db, tenant=tenant, limit=n)))

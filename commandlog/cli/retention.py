@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from commandlog.cli import _common
-from commandlog.retention.cleanup import DRY_RUN, EXPORT_FIRST, run_cleanup
+from commandlog.retention.policy import DRY_RUN, EXPORT_FIRST, RetentionPolicy, add_hold, list_holds, remove_hold
 
 app = typer.Typer(help="Retention cleanup and legal holds.", no_args_is_help=True)
 hold_app = typer.Typer(help="Legal holds: held rows are never purged.", no_args_is_help=True)
@@ -38,9 +38,9 @@ def run(
 
     A dry run unless --purge, like the retention-cleanup flow.
     """
-    from commandlog.bootstrap import build_bus
-    from commandlog.retention.purge import lake_for
-    from commandlog.retention.policy import RetentionPolicy
+    from commandlog.bootstrap import build_bus  # noqa: PLC0415 — start-up cost: the bus and its connection pool
+    from commandlog.retention.cleanup import run_cleanup  # noqa: PLC0415 — start-up cost: ADBC, via the export
+    from commandlog.retention.purge import lake_for  # noqa: PLC0415 — start-up cost: ADBC, via the lake purge
 
     s = _common.settings()
     policy = RetentionPolicy.from_settings(s)
@@ -75,8 +75,6 @@ def hold_add(
     actor: str | None = typer.Option(None, "--actor", help="Who adds it (default cli:<user>)."),
 ) -> None:
     """Put a tenant (or one subject of it) under a legal hold; logged as retention.AddLegalHold."""
-    from commandlog.retention.policy import add_hold
-
     with _common.bus() as bus:
         hold_id = add_hold(bus, tenant=tenant, subject=subject, reason=reason, actor=_actor(actor))
     _common.console.print(f"hold {hold_id} added on {tenant}{'/' + subject if subject else ''}")
@@ -90,8 +88,6 @@ def hold_remove(
     actor: str | None = typer.Option(None, "--actor", help="Who removes it (default cli:<user>)."),
 ) -> None:
     """Release a legal hold; logged as retention.RemoveLegalHold."""
-    from commandlog.retention.policy import remove_hold
-
     with _common.bus() as bus:
         hold_id = remove_hold(bus, tenant=tenant, subject=subject, reason=reason, actor=_actor(actor))
     _common.console.print(f"hold {hold_id} released")
@@ -104,8 +100,6 @@ def hold_list(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List legal holds, newest first."""
-    from commandlog.retention.policy import list_holds
-
     with _common.database() as db:
         holds = list_holds(db, tenant=tenant, include_released=include_released)
     if as_json:

@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from commandlog.auth.sql_logins import create_login, list_logins, revoke_login
 from commandlog.cli import _common
 
 app = typer.Typer(help="SQL logins bound to one tenant (row-level security takes the tenant from the login).",
@@ -23,8 +24,6 @@ def create(
     name: str | None = typer.Option(None, "--name", help="Role name (default: tenant_<tenant>_<random>)."),
 ) -> None:
     """Create a login and print its connection URI once; keep it, the password cannot be shown again."""
-    from commandlog.auth.sql_logins import create_login
-
     with _common.database() as db:
         created = create_login(db, tenant=tenant, name=name, created_by=f"cli:{getpass.getuser()}")
     _common.err_console.print(f"login {escape(created.login.role_name)} bound to tenant "
@@ -36,8 +35,6 @@ def create(
 @app.command("revoke")
 def revoke(name: str = typer.Argument(..., help="The login's role name (see `cmdlog sql-login list`).")) -> None:
     """Drop a login: its URI stops working and its open sessions are ended."""
-    from commandlog.auth.sql_logins import revoke_login
-
     with _common.database() as db:
         revoke_login(db, name)
     _common.console.print(f"revoked {escape(name)}", highlight=False)
@@ -49,8 +46,6 @@ def list_(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List the tenant-bound logins (never their passwords)."""
-    from commandlog.auth.sql_logins import list_logins
-
     with _common.database() as db:
         logins = list_logins(db, tenant=tenant)
     if as_json:

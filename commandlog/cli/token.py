@@ -6,6 +6,7 @@ import datetime as dt
 
 import typer
 
+from commandlog.auth.tokens import create_token, revoke_token
 from commandlog.cli import _common
 
 app = typer.Typer(help="Api tokens for the web app.", no_args_is_help=True)
@@ -20,8 +21,6 @@ def create(
                                                         "actor/approver of what it does (default: token:<id>)."),
 ) -> None:
     """Create a token and print it once; keep it, it cannot be shown again."""
-    from commandlog.auth.tokens import create_token
-
     ttl = dt.timedelta(days=ttl_days) if ttl_days is not None else None
     with _common.database() as db:
         token = create_token(db, tenant=tenant, role=role, ttl=ttl, subject=subject)
@@ -32,8 +31,6 @@ def create(
 @app.command("revoke")
 def revoke(token_id: str = typer.Argument(..., help="The id part of the token (after `cl_`, before the dot).")) -> None:
     """Revoke a token by its id."""
-    from commandlog.auth.tokens import revoke_token
-
     with _common.database() as db:
         if not revoke_token(db, token_id):
             _common.fail(f"token_id: no valid token with id {token_id!r}")

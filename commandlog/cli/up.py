@@ -24,7 +24,7 @@ def up(
     limit: int = typer.Option(4, "--limit", min=1, help="At most this many flow runs at once."),
 ) -> None:
     """Start everything, print the URLs, and stop it all cleanly on Ctrl-C or SIGTERM."""
-    from commandlog.platform.up import Platform, UpOptions
+    from commandlog.platform.up import Platform, UpOptions  # noqa: PLC0415 — start-up cost: Alembic, httpx
 
     options = UpOptions(host=host, prefect_port=prefect_port, web_port=web_port, demo=demo,
                         demo_commands=demo_commands, trickle=trickle, limit=limit)

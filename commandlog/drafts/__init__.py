@@ -1,14 +1,41 @@
 """Draft commands: a command body kept without executing it, edited, projected, then approved (or rejected)."""
 
-from commandlog.drafts.service import (
-    DraftService, DraftRow, Projection, Approval,
-)
 from commandlog.drafts.errors import (
-    DraftError, DraftNotFoundError, DraftValidationError, DraftConflictError, DraftNotOpenError, DraftAlreadyExecutedError, ProjectionRequiredError, StaleProjectionError, DraftExecutionError, DraftApprovalTimeoutError, ApprovalCodeError,
+    ApprovalCodeError,
+    DraftAlreadyExecutedError,
+    DraftApprovalTimeoutError,
+    DraftConflictError,
+    DraftError,
+    DraftExecutionError,
+    DraftNotFoundError,
+    DraftNotOpenError,
+    DraftValidationError,
+    ProjectionRequiredError,
+    StaleProjectionError,
 )
+from commandlog.drafts.service import (
+    Approval,
+    DraftRow,
+    DraftService,
+    Projection,
+)
+from commandlog.drafts.subjects import loaders
 
 __all__ = [
-    "DraftService", "DraftRow", "Projection", "Approval", "DraftError", "DraftNotFoundError", "DraftValidationError",
-    "DraftConflictError", "DraftNotOpenError", "DraftAlreadyExecutedError", "ProjectionRequiredError",
-    "StaleProjectionError", "DraftExecutionError", "DraftApprovalTimeoutError", "ApprovalCodeError",
+    "Approval",
+    "ApprovalCodeError",
+    "DraftAlreadyExecutedError",
+    "DraftApprovalTimeoutError",
+    "DraftConflictError",
+    "DraftError",
+    "DraftExecutionError",
+    "DraftNotFoundError",
+    "DraftNotOpenError",
+    "DraftRow",
+    "DraftService",
+    "DraftValidationError",
+    "Projection",
+    "ProjectionRequiredError",
+    "StaleProjectionError",
+    "loaders",
 ]

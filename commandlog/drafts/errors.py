@@ -10,15 +10,18 @@
           ├── ProjectionRequiredError     approving needs a projection of the current version
           ├── StaleProjectionError        the subjects changed since the projection: project again
           ├── DraftExecutionError         the approved command failed (logged as failed; the draft stays open)
-          ├── DraftApprovalTimeoutError   nobody decided in the draft-approval flow in time (the draft stays open)
-          └── ApprovalCodeError           an approval code is malformed, unknown, used, expired, for another draft
-                                          version, or its token may not approve (``field`` = ``approval_code``)
+          └── DraftApprovalTimeoutError   nobody decided in the draft-approval flow in time (the draft stays open)
+     └── ApprovalCodeError                an approval code is malformed, unknown, used, expired, for another draft
+                                          version, or its token may not approve (``field`` = ``approval_code``);
+                                          raised by ``commandlog.auth.approval_codes``, which knows nothing of
+                                          drafts (drafts depend on auth), and importable from here as before
 """
 
 from __future__ import annotations
 
 import uuid
 
+from commandlog.auth.approval_codes import ApprovalCodeError  # noqa: F401 — re-exported: see the tree above
 from commandlog.errors import CommandLogError, errors_text
 
 
@@ -91,13 +94,3 @@ class DraftExecutionError(DraftError):
 
 class DraftApprovalTimeoutError(DraftError):
     """Nobody decided within the approval flow's timeout; the draft stays open."""
-
-
-class ApprovalCodeError(DraftError):
-    """An approval code cannot be used for this decision; the message says why (the field is ``approval_code``)."""
-
-    field = "approval_code"
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"approval_code: {reason}")

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-
 from commandlog.bus import CommandBus
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext

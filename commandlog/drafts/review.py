@@ -9,19 +9,27 @@ reviewed version), so a refused code changes nothing and the review goes on.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from commandlog.auth.approval_codes import redeem_approval_code
+from commandlog.auth.approval_codes import CODE_TTL, IssuedCode, check_may_approve, issue_code, redeem_approval_code
+from commandlog.auth.tokens import Principal
 from commandlog.drafts.bodies import to_json_map
 from commandlog.drafts.errors import (
-    ApprovalCodeError, DraftAlreadyExecutedError, DraftConflictError, DraftExecutionError, DraftNotOpenError, DraftValidationError,
-    ProjectionRequiredError, StaleProjectionError,
+    ApprovalCodeError,
+    DraftAlreadyExecutedError,
+    DraftConflictError,
+    DraftExecutionError,
+    DraftNotOpenError,
+    DraftValidationError,
+    ProjectionRequiredError,
+    StaleProjectionError,
 )
-from commandlog.drafts.service import DraftService
 from commandlog.drafts.projection import Projection
+from commandlog.drafts.service import DraftService
 from commandlog.redaction import WITHHELD, redact
 from storage.drafts import DraftRow
 
@@ -97,6 +105,22 @@ def apply_decision(drafts: DraftService, draft_uuid: uuid.UUID, *, decision: Lit
     except (DraftValidationError, DraftConflictError, StaleProjectionError, ProjectionRequiredError,
             DraftExecutionError) as e:
         return ReviewResult(outcome="review_again", draft_uuid=d, message=f"Not done: {e}")
+
+
+def issue_approval_code(drafts: DraftService, principal: Principal, draft_uuid: uuid.UUID | str, *,
+                        tenant_id: str | None, ttl: dt.timedelta = CODE_TTL) -> IssuedCode:
+    """A code for the open draft's current version, issued to ``principal`` (an operator or admin token).
+
+    ``tenant_id`` is the tenant the caller may act for (None for an admin acting on any tenant's draft).
+    """
+    check_may_approve(principal)  # first: a token that may not decide learns nothing about the draft
+    draft = drafts.get(draft_uuid, tenant_id=tenant_id)
+    if draft.status == "executed":
+        raise DraftAlreadyExecutedError(draft.draft_uuid, draft.executed_as_cmd_uuid)
+    if draft.status != "open":
+        raise DraftNotOpenError(draft.draft_uuid, draft.status)
+    return issue_code(drafts.db, principal, draft_uuid=draft.draft_uuid, draft_version=draft.version,
+                      tenant_id=draft.tenant_id, ttl=ttl)
 
 
 def review_markdown(drafts: DraftService, draft: DraftRow, projection: Projection, *, note: str | None = None) -> str:

@@ -17,26 +17,33 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-
 from commandlog.bus import CommandBus
-from commandlog.drafts.bodies import from_json_map, to_json_map
-from commandlog.validation import dumps, encode_body
 from commandlog.commands import Command
 from commandlog.context import ExecutionContext
+from commandlog.drafts.bodies import from_json_map, to_json_map
 from commandlog.drafts.errors import (
-    DraftAlreadyExecutedError, DraftConflictError, DraftError, DraftExecutionError, DraftNotFoundError,
-    DraftNotOpenError, DraftValidationError, ProjectionRequiredError, StaleProjectionError,
+    DraftAlreadyExecutedError,
+    DraftConflictError,
+    DraftError,
+    DraftExecutionError,
+    DraftNotFoundError,
+    DraftNotOpenError,
+    DraftValidationError,
+    ProjectionRequiredError,
+    StaleProjectionError,
 )
+from commandlog.drafts.projection import Approval, Projection, project_command
+from commandlog.drafts.subjects import SubjectLoaders, fingerprint
+from commandlog.drafts.subjects import loaders as default_loaders
 from commandlog.errors import CommandLogError
 from commandlog.ids import uuid7
 from commandlog.records import Outcome
-from commandlog.drafts.projection import Approval, Projection, project_command
-from commandlog.drafts.subjects import SubjectLoaders, fingerprint, loaders as default_loaders
-from storage.postgres import Connection
+from commandlog.validation import dumps, encode_body
 from storage import drafts as repo
 from storage.drafts import DraftRow
+from storage.postgres import Connection
 
-__all__ = ["DraftService", "DraftRow", "Projection", "Approval"]
+__all__ = ["Approval", "DraftRow", "DraftService", "Projection"]
 
 
 class DraftService:

@@ -18,8 +18,9 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from storage.postgres import Connection
 from pydantic_core import to_jsonable_python
+
+from storage.postgres import Connection
 
 SubjectLoader = Callable[[Connection, str, Sequence[str]], Mapping[str, Any]]
 

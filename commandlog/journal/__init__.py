@@ -1,10 +1,25 @@
 """Journal: the activity journal on Postgres, the lake export and the DuckDB analytics over it."""
 
 from commandlog.journal.entries import (
-    STATUSES, MAX_LIMIT, JournalError, InvalidFilterError, TimelinePage, encode_cursor, decode_cursor, timeline, parse_time,
+    MAX_LIMIT,
+    STATUSES,
+    InvalidFilterError,
+    JournalError,
+    TimelinePage,
+    decode_cursor,
+    encode_cursor,
+    parse_time,
+    timeline,
 )
 
 __all__ = [
-    "STATUSES", "MAX_LIMIT", "JournalError", "InvalidFilterError", "TimelinePage", "encode_cursor", "decode_cursor",
-    "timeline", "parse_time",
+    "MAX_LIMIT",
+    "STATUSES",
+    "InvalidFilterError",
+    "JournalError",
+    "TimelinePage",
+    "decode_cursor",
+    "encode_cursor",
+    "parse_time",
+    "timeline",
 ]

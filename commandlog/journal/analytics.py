@@ -13,8 +13,8 @@ import pyarrow as pa
 
 from commandlog.journal.entries import InvalidFilterError, TimeBound, parse_time
 from commandlog.settings import Settings
-from storage.lake.duckdb_journal import open_journal, query
 from storage.lake.datasets import Lake
+from storage.lake.duckdb_journal import open_journal, query
 from storage.lake.reports import REPORTS, report_sql, run_report
 
 __all__ = ["REPORTS", "Report", "lake_connection", "report_sql", "reports", "run_sql"]

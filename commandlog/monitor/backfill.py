@@ -12,10 +12,11 @@ import datetime as dt
 from typing import Any
 
 from commandlog.journal import entries as journal
-from commandlog.monitor.publisher import action_item, command_item, event_item, stamp
 from commandlog.monitor.filters import ActivityFilter
+from commandlog.monitor.publisher import action_item, command_item, event_item, stamp
 from storage import frontend_actions as actions_store
 from storage.postgres import Database
+
 MARGIN = dt.timedelta(seconds=5)
 """How far before the cursor the backfill starts (commit order vs. the processes' clocks)."""
 LONGEST_COMMAND = dt.timedelta(minutes=5)

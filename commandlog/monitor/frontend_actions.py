@@ -16,13 +16,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from commandlog import command_json
-from commandlog.monitor.publisher import action_item, publisher_for
+from commandlog.auth.tokens import Principal
 from commandlog.errors import CommandLogError, UnstorableValueError
 from commandlog.ids import uuid7
+from commandlog.monitor.publisher import action_item, publisher_for
 from commandlog.validation import dumps, errors_text, validation_errors
-from commandlog.auth.tokens import Principal
 from storage import frontend_actions as store
 from storage.postgres import Database
+
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 16 * 1024

@@ -18,11 +18,11 @@ import contextlib
 import json
 import logging
 
-from commandlog.monitor.publisher import CHANNEL
 from commandlog.monitor.channel_seal import ChannelSeal, UnsealError
-from storage.notify import Listener
 from commandlog.monitor.filters import ActivityFilter
+from commandlog.monitor.publisher import CHANNEL
 from commandlog.validation import dumps
+from storage.notify import Listener
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ read or make an item. Postgres refuses payloads of 8000 bytes or more.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import logging
-import atexit
 import os
 import queue
 import threading
@@ -30,11 +30,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any, overload
 
-from commandlog.monitor.channel_seal import ChannelSeal
-from storage.notify import NotifySender
 from commandlog.bus import CommandBus
+from commandlog.monitor.channel_seal import ChannelSeal
 from commandlog.records import CommandRecord
 from commandlog.validation import dumps as _dumps
+from storage.notify import NotifySender
 
 log = logging.getLogger(__name__)
 

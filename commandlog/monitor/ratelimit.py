@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Mapping
 
-from commandlog.errors import CommandLogError
+from commandlog.errors import CommandLogError, ConfigurationError
 
 
 class RateLimitedError(CommandLogError):
@@ -50,8 +50,6 @@ class RateLimiter:
             rate, burst = raw.split(",")
             return cls(rate=float(rate), burst=int(burst))
         except ValueError as e:
-            from commandlog.errors import ConfigurationError
-
             raise ConfigurationError(f"{name} must read '<per second>,<burst>', not {raw!r}") from e
 
     def check(self, key: str, cost: float = 1.0, *, who: str = "this token") -> None:

@@ -11,6 +11,7 @@ On Linux each child also asks the kernel for SIGTERM when ``up`` dies without cl
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -103,8 +104,6 @@ class Child:
 def _term_with_parent() -> None:
     """In the child before exec (Linux): get SIGTERM if ``up`` itself dies, even by SIGKILL."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 

@@ -33,12 +33,15 @@ from typing import Any
 import httpx
 import psutil
 
-from commandlog.platform import prefect_auth
+from commandlog.bootstrap import build_bus, open_db
+from commandlog.bus import CommandBus
 from commandlog.errors import CommandLogError
+from commandlog.platform import prefect_auth
 from commandlog.platform.processes import Child, stop_all, wait_for
 from commandlog.settings import Settings
+from examples.billing.demo import seed
 from storage import logs, server_admin
-from commandlog.bus import CommandBus
+from storage.migrate import upgrade
 from storage.postgres import Database
 from storage.private import open_private, private_dir, private_umask, write_private
 
@@ -152,9 +155,6 @@ class Platform:
 
     def start(self) -> None:
         """Bring every component up, in dependency order, waiting for each to be ready."""
-        from commandlog.bootstrap import build_bus, open_db
-        from storage.migrate import upgrade
-
         o = self.options
         self.external_api_url = os.environ.get("PREFECT_API_URL") or None
         self._check_ports()
@@ -318,8 +318,6 @@ class Platform:
         raise PlatformError(message)
 
     def _seed(self, bus: CommandBus) -> None:
-        from examples.billing.demo import seed
-
         if logs.has_commands(self.database):
             self.echo("demo: the log already has activity, not seeding again")
             return

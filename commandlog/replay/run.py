@@ -5,6 +5,9 @@ refused, and assigns replay ids to the rest (``pending``); then each command run
 ``in_transaction`` closing its item in the command's own transaction. A failed replay is logged by the bus (with its
 pre-assigned id) and its item closed right after; if the process dies in between, the next run finds that id in the
 log and closes the item without running the command again.
+
+The steps for one original (``prepare``, ``replay_context``, ``dry_run_verdict``) live here too: the batches are
+their only callers, and the service imports this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -13,12 +16,18 @@ import functools
 import uuid
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from commandlog.bus import CommandBus
 from commandlog.commands import Command
+from commandlog.context import ExecutionContext
+from commandlog.errors import CommandLogError
 from commandlog.ids import uuid7
 from commandlog.records import Outcome
 from commandlog.redaction import scrub_for
-from commandlog.replay.service import ReplayError, ReplayItemResult, ReplayPlan, dry_run_verdict, prepare, replay_context
+from commandlog.replay.diff import compare, summarize
+from commandlog.replay.models import ReplayError, ReplayItemResult, ReplayPlan
+from commandlog.validation import errors_text, validation_errors
 from storage import replays as repo
 from storage.postgres import Connection, Database
 
@@ -141,3 +150,45 @@ def _already(original: repo.OriginalRow, replay_uuid: uuid.UUID | None, outcome:
     return ReplayItemResult(original_cmd_uuid=original.cmd_uuid, outcome="already_replayed",
                             cmd_class=original.cmd_class, tenant_id=original.tenant_id,
                             original_status=original.status, replay_cmd_uuid=replay_uuid, message=text)
+
+
+def prepare(bus: CommandBus, original: repo.OriginalRow) -> Command | str:
+    """The original as a current-version command, or the reason it cannot be replayed."""
+    if original.body is None:
+        return "not replayable: body unavailable"
+    try:
+        command_type = bus.registry.get(original.cmd_class)
+    except CommandLogError as e:
+        return f"not replayable: {e}"
+    if not command_type.replayable:
+        return f"not replayable: {original.cmd_class} opts out of replay (replayable = False)"
+    if original.cmd_version > command_type.cmd_version:
+        return (f"not replayable: body version {original.cmd_version} is newer than {original.cmd_class} "
+                f"version {command_type.cmd_version}")
+    try:
+        body = bus.registry.upcast(original.cmd_class, original.cmd_version, original.body)
+    except Exception as e:  # noqa: BLE001 — an upcaster is user code: any failure refuses this one command only
+        return f"not replayable: upcasting from version {original.cmd_version} failed: {e}"
+    try:
+        return command_type.model_validate(body)
+    except ValidationError as e:
+        return f"not replayable: {errors_text(validation_errors(e))}"
+
+
+def replay_context(the_plan: ReplayPlan, original: repo.OriginalRow) -> ExecutionContext:
+    """The replay runs for the original's tenant, by the requester, in the original's correlation."""
+    return ExecutionContext(tenant_id=original.tenant_id, actor_id=the_plan.requested_by,
+                            correlation_id=original.correlation_id, replay_of=original.cmd_uuid)
+
+
+def dry_run_verdict(original: repo.OriginalRow, events: list[dict], outcome: Outcome) -> ReplayItemResult:
+    """Compare a dry run with the original and name the result."""
+    verdict, diffs = compare(original_status=original.status, original_result=original.result,
+                             original_events=events, original_error=(original.error_type, original.error_message),
+                             outcome=outcome)
+    message = summarize(diffs) if diffs else None
+    if verdict == "now_fails" or (verdict == "reproduced" and outcome.status != "succeeded"):
+        message = f"{outcome.error_type}: {outcome.public_error_message}"  # scrubbed: reports reach operators
+    return ReplayItemResult(original_cmd_uuid=original.cmd_uuid, outcome=verdict, cmd_class=original.cmd_class,
+                            tenant_id=original.tenant_id, original_status=original.status, message=message,
+                            diff=tuple(diffs))

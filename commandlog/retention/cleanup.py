@@ -1,9 +1,10 @@
 """Retention cleanup as one call: what ``cmdlog retention run`` and the ``retention-cleanup`` flow both run.
 
-Export first (when a lake is in use), then purge — or, by default, only count. The defaults below are the only
-ones: the CLI's ``--dry-run/--purge`` and ``--export-first/--no-export-first`` and the flow's ``dry_run`` and
-``export_first`` parameters take theirs from here, so a run changes nothing unless its caller says
-``dry_run=False`` (``--purge`` on the CLI, the daily schedule's parameter).
+Export first (when a lake is in use), then purge — or, by default, only count. The defaults (``DRY_RUN``,
+``EXPORT_FIRST`` in ``policy``) are the only ones: the CLI's ``--dry-run/--purge`` and
+``--export-first/--no-export-first`` and the flow's ``dry_run`` and ``export_first`` parameters take theirs from
+there, so a run changes nothing unless its caller says ``dry_run=False`` (``--purge`` on the CLI, the daily
+schedule's parameter).
 """
 
 from __future__ import annotations
@@ -12,14 +13,9 @@ from datetime import datetime
 
 from commandlog.bus import CommandBus
 from commandlog.journal.export import run_export
-from commandlog.retention.policy import RetentionPolicy
+from commandlog.retention.policy import DRY_RUN, EXPORT_FIRST, RetentionPolicy
 from commandlog.retention.purge import PurgeReport, run_purge
 from storage.postgres import Database
-
-DRY_RUN = True
-"""Destructive only when asked: a run counts what would go unless ``dry_run=False``."""
-EXPORT_FIRST = True
-"""Export what the lake has not received before purging, so the archive guard lets expired rows go."""
 
 
 def run_cleanup(db: Database, bus: CommandBus, policy: RetentionPolicy, *, dry_run: bool = DRY_RUN,

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from commandlog.journal.export import publish_run
+from commandlog.journal.export import publish_run, run_compaction
 from commandlog.retention.policy import RetentionPolicy
 from storage import export_ledger as ledger
 from storage import retention as retention_store
@@ -36,8 +36,6 @@ Removed = dict[tuple[str, str], dict[str, int]]
 def purge_lake(db: Database, lake_uri: str, policy: RetentionPolicy, *, as_of: datetime,
                dry_run: bool = False) -> Removed:
     """Remove (dry run: count) the lake's expired rows; what was removed per dataset, class and tenant."""
-    from commandlog.journal.export import run_compaction
-
     lake = Lake(lake_uri)
     if lake.manifest() is None:
         return {}

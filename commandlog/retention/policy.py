@@ -25,6 +25,12 @@ from storage import retention as store
 from storage.postgres import Database
 from storage.retention import ClassCutoffs, Hold, HoldExistsError
 
+# The defaults of a cleanup run, the only ones (commandlog.retention.cleanup; the CLI and the flow take theirs here).
+DRY_RUN = True
+"""Destructive only when asked: a run counts what would go unless ``dry_run=False``."""
+EXPORT_FIRST = True
+"""Export what the lake has not received before purging, so the archive guard lets expired rows go."""
+
 SYSTEM_TENANT = "_system"
 """Tenant id of the purge's own log entry (it spans every tenant)."""
 SYSTEM_ACTOR = "system:retention"

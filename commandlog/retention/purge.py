@@ -26,10 +26,11 @@ from datetime import datetime
 from typing import Any
 
 from commandlog.bus import CommandBus
-from commandlog.retention import policy as rp
 from commandlog.context import ExecutionContext
-from commandlog.settings import Settings
+from commandlog.retention import policy as rp
+from commandlog.retention.lake import purge_lake
 from commandlog.retention.policy import Purge, PurgeCount, RetentionError, RetentionPolicy
+from commandlog.settings import Settings
 from storage import export_ledger, partitions
 from storage import retention as store
 from storage.locks import advisory_lock
@@ -95,7 +96,7 @@ def run_purge(db: Database, bus: CommandBus, policy: RetentionPolicy, *, as_of: 
               dry_run: bool, step: Step | None = None) -> PurgeReport:
     """Purge expired entries (dry run: count them); an interrupted earlier run is finished first.
 
-    ``dry_run`` has no default here: the one default is ``commandlog.retention.cleanup.DRY_RUN``.
+    ``dry_run`` has no default here: the one default is ``commandlog.retention.policy.DRY_RUN``.
     """
     step = step or (lambda phase, detail: None)
     as_of = as_of or rp.now()
@@ -137,8 +138,6 @@ def _execute(db: Database, bus: CommandBus, run: store.RunRow, step: Step) -> Pu
             step("dropped", leaf)
         _walk(db, dconn, run, policy, step)
     if run.lake_uri:
-        from commandlog.retention.lake import purge_lake
-
         removed = purge_lake(db, run.lake_uri, policy, as_of=run.as_of, dry_run=False)
         with db.connection() as conn:
             for (dataset, retention), per_tenant in removed.items():
@@ -272,8 +271,6 @@ def _dry_run(db: Database, policy: RetentionPolicy, *, as_of: datetime, lake_uri
                         counts = store.count_expired(conn, table=table, leaf=leaf.name, cut=cut, export_bound=bound)
                     steps.append({"table": table, "retention": retention, "counts": counts})
     if lake_uri:
-        from commandlog.retention.lake import purge_lake
-
         for (dataset, retention), per_tenant in purge_lake(db, lake_uri, policy, as_of=as_of, dry_run=True).items():
             steps.append({"table": f"lake:{dataset}", "retention": retention, "counts": per_tenant})
     return PurgeReport(run_id=None, as_of=as_of, dry_run=True, counts=_aggregate(steps), partitions_dropped=dropped,

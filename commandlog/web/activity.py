@@ -27,20 +27,21 @@ from fastapi.responses import FileResponse, HTMLResponse
 from starlette.applications import Starlette
 from starlette.websockets import WebSocketDisconnect
 
-from commandlog.monitor.publisher import stamp
+from commandlog.auth.tickets import check_token_still_valid, issue_ticket, redeem_ticket
+from commandlog.auth.tokens import AuthenticationError, PermissionDeniedError, Principal, authenticate
 from commandlog.journal.entries import InvalidFilterError
 from commandlog.monitor import frontend_actions as actions
 from commandlog.monitor.backfill import backfill, parse_cursor
 from commandlog.monitor.filters import ActivityFilter, parse_filter
 from commandlog.monitor.hub import DEFAULT_MAX_QUEUE, ActivityHub, Subscription, activity_frame
+from commandlog.monitor.publisher import stamp
 from commandlog.monitor.ratelimit import RateLimiter
-from commandlog.auth.tickets import check_token_still_valid, issue_ticket, redeem_ticket
-from commandlog.auth.tokens import AuthenticationError, PermissionDeniedError, Principal, authenticate
+from commandlog.validation import dumps
 from commandlog.web import errors
 from commandlog.web.auth import require_role
-from commandlog.validation import dumps
 from storage import frontend_actions as actions_store
 from storage.postgres import Database
+
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 COALESCE = 64

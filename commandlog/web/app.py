@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from commandlog.bootstrap import runtime
 from commandlog.bus import CommandBus
 from commandlog.monitor import frontend_actions
 from commandlog.settings import Settings
@@ -34,8 +35,6 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     """The web application on ``db``/``bus`` (the process-wide runtime of ``settings`` when not given)."""
     settings = settings or Settings.from_env()
     if db is None:
-        from commandlog.bootstrap import runtime
-
         db, bus = runtime(settings)
 
     app = FastAPI(title="commandlog", version="0.1.0", docs_url=None, redoc_url=None,  # docs.install serves them

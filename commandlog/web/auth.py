@@ -18,7 +18,6 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.applications import Starlette
 
-from commandlog.monitor.ratelimit import RateLimiter
 from commandlog.auth.tokens import (
     AuthenticationError,
     PermissionDeniedError,
@@ -27,6 +26,7 @@ from commandlog.auth.tokens import (
     authenticate,
     create_token,
 )
+from commandlog.monitor.ratelimit import RateLimiter
 
 __all__ = ["Principal", "RequestLimits", "Role", "create_token", "current_principal", "request_limits",
            "require_role"]

@@ -17,9 +17,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from commandlog.auth.approval_codes import issue_approval_code
-from commandlog.drafts.service import DraftService
 from commandlog.auth.tokens import PermissionDeniedError, Principal
+from commandlog.drafts.review import issue_approval_code
+from commandlog.drafts.service import DraftService
 from commandlog.web.auth import require_role
 from storage.drafts import DraftRow
 

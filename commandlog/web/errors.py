@@ -14,16 +14,6 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from commandlog.errors import (
-    CommandLogError,
-    CommandRejectedError,
-    ConfigurationError,
-    JsonNestingError,
-    NoHandlerError,
-    UnknownCommandError,
-    UnstorableValueError,
-)
-from commandlog.monitor.ratelimit import RateLimitedError
 from commandlog.auth.tokens import AuthenticationError, PermissionDeniedError
 from commandlog.drafts.errors import (
     ApprovalCodeError,
@@ -34,9 +24,19 @@ from commandlog.drafts.errors import (
     ProjectionRequiredError,
     StaleProjectionError,
 )
+from commandlog.errors import (
+    CommandLogError,
+    CommandRejectedError,
+    ConfigurationError,
+    JsonNestingError,
+    NoHandlerError,
+    UnknownCommandError,
+    UnstorableValueError,
+)
 from commandlog.journal.entries import InvalidFilterError
 from commandlog.monitor.filters import ActivityFilterError
 from commandlog.monitor.frontend_actions import ActionTooLargeError, FrontendActionError
+from commandlog.monitor.ratelimit import RateLimitedError
 from storage.drafts import ApprovalLockTimeoutError
 from storage.errors import DatabaseUnavailableError, StorageError, TenantIsolationError
 

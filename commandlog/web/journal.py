@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from commandlog.journal import entries as journal
 from commandlog.auth.tokens import PermissionDeniedError, Principal
+from commandlog.journal import entries as journal
 from commandlog.web.auth import require_role
 
 router = APIRouter(prefix="/api", tags=["journal"])

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from examples.billing import commands
+from examples.billing import commands, schema
 from examples.billing.commands import ALL_COMMANDS
+from examples.billing.handlers import HANDLERS
+from examples.billing.subjects import register as register_subject_loader
 
 if TYPE_CHECKING:  # only the annotation: importing the commands must not start psycopg and storage
-    from commandlog.bus import CommandBus
+    from commandlog import CommandBus
 
 
 def setup(bus: CommandBus, *, install_schema: bool = True) -> CommandBus:
     """Create billing's tables (when missing) and register its handlers on ``bus``; returns the bus."""
-    from examples.billing import schema
-    from examples.billing.handlers import HANDLERS
-    from examples.billing.subjects import register as register_subject_loader
-
     register_subject_loader()  # draft projections show billing subjects' before/after state
 
     if install_schema:
@@ -26,4 +24,4 @@ def setup(bus: CommandBus, *, install_schema: bool = True) -> CommandBus:
     return bus
 
 
-__all__ = ["commands", "ALL_COMMANDS", "setup"]
+__all__ = ["ALL_COMMANDS", "commands", "setup"]

@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from commandlog import Command, ExcludeCmdBody, Sensitive
+
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Money = Annotated[Decimal, Field(max_digits=14, decimal_places=2)]
 

@@ -6,8 +6,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from commandlog import Command
-from commandlog.context import HandlerContext
+from commandlog import Command, HandlerContext
 from examples.billing import commands as c
 from examples.billing import mailer as mail
 from examples.billing.errors import CustomerNotFoundError, InvoiceNotFoundError, InvoiceStateError

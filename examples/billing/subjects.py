@@ -13,8 +13,8 @@ from typing import Any
 
 import psycopg
 
-from commandlog.redaction import WITHHELD
-from commandlog.drafts.subjects import loaders
+from commandlog import WITHHELD
+from commandlog.drafts import loaders
 
 DOMAIN = "billing"
 

@@ -21,10 +21,8 @@ from decimal import Decimal
 
 import psycopg
 
-from commandlog import Command
-from commandlog.bus import CommandBus
-from commandlog.context import ExecutionContext
-from commandlog.errors import CommandLogError
+from commandlog import Command, CommandBus, CommandLogError, ExecutionContext
+from commandlog.bootstrap import close_runtimes, runtime
 from examples.billing import commands as c
 from examples.billing.demo import COMPANY, FIRST_NAMES, NOUN
 
@@ -114,8 +112,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     log.setLevel(logging.INFO)
-
-    from commandlog.bootstrap import close_runtimes, runtime
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

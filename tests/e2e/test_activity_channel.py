@@ -13,11 +13,11 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from commandlog.monitor.publisher import CHANNEL, install_publisher, stamp
-from commandlog.context import ExecutionContext
-from commandlog.monitor.ratelimit import RateLimiter
 from commandlog.auth.sql_logins import create_login, revoke_login
 from commandlog.auth.tokens import create_token
+from commandlog.context import ExecutionContext
+from commandlog.monitor.publisher import CHANNEL, install_publisher, stamp
+from commandlog.monitor.ratelimit import RateLimiter
 from commandlog.web.activity import MonitorConfig
 from commandlog.web.app import create_app
 from examples.billing import commands as c

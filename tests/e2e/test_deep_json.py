@@ -12,9 +12,9 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
+from commandlog.auth.tokens import create_token
 from commandlog.drafts.service import DraftService
 from commandlog.errors import CommandRejectedError
-from commandlog.auth.tokens import create_token
 from commandlog.web.app import create_app
 from examples.billing import commands as c
 

@@ -5,20 +5,22 @@ expired, other-draft and viewer codes, and left to time out."""
 from __future__ import annotations
 
 import contextvars
-import secrets
 import datetime as dt
+import secrets
 import threading
 
 import pytest
-
 from draft_runs import paused_run, resume
 
-from commandlog.auth.approval_codes import _digest, _normalise, issue_approval_code, redeem_approval_code
-from commandlog.drafts.errors import DraftApprovalTimeoutError
-from commandlog.drafts.service import DraftService
+from commandlog.auth.approval_codes import _digest, _normalise, redeem_approval_code
 from commandlog.auth.tokens import authenticate, create_token
+from commandlog.drafts.errors import DraftApprovalTimeoutError
+from commandlog.drafts.review import issue_approval_code
+from commandlog.drafts.service import DraftService
 from examples.billing import commands as c
 from storage import approval_codes as store
+
+
 @pytest.fixture
 def runtime_env(prefect_server, pg_url, monkeypatch, tmp_path):
     """Tasks open their runtime (db + bus) from the environment: point it at the test database."""

@@ -52,8 +52,8 @@ def test_draft_cli_round_trip(env, bus, ctx, tenant):
 
 def test_approval_code_from_an_operator_token_and_refused_for_a_viewer(env, db, bus, tenant):
     from commandlog.auth.approval_codes import redeem_approval_code
-    from commandlog.drafts.service import DraftService
     from commandlog.auth.tokens import create_token
+    from commandlog.drafts.service import DraftService
 
     d = DraftService(bus).create(tenant, "alice", c.RenameCustomer(customer_id=9, name="Nova"))
     viewer = create_token(db, tenant=tenant, role="viewer")

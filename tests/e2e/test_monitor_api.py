@@ -16,12 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from commandlog.monitor.publisher import CHANNEL, install_publisher, stamp
-from commandlog.monitor.channel_seal import ChannelSeal
+from commandlog.auth.tokens import create_token, revoke_token
 from commandlog.context import ExecutionContext
 from commandlog.errors import CommandRejectedError
+from commandlog.monitor.channel_seal import ChannelSeal
+from commandlog.monitor.publisher import CHANNEL, install_publisher, stamp
 from commandlog.monitor.ratelimit import RateLimiter
-from commandlog.auth.tokens import create_token, revoke_token
 from commandlog.web.activity import MonitorConfig
 from commandlog.web.app import create_app
 from examples.billing import commands as c

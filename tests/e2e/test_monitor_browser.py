@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from commandlog.monitor.publisher import install_publisher
-from commandlog.context import ExecutionContext
 from commandlog.auth.tokens import create_token
+from commandlog.context import ExecutionContext
+from commandlog.monitor.publisher import install_publisher
 from examples.billing import commands as c
 
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -17,9 +17,9 @@ import urllib.request
 import psycopg
 import pytest
 
-from commandlog.monitor.publisher import CHANNEL, stamp
-from commandlog.monitor.channel_seal import ChannelSeal
 from commandlog.auth.tokens import create_token
+from commandlog.monitor.channel_seal import ChannelSeal
+from commandlog.monitor.publisher import CHANNEL, stamp
 from storage.channel_key import load_key
 
 websockets_sync = pytest.importorskip("websockets.sync.client")

@@ -10,17 +10,16 @@ import threading
 import time
 
 import pytest
-
 from draft_runs import paused_run, resume
 
-from commandlog.auth.approval_codes import issue_approval_code
+from commandlog.auth.tokens import authenticate, create_token
 from commandlog.bootstrap import close_runtimes
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
+from commandlog.drafts.review import issue_approval_code
 from commandlog.drafts.service import DraftService
 from commandlog.replay.service import ReplayRequest
 from commandlog.retention.policy import RetentionPolicy
-from commandlog.auth.tokens import authenticate, create_token
 from examples.billing import commands as c
 from examples.billing import setup
 from examples.billing.errors import CustomerNotFoundError

@@ -13,8 +13,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
-from commandlog.monitor.ratelimit import RateLimiter
 from commandlog.auth.tokens import create_token
+from commandlog.monitor.ratelimit import RateLimiter
 from commandlog.web.activity import MonitorConfig as WebMonitorConfig
 from commandlog.web.app import create_app
 from commandlog.web.auth import RequestLimits

@@ -9,10 +9,10 @@ import uuid
 import psycopg
 import pytest
 
-from commandlog.monitor.publisher import CHANNEL, install_publisher
-from commandlog.monitor.channel_seal import ChannelSeal
 from commandlog.context import ExecutionContext
 from commandlog.errors import CommandRejectedError
+from commandlog.monitor.channel_seal import ChannelSeal
+from commandlog.monitor.publisher import CHANNEL, install_publisher
 from examples.billing import commands as c
 from examples.billing.errors import CustomerNotFoundError
 from storage.channel_key import load_key

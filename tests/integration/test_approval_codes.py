@@ -10,13 +10,15 @@ import threading
 
 import pytest
 
-from commandlog.auth.approval_codes import _digest, _normalise, issue_approval_code, redeem_approval_code
-from commandlog.drafts.errors import ApprovalCodeError
-from commandlog.drafts.review import apply_decision
-from commandlog.drafts.service import DraftService
+from commandlog.auth.approval_codes import _digest, _normalise, redeem_approval_code
 from commandlog.auth.tokens import PermissionDeniedError, authenticate, create_token, revoke_token
+from commandlog.drafts.errors import ApprovalCodeError
+from commandlog.drafts.review import apply_decision, issue_approval_code
+from commandlog.drafts.service import DraftService
 from examples.billing import commands as c
 from storage import approval_codes as store
+
+
 @pytest.fixture
 def drafts(bus) -> DraftService:
     return DraftService(bus)

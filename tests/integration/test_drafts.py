@@ -12,8 +12,13 @@ import pytest
 
 from commandlog.bus import CommandBus
 from commandlog.drafts.errors import (
-    DraftAlreadyExecutedError, DraftConflictError, DraftNotFoundError, DraftNotOpenError, DraftValidationError,
-    ProjectionRequiredError, StaleProjectionError,
+    DraftAlreadyExecutedError,
+    DraftConflictError,
+    DraftNotFoundError,
+    DraftNotOpenError,
+    DraftValidationError,
+    ProjectionRequiredError,
+    StaleProjectionError,
 )
 from commandlog.drafts.service import DraftService
 from examples.billing import commands as c

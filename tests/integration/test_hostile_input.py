@@ -11,13 +11,13 @@ from typing import Annotated
 import pytest
 from fastapi.testclient import TestClient
 
+from commandlog.auth.tokens import create_token
 from commandlog.bus import CommandBus
 from commandlog.commands import Command, Sensitive
 from commandlog.context import ExecutionContext
 from commandlog.errors import CommandRejectedError, UnknownCommandError
 from commandlog.monitor.ratelimit import RateLimiter
 from commandlog.redaction import WITHHELD
-from commandlog.auth.tokens import create_token
 from commandlog.web.app import create_app
 from commandlog.web.auth import RequestLimits
 from examples.billing import commands as c

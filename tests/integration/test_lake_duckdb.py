@@ -10,8 +10,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from storage.lake.duckdb_journal import NoLakeError, SqlError, UnknownTenantError, lake_tenants, open_journal, query
 from storage.lake.datasets import Lake, LakeError
+from storage.lake.duckdb_journal import NoLakeError, SqlError, UnknownTenantError, lake_tenants, open_journal, query
 
 TENANTS = ["acme", "../acme", "acme/..", "x'y", "a=b", "*"]
 

@@ -22,14 +22,14 @@ import pyarrow as pa
 import pytest
 
 from commandlog.bus import CommandBus
-from commandlog.journal.export import run_compaction, run_export
-from examples.billing import setup
 from commandlog.context import ExecutionContext
+from commandlog.journal.export import run_compaction, run_export
 from examples.billing import commands as c
+from examples.billing import setup
 from examples.billing.demo import seed, tenant_ids
-from storage.lake.duckdb_journal import SqlError, open_journal, query
 from storage.frontend_actions import FrontendActionRow, insert_actions
 from storage.lake.datasets import Lake
+from storage.lake.duckdb_journal import SqlError, open_journal, query
 from storage.postgres import Database
 
 ME, OTHER = tenant_ids(2)

@@ -14,10 +14,12 @@ import psutil
 import psycopg
 import pytest
 
-from commandlog.platform.up import AlreadyRunningError, Platform, PlatformError, UpOptions
 from commandlog.platform.processes import Child
+from commandlog.platform.up import AlreadyRunningError, Platform, PlatformError, UpOptions
 from commandlog.settings import Settings
 from storage import server_admin
+
+
 def test_stop_leaves_no_descendant_even_one_that_left_the_process_group(tmp_path):
     # The child ignores SIGTERM and starts a grandchild in a new session: both must still be gone.
     script = ("import os, signal, subprocess, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "

@@ -15,7 +15,6 @@ from psycopg import sql
 from commandlog.bus import CommandBus, HistoricalCommand
 from commandlog.context import ExecutionContext
 from commandlog.journal.export import run_export
-from commandlog.retention.purge import run_purge
 from commandlog.retention.policy import (
     RetentionError,
     RetentionPolicy,
@@ -24,13 +23,14 @@ from commandlog.retention.policy import (
     remove_hold,
 )
 from commandlog.retention.policy import setup as retention_setup
+from commandlog.retention.purge import run_purge
 from examples.billing import commands as c
 from examples.billing import setup as billing_setup
 from storage.lake.datasets import Lake
 from storage.migrate import ensure_partitions_between
 from storage.partitions import ensure_ahead
-from storage.retention import count_by_tenant
 from storage.postgres import Database
+from storage.retention import count_by_tenant
 
 AS_OF = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 OLD = AS_OF - timedelta(days=100)      # expired under POLICY for short_lived and long_lived
@@ -426,11 +426,13 @@ LAKE_KEYS = {"commands": "cmd_uuid", "tenant_commands": "cmd_uuid", "events": "e
 def _permanent_history(db, bus, tenant: str, when: datetime, n: int) -> None:
     """``n`` permanent commands (``billing.CloseMonth``) with one event each, and ``n`` permanent frontend actions."""
     bus.import_history([HistoricalCommand(
-        command=c.CloseMonth(month=f"2026-{1 + i % 12:02d}"), context=ExecutionContext(tenant_id=tenant, actor_id="a@x"),
+        command=c.CloseMonth(month=f"2026-{1 + i % 12:02d}"),
+        context=ExecutionContext(tenant_id=tenant, actor_id="a@x"),
         started_at=when + timedelta(minutes=i), finished_at=when + timedelta(minutes=i, milliseconds=3),
         events=(("MonthClosed", {"month": f"2026-{1 + i % 12:02d}"}),), result={"ok": True}) for i in range(n)])
     with db.connection() as conn, conn.cursor() as cur:
-        cur.executemany("INSERT INTO frontend_action (action_uuid, tenant_id, actor_id, action, occurred_at, retention) "
+        cur.executemany("INSERT INTO frontend_action "
+                        "(action_uuid, tenant_id, actor_id, action, occurred_at, retention) "
                         "VALUES (%s, %s, 'a@x', 'sign', %s, 'permanent')",
                         [(uuid.uuid4(), tenant, when + timedelta(minutes=i)) for i in range(n)])
 
@@ -511,7 +513,8 @@ def test_a_subject_hold_keeps_its_rows_in_postgres_and_in_the_lake_while_the_res
         for table in ("command_log", "tenant_command_log"):
             assert {r[0] for r in conn.execute(sql.SQL("SELECT cmd_uuid FROM {} WHERE tenant_id = 'subj' AND "
                                                        + app).format(sql.Identifier(table)))} == held, table
-        assert {r[0] for r in conn.execute("SELECT event_uuid FROM domain_event WHERE tenant_id = 'subj'")} == held_events
+        events = conn.execute("SELECT event_uuid FROM domain_event WHERE tenant_id = 'subj'")
+        assert {r[0] for r in events} == held_events
     for table in TABLES:
         assert _count(db, table, "tenant_id = 'free'") == 0, table
     # the lake, read back with pyarrow
@@ -522,7 +525,8 @@ def test_a_subject_hold_keeps_its_rows_in_postgres_and_in_the_lake_while_the_res
     assert uuids("commands", "subj") == held
     assert uuids("tenant_commands", "subj") == held
     assert uuids("events", "subj", "event_uuid") == held_events
-    assert uuids("commands", "free") == uuids("tenant_commands", "free") == uuids("events", "free", "event_uuid") == set()
+    assert uuids("commands", "free") == uuids("tenant_commands", "free") == set()
+    assert uuids("events", "free", "event_uuid") == set()
     # … and with DuckDB, as a tenant session sees it
     con = open_journal(Lake(lake), tenant="subj")
     try:

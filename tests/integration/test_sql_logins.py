@@ -13,8 +13,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from commandlog import ExecutionContext
-from commandlog.bus import CommandBus
 from commandlog.auth.sql_logins import SqlLoginError, create_login, list_logins, revoke_login
+from commandlog.bus import CommandBus
 from examples.billing import commands as c
 from storage import server_admin
 from storage.postgres import Database

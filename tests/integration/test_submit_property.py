@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import uuid
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from commandlog.command_json import storable_text
 from commandlog.context import ExecutionContext

@@ -9,8 +9,8 @@ import pytest
 from fastapi import Depends
 from fastapi.testclient import TestClient
 
-from commandlog.context import ExecutionContext
 from commandlog.auth.tokens import AuthenticationError, TokenError, authenticate, create_token, revoke_token
+from commandlog.context import ExecutionContext
 from commandlog.web.app import create_app
 from commandlog.web.auth import Principal, require_role
 from examples.billing import commands as c

@@ -11,13 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commandlog.monitor.publisher import MAX_PAYLOAD_BYTES, command_item, pack, stamp
+from commandlog.auth.tokens import Principal
 from commandlog.monitor.filters import ActivityFilterError, parse_filter
 from commandlog.monitor.frontend_actions import (
-    ActionTooLargeError, FrontendActionError, parse_request, validate,
+    ActionTooLargeError,
+    FrontendActionError,
+    parse_request,
+    validate,
 )
+from commandlog.monitor.publisher import MAX_PAYLOAD_BYTES, command_item, pack, stamp
 from commandlog.monitor.ratelimit import RateLimitedError, RateLimiter
-from commandlog.auth.tokens import Principal
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 VIEWER = Principal(token_id="0123456789ab", tenant_id="acme", role="viewer")

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from commandlog.monitor.publisher import MAX_PAYLOAD_BYTES, pack
 from commandlog.monitor.channel_seal import PAD, ChannelSeal, UnsealError, sealed_size
+from commandlog.monitor.publisher import MAX_PAYLOAD_BYTES, pack
 
 KEY = os.urandom(32)
 

@@ -7,7 +7,8 @@ import json
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from commandlog.drafts.bodies import from_json_map, to_json_map
 from commandlog.drafts.errors import DraftValidationError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from commandlog.drafts.review import ReviewResult
 from commandlog.journal.export import summary_line as export_summary
-from commandlog.retention.purge import summary_line as purge_summary
 from commandlog.replay.service import summary_line as replay_summary
+from commandlog.retention.purge import summary_line as purge_summary
 
 
 def test_replay_summary_counts_outcomes_most_frequent_first():

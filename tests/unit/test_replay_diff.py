@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from commandlog.context import EventRecord
 from commandlog.records import Outcome
-from commandlog.replay.service import ReplayRequest
 from commandlog.replay.diff import compare, field_diff, summarize
+from commandlog.replay.service import ReplayRequest
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
