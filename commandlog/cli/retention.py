@@ -7,6 +7,7 @@ import dataclasses
 import getpass
 import json
 import sys
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -67,13 +68,16 @@ def run(
                               "run again with --purge to remove them", highlight=False)
 
 
+# The options the hold commands share.
+_Tenant = Annotated[str, typer.Option("--tenant", help="The tenant held (or to hold).")]
+_Subject = Annotated[str | None, typer.Option("--subject", help="One subject only, e.g. invoice:42 (omit for the "
+                                                                 "whole tenant).")]
+_Actor = Annotated[str | None, typer.Option("--actor", help="Who does it (default cli:<user>).")]
+
+
 @hold_app.command("add")
-def hold_add(
-    tenant: str = typer.Option(..., "--tenant", help="Tenant to hold."),
-    reason: str = typer.Option(..., "--reason", help="Why (kept in the log)."),
-    subject: str | None = typer.Option(None, "--subject", help="Hold one subject only, e.g. invoice:42."),
-    actor: str | None = typer.Option(None, "--actor", help="Who adds it (default cli:<user>)."),
-) -> None:
+def hold_add(tenant: _Tenant, reason: Annotated[str, typer.Option("--reason", help="Why (kept in the log).")],
+             subject: _Subject = None, actor: _Actor = None) -> None:
     """Put a tenant (or one subject of it) under a legal hold; logged as retention.AddLegalHold."""
     with _common.bus() as bus:
         hold_id = add_hold(bus, tenant=tenant, subject=subject, reason=reason, actor=_actor(actor))
@@ -81,12 +85,9 @@ def hold_add(
 
 
 @hold_app.command("remove")
-def hold_remove(
-    tenant: str = typer.Option(..., "--tenant", help="Held tenant."),
-    subject: str | None = typer.Option(None, "--subject", help="The held subject (omit for a tenant-wide hold)."),
-    reason: str | None = typer.Option(None, "--reason", help="Why it is released."),
-    actor: str | None = typer.Option(None, "--actor", help="Who removes it (default cli:<user>)."),
-) -> None:
+def hold_remove(tenant: _Tenant, subject: _Subject = None,
+                reason: Annotated[str | None, typer.Option("--reason", help="Why it is released.")] = None,
+                actor: _Actor = None) -> None:
     """Release a legal hold; logged as retention.RemoveLegalHold."""
     with _common.bus() as bus:
         hold_id = remove_hold(bus, tenant=tenant, subject=subject, reason=reason, actor=_actor(actor))

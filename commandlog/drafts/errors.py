@@ -21,9 +21,14 @@ from __future__ import annotations
 
 import uuid
 
-from commandlog.auth.approval_codes import ApprovalCodeError  # noqa: F401 — re-exported: see the tree above
+from commandlog.auth.approval_codes import ApprovalCodeError  # re-exported (__all__): see the tree above
 from commandlog.errors import CommandLogError, errors_text
 
+__all__ = [
+    "ApprovalCodeError", "DraftAlreadyExecutedError", "DraftApprovalTimeoutError", "DraftConflictError", "DraftError",
+    "DraftExecutionError", "DraftNotFoundError", "DraftNotOpenError", "DraftValidationError", "ProjectionRequiredError",
+    "StaleProjectionError",
+]
 
 class DraftError(CommandLogError):
     """Root of the draft errors."""

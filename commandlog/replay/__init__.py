@@ -1,41 +1,6 @@
 """Command replay: run logged commands again, as a dry run compared with the original, or for real to recover."""
 
-from commandlog.replay.service import (
-    ItemOutcome,
-    ReplayError,
-    ReplayItemResult,
-    ReplayPlan,
-    ReplayReport,
-    ReplayRequest,
-    ReplayRequestConflictError,
-    ReplaySelectionTooLargeError,
-    batches,
-    dry_run_verdict,
-    finish,
-    plan,
-    prepare,
-    replay_batch,
-    replay_context,
-    run_replay,
-    summary_line,
-)
+from commandlog.replay import service
+from commandlog.replay.service import *  # noqa: F403 — the public API is the service's ``__all__`` (models included)
 
-__all__ = [
-    "ItemOutcome",
-    "ReplayError",
-    "ReplayItemResult",
-    "ReplayPlan",
-    "ReplayReport",
-    "ReplayRequest",
-    "ReplayRequestConflictError",
-    "ReplaySelectionTooLargeError",
-    "batches",
-    "dry_run_verdict",
-    "finish",
-    "plan",
-    "prepare",
-    "replay_batch",
-    "replay_context",
-    "run_replay",
-    "summary_line",
-]
+__all__ = service.__all__
