@@ -5,7 +5,6 @@ from typing import Annotated
 from commandlog import Command, ExecutionContext, Sensitive
 from commandlog.bootstrap import runtime
 
-
 class SetIban(Command):
     cmd_class = "quickstart.SetIban"                # stable registered name
     account: str
