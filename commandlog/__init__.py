@@ -14,10 +14,11 @@ from commandlog.commands import (
 from commandlog.context import ExecutionContext, HandlerContext
 from commandlog.errors import CommandLogError, CommandRejectedError, NoHandlerError, UnknownCommandError
 from commandlog.ids import uuid7
+from commandlog.records import HistoricalCommand
 from commandlog.redaction import WITHHELD
 
 if TYPE_CHECKING:  # imported on first use below
-    from commandlog.bus import CommandBus, HistoricalCommand
+    from commandlog.bus import CommandBus
 
 __all__ = [
     "WITHHELD",
@@ -41,7 +42,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    if name in ("CommandBus", "HistoricalCommand"):  # lazy: `from commandlog import Command` stays light
+    if name == "CommandBus":  # lazy: `from commandlog import Command` stays light
         from commandlog import bus  # noqa: PLC0415 — start-up cost: the bus loads psycopg_pool and storage (~0.1 s)
 
         return getattr(bus, name)

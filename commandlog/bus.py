@@ -27,7 +27,7 @@ from commandlog.commands import registry as default_registry
 from commandlog.context import EventRecord, ExecutionContext, HandlerContext, Mode
 from commandlog.errors import CommandRejectedError, NoHandlerError, UnknownCommandError, UnstorableValueError
 from commandlog.ids import uuid7
-from commandlog.records import CommandRecord, Outcome, Status
+from commandlog.records import CommandRecord, HistoricalCommand, Outcome
 from commandlog.redaction import has_sensitive, redact, scrub, sensitive_values
 from commandlog.validation import context_errors, errors_text, validation_errors
 from commandlog.validation import dumps as _dumps
@@ -54,32 +54,6 @@ blank tenants), whereas ``''`` is what ``current_setting('cmdlog.tenant_id', tru
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, kw_only=True)
-class HistoricalCommand:
-    """A command that already ran, for ``CommandBus.import_history``."""
-
-    command: Command
-    """The validated command."""
-    context: ExecutionContext
-    """Who ran it for which tenant."""
-    started_at: datetime
-    """When it started (UTC)."""
-    finished_at: datetime | None = None
-    """When it finished; ``started_at`` when absent."""
-    status: Status = "succeeded"
-    """``succeeded``, ``failed`` or ``rejected``."""
-    error_type: str | None = None
-    """Exception class name of a failure."""
-    error_message: str | None = None
-    """Error message of a failure."""
-    result: Any = None
-    """JSON-ready result."""
-    events: tuple[tuple[str, dict], ...] = ()
-    """``(event_type, payload)`` pairs it emitted."""
-    cmd_uuid: uuid.UUID | None = None
-    """Its id; a UUIDv7 of ``started_at`` when absent."""
 
 
 @dataclass
@@ -179,7 +153,7 @@ class CommandBus:
                     self._write(conn, uow.failures + uow.records)
                     tx.__exit__(None, None, None)
             except BaseException as raised:
-                e = _pipeline_cause(raised)
+                e = original_error(raised)  # PipelineAborted or the statement's error: the same failure
                 if transaction_open(conn):
                     tx.__exit__(type(e), e, e.__traceback__)  # rolls back
                 if transaction_open(conn):
@@ -455,10 +429,3 @@ def _outcome(record: CommandRecord, events: Iterable[EventRecord]) -> Outcome:
     return Outcome(cmd_uuid=record.cmd_uuid, status=record.status, result=record.result, events=list(events),
                    error_type=record.error_type, error_message=record.error_message, record=record)
 
-
-def _pipeline_cause(e: BaseException) -> BaseException:
-    """The error a pipeline really met: when a statement of the COMMIT's pipeline sync fails, psycopg may report it
-    as that statement's error or, depending on when the results are read, as ``PipelineAborted`` raised while the
-    pipeline block exits, with the statement's error as its context. Both mean the same failure; callers see the
-    statement's error either way."""
-    return original_error(e)

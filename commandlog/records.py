@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from commandlog.context import EventRecord
+from commandlog.commands import Command
+from commandlog.context import EventRecord, ExecutionContext
 
 Status = Literal["succeeded", "failed", "rejected"]
 
@@ -109,3 +110,29 @@ class Outcome:
         if self.record is not None and self.record.public_error_message is not None:
             return self.record.public_error_message
         return self.error_message
+
+
+@dataclass(frozen=True, kw_only=True)
+class HistoricalCommand:
+    """A command that already ran, for ``CommandBus.import_history``."""
+
+    command: Command
+    """The validated command."""
+    context: ExecutionContext
+    """Who ran it for which tenant."""
+    started_at: datetime
+    """When it started (UTC)."""
+    finished_at: datetime | None = None
+    """When it finished; ``started_at`` when absent."""
+    status: Status = "succeeded"
+    """``succeeded``, ``failed`` or ``rejected``."""
+    error_type: str | None = None
+    """Exception class name of a failure."""
+    error_message: str | None = None
+    """Error message of a failure."""
+    result: Any = None
+    """JSON-ready result."""
+    events: tuple[tuple[str, dict], ...] = ()
+    """``(event_type, payload)`` pairs it emitted."""
+    cmd_uuid: uuid.UUID | None = None
+    """Its id; a UUIDv7 of ``started_at`` when absent."""
