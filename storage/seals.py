@@ -151,7 +151,7 @@ def canonical(names: tuple[str, ...], values: tuple[Any, ...]) -> bytes:
 def _leaf_query(table: str, where: sql.Composable, *, extra: sql.Composable = _NOTHING) -> sql.Composed:
     cols = COLUMNS[table]
     return sql.SQL("SELECT tableoid::regclass::text AS part, {cols}{extra} FROM {table} WHERE {where} "
-                   "ORDER BY part COLLATE \"C\", {key}, {time}").format(
+                   "ORDER BY tableoid::regclass::text COLLATE \"C\", {key}, {time}").format(
         cols=sql.SQL(", ").join(_render(c, k) for c, k in cols), extra=extra, table=sql.Identifier(table),
         where=where, key=sql.Identifier(cols[0][0]), time=sql.Identifier(_TIME[table]))
 
