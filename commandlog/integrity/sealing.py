@@ -43,7 +43,7 @@ def summary_line(report: SealReport) -> str:
     """One line for logs and the flow's final state: ``seal: 1,234 rows in 5 seals (tx 100..250), key 3fa1…``."""
     rows = sum(report.rows.values())
     if not report.seals:
-        return f"seal: no new rows (sealed up to tx {report.to_tx}), key {report.key_id}"
+        return f"seal: no new rows (tx {report.from_tx}..{report.to_tx}), key {report.key_id}"
     return (f"seal: {rows:,} {'row' if rows == 1 else 'rows'} in {len(report.seals)} "
             f"{'seal' if len(report.seals) == 1 else 'seals'} (tx {report.from_tx}..{report.to_tx}), "
             f"key {report.key_id}")
