@@ -16,6 +16,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron
 
 from commandlog.settings import Settings
+from flows.seal_log import seal_log
 
 TAGS = ["commandlog"]
 
@@ -39,8 +40,6 @@ def export_snapshot_hourly(settings: Settings) -> RunnerDeployment:
 def seal_log_hourly(settings: Settings) -> RunnerDeployment:
     """``seal-log/hourly``: seal the new log rows at minute 20 of every hour (UTC), off the export's minute 0 so the
     two scans do not compete; one run at a time (a second would only wait for the sealing lock)."""
-    from flows.seal_log import seal_log
-
     return _deployment(seal_log, "hourly", concurrency_limit=1, schedules=[Cron("20 * * * *", timezone="UTC")],
                        description="Seal the log rows committed since the last run: signed, chained Merkle "
                                    "digests per table and partition (rerun-safe; writers unaffected).")

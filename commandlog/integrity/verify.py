@@ -78,7 +78,7 @@ def verify(db: Database, public_key: Ed25519PublicKey, *, tenant: str | None = N
             if since is not None and prev is None and seal.created_at < since:
                 prev = seal  # the anchor: made before ``since``, not verified itself
                 continue
-            found += _check_seal(seal, prev, public_key, anchored=since is not None)
+            found += _check_seal(seal, prev, public_key)
             if run and (run[0].from_tx, run[0].to_tx) != (seal.from_tx, seal.to_tx):
                 found += _check_rows(session, run, found)
                 run = []
@@ -89,15 +89,15 @@ def verify(db: Database, public_key: Ed25519PublicKey, *, tenant: str | None = N
     return [f for f in found if tenant is None or f.tenant_id in (None, tenant)]
 
 
-def _check_seal(seal: SealRow, prev: SealRow | None, public_key: Ed25519PublicKey, *,
-                anchored: bool) -> list[Finding]:
+def _check_seal(seal: SealRow, prev: SealRow | None, public_key: Ed25519PublicKey) -> list[Finding]:
+    """Chain, key, signature and leaf findings of one seal (``prev``: the seal before it, None for the first)."""
     out: list[Finding] = []
 
     def finding(kind: Kind, detail: str) -> None:
         out.append(Finding(kind=kind, seal_id=seal.seal_id, table=seal.table_name, partition=seal.partition_name,
                            detail=detail))
 
-    if prev is None and not anchored and (seal.seal_id != 1 or seal.prev_hash != header.ZERO_HASH):
+    if prev is None and (seal.seal_id != 1 or seal.prev_hash != header.ZERO_HASH):
         finding("broken_chain", f"the chain starts at seal {seal.seal_id}, not at seal 1")
     elif prev is not None and (seal.seal_id != prev.seal_id + 1 or seal.prev_hash != prev.seal_hash):
         finding("broken_chain", f"seal {seal.seal_id} does not follow seal {prev.seal_id} (missing, edited or "

@@ -246,3 +246,22 @@ def test_every_column_but_tx_id_is_sealed(db):
         cols = [r[0] for r in _sql(db, "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
                                        "AND column_name <> 'tx_id'", (table,))]
         assert sorted(cols) == sorted(c for c, _ in COLUMNS[table]), table
+
+
+def test_verify_since_checks_only_later_seals_and_anchors_the_chain_on_the_one_before(fresh):
+    bus, settings = fresh
+    first = seal(bus.db, settings)
+    _write(bus, "later", 3)
+    second = seal(bus.db, settings)
+    [(since,)] = _sql(bus.db, "SELECT min(created_at) FROM log_seal WHERE seal_id = %s",
+                      (second.seals[0]["seal_id"],))
+    [(old,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM command_log WHERE tenant_id <> 'later' "
+                            "ORDER BY cmd_uuid LIMIT 1")
+    _sql(bus.db, "UPDATE command_log SET actor_id = 'mallory' WHERE cmd_uuid = %s", (old,))
+    assert verify(bus.db, _public(settings), since=since) == []  # the edited row is in the first run's range
+    assert _kinds(verify(bus.db, _public(settings))) == [("changed", "command_log", old)]
+    [(new,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM command_log WHERE tenant_id = 'later' "
+                            "ORDER BY cmd_uuid LIMIT 1")
+    _sql(bus.db, "DELETE FROM command_log WHERE cmd_uuid = %s", (new,))
+    assert _kinds(verify(bus.db, _public(settings), since=since)) == [("removed", "command_log", new)]
+    assert first.seals and second.seals
