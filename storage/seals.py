@@ -236,6 +236,32 @@ class SealSession:
         return _seal(row) if row else None
 
 
+    def retired_runs(self) -> dict[int, int]:
+        """``{retention run id: seals it retired}``."""
+        with translated():
+            return {int(r[0]): int(r[1]) for r in self.conn.execute(
+                "SELECT retired_by_run, count(*) FROM log_seal WHERE retired_by_run IS NOT NULL "
+                "GROUP BY 1 ORDER BY 1").fetchall()}
+
+    def retirement_recorded(self, seal: SealRow) -> bool:
+        """True when the retention run that retired ``seal`` recorded dropping its partition (``retention_step``)."""
+        with translated():
+            return bool(one_row(self.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM retention_step WHERE run_id = %s AND action = 'drop' "
+                "AND table_name = %s AND partition_name = %s)",
+                (seal.retired_by_run, seal.table_name, seal.partition_name)))[0])
+
+
+def retire_partition(conn: psycopg.Connection, *, table: str, partition: str, run_id: int) -> int:
+    """Mark the seals of ``table``'s leaf ``partition`` retired by retention run ``run_id`` (the ones not retired
+    yet, so a resumed run may call it again); returns how many were marked. The trigger of 0010 allows this one
+    change of a seal."""
+    with translated("cannot retire the seals"):
+        return conn.execute(
+            "UPDATE log_seal SET retired_by_run = %s, retired_at = now() WHERE table_name = %s "
+            "AND partition_name = %s AND retired_by_run IS NULL", (run_id, table, partition)).rowcount
+
+
 def _seal(row: tuple[Any, ...]) -> SealRow:
     d = dict(zip(_SEAL_NAMES, row, strict=True))
     d["from_tx"], d["to_tx"] = int(d["from_tx"]), int(d["to_tx"])

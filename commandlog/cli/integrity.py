@@ -26,7 +26,7 @@ from commandlog.integrity import keys
 from commandlog.integrity.proof import inclusion_proof
 from commandlog.integrity.sealing import seal as run_seal
 from commandlog.integrity.sealing import summary_line
-from commandlog.integrity.verify import Finding
+from commandlog.integrity.verify import Finding, retired
 from commandlog.integrity.verify import verify as run_verify
 
 KIND_STYLE = {"changed": "red", "inserted": "red", "removed": "red", "broken_chain": "magenta",
@@ -87,11 +87,15 @@ def verify(
     when = parse_when(since, option="--since")
     with _common.database(s) as db:
         findings = run_verify(db, key, tenant=tenant, since=when)
+        by_run = retired(db)
     if fmt is VerifyFormat.json:
-        sys.stdout.write(json.dumps({"ok": not findings, "findings": [dataclasses.asdict(f) for f in findings]})
-                         + "\n")
+        sys.stdout.write(json.dumps({"ok": not findings, "findings": [dataclasses.asdict(f) for f in findings],
+                                     "retired": {str(run): n for run, n in by_run.items()}}) + "\n")
     else:
         _print_findings(findings)
+        for run, n in by_run.items():
+            _common.console.print(f"note: {n} sealed partition{'s' if n != 1 else ''} removed by retention run {run} "
+                                  "(retired, not tampering)")
     if findings:
         raise typer.Exit(1)
 

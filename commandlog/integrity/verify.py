@@ -13,8 +13,10 @@ For each seal, in chain order:
 Then, for each run's range and each log table, the rows now in the range are read again (one snapshot) and their
 leaves compared with the trusted seals, by row uuid: ``changed`` (same uuid, other content; also a row moved to
 another partition), ``inserted`` (a uuid no seal has: a row forged into a sealed range, e.g. with an explicit
-``tx_id``), ``removed`` (a sealed uuid no longer there). Rows of retired seals (retention purged them) are not
-compared. Rows committed after the last run are not sealed yet and not reported.
+``tx_id``), ``removed`` (a sealed uuid no longer there). Rows of a retired seal are not compared when the
+retention run it names recorded dropping its partition (``retired`` lists those runs); a retirement no retention
+run backs is ignored, so its missing rows are ``removed``. Rows committed after the last run are not sealed yet
+and not reported.
 """
 
 from __future__ import annotations
@@ -89,6 +91,13 @@ def verify(db: Database, public_key: Ed25519PublicKey, *, tenant: str | None = N
     return [f for f in found if tenant is None or f.tenant_id in (None, tenant)]
 
 
+def retired(db: Database) -> dict[int, int]:
+    """Seals retired by retention: ``{retention run id: seals}`` (what verification reports as removed by
+    retention rather than tampered)."""
+    with reading_session(db.url) as session:
+        return session.retired_runs()
+
+
 def _check_seal(seal: SealRow, prev: SealRow | None, public_key: Ed25519PublicKey) -> list[Finding]:
     """Chain, key, signature and leaf findings of one seal (``prev``: the seal before it, None for the first)."""
     out: list[Finding] = []
@@ -119,8 +128,8 @@ def _check_seal(seal: SealRow, prev: SealRow | None, public_key: Ed25519PublicKe
 
 
 def _trusted(seal: SealRow, found: list[Finding]) -> bool:
-    return seal.retired_by_run is None and not any(
-        f.seal_id == seal.seal_id and f.kind in ("key_mismatch", "bad_signature", "bad_leaves") for f in found)
+    return not any(f.seal_id == seal.seal_id and f.kind in ("key_mismatch", "bad_signature", "bad_leaves")
+                   for f in found)
 
 
 def _check_rows(session: SealSession, run: list[SealRow], found: list[Finding]) -> list[Finding]:
@@ -137,6 +146,8 @@ def _check_rows(session: SealSession, run: list[SealRow], found: list[Finding]) 
             seal = sealed.get(partition)
             if seal is not None and not _trusted(seal, found):
                 continue
+            if seal is not None and seal.retired_by_run is not None and session.retirement_recorded(seal):
+                continue  # retention dropped the partition and said so: removed by retention, not tampered
             diffs += _diff(table, partition, seal, current.get(partition, []))
         out += _moves(diffs)
     return out

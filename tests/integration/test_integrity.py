@@ -15,6 +15,9 @@ from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
 from commandlog.integrity import inclusion_proof, keys, merkle, proof_valid, seal, verify
 from commandlog.integrity.errors import NotSealedError, ProofError
+from commandlog.integrity.verify import retired
+from commandlog.retention.policy import RetentionPolicy
+from commandlog.retention.purge import run_purge
 from commandlog.settings import Settings
 from examples.billing import commands as c
 from examples.billing import setup
@@ -265,3 +268,35 @@ def test_verify_since_checks_only_later_seals_and_anchors_the_chain_on_the_one_b
     _sql(bus.db, "DELETE FROM command_log WHERE cmd_uuid = %s", (new,))
     assert _kinds(verify(bus.db, _public(settings), since=since)) == [("removed", "command_log", new)]
     assert first.seals and second.seals
+
+
+def test_a_retention_purge_retires_the_seals_of_dropped_partitions_and_verify_stays_clean(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    policy = RetentionPolicy(short_lived_days=10, long_lived_days=60)
+    report = run_purge(bus.db, bus, policy, as_of=NOW + dt.timedelta(days=100), dry_run=False)
+    assert report.partitions_dropped > 0
+    retired_rows = _sql(bus.db, "SELECT DISTINCT retired_by_run, partition_name FROM log_seal "
+                                "WHERE retired_by_run IS NOT NULL")
+    dropped = {r[0] for r in _sql(bus.db, "SELECT partition_name FROM retention_step WHERE action = 'drop'")}
+    sealed = {r[0] for r in _sql(bus.db, "SELECT partition_name FROM log_seal")}
+    assert retired_rows and {p for _, p in retired_rows} == dropped & sealed  # (empty leaves were dropped too)
+    assert {r for r, _ in retired_rows} == {report.run_id}
+    assert verify(bus.db, _public(settings)) == []
+    assert retired(bus.db) == {report.run_id: len(retired_rows)}
+    after = seal(bus.db, settings)  # the purge's own log row (permanent) is sealed like any other
+    assert after.rows["command_log"] == 1
+    assert verify(bus.db, _public(settings)) == []
+
+
+def test_a_retirement_no_retention_run_recorded_does_not_hide_removed_rows(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    [(seal_id, part, count)] = _sql(bus.db, "SELECT seal_id, partition_name, row_count FROM log_seal "
+                                            "WHERE table_name = 'command_log' ORDER BY seal_id LIMIT 1")
+    # the trigger allows setting the retirement columns once: an attacker does so, then deletes the rows
+    _sql(bus.db, "UPDATE log_seal SET retired_by_run = 999, retired_at = now() WHERE seal_id = %s", (seal_id,))
+    _sql(bus.db, f"DELETE FROM {part}")
+    findings = verify(bus.db, _public(settings))
+    assert [f.kind for f in findings] == ["removed"] * count
+    assert {f.seal_id for f in findings} == {seal_id}
