@@ -2,7 +2,7 @@
 
     cmdlog seal                              # seal the rows committed since the last run (what seal-log/hourly does)
     cmdlog seal --public-key > seal.pub.pem  # the public key an auditor verifies with
-    cmdlog verify [--tenant T] [--since 7d] [--format json]    # exit status 1 when anything is found
+    cmdlog verify [--tenant T] [--since 7d] [--lake] [--format json]   # exit status 1 when anything is found
     cmdlog verify --cmd 0192f0c4-…           # the inclusion proof of one command, as JSON (docs/integrity.md)
 
 Both call the services the ``seal-log`` flow calls (``commandlog.integrity``), with the same key settings
@@ -23,6 +23,7 @@ from rich.table import Table
 from commandlog.cli import _common
 from commandlog.cli.replay import parse_when
 from commandlog.integrity import keys
+from commandlog.integrity.lake import verify_lake
 from commandlog.integrity.proof import inclusion_proof
 from commandlog.integrity.sealing import seal as run_seal
 from commandlog.integrity.sealing import summary_line
@@ -71,6 +72,8 @@ def verify(
                                                              "signature findings always show)."),
     since: str | None = typer.Option(None, "--since", help="Only seals made from then on: ISO time or a span (7d)."),
     fmt: VerifyFormat = typer.Option(VerifyFormat.table, "--format", help="table or json."),
+    lake: bool = typer.Option(False, "--lake", help="Also check every file of the lake (CMDLOG_LAKE_URI or "
+                                                    "$CMDLOG_HOME/lake) against the seals."),
     cmd: str | None = typer.Option(None, "--cmd", help="Print the inclusion proof of this command (JSON)."),
     table_name: str = typer.Option("command_log", "--table", help="With --cmd: the log table the row is in."),
     public_key: str | None = typer.Option(None, "--public-key", help="PEM public key to verify with (default: "
@@ -87,6 +90,8 @@ def verify(
     when = parse_when(since, option="--since")
     with _common.database(s) as db:
         findings = run_verify(db, key, tenant=tenant, since=when)
+        if lake:  # its seal findings are the ones just reported: keep only what it says about lake files
+            findings += [f for f in verify_lake(db, key, s.lake, tenant=tenant) if f.key is not None]
         by_run = retired(db)
     if fmt is VerifyFormat.json:
         sys.stdout.write(json.dumps({"ok": not findings, "findings": [dataclasses.asdict(f) for f in findings],

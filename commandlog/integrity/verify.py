@@ -80,7 +80,7 @@ def verify(db: Database, public_key: Ed25519PublicKey, *, tenant: str | None = N
             if since is not None and prev is None and seal.created_at < since:
                 prev = seal  # the anchor: made before ``since``, not verified itself
                 continue
-            found += _check_seal(seal, prev, public_key)
+            found += check_seal(seal, prev, public_key)
             if run and (run[0].from_tx, run[0].to_tx) != (seal.from_tx, seal.to_tx):
                 found += _check_rows(session, run, found)
                 run = []
@@ -98,7 +98,7 @@ def retired(db: Database) -> dict[int, int]:
         return session.retired_runs()
 
 
-def _check_seal(seal: SealRow, prev: SealRow | None, public_key: Ed25519PublicKey) -> list[Finding]:
+def check_seal(seal: SealRow, prev: SealRow | None, public_key: Ed25519PublicKey) -> list[Finding]:
     """Chain, key, signature and leaf findings of one seal (``prev``: the seal before it, None for the first)."""
     out: list[Finding] = []
 
@@ -127,7 +127,8 @@ def _check_seal(seal: SealRow, prev: SealRow | None, public_key: Ed25519PublicKe
     return out
 
 
-def _trusted(seal: SealRow, found: list[Finding]) -> bool:
+def trusted(seal: SealRow, found: list[Finding]) -> bool:
+    """True unless ``found`` holds a key, signature or leaf finding about ``seal`` (its leaves cannot be relied on)."""
     return not any(f.seal_id == seal.seal_id and f.kind in ("key_mismatch", "bad_signature", "bad_leaves")
                    for f in found)
 
@@ -144,7 +145,7 @@ def _check_rows(session: SealSession, run: list[SealRow], found: list[Finding]) 
         diffs: list[Finding] = []
         for partition in sorted(set(sealed) | set(current)):
             seal = sealed.get(partition)
-            if seal is not None and not _trusted(seal, found):
+            if seal is not None and not trusted(seal, found):
                 continue
             if seal is not None and seal.retired_by_run is not None and session.retirement_recorded(seal):
                 continue  # retention dropped the partition and said so: removed by retention, not tampered

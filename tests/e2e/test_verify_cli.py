@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from commandlog.bus import CommandBus
@@ -96,3 +98,23 @@ def test_verify_without_a_key_says_which_file_is_missing(env):
     assert out.returncode == 2
     message = out.stderr.replace("\n", "")  # rich wraps the line at the console width
     assert "keys/seal-ed25519.pem: no such file" in message
+
+
+def test_verify_lake_names_an_edited_parquet_file(env, tmp_path):
+    env = dict(env, CMDLOG_LAKE_URI=str(tmp_path / "lake"))
+    assert cmdlog(env, "export", "--json").returncode == 0
+    assert cmdlog(env, "seal").returncode == 0
+    clean = cmdlog(env, "verify", "--lake")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    [path] = sorted((tmp_path / "lake" / "events").rglob("*.parquet"))[:1]
+    table = pq.read_table(path)
+    victim = str(table.column("event_uuid")[0].as_py())
+    types = table.column("event_type").to_pylist()
+    types[0] = "Forged"
+    pq.write_table(table.set_column(table.schema.get_field_index("event_type"), "event_type", pa.array(types)), path)
+    out = cmdlog(env, "verify", "--lake", "--format", "json")
+    assert out.returncode == 1
+    [finding] = json.loads(out.stdout)["findings"]
+    assert (finding["kind"], finding["table"], finding["key"]) == ("changed", "domain_event", victim)
+    assert finding["partition"].startswith("events/") and finding["partition"].endswith(path.name)
+    assert cmdlog(env, "verify").returncode == 0  # without --lake: Postgres is intact

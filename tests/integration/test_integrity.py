@@ -4,10 +4,14 @@ changed; sealing under concurrent writers seals every row once; the seal table r
 from __future__ import annotations
 
 import datetime as dt
+import glob
+import os
 import threading
 import uuid
 
 import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -15,7 +19,9 @@ from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
 from commandlog.integrity import inclusion_proof, keys, merkle, proof_valid, seal, verify
 from commandlog.integrity.errors import NotSealedError, ProofError
+from commandlog.integrity.lake import verify_lake
 from commandlog.integrity.verify import retired
+from commandlog.journal.export import run_export
 from commandlog.retention.policy import RetentionPolicy
 from commandlog.retention.purge import run_purge
 from commandlog.settings import Settings
@@ -300,3 +306,21 @@ def test_a_retirement_no_retention_run_recorded_does_not_hide_removed_rows(fresh
     findings = verify(bus.db, _public(settings))
     assert [f.kind for f in findings] == ["removed"] * count
     assert {f.seal_id for f in findings} == {seal_id}
+
+
+def test_an_edited_parquet_file_in_the_lake_is_named_changed_with_its_file(fresh, tmp_path):
+    bus, settings = fresh
+    lake = str(tmp_path / "lake")
+    run_export(bus.db, lake)
+    seal(bus.db, settings)
+    assert verify_lake(bus.db, _public(settings), lake) == []
+    [path] = sorted(glob.glob(f"{lake}/commands/**/*.parquet", recursive=True))[:1]
+    table = pq.read_table(path)  # the file alone: Hive keys stay in the folder names
+    victim = str(table.column("cmd_uuid")[0].as_py())
+    actors = table.column("actor_id").to_pylist()
+    actors[0] = "mallory"
+    pq.write_table(table.set_column(table.schema.get_field_index("actor_id"), "actor_id", pa.array(actors)), path)
+    findings = verify_lake(bus.db, _public(settings), lake)
+    assert _kinds(findings) == [("changed", "command_log", victim)]
+    assert findings[0].partition == "commands/" + os.path.relpath(path, f"{lake}/commands")
+    assert verify(bus.db, _public(settings)) == []  # Postgres itself is intact
