@@ -156,11 +156,14 @@ def _leaf_query(table: str, where: sql.Composable, *, extra: sql.Composable = _N
         where=where, key=sql.Identifier(cols[0][0]), time=sql.Identifier(_TIME[table]))
 
 
+_NAMES = {table: tuple(c for c, _ in cols) for table, cols in COLUMNS.items()}
+_TENANT = {table: names.index("tenant_id") for table, names in _NAMES.items()}
+
+
 def _leaf(table: str, row: tuple[Any, ...]) -> LeafRow:
-    names = tuple(c for c, _ in COLUMNS[table])
     values = row[1:]
-    return LeafRow(partition=row[0], key=values[0], tenant_id=values[names.index("tenant_id")],
-                   data=canonical(names, values))
+    return LeafRow(partition=row[0], key=values[0], tenant_id=values[_TENANT[table]],
+                   data=canonical(_NAMES[table], values))
 
 
 class SealSession:

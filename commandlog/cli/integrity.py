@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import uuid
 from enum import StrEnum
 
 import typer
@@ -83,6 +84,10 @@ def verify(
     s = _common.settings()
     key = keys.load_public_key(public_key) if public_key else keys.existing_signing_key(s).public_key()
     if cmd is not None:
+        try:
+            cmd = str(uuid.UUID(cmd))
+        except ValueError:
+            raise typer.BadParameter(f"{cmd!r} is not a UUID", param_hint="--cmd") from None
         with _common.database(s) as db:
             proof = inclusion_proof(db, cmd, table=table_name)
         sys.stdout.write(json.dumps(proof, indent=2) + "\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import os
+import stat
 import threading
 import uuid
 
@@ -29,7 +30,7 @@ from examples.billing import commands as c
 from examples.billing import setup
 from examples.billing.demo import seed
 from storage.postgres import Database
-from storage.seals import COLUMNS, LOG_TABLES, reading_session
+from storage.seals import COLUMNS, LOG_TABLES, SealBusyError, reading_session, sealing_session
 
 NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.UTC)  # seeded history at a fixed time: no dependence on today
 
@@ -74,6 +75,8 @@ def test_a_sealed_log_verifies_clean_and_every_row_is_sealed_once(fresh):
         assert report.rows[table] == _sql(bus.db, f"SELECT count(*) FROM {table}")[0][0], table
     assert report.rows["command_log"] == 120 and report.seals
     assert verify(bus.db, _public(settings)) == []
+    key_file = settings.home / "keys" / "seal-ed25519.pem"  # created on first use, private to the platform's user
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
     again = seal(bus.db, settings)
     assert again.seals == [] and again.from_tx == report.to_tx
     _write(bus, "late", 2)
@@ -324,3 +327,15 @@ def test_an_edited_parquet_file_in_the_lake_is_named_changed_with_its_file(fresh
     assert _kinds(findings) == [("changed", "command_log", victim)]
     assert findings[0].partition == "commands/" + os.path.relpath(path, f"{lake}/commands")
     assert verify(bus.db, _public(settings)) == []  # Postgres itself is intact
+
+
+def test_a_second_sealing_run_at_the_same_time_is_refused_and_nothing_is_sealed_twice(fresh):
+    bus, settings = fresh
+    with sealing_session(bus.db.url):  # a run in progress holds the sealing lock
+        with pytest.raises(SealBusyError):
+            seal(bus.db, settings)
+    report = seal(bus.db, settings)
+    assert report.rows["command_log"] == 120
+    [(sealed, distinct)] = _sql(bus.db, "SELECT count(k), count(DISTINCT k) FROM log_seal, unnest(leaf_keys) k "
+                                        "WHERE table_name = 'command_log'")
+    assert sealed == distinct == 120
