@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from commandlog.integrity import header, keys, merkle
 from storage.postgres import Database
-from storage.seals import LOG_TABLES, SealRow, SealSession, reading_session
+from storage.seals import LOG_TABLES, SealRow, SealSession, TenantSeal, reading_session, tenant_seals
 
 Kind = Literal["changed", "inserted", "removed", "broken_chain", "bad_signature", "key_mismatch", "bad_leaves"]
 KINDS: tuple[Kind, ...] = ("changed", "inserted", "removed", "broken_chain", "bad_signature", "key_mismatch",
@@ -91,6 +91,39 @@ def verify(db: Database, public_key: Ed25519PublicKey, *, tenant: str | None = N
     return [f for f in found if tenant is None or f.tenant_id in (None, tenant)]
 
 
+def verify_tenant(db: Database, public_key: Ed25519PublicKey, tenant: str) -> list[Finding]:
+    """What ``tenant`` can check in a tenant session (row-level security on; no owner-only table read directly):
+    the key, signature and leaves of each ``tenant_command_log`` seal holding its rows, then its own rows in those
+    seals' ranges. Not covered from a tenant session: the chain (it sees only some seals), ranges in which none of
+    its rows were sealed, and whether a retirement is backed by a retention run (retired seals are skipped)."""
+    found: list[Finding] = []
+    runs: dict[tuple[int, int], list[SealRow]] = defaultdict(list)
+    with db.tenant_session(tenant) as conn:
+        for ts in tenant_seals(conn):
+            problems = check_seal(ts.seal, None, public_key, with_keys=False)
+            found += [f for f in problems if f.kind != "broken_chain"]
+            if trusted(ts.seal, found) and ts.seal.retired_by_run is None:
+                runs[(ts.seal.from_tx, ts.seal.to_tx)].append(_own(ts, tenant))
+        session = SealSession(conn)
+        for (from_tx, to_tx), seals in sorted(runs.items()):
+            sealed = {s.partition_name: s for s in seals}
+            current: dict[str, list[_Leaf]] = defaultdict(list)
+            for row in session.leaves("tenant_command_log", from_tx=from_tx, to_tx=to_tx):
+                current[row.partition].append(_Leaf(row.key, row.tenant_id, merkle.leaf_hash(row.data)))
+            diffs: list[Finding] = []
+            for partition in sorted(set(sealed) | set(current)):
+                diffs += _diff("tenant_command_log", partition, sealed.get(partition), current.get(partition, []))
+            found += _moves(diffs)
+    return found
+
+
+def _own(ts: TenantSeal, tenant: str) -> SealRow:
+    """The seal with only the tenant's leaves (keys, tenants and hashes aligned), for the row comparison."""
+    leaves = merkle.split(ts.seal.leaf_hashes)
+    return replace(ts.seal, leaf_keys=ts.keys, leaf_tenants=(tenant,) * len(ts.keys),
+                   leaf_hashes=b"".join(leaves[p] for p in ts.positions))
+
+
 def retired(db: Database) -> dict[int, int]:
     """Seals retired by retention: ``{retention run id: seals}`` (what verification reports as removed by
     retention rather than tampered)."""
@@ -98,8 +131,10 @@ def retired(db: Database) -> dict[int, int]:
         return session.retired_runs()
 
 
-def check_seal(seal: SealRow, prev: SealRow | None, public_key: Ed25519PublicKey) -> list[Finding]:
-    """Chain, key, signature and leaf findings of one seal (``prev``: the seal before it, None for the first)."""
+def check_seal(seal: SealRow, prev: SealRow | None, public_key: Ed25519PublicKey, *,
+               with_keys: bool = True) -> list[Finding]:
+    """Chain, key, signature and leaf findings of one seal (``prev``: the seal before it, None for the first;
+    ``with_keys=False``: the leaf keys are withheld, as from a tenant session, so only the hashes are checked)."""
     out: list[Finding] = []
 
     def finding(kind: Kind, detail: str) -> None:
@@ -120,9 +155,9 @@ def check_seal(seal: SealRow, prev: SealRow | None, public_key: Ed25519PublicKey
                                                                               seal.seal_hash):
         finding("bad_signature", "the seal's fields do not match its signature (edited or forged seal)")
     leaves = merkle.split(seal.leaf_hashes)
-    if (len(leaves) != seal.row_count or len(seal.leaf_keys) != seal.row_count
-            or merkle.root(leaves) != seal.merkle_root
-            or header.keys_digest(seal.leaf_keys, seal.leaf_tenants) != seal.keys_digest):
+    keys_ok = not with_keys or (len(seal.leaf_keys) == seal.row_count and header.keys_digest(
+        seal.leaf_keys, seal.leaf_tenants) == seal.keys_digest)
+    if len(leaves) != seal.row_count or merkle.root(leaves) != seal.merkle_root or not keys_ok:
         finding("bad_leaves", "the stored leaves do not give the sealed root and keys")
     return out
 

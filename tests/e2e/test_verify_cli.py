@@ -56,7 +56,17 @@ def test_seal_then_verify_is_clean_and_an_edited_row_fails_with_a_named_finding(
     assert clean.returncode == 0, clean.stderr
     assert "intact" in clean.stdout
     with psycopg.connect(env["CMDLOG_DATABASE_URL"], autocommit=True) as conn:
-        [victim] = conn.execute("SELECT cmd_uuid::text FROM command_log ORDER BY cmd_uuid LIMIT 1").fetchone()
+        [victim, tenant, result] = conn.execute("SELECT cmd_uuid::text, tenant_id, result::text "
+                                                "FROM tenant_command_log ORDER BY cmd_uuid LIMIT 1").fetchone()
+    assert cmdlog(env, "verify", "--tenant", tenant, "--tenant-session").returncode == 0
+    with psycopg.connect(env["CMDLOG_DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("UPDATE tenant_command_log SET result = '{}' WHERE cmd_uuid = %s", (victim,))
+    own = cmdlog(env, "verify", "--tenant", tenant, "--tenant-session", "--format", "json")
+    assert own.returncode == 1
+    assert [(f["kind"], f["key"]) for f in json.loads(own.stdout)["findings"]] == [("changed", victim)]
+    with psycopg.connect(env["CMDLOG_DATABASE_URL"], autocommit=True) as conn:
+        # put it back (jsonb's text is canonical, so the row is byte for byte what was sealed), then edit the lean log
+        conn.execute("UPDATE tenant_command_log SET result = %s::jsonb WHERE cmd_uuid = %s", (result, victim))
         conn.execute("UPDATE command_log SET actor_id = 'mallory' WHERE cmd_uuid = %s", (victim,))
     table = cmdlog(env, "verify")
     assert table.returncode == 1 and victim in table.stdout and "changed" in table.stdout
