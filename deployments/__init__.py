@@ -3,7 +3,7 @@
 Each entry is a function ``entry(settings) -> RunnerDeployment``. Entrypoints are module paths
 (``flows.export_snapshot.export_snapshot``), so a worker on another machine needs only the ``commandlog`` package
 installed, not a checkout at the same path. Other features append their entry to ``ENTRIES`` (one line each):
-retention-cleanup/daily, replay-commands/on-demand, draft-approval/on-demand.
+retention-cleanup/daily, replay-commands/on-demand, draft-approval/on-demand, seal-log/hourly.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from flows.draft_approval import draft_approval
 from flows.export_snapshot import export_snapshot
 from flows.replay_commands import replay_commands
 from flows.retention_cleanup import retention_cleanup
+from flows.seal_log import seal_log
 
 TAGS = ["commandlog"]
 
@@ -37,6 +38,14 @@ def export_snapshot_hourly(settings: Settings) -> RunnerDeployment:
     """``export-snapshot/hourly``: incremental Parquet snapshot of the log, at minute 0 of every hour (UTC)."""
     return _deployment(export_snapshot, "hourly", schedules=[Cron("0 * * * *", timezone="UTC")],
                        description="Export the new log rows to the Parquet lake (incremental; rerun-safe).")
+
+
+def seal_log_hourly(settings: Settings) -> RunnerDeployment:
+    """``seal-log/hourly``: seal the new log rows at minute 20 of every hour (UTC), off the export's minute 0 so the
+    two scans do not compete; one run at a time (a second would only wait for the sealing lock)."""
+    return _deployment(seal_log, "hourly", concurrency_limit=1, schedules=[Cron("20 * * * *", timezone="UTC")],
+                       description="Seal the log rows committed since the last run: signed, chained Merkle "
+                                   "digests per table and partition (rerun-safe; writers unaffected).")
 
 
 def replay_commands_on_demand(settings: Settings) -> RunnerDeployment:
@@ -70,6 +79,7 @@ ENTRIES: list[Callable[[Settings], RunnerDeployment]] = [
     replay_commands_on_demand,
     draft_approval_on_demand,
     retention_cleanup_daily,
+    seal_log_hourly,
 ]
 
 

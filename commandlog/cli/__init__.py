@@ -9,6 +9,7 @@ from commandlog.cli import demo as _demo
 from commandlog.cli import deploy as _deploy
 from commandlog.cli import draft as _draft
 from commandlog.cli import export as _export
+from commandlog.cli import integrity as _integrity
 from commandlog.cli import journal as _journal
 from commandlog.cli import log as _log
 from commandlog.cli import replay as _replay
@@ -33,6 +34,8 @@ app.add_typer(_draft.app, name="draft")
 # Sub-applications of later features register here, one line each.
 app.add_typer(_retention.app, name="retention")
 app.add_typer(_sql_login.app, name="sql-login")
+app.command("seal")(_integrity.seal)
+app.command("verify")(_integrity.verify)
 
 
 def main() -> None:

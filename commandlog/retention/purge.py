@@ -31,7 +31,7 @@ from commandlog.retention import policy as rp
 from commandlog.retention.lake import purge_lake
 from commandlog.retention.policy import Purge, PurgeCount, RetentionError, RetentionPolicy
 from commandlog.settings import Settings
-from storage import export_ledger, partitions
+from storage import export_ledger, partitions, seals
 from storage import retention as store
 from storage.locks import advisory_lock
 from storage.partitions import PURGEABLE_CLASSES, TIME_COLUMN, Partition
@@ -133,6 +133,7 @@ def _execute(db: Database, bus: CommandBus, run: store.RunRow, step: Step) -> Pu
         pending = store.pending_drops(conn, run.run_id)
     with contextlib.closing(partitions.drop_connection(db.url, lock_timeout_ms=policy.lock_timeout_ms)) as dconn:
         for table, retention, leaf in pending:  # started by an interrupted attempt: finish exactly those
+            seals.retire_partition(dconn, table=table, partition=leaf, run_id=run.run_id)
             nbytes = partitions.detach_and_drop(dconn, parent=f"{table}_{retention}", name=leaf)
             store.mark_step_done(dconn, run.run_id, leaf, nbytes=nbytes or 0)
             step("dropped", leaf)
@@ -177,6 +178,9 @@ def _drop(dconn: Connection, run: store.RunRow, leaf: Partition, cut: store.Clas
             return False
         store.record_step(conn, run.run_id, action="drop", table=leaf.table, partition=leaf.name,
                           retention=leaf.retention, status="detaching", counts=store.count_by_tenant(conn, leaf.name))
+        # [integrity] the leaf's seals say which run removed their rows, so verification reports retention, not
+        # tampering (again on resumption above, in case a crash came between these two autocommitted statements)
+        seals.retire_partition(conn, table=leaf.table, partition=leaf.name, run_id=run.run_id)
         step("detaching", leaf.name)
         return True
 

@@ -1,0 +1,131 @@
+"""``cmdlog seal`` and ``cmdlog verify``: the tamper-evident log from the command line.
+
+    cmdlog seal                              # seal the rows committed since the last run (what seal-log/hourly does)
+    cmdlog seal --public-key > seal.pub.pem  # the public key an auditor verifies with
+    cmdlog verify [--tenant T] [--since 7d] [--lake] [--format json]   # exit status 1 when anything is found
+    cmdlog verify --cmd 0192f0c4-…           # the inclusion proof of one command, as JSON (docs/integrity.md)
+
+Both call the services the ``seal-log`` flow calls (``commandlog.integrity``), with the same key settings
+(``CMDLOG_SEAL_KEY`` or ``$CMDLOG_HOME/keys/seal-ed25519.pem``). Registered as single commands, not groups.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import uuid
+from enum import StrEnum
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from commandlog.cli import _common
+from commandlog.cli.replay import parse_when
+from commandlog.integrity import keys
+from commandlog.integrity.lake import verify_lake
+from commandlog.integrity.proof import inclusion_proof
+from commandlog.integrity.sealing import seal as run_seal
+from commandlog.integrity.sealing import summary_line
+from commandlog.integrity.verify import Finding, retired, verify_tenant
+from commandlog.integrity.verify import verify as run_verify
+
+KIND_STYLE = {"changed": "red", "inserted": "red", "removed": "red", "broken_chain": "magenta",
+              "bad_signature": "magenta", "key_mismatch": "yellow", "bad_leaves": "magenta"}
+
+
+class VerifyFormat(StrEnum):
+    """Output formats of ``verify``."""
+
+    table = "table"
+    json = "json"
+
+
+def seal(
+    public_key: bool = typer.Option(False, "--public-key", help="Print the public key (PEM) and seal nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Seal every log row committed since the last run: one signed, chained seal per table and partition."""
+    s = _common.settings()
+    if public_key:
+        sys.stdout.write(keys.public_pem(keys.signing_key(s).public_key()).decode())
+        return
+    with _common.database(s) as db:
+        report = run_seal(db, s)
+    if as_json:
+        sys.stdout.write(json.dumps(dataclasses.asdict(report)) + "\n")
+        return
+    if not report.seals:
+        _common.console.print(summary_line(report))
+        return
+    table = Table(title=f"sealed tx {report.from_tx}..{report.to_tx} with key {report.key_id}")
+    for col in ("seal", "table", "partition", "rows"):
+        table.add_column(col, justify="right" if col in ("seal", "rows") else "left")
+    for row in report.seals:
+        table.add_row(str(row["seal_id"]), row["table"], row["partition"], str(row["rows"]))
+    _common.table_console().print(table)
+    _common.console.print(summary_line(report))
+
+
+def verify(
+    tenant: str | None = typer.Option(None, "--tenant", help="Only findings about this tenant's rows (chain and "
+                                                             "signature findings always show)."),
+    since: str | None = typer.Option(None, "--since", help="Only seals made from then on: ISO time or a span (7d)."),
+    fmt: VerifyFormat = typer.Option(VerifyFormat.table, "--format", help="table or json."),
+    as_tenant: bool = typer.Option(False, "--tenant-session", help="With --tenant: check only what that tenant "
+                                                                  "can check itself, in a tenant session (RLS)."),
+    lake: bool = typer.Option(False, "--lake", help="Also check every file of the lake (CMDLOG_LAKE_URI or "
+                                                    "$CMDLOG_HOME/lake) against the seals."),
+    cmd: str | None = typer.Option(None, "--cmd", help="Print the inclusion proof of this command (JSON)."),
+    table_name: str = typer.Option("command_log", "--table", help="With --cmd: the log table the row is in."),
+    public_key: str | None = typer.Option(None, "--public-key", help="PEM public key to verify with (default: "
+                                                                     "the public half of the signing key)."),
+) -> None:
+    """Recompute every sealed interval, check the chain and the signatures; exit status 1 on any finding."""
+    s = _common.settings()
+    key = keys.load_public_key(public_key) if public_key else keys.existing_signing_key(s).public_key()
+    if cmd is not None:
+        try:
+            cmd = str(uuid.UUID(cmd))
+        except ValueError:
+            raise typer.BadParameter(f"{cmd!r} is not a UUID", param_hint="--cmd") from None
+        with _common.database(s) as db:
+            proof = inclusion_proof(db, cmd, table=table_name)
+        sys.stdout.write(json.dumps(proof, indent=2) + "\n")
+        return
+    when = parse_when(since, option="--since")
+    if as_tenant and not tenant:
+        raise typer.BadParameter("needs --tenant", param_hint="--tenant-session")
+    with _common.database(s) as db:
+        if as_tenant and tenant:
+            findings = verify_tenant(db, key, tenant)
+        else:
+            findings = run_verify(db, key, tenant=tenant, since=when)
+        if lake:  # its seal findings are the ones just reported: keep only what it says about lake files
+            findings += [f for f in verify_lake(db, key, s.lake, tenant=tenant) if f.key is not None]
+        by_run = retired(db)
+    if fmt is VerifyFormat.json:
+        sys.stdout.write(json.dumps({"ok": not findings, "findings": [dataclasses.asdict(f) for f in findings],
+                                     "retired": {str(run): n for run, n in by_run.items()}}) + "\n")
+    else:
+        _print_findings(findings)
+        for run, n in by_run.items():
+            _common.console.print(f"note: {n} sealed partition{'s' if n != 1 else ''} removed by retention run {run} "
+                                  "(retired, not tampering)")
+    if findings:
+        raise typer.Exit(1)
+
+
+def _print_findings(findings: list[Finding]) -> None:
+    if not findings:
+        _common.console.print("[green]verified:[/] every sealed row, the chain and every signature are intact")
+        return
+    table = Table(title=f"{len(findings)} finding{'s' if len(findings) != 1 else ''}")
+    for col in ("kind", "seal", "table", "partition", "row", "tenant", "detail"):
+        table.add_column(col)
+    for f in findings:
+        style = KIND_STYLE.get(f.kind, "")
+        table.add_row(f"[{style}]{f.kind}[/]", str(f.seal_id or ""), f.table or "", f.partition or "",
+                      f.key or "", escape(f.tenant_id or ""), escape(f.detail))
+    _common.table_console().print(table)

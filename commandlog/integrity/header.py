@@ -1,0 +1,56 @@
+"""What a seal's signature covers: its header, as canonical JSON, and the digest of its leaf keys.
+
+The header is a JSON object with sorted keys and no whitespace, UTF-8: ``v`` (1), ``seal_id``, ``table``,
+``partition``, ``from_tx``, ``to_tx``, ``row_count``, ``merkle_root``, ``keys_digest``, ``prev_hash`` (hashes as
+lowercase hex), ``key_id`` and ``created_at`` (UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``). ``seal_hash`` is SHA-256 of
+those bytes and the Ed25519 signature signs ``seal_hash``. The header carries the previous seal's hash, so the
+signatures chain the seals: editing, removing or reordering one breaks the next link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from storage.seals import SealRow
+
+VERSION = 1
+ZERO_HASH = bytes(32)
+"""``prev_hash`` of the first seal."""
+
+
+def utc_text(at: datetime) -> str:
+    """``at`` in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def fields(seal: SealRow) -> dict[str, Any]:
+    """The signed header of ``seal`` as a JSON map (what a proof carries)."""
+    return {"v": VERSION, "seal_id": seal.seal_id, "table": seal.table_name, "partition": seal.partition_name,
+            "from_tx": seal.from_tx, "to_tx": seal.to_tx, "row_count": seal.row_count,
+            "merkle_root": seal.merkle_root.hex(), "keys_digest": seal.keys_digest.hex(),
+            "prev_hash": seal.prev_hash.hex(), "key_id": seal.key_id, "created_at": utc_text(seal.created_at)}
+
+
+def encode(header: dict[str, Any]) -> bytes:
+    """The header's canonical bytes."""
+    return json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def seal_hash(seal: SealRow) -> bytes:
+    """SHA-256 of the seal's header: what its signature signs."""
+    return digest(encode(fields(seal)))
+
+
+def digest(data: bytes) -> bytes:
+    """SHA-256 of ``data``."""
+    return hashlib.sha256(data).digest()
+
+
+def keys_digest(keys: Sequence[str], tenants: Sequence[str]) -> bytes:
+    """SHA-256 of ``[[key, tenant], …]`` as compact JSON: binds the stored leaf keys to the signature."""
+    pairs = [[k, t] for k, t in zip(keys, tenants, strict=True)]
+    return hashlib.sha256(json.dumps(pairs, separators=(",", ":"), ensure_ascii=False).encode()).digest()

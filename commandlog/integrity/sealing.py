@@ -1,0 +1,98 @@
+"""Sealing: each log partition's rows committed since the last run, digested into one signed, chained seal.
+
+A run (``seal``) holds the sealing lock, takes a repeatable-read snapshot, and covers ``last to_tx <= tx_id <
+xmin`` (see ``storage.seals`` for why that range is exact under concurrent writers). For each log table and each
+leaf partition with rows in the range it builds the Merkle tree over the rows' canonical encodings, and appends a
+seal whose header (``commandlog.integrity.header``) names the previous seal's hash and is signed with the
+Ed25519 key (``commandlog.integrity.keys``). All seals of a run commit together or not at all, so a crash leaves
+the previous run's state and a rerun covers the same rows. Writers are not touched: sealing only reads rows that
+are already committed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from commandlog.integrity import header, keys, merkle
+from commandlog.settings import Settings
+from storage.postgres import Database
+from storage.seals import LOG_TABLES, LeafRow, SealRow, SealSession, sealing_session
+
+
+@dataclass(kw_only=True)
+class SealReport:
+    """What a sealing run appended."""
+
+    from_tx: int
+    """First transaction id covered (inclusive)."""
+    to_tx: int
+    """Bound of the covered range (exclusive); equal to ``from_tx`` when nothing new had committed."""
+    key_id: str
+    """Fingerprint of the signing key."""
+    rows: dict[str, int] = field(default_factory=dict)
+    """Rows sealed per log table."""
+    seals: list[dict] = field(default_factory=list)
+    """``{seal_id, table, partition, rows}`` per seal appended, in chain order."""
+
+
+def summary_line(report: SealReport) -> str:
+    """One line for logs and the flow's final state: ``seal: 1,234 rows in 5 seals (tx 100..250), key 3fa1…``."""
+    rows = sum(report.rows.values())
+    if not report.seals:
+        return f"seal: no new rows (tx {report.from_tx}..{report.to_tx}), key {report.key_id}"
+    return (f"seal: {rows:,} {'row' if rows == 1 else 'rows'} in {len(report.seals)} "
+            f"{'seal' if len(report.seals) == 1 else 'seals'} (tx {report.from_tx}..{report.to_tx}), "
+            f"key {report.key_id}")
+
+
+def seal(db: Database, settings: Settings) -> SealReport:
+    """Seal every row committed since the last run (one seal per log table and partition), with the key of
+    ``settings``."""
+    key = keys.signing_key(settings)
+    key_id = keys.fingerprint(key.public_key())
+    with sealing_session(db.url) as session:
+        last = session.last_seal()
+        from_tx = last.to_tx if last else 0
+        to_tx = max(session.xmin(), from_tx)
+        report = SealReport(from_tx=from_tx, to_tx=to_tx, key_id=key_id, rows=dict.fromkeys(LOG_TABLES, 0))
+        if to_tx == from_tx:
+            return report
+        made = _seal_range(session, key, key_id, last, from_tx=from_tx, to_tx=to_tx)
+        session.insert(made)
+    for s in made:
+        report.rows[s.table_name] += s.row_count
+        report.seals.append({"seal_id": s.seal_id, "table": s.table_name, "partition": s.partition_name,
+                             "rows": s.row_count})
+    return report
+
+
+def _seal_range(session: SealSession, key: Ed25519PrivateKey, key_id: str, last: SealRow | None, *,
+                from_tx: int, to_tx: int) -> list[SealRow]:
+    made: list[SealRow] = []
+    prev_id, prev_hash = (last.seal_id, last.seal_hash) if last else (0, header.ZERO_HASH)
+    now = datetime.now(UTC)
+    for table in LOG_TABLES:
+        rows = session.leaves(table, from_tx=from_tx, to_tx=to_tx)
+        for partition, group in itertools.groupby(rows, key=lambda r: r.partition):
+            s = make_seal(list(group), key, key_id=key_id, seal_id=prev_id + 1, prev_hash=prev_hash, table=table,
+                          partition=partition, from_tx=from_tx, to_tx=to_tx, created_at=now)
+            made.append(s)
+            prev_id, prev_hash = s.seal_id, s.seal_hash
+    return made
+
+
+def make_seal(rows: list[LeafRow], key: Ed25519PrivateKey, *, key_id: str, seal_id: int, prev_hash: bytes,
+              table: str, partition: str, from_tx: int, to_tx: int, created_at: datetime) -> SealRow:
+    """The signed seal over ``rows`` (one partition's, in sealing order)."""
+    leaves = [merkle.leaf_hash(r.data) for r in rows]
+    leaf_keys, tenants = tuple(r.key for r in rows), tuple(r.tenant_id for r in rows)
+    unsigned = SealRow(seal_id=seal_id, table_name=table, partition_name=partition, from_tx=from_tx, to_tx=to_tx,
+                       row_count=len(rows), merkle_root=merkle.root(leaves), leaf_hashes=b"".join(leaves),
+                       leaf_keys=leaf_keys, leaf_tenants=tenants, keys_digest=header.keys_digest(leaf_keys, tenants),
+                       prev_hash=prev_hash, seal_hash=b"", signature=b"", key_id=key_id, created_at=created_at)
+    digest = header.seal_hash(unsigned)
+    return replace(unsigned, seal_hash=digest, signature=key.sign(digest))

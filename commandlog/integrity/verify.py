@@ -1,0 +1,236 @@
+"""Verification: recompute every sealed interval and check the chain, the signatures and each row.
+
+For each seal, in chain order:
+
+- ``broken_chain``: its ``seal_id`` does not follow the previous one, its ``prev_hash`` is not the previous seal's
+  hash, or its range neither repeats the previous seal's (same run) nor starts where it ended (next run) — a seal
+  was removed, inserted or reordered;
+- ``key_mismatch``: it names another signing key than the one given (its signature is then not checked);
+- ``bad_signature``: its stored hash is not the hash of its header, or the signature does not verify — the seal row
+  was edited or forged;
+- ``bad_leaves``: the stored leaf hashes do not give the signed Merkle root, or the leaf keys not the signed digest.
+
+Then, for each run's range and each log table, the rows now in the range are read again (one snapshot) and their
+leaves compared with the trusted seals, by row uuid: ``changed`` (same uuid, other content; also a row moved to
+another partition), ``inserted`` (a uuid no seal has: a row forged into a sealed range, e.g. with an explicit
+``tx_id``), ``removed`` (a sealed uuid no longer there). Rows of a retired seal are not compared when the
+retention run it names recorded dropping its partition (``retired`` lists those runs); a retirement no retention
+run backs is ignored, so its missing rows are ``removed``. Rows committed after the last run are not sealed yet
+and not reported.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from commandlog.integrity import header, keys, merkle
+from storage.postgres import Database
+from storage.seals import LOG_TABLES, SealRow, SealSession, TenantSeal, reading_session, tenant_seals
+
+Kind = Literal["changed", "inserted", "removed", "broken_chain", "bad_signature", "key_mismatch", "bad_leaves"]
+KINDS: tuple[Kind, ...] = ("changed", "inserted", "removed", "broken_chain", "bad_signature", "key_mismatch",
+                           "bad_leaves")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    """One thing verification found wrong."""
+
+    kind: Kind
+    """What is wrong (see the module docstring)."""
+    seal_id: int | None
+    """The seal concerned (None for a row inserted into a partition no seal of its range covers)."""
+    table: str | None = None
+    """The log table."""
+    partition: str | None = None
+    """The leaf partition."""
+    key: str | None = None
+    """The row's uuid, for row findings."""
+    tenant_id: str | None = None
+    """The row's tenant, for row findings."""
+    detail: str = ""
+    """A sentence for people."""
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    key: str
+    tenant_id: str
+    hash: bytes
+
+
+def verify(db: Database, public_key: Ed25519PublicKey, *, tenant: str | None = None,
+           since: datetime | None = None) -> list[Finding]:
+    """Every finding, in chain order; an empty list means the sealed log is intact.
+
+    ``tenant``: row findings about that tenant's rows only (chain, signature and key findings are always reported).
+    ``since``: only the seals made from then on (the seal before them anchors the chain).
+    """
+    found: list[Finding] = []
+    with reading_session(db.url) as session:
+        prev: SealRow | None = None
+        run: list[SealRow] = []
+        for seal in session.seals(since=since):
+            if since is not None and prev is None and seal.created_at < since:
+                prev = seal  # the anchor: made before ``since``, not verified itself
+                continue
+            found += check_seal(seal, prev, public_key)
+            if run and (run[0].from_tx, run[0].to_tx) != (seal.from_tx, seal.to_tx):
+                found += _check_rows(session, run, found)
+                run = []
+            run.append(seal)
+            prev = seal
+        if run:
+            found += _check_rows(session, run, found)
+    return [f for f in found if tenant is None or f.tenant_id in (None, tenant)]
+
+
+def verify_tenant(db: Database, public_key: Ed25519PublicKey, tenant: str) -> list[Finding]:
+    """What ``tenant`` can check in a tenant session (row-level security on; no owner-only table read directly):
+    the key, signature and leaves of each ``tenant_command_log`` seal holding its rows, then its own rows in those
+    seals' ranges. Not covered from a tenant session: the chain (it sees only some seals), ranges in which none of
+    its rows were sealed, and whether a retirement is backed by a retention run (retired seals are skipped)."""
+    found: list[Finding] = []
+    runs: dict[tuple[int, int], list[SealRow]] = defaultdict(list)
+    with db.tenant_session(tenant) as conn:
+        for ts in tenant_seals(conn):
+            problems = check_seal(ts.seal, None, public_key, with_keys=False)
+            found += [f for f in problems if f.kind != "broken_chain"]
+            if trusted(ts.seal, found) and ts.seal.retired_by_run is None:
+                runs[(ts.seal.from_tx, ts.seal.to_tx)].append(_own(ts, tenant))
+        session = SealSession(conn)
+        for (from_tx, to_tx), seals in sorted(runs.items()):
+            sealed = {s.partition_name: s for s in seals}
+            current: dict[str, list[_Leaf]] = defaultdict(list)
+            for row in session.leaves("tenant_command_log", from_tx=from_tx, to_tx=to_tx):
+                current[row.partition].append(_Leaf(row.key, row.tenant_id, merkle.leaf_hash(row.data)))
+            diffs: list[Finding] = []
+            for partition in sorted(set(sealed) | set(current)):
+                diffs += _diff("tenant_command_log", partition, sealed.get(partition), current.get(partition, []))
+            found += _moves(diffs)
+    return found
+
+
+def _own(ts: TenantSeal, tenant: str) -> SealRow:
+    """The seal with only the tenant's leaves (keys, tenants and hashes aligned), for the row comparison."""
+    leaves = merkle.split(ts.seal.leaf_hashes)
+    return replace(ts.seal, leaf_keys=ts.keys, leaf_tenants=(tenant,) * len(ts.keys),
+                   leaf_hashes=b"".join(leaves[p] for p in ts.positions))
+
+
+def retired(db: Database) -> dict[int, int]:
+    """Seals retired by retention: ``{retention run id: seals}`` (what verification reports as removed by
+    retention rather than tampered)."""
+    with reading_session(db.url) as session:
+        return session.retired_runs()
+
+
+def check_seal(seal: SealRow, prev: SealRow | None, public_key: Ed25519PublicKey, *,
+               with_keys: bool = True) -> list[Finding]:
+    """Chain, key, signature and leaf findings of one seal (``prev``: the seal before it, None for the first;
+    ``with_keys=False``: the leaf keys are withheld, as from a tenant session, so only the hashes are checked)."""
+    out: list[Finding] = []
+
+    def finding(kind: Kind, detail: str) -> None:
+        out.append(Finding(kind=kind, seal_id=seal.seal_id, table=seal.table_name, partition=seal.partition_name,
+                           detail=detail))
+
+    if prev is None and (seal.seal_id != 1 or seal.prev_hash != header.ZERO_HASH):
+        finding("broken_chain", f"the chain starts at seal {seal.seal_id}, not at seal 1")
+    elif prev is not None and (seal.seal_id != prev.seal_id + 1 or seal.prev_hash != prev.seal_hash):
+        finding("broken_chain", f"seal {seal.seal_id} does not follow seal {prev.seal_id} (missing, edited or "
+                                f"reordered seal)")
+    elif prev is not None and seal.from_tx not in (prev.from_tx, prev.to_tx):
+        finding("broken_chain", f"range tx {seal.from_tx}..{seal.to_tx} does not continue tx "
+                                f"{prev.from_tx}..{prev.to_tx}")
+    if seal.key_id != keys.fingerprint(public_key):
+        finding("key_mismatch", f"signed with key {seal.key_id}, not {keys.fingerprint(public_key)}")
+    elif header.seal_hash(seal) != seal.seal_hash or not keys.signature_valid(public_key, seal.signature,
+                                                                              seal.seal_hash):
+        finding("bad_signature", "the seal's fields do not match its signature (edited or forged seal)")
+    leaves = merkle.split(seal.leaf_hashes)
+    keys_ok = not with_keys or (len(seal.leaf_keys) == seal.row_count and header.keys_digest(
+        seal.leaf_keys, seal.leaf_tenants) == seal.keys_digest)
+    if len(leaves) != seal.row_count or merkle.root(leaves) != seal.merkle_root or not keys_ok:
+        finding("bad_leaves", "the stored leaves do not give the sealed root and keys")
+    return out
+
+
+def trusted(seal: SealRow, found: list[Finding]) -> bool:
+    """True unless ``found`` holds a key, signature or leaf finding about ``seal`` (its leaves cannot be relied on)."""
+    return not any(f.seal_id == seal.seal_id and f.kind in ("key_mismatch", "bad_signature", "bad_leaves")
+                   for f in found)
+
+
+def _check_rows(session: SealSession, run: list[SealRow], found: list[Finding]) -> list[Finding]:
+    """Row findings of one run: every log table's rows in the run's range against the run's seals."""
+    out: list[Finding] = []
+    from_tx, to_tx = run[0].from_tx, run[0].to_tx
+    for table in LOG_TABLES:
+        sealed = {s.partition_name: s for s in run if s.table_name == table}
+        current: dict[str, list[_Leaf]] = defaultdict(list)
+        for row in session.leaves(table, from_tx=from_tx, to_tx=to_tx):
+            current[row.partition].append(_Leaf(row.key, row.tenant_id, merkle.leaf_hash(row.data)))
+        diffs: list[Finding] = []
+        for partition in sorted(set(sealed) | set(current)):
+            seal = sealed.get(partition)
+            if seal is not None and not trusted(seal, found):
+                continue
+            if seal is not None and seal.retired_by_run is not None and session.retirement_recorded(seal):
+                continue  # retention dropped the partition and said so: removed by retention, not tampered
+            diffs += _diff(table, partition, seal, current.get(partition, []))
+        out += _moves(diffs)
+    return out
+
+
+def _stored(seal: SealRow | None) -> list[_Leaf]:
+    if seal is None:
+        return []
+    return [_Leaf(k, t, h) for k, t, h in zip(seal.leaf_keys, seal.leaf_tenants, merkle.split(seal.leaf_hashes),
+                                              strict=True)]
+
+
+def _diff(table: str, partition: str, seal: SealRow | None, now: list[_Leaf]) -> Iterator[Finding]:
+    """Findings of one partition: stored leaves against current ones, matched by uuid."""
+    if seal is not None and merkle.root([leaf.hash for leaf in now]) == seal.merkle_root:
+        return
+    seal_id = seal.seal_id if seal else None
+    before: dict[str, list[_Leaf]] = defaultdict(list)
+    after: dict[str, list[_Leaf]] = defaultdict(list)
+    for leaf in _stored(seal):
+        before[leaf.key].append(leaf)
+    for leaf in now:
+        after[leaf.key].append(leaf)
+    for key in sorted(set(before) | set(after)):
+        old = [b for b in before[key] if b.hash not in {a.hash for a in after[key]}]
+        new = [a for a in after[key] if a.hash not in {b.hash for b in before[key]}]
+        for _, n in zip(old, new, strict=False):
+            yield Finding(kind="changed", seal_id=seal_id, table=table, partition=partition, key=key,
+                          tenant_id=n.tenant_id, detail=f"row {key} differs from its sealed content")
+        for o in old[len(new):]:
+            yield Finding(kind="removed", seal_id=seal_id, table=table, partition=partition, key=key,
+                          tenant_id=o.tenant_id, detail=f"sealed row {key} is gone")
+        for n in new[len(old):]:
+            yield Finding(kind="inserted", seal_id=seal_id, table=table, partition=partition, key=key,
+                          tenant_id=n.tenant_id, detail=f"row {key} is in a sealed range but in no seal")
+
+
+def _moves(diffs: Iterable[Finding]) -> list[Finding]:
+    """A uuid removed from one partition and inserted into another of the same range: one ``changed`` finding
+    (its time column was edited across a partition bound)."""
+    diffs = list(diffs)
+    removed = {f.key: f for f in diffs if f.kind == "removed"}
+    inserted = {f.key: f for f in diffs if f.kind == "inserted"}
+    moved = set(removed) & set(inserted)
+    out = [f for f in diffs if f.key not in moved or f.kind == "changed"]
+    for key in sorted(k for k in moved if k is not None):
+        r, i = removed[key], inserted[key]
+        out.append(Finding(kind="changed", seal_id=r.seal_id, table=r.table, partition=i.partition, key=key,
+                           tenant_id=i.tenant_id, detail=f"row {key} moved from sealed partition {r.partition}"))
+    return out

@@ -1,0 +1,106 @@
+"""Tamper-evident log (issue [integrity], point 1): the permanent, append-only, owner-only ``log_seal`` table.
+
+Revision ID: 0010
+Revises: 0009
+
+One row seals the rows one log table's leaf partition received from the transactions ``from_tx <= tx_id < to_tx``
+(the export's commit-order watermark, see ``storage/lake/arrow_export.py``): their count, the Merkle root over
+their canonical encodings (``storage/seals.py``), the leaf hashes and the leaf keys (row uuid and tenant, in leaf
+order) so that a verification can name the exact row that changed, appeared or disappeared, the hash of the
+previous seal (one chain over all seals, in ``seal_id`` order), this seal's hash and its Ed25519 signature, and
+the fingerprint of the signing key. ``retired_by_run``/``retired_at`` are set once, by retention, when the rows a
+seal covers are purged (the seal itself stays).
+
+Append-only: a trigger refuses every ``UPDATE`` except setting the two retirement columns (from NULL, once, every
+other column unchanged), every ``DELETE`` and ``TRUNCATE``. A superuser can still disable the trigger; that is
+what the signatures and the chain are for. Like ``cmdlog_secret`` (0008) the table is not granted to anyone:
+``REVOKE ALL … FROM PUBLIC``, so tenant roles and SQL logins cannot read the leaf keys of other tenants; a tenant
+session reads what it needs to verify its own rows through ``cmdlog_tenant_seals()``.
+"""
+
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("""
+    CREATE TABLE log_seal (
+        seal_id         bigint      PRIMARY KEY CHECK (seal_id >= 1),
+        table_name      text        NOT NULL
+                        CHECK (table_name IN ('command_log', 'tenant_command_log', 'domain_event', 'frontend_action')),
+        partition_name  text        NOT NULL,
+        from_tx         xid8        NOT NULL,
+        to_tx           xid8        NOT NULL,
+        row_count       bigint      NOT NULL CHECK (row_count >= 1),
+        merkle_root     bytea       NOT NULL CHECK (length(merkle_root) = 32),
+        leaf_hashes     bytea       NOT NULL,
+        leaf_keys       uuid[]      NOT NULL,
+        leaf_tenants    text[]      NOT NULL,
+        keys_digest     bytea       NOT NULL CHECK (length(keys_digest) = 32),
+        prev_hash       bytea       NOT NULL CHECK (length(prev_hash) = 32),
+        seal_hash       bytea       NOT NULL UNIQUE CHECK (length(seal_hash) = 32),
+        signature       bytea       NOT NULL CHECK (length(signature) = 64),
+        key_id          text        NOT NULL,
+        created_at      timestamptz NOT NULL,
+        retired_by_run  bigint,
+        retired_at      timestamptz,
+        CHECK (to_tx > from_tx),
+        CHECK ((retired_by_run IS NULL) = (retired_at IS NULL))
+    );
+    CREATE INDEX log_seal_partition_range ON log_seal (table_name, partition_name, from_tx);
+    CREATE INDEX log_seal_created ON log_seal (created_at);
+    REVOKE ALL ON log_seal FROM PUBLIC;
+
+    -- Row triggers see OLD and NEW; comparing the rows as jsonb minus the retirement columns checks every other
+    -- column, including ones a later migration adds.
+    CREATE FUNCTION cmdlog_log_seal_append_only() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    BEGIN
+        IF TG_OP = 'UPDATE' AND OLD.retired_by_run IS NULL AND NEW.retired_by_run IS NOT NULL
+           AND (to_jsonb(NEW) - 'retired_by_run' - 'retired_at') = (to_jsonb(OLD) - 'retired_by_run' - 'retired_at')
+        THEN
+            RETURN NEW;
+        END IF;
+        RAISE EXCEPTION 'log_seal is append-only: % refused (only retiring a seal, once, is allowed)', TG_OP
+            USING ERRCODE = 'restrict_violation';
+    END
+    $fn$;
+    REVOKE ALL ON FUNCTION cmdlog_log_seal_append_only() FROM PUBLIC;
+    CREATE TRIGGER log_seal_append_only BEFORE UPDATE OR DELETE ON log_seal
+        FOR EACH ROW EXECUTE FUNCTION cmdlog_log_seal_append_only();
+    CREATE TRIGGER log_seal_no_truncate BEFORE TRUNCATE ON log_seal
+        FOR EACH STATEMENT EXECUTE FUNCTION cmdlog_log_seal_append_only();
+
+    -- A tenant session verifies its own rows: the seals of tenant_command_log holding at least one of its leaves,
+    -- with every leaf hash (to recompute the signed root) but only its own leaves' positions and keys.
+    -- SECURITY DEFINER reads the owner-only table; the tenant is cmdlog_current_tenant() (migration 0008), so a
+    -- session sees the seals of the one tenant it is bound to or has set, and nothing with no tenant.
+    CREATE FUNCTION cmdlog_tenant_seals()
+    RETURNS TABLE (seal_id bigint, partition_name text, from_tx text, to_tx text, row_count bigint,
+                   merkle_root bytea, leaf_hashes bytea, own_positions integer[], own_keys text[], keys_digest bytea,
+                   prev_hash bytea, seal_hash bytea, signature bytea, key_id text, created_at timestamptz,
+                   retired_by_run bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+        SELECT s.seal_id, s.partition_name, s.from_tx::text, s.to_tx::text, s.row_count, s.merkle_root,
+               s.leaf_hashes, o.positions, o.keys, s.keys_digest, s.prev_hash, s.seal_hash, s.signature, s.key_id,
+               s.created_at, s.retired_by_run
+        FROM public.log_seal s
+        CROSS JOIN LATERAL (
+            SELECT array_agg(i - 1 ORDER BY i) AS positions, array_agg(s.leaf_keys[i]::text ORDER BY i) AS keys
+            FROM generate_subscripts(s.leaf_tenants, 1) i
+            WHERE s.leaf_tenants[i] = public.cmdlog_current_tenant()) o
+        WHERE s.table_name = 'tenant_command_log' AND o.positions IS NOT NULL
+        ORDER BY s.seal_id
+    $fn$;
+    """)
+
+
+def downgrade() -> None:
+    op.execute("""
+    DROP FUNCTION IF EXISTS cmdlog_tenant_seals();
+    DROP TABLE IF EXISTS log_seal;
+    DROP FUNCTION IF EXISTS cmdlog_log_seal_append_only();
+    """)

@@ -1,0 +1,335 @@
+"""The seals of the log (``log_seal``, migration 0010) and the rows they cover, in their canonical encoding.
+
+**Interval.** A sealing run covers the rows inserted by the transactions ``from_tx <= tx_id < to_tx``: ``from_tx`` is
+where the previous run stopped (0 for the first), ``to_tx`` the ``xmin`` of the run's repeatable-read snapshot.
+Every lower transaction has finished, so the range is closed: no later commit can add a row to it, and rows of
+still-running transactions wait for the next run (the export's watermark, see ``storage.lake.arrow_export``). Runs
+are serialised by a session advisory lock taken *before* the snapshot, so each run sees the previous run's seals
+and the ranges of all runs are contiguous: ``[0, last to_tx)`` is sealed, with no gap and no overlap.
+
+**Canonical encoding** of a row (a Merkle leaf): the row's columns (every column but ``tx_id``) as one JSON object,
+keys sorted, no whitespace (``separators=(",", ":")``), non-ASCII written as UTF-8 (``ensure_ascii=False``), the
+whole encoded as UTF-8. Values: ``uuid`` as lowercase hyphenated text; ``timestamptz`` as UTC
+``YYYY-MM-DDTHH:MM:SS.ffffffZ``; ``jsonb`` as a *string* holding Postgres's text output of the value (canonical
+for a jsonb value: keys de-duplicated and ordered, numbers as stored); ``text[]`` as an array of strings; integers,
+booleans and NULL as JSON. The values are rendered by the SELECT below, so every read gives the same bytes.
+
+**Order**: by leaf partition name (``COLLATE "C"``), then the row's uuid and time column: the primary key within a
+leaf, so the order is total and does not depend on the database's collation or on physical row order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from storage.errors import StorageError, translated
+from storage.locks import advisory_lock
+from storage.rows import one_row
+
+_LOCK_KEY = 0x636D6473  # 'cmds': one sealing run at a time across processes
+
+_UUID, _TS, _JSON, _PLAIN = "uuid", "timestamptz", "jsonb", "plain"
+COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "command_log": (
+        ("cmd_uuid", _UUID), ("cmd_class", _PLAIN), ("cmd_version", _PLAIN), ("tenant_id", _PLAIN),
+        ("actor_id", _PLAIN), ("correlation_id", _UUID), ("causation_id", _UUID), ("replay_of", _UUID),
+        ("draft_uuid", _UUID), ("status", _PLAIN), ("error_type", _PLAIN), ("error_message", _PLAIN),
+        ("started_at", _TS), ("finished_at", _TS), ("retention", _PLAIN), ("subjects", _PLAIN),
+        ("cmd_body", _JSON), ("body_excluded", _PLAIN)),
+    "tenant_command_log": (
+        ("cmd_uuid", _UUID), ("tenant_id", _PLAIN), ("cmd_class", _PLAIN), ("cmd_version", _PLAIN),
+        ("actor_id", _PLAIN), ("correlation_id", _UUID), ("causation_id", _UUID), ("replay_of", _UUID),
+        ("draft_uuid", _UUID), ("status", _PLAIN), ("error_type", _PLAIN), ("error_message", _PLAIN),
+        ("started_at", _TS), ("finished_at", _TS), ("retention", _PLAIN), ("subjects", _PLAIN),
+        ("cmd_body", _JSON), ("result", _JSON)),
+    "domain_event": (
+        ("event_uuid", _UUID), ("cmd_uuid", _UUID), ("tenant_id", _PLAIN), ("event_type", _PLAIN),
+        ("payload", _JSON), ("occurred_at", _TS), ("retention", _PLAIN)),
+    "frontend_action": (
+        ("action_uuid", _UUID), ("tenant_id", _PLAIN), ("actor_id", _PLAIN), ("action", _PLAIN),
+        ("payload", _JSON), ("correlation_id", _UUID), ("occurred_at", _TS), ("retention", _PLAIN)),
+}
+"""The sealed columns of each log table (all but ``tx_id``), with how each is rendered; the first is the row's key."""
+LOG_TABLES = tuple(COLUMNS)
+"""The sealed tables, in the order a run seals them."""
+_TIME = {"command_log": "started_at", "tenant_command_log": "started_at",
+         "domain_event": "occurred_at", "frontend_action": "occurred_at"}
+
+
+class SealBusyError(StorageError):
+    """Another sealing run is in progress."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeafRow:
+    """One committed log row, as a Merkle leaf."""
+
+    partition: str
+    """Its leaf partition."""
+    key: str
+    """Its uuid (``cmd_uuid``, ``event_uuid``, ``action_uuid``)."""
+    tenant_id: str
+    """Its tenant."""
+    data: bytes
+    """Its canonical encoding."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SealRow:
+    """A ``log_seal`` row."""
+
+    seal_id: int
+    """Position in the chain (1, 2, …, no gaps)."""
+    table_name: str
+    """The log table."""
+    partition_name: str
+    """Its leaf partition the rows are in."""
+    from_tx: int
+    """First transaction id covered (inclusive)."""
+    to_tx: int
+    """Bound of the covered range (exclusive)."""
+    row_count: int
+    """Rows sealed."""
+    merkle_root: bytes
+    """Root of the Merkle tree over the rows' canonical encodings, in sealing order."""
+    leaf_hashes: bytes
+    """The leaf hashes in order, 32 bytes each."""
+    leaf_keys: tuple[str, ...]
+    """Each leaf's row uuid, in order."""
+    leaf_tenants: tuple[str, ...]
+    """Each leaf's tenant, in order."""
+    keys_digest: bytes
+    """SHA-256 over the leaf keys and tenants (signed with the seal, so they cannot be edited either)."""
+    prev_hash: bytes
+    """``seal_hash`` of seal ``seal_id - 1`` (32 zero bytes for the first)."""
+    seal_hash: bytes
+    """SHA-256 of this seal's signed header."""
+    signature: bytes
+    """Ed25519 signature of ``seal_hash``."""
+    key_id: str
+    """Fingerprint of the signing key's public half."""
+    created_at: datetime
+    """When the seal was made (part of the signed header)."""
+    retired_by_run: int | None = None
+    """The retention run that purged the sealed rows, if any."""
+    retired_at: datetime | None = None
+    """When that run retired the seal."""
+
+
+_SEAL_COLS = ("seal_id, table_name, partition_name, from_tx::text AS from_tx, to_tx::text AS to_tx, row_count, "
+              "merkle_root, leaf_hashes, leaf_keys::text[] AS leaf_keys, leaf_tenants, keys_digest, prev_hash, "
+              "seal_hash, signature, key_id, created_at, retired_by_run, retired_at")
+_SEAL_NAMES = tuple(c.strip().split(" AS ")[-1] for c in _SEAL_COLS.split(","))
+
+
+_NOTHING = sql.SQL("")
+
+
+def _render(col: str, kind: str) -> sql.Composable:
+    ident = sql.Identifier(col)
+    if kind in (_UUID, _JSON):
+        return sql.SQL("{}::text AS {}").format(ident, ident)
+    if kind == _TS:
+        return sql.SQL("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS {}").format(ident, ident)
+    return ident
+
+
+def canonical(names: tuple[str, ...], values: tuple[Any, ...]) -> bytes:
+    """The canonical encoding of one row from its rendered column values (see the module docstring)."""
+    return json.dumps(dict(zip(names, values, strict=True)), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode()
+
+
+def _leaf_query(table: str, where: sql.Composable, *, extra: sql.Composable = _NOTHING) -> sql.Composed:
+    cols = COLUMNS[table]
+    return sql.SQL("SELECT tableoid::regclass::text AS part, {cols}{extra} FROM {table} WHERE {where} "
+                   "ORDER BY tableoid::regclass::text COLLATE \"C\", {key}, {time}").format(
+        cols=sql.SQL(", ").join(_render(c, k) for c, k in cols), extra=extra, table=sql.Identifier(table),
+        where=where, key=sql.Identifier(cols[0][0]), time=sql.Identifier(_TIME[table]))
+
+
+_NAMES = {table: tuple(c for c, _ in cols) for table, cols in COLUMNS.items()}
+_TENANT = {table: names.index("tenant_id") for table, names in _NAMES.items()}
+
+
+def _leaf(table: str, row: tuple[Any, ...]) -> LeafRow:
+    values = row[1:]
+    return LeafRow(partition=row[0], key=values[0], tenant_id=values[_TENANT[table]],
+                   data=canonical(_NAMES[table], values))
+
+
+class SealSession:
+    """One repeatable-read transaction on a connection of its own: reads the log and the seals in one snapshot and,
+    for a sealing run, inserts the run's seals. Use ``sealing_session`` or ``reading_session``."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    def xmin(self) -> int:
+        """``pg_snapshot_xmin`` of this transaction's snapshot: every lower transaction id has finished."""
+        with translated():
+            return int(one_row(self.conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))[0])
+
+    def leaves(self, table: str, *, from_tx: int, to_tx: int) -> Iterator[LeafRow]:
+        """The rows of ``table`` inserted by transactions ``from_tx <= tx_id < to_tx``, in sealing order, streamed
+        from a server-side cursor."""
+        where = sql.SQL("tx_id >= {}::text::xid8 AND tx_id < {}::text::xid8").format(
+            sql.Literal(str(int(from_tx))), sql.Literal(str(int(to_tx))))
+        with translated(f"cannot read {table} for sealing"), self.conn.cursor(name=f"cmdlog_seal_{table}") as cur:
+            cur.itersize = 5000
+            cur.execute(_leaf_query(table, where))
+            for row in cur:
+                yield _leaf(table, row)
+
+    def last_seal(self) -> SealRow | None:
+        """The newest seal (highest ``seal_id``), or None before the first run."""
+        with translated():
+            row = self.conn.execute(f"SELECT {_SEAL_COLS} FROM log_seal ORDER BY seal_id DESC LIMIT 1").fetchone()
+        return _seal(row) if row else None
+
+    def insert(self, seals: list[SealRow]) -> None:
+        """Append ``seals`` (committed with the session)."""
+        with translated("cannot record the seals"), self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO log_seal (seal_id, table_name, partition_name, from_tx, to_tx, row_count, merkle_root, "
+                "leaf_hashes, leaf_keys, leaf_tenants, keys_digest, prev_hash, seal_hash, signature, key_id, "
+                "created_at) VALUES (%s, %s, %s, %s::text::xid8, %s::text::xid8, %s, %s, %s, %s::uuid[], %s, %s, %s, "
+                "%s, %s, %s, %s)",
+                [(s.seal_id, s.table_name, s.partition_name, str(s.from_tx), str(s.to_tx), s.row_count,
+                  s.merkle_root, s.leaf_hashes, list(s.leaf_keys), list(s.leaf_tenants), s.keys_digest, s.prev_hash,
+                  s.seal_hash, s.signature, s.key_id, s.created_at) for s in seals])
+
+    def seals(self, *, since: datetime | None = None) -> Iterator[SealRow]:
+        """Every seal in chain order; with ``since``, from the last seal made before ``since`` on (the link the
+        first later seal's ``prev_hash`` is checked against)."""
+        start = 1
+        if since is not None:
+            with translated():
+                row = one_row(self.conn.execute(
+                    "SELECT coalesce(max(seal_id), 1) FROM log_seal WHERE created_at < %s", (since,)))
+            start = int(row[0])
+        with translated("cannot read the seals"), self.conn.cursor(name="cmdlog_seals") as cur:
+            cur.itersize = 50
+            cur.execute(f"SELECT {_SEAL_COLS} FROM log_seal WHERE seal_id >= %s ORDER BY seal_id", (start,))
+            for row in cur:
+                yield _seal(row)
+
+    def locate(self, table: str, key: str) -> tuple[LeafRow, int] | None:
+        """The row of ``table`` whose uuid is ``key`` and its ``tx_id`` (None when there is none)."""
+        where = sql.SQL("{} = {}::uuid").format(sql.Identifier(COLUMNS[table][0][0]), sql.Literal(key))
+        with translated():
+            row = self.conn.execute(_leaf_query(table, where, extra=sql.SQL(", tx_id::text"))).fetchone()
+        return (_leaf(table, row[:-1]), int(row[-1])) if row else None
+
+    def seal_covering(self, table: str, partition: str, tx_id: int) -> SealRow | None:
+        """The seal of ``table``'s ``partition`` whose range holds ``tx_id`` (None when it is not sealed yet)."""
+        with translated():
+            row = self.conn.execute(
+                f"SELECT {_SEAL_COLS} FROM log_seal WHERE table_name = %s AND partition_name = %s "
+                "AND from_tx <= %s::text::xid8 AND to_tx > %s::text::xid8", (table, partition, str(tx_id),
+                                                                            str(tx_id))).fetchone()
+        return _seal(row) if row else None
+
+
+    def retired_runs(self) -> dict[int, int]:
+        """``{retention run id: seals it retired}``."""
+        with translated():
+            return {int(r[0]): int(r[1]) for r in self.conn.execute(
+                "SELECT retired_by_run, count(*) FROM log_seal WHERE retired_by_run IS NOT NULL "
+                "GROUP BY 1 ORDER BY 1").fetchall()}
+
+    def retirement_recorded(self, seal: SealRow) -> bool:
+        """True when the retention run that retired ``seal`` recorded dropping its partition (``retention_step``)."""
+        with translated():
+            return bool(one_row(self.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM retention_step WHERE run_id = %s AND action = 'drop' "
+                "AND table_name = %s AND partition_name = %s)",
+                (seal.retired_by_run, seal.table_name, seal.partition_name)))[0])
+
+
+@dataclass(frozen=True, kw_only=True)
+class TenantSeal:
+    """A ``tenant_command_log`` seal as a tenant session sees it (``cmdlog_tenant_seals()``, migration 0010)."""
+
+    seal: SealRow
+    """The seal, every leaf hash included; ``leaf_keys``/``leaf_tenants`` are empty (other tenants' are withheld)."""
+    positions: tuple[int, ...]
+    """Positions of the tenant's own leaves."""
+    keys: tuple[str, ...]
+    """Their row uuids, in the same order."""
+
+
+def tenant_seals(conn: psycopg.Connection) -> list[TenantSeal]:
+    """The seals holding rows of the session's tenant, on a tenant session's connection
+    (``Database.tenant_session``)."""
+    with translated("cannot read the tenant's seals"):
+        rows = conn.execute("SELECT * FROM cmdlog_tenant_seals()").fetchall()
+    out = []
+    for (seal_id, partition, from_tx, to_tx, count, root, hashes, positions, keys, digest, prev, seal_hash, sig,
+         key_id, created_at, retired_by_run) in rows:
+        seal = SealRow(seal_id=seal_id, table_name="tenant_command_log", partition_name=partition,
+                       from_tx=int(from_tx), to_tx=int(to_tx), row_count=count, merkle_root=bytes(root),
+                       leaf_hashes=bytes(hashes), leaf_keys=(), leaf_tenants=(), keys_digest=bytes(digest),
+                       prev_hash=bytes(prev), seal_hash=bytes(seal_hash), signature=bytes(sig), key_id=key_id,
+                       created_at=created_at, retired_by_run=retired_by_run)
+        out.append(TenantSeal(seal=seal, positions=tuple(positions), keys=tuple(keys)))
+    return out
+
+
+def retire_partition(conn: psycopg.Connection, *, table: str, partition: str, run_id: int) -> int:
+    """Mark the seals of ``table``'s leaf ``partition`` retired by retention run ``run_id`` (the ones not retired
+    yet, so a resumed run may call it again); returns how many were marked. The trigger of 0010 allows this one
+    change of a seal."""
+    with translated("cannot retire the seals"):
+        return conn.execute(
+            "UPDATE log_seal SET retired_by_run = %s, retired_at = now() WHERE table_name = %s "
+            "AND partition_name = %s AND retired_by_run IS NULL", (run_id, table, partition)).rowcount
+
+
+def _seal(row: tuple[Any, ...]) -> SealRow:
+    d = dict(zip(_SEAL_NAMES, row, strict=True))
+    d["from_tx"], d["to_tx"] = int(d["from_tx"]), int(d["to_tx"])
+    d["leaf_keys"], d["leaf_tenants"] = tuple(d["leaf_keys"]), tuple(d["leaf_tenants"])
+    for k in ("merkle_root", "leaf_hashes", "keys_digest", "prev_hash", "seal_hash", "signature"):
+        d[k] = bytes(d[k])
+    return SealRow(**d)
+
+
+@contextlib.contextmanager
+def _session(url: str, *, read_only: bool) -> Iterator[SealSession]:
+    with translated("cannot connect to Postgres"):
+        conn = psycopg.connect(url)
+    try:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = read_only
+        with translated():
+            conn.execute("SET LOCAL TimeZone = 'UTC'")
+        yield SealSession(conn)
+        with translated("cannot commit the seals"):
+            conn.commit()
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def sealing_session(url: str) -> Iterator[SealSession]:
+    """The sealing lock (``SealBusyError`` when another run holds it), then a session whose snapshot is taken after
+    the lock was granted, so it sees every earlier run's seals; committed at the end of the block."""
+    with advisory_lock(url, _LOCK_KEY, busy=lambda: SealBusyError("another sealing run is in progress")), \
+            _session(url, read_only=False) as session:
+        yield session
+
+
+@contextlib.contextmanager
+def reading_session(url: str) -> Iterator[SealSession]:
+    """A read-only repeatable-read session (verification, proofs): the log and the seals in one snapshot."""
+    with _session(url, read_only=True) as session:
+        yield session

@@ -1,0 +1,130 @@
+"""``cmdlog seal`` and ``cmdlog verify`` as subprocesses: a clean log verifies (exit 0), an edited row is a finding
+(exit 1, table and JSON), and a ``--cmd`` proof checks with the documented script and the public key alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from commandlog.bus import CommandBus
+from examples.billing import setup
+from examples.billing.demo import seed
+from storage.postgres import Database
+
+CMDLOG = str(Path(sys.executable).with_name("cmdlog"))
+DOC = Path(__file__).resolve().parents[2] / "docs" / "integrity.md"
+NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def env(database_factory, tmp_path):
+    url = database_factory()
+    db = Database(url=url)
+    seed(setup(CommandBus(db)), tenants=2, commands=60, days=2, now=NOW)
+    db.close()
+    return dict(os.environ, CMDLOG_DATABASE_URL=url, CMDLOG_HOME=str(tmp_path / "home"))
+
+
+def cmdlog(env, *args):
+    return subprocess.run([CMDLOG, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def _script(tmp_path) -> Path:
+    """The proof checker exactly as docs/integrity.md prints it."""
+    [code] = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    path = tmp_path / "check_proof.py"
+    path.write_text(code)
+    return path
+
+
+def test_seal_then_verify_is_clean_and_an_edited_row_fails_with_a_named_finding(env):
+    sealed = cmdlog(env, "seal", "--json")
+    assert sealed.returncode == 0, sealed.stderr
+    report = json.loads(sealed.stdout)
+    assert report["rows"]["command_log"] == 60 and report["seals"]
+    clean = cmdlog(env, "verify")
+    assert clean.returncode == 0, clean.stderr
+    assert "intact" in clean.stdout
+    with psycopg.connect(env["CMDLOG_DATABASE_URL"], autocommit=True) as conn:
+        [victim, tenant, result] = conn.execute("SELECT cmd_uuid::text, tenant_id, result::text "
+                                                "FROM tenant_command_log ORDER BY cmd_uuid LIMIT 1").fetchone()
+    assert cmdlog(env, "verify", "--tenant", tenant, "--tenant-session").returncode == 0
+    with psycopg.connect(env["CMDLOG_DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("UPDATE tenant_command_log SET result = '{}' WHERE cmd_uuid = %s", (victim,))
+    own = cmdlog(env, "verify", "--tenant", tenant, "--tenant-session", "--format", "json")
+    assert own.returncode == 1
+    assert [(f["kind"], f["key"]) for f in json.loads(own.stdout)["findings"]] == [("changed", victim)]
+    with psycopg.connect(env["CMDLOG_DATABASE_URL"], autocommit=True) as conn:
+        # put it back (jsonb's text is canonical, so the row is byte for byte what was sealed), then edit the lean log
+        conn.execute("UPDATE tenant_command_log SET result = %s::jsonb WHERE cmd_uuid = %s", (result, victim))
+        conn.execute("UPDATE command_log SET actor_id = 'mallory' WHERE cmd_uuid = %s", (victim,))
+    table = cmdlog(env, "verify")
+    assert table.returncode == 1 and victim in table.stdout and "changed" in table.stdout
+    as_json = cmdlog(env, "verify", "--format", "json")
+    assert as_json.returncode == 1
+    out = json.loads(as_json.stdout)
+    assert out["ok"] is False
+    assert [(f["kind"], f["table"], f["key"]) for f in out["findings"]] == [("changed", "command_log", victim)]
+
+
+def test_a_cmd_proof_checks_with_the_documented_script_and_the_public_key_only(env, tmp_path):
+    assert cmdlog(env, "seal").returncode == 0
+    pem = cmdlog(env, "seal", "--public-key")
+    assert pem.returncode == 0 and pem.stdout.startswith("-----BEGIN PUBLIC KEY-----")
+    (tmp_path / "seal.pub.pem").write_text(pem.stdout)
+    with psycopg.connect(env["CMDLOG_DATABASE_URL"], autocommit=True) as conn:
+        [key] = conn.execute("SELECT cmd_uuid::text FROM command_log ORDER BY cmd_uuid DESC LIMIT 1").fetchone()
+    proof = cmdlog(env, "verify", "--cmd", key)
+    assert proof.returncode == 0, proof.stderr
+    (tmp_path / "proof.json").write_text(proof.stdout)
+    script = _script(tmp_path)
+    clean_env = {"PATH": os.environ.get("PATH", "")}  # no database, no CMDLOG_HOME: the public key alone
+    ok = subprocess.run([sys.executable, str(script), str(tmp_path / "proof.json"), str(tmp_path / "seal.pub.pem")],
+                        capture_output=True, text=True, env=clean_env, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert key in ok.stdout
+    forged = json.loads(proof.stdout)
+    forged["row"] = forged["row"].replace('"status":"succeeded"', '"status":"failed"').replace(
+        '"status":"failed"', '"status":"rejected"', 1)
+    assert forged["row"] != json.loads(proof.stdout)["row"]
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "forged.json"), str(tmp_path / "seal.pub.pem")],
+                         capture_output=True, text=True, env=clean_env, timeout=60)
+    assert bad.returncode == 1 and "AssertionError" in bad.stderr
+
+
+def test_verify_without_a_key_says_which_file_is_missing(env):
+    out = cmdlog(env, "verify")
+    assert out.returncode == 2
+    message = out.stderr.replace("\n", "")  # rich wraps the line at the console width
+    assert "keys/seal-ed25519.pem: no such file" in message
+
+
+def test_verify_lake_names_an_edited_parquet_file(env, tmp_path):
+    env = dict(env, CMDLOG_LAKE_URI=str(tmp_path / "lake"))
+    assert cmdlog(env, "export", "--json").returncode == 0
+    assert cmdlog(env, "seal").returncode == 0
+    clean = cmdlog(env, "verify", "--lake")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    [path] = sorted((tmp_path / "lake" / "events").rglob("*.parquet"))[:1]
+    table = pq.read_table(path)
+    victim = str(table.column("event_uuid")[0].as_py())
+    types = table.column("event_type").to_pylist()
+    types[0] = "Forged"
+    pq.write_table(table.set_column(table.schema.get_field_index("event_type"), "event_type", pa.array(types)), path)
+    out = cmdlog(env, "verify", "--lake", "--format", "json")
+    assert out.returncode == 1
+    [finding] = json.loads(out.stdout)["findings"]
+    assert (finding["kind"], finding["table"], finding["key"]) == ("changed", "domain_event", victim)
+    assert finding["partition"].startswith("events/") and finding["partition"].endswith(path.name)
+    assert cmdlog(env, "verify").returncode == 0  # without --lake: Postgres is intact

@@ -1,0 +1,371 @@
+"""The tamper-evident log on real Postgres: seal, tamper as the superuser, and verification names exactly what
+changed; sealing under concurrent writers seals every row once; the seal table refuses edits; proofs check out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import os
+import stat
+import threading
+import uuid
+
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from commandlog.bus import CommandBus
+from commandlog.context import ExecutionContext
+from commandlog.integrity import inclusion_proof, keys, merkle, proof_valid, seal, verify
+from commandlog.integrity.errors import NotSealedError, ProofError
+from commandlog.integrity.lake import verify_lake
+from commandlog.integrity.verify import retired, verify_tenant
+from commandlog.journal.export import run_export
+from commandlog.retention.policy import RetentionPolicy
+from commandlog.retention.purge import run_purge
+from commandlog.settings import Settings
+from examples.billing import commands as c
+from examples.billing import setup
+from examples.billing.demo import seed
+from storage.postgres import Database
+from storage.seals import COLUMNS, LOG_TABLES, SealBusyError, reading_session, sealing_session, tenant_seals
+
+NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.UTC)  # seeded history at a fixed time: no dependence on today
+
+
+@pytest.fixture
+def fresh(database_factory, tmp_path):
+    """A bus on a fresh database (verification reads the whole log) with seeded history, and settings whose
+    CMDLOG_HOME holds the sealing key."""
+    db = Database(url=database_factory())
+    bus = setup(CommandBus(db))
+    seed(bus, tenants=2, commands=120, days=2, now=NOW)
+    settings = Settings.from_env({"CMDLOG_HOME": str(tmp_path / "home")})
+    yield bus, settings
+    db.close()
+
+
+def _sql(db, statement, params=()):
+    """Run ``statement`` as the test server's superuser, outside the platform's code (the attacker's path)."""
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else None
+
+
+def _public(settings):
+    return keys.existing_signing_key(settings).public_key()
+
+
+def _write(bus, tenant, n, start=1):
+    ctx = ExecutionContext(tenant_id=tenant, actor_id=f"bob@{tenant}")
+    for i in range(start, start + n):
+        bus.execute(c.CreateCustomer(customer_id=i, name=f"C{i}", email=f"c{i}@x.example"), ctx)
+
+
+def _kinds(findings):
+    return sorted((f.kind, f.table, f.key) for f in findings)
+
+
+def test_a_sealed_log_verifies_clean_and_every_row_is_sealed_once(fresh):
+    bus, settings = fresh
+    report = seal(bus.db, settings)
+    for table in LOG_TABLES:
+        assert report.rows[table] == _sql(bus.db, f"SELECT count(*) FROM {table}")[0][0], table
+    assert report.rows["command_log"] == 120 and report.seals
+    assert verify(bus.db, _public(settings)) == []
+    key_file = settings.home / "keys" / "seal-ed25519.pem"  # created on first use, private to the platform's user
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
+    again = seal(bus.db, settings)
+    assert again.seals == [] and again.from_tx == report.to_tx
+    _write(bus, "late", 2)
+    third = seal(bus.db, settings)
+    assert third.rows["command_log"] == 2 and third.from_tx == report.to_tx
+    assert [s["seal_id"] for s in third.seals][0] == report.seals[-1]["seal_id"] + 1
+    assert verify(bus.db, _public(settings)) == []
+
+
+def test_an_updated_body_is_named_changed(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    [(victim,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM command_log WHERE cmd_body IS NOT NULL "
+                               "ORDER BY cmd_uuid LIMIT 1")
+    _sql(bus.db, "UPDATE command_log SET cmd_body = cmd_body || '{\"tampered\": true}' WHERE cmd_uuid = %s",
+         (victim,))
+    assert _kinds(verify(bus.db, _public(settings))) == [("changed", "command_log", victim)]
+
+
+def test_a_deleted_row_is_named_removed(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    [(victim, tenant)] = _sql(bus.db, "SELECT cmd_uuid::text, tenant_id FROM tenant_command_log "
+                                      "ORDER BY cmd_uuid DESC LIMIT 1")
+    _sql(bus.db, "DELETE FROM tenant_command_log WHERE cmd_uuid = %s", (victim,))
+    findings = verify(bus.db, _public(settings))
+    assert _kinds(findings) == [("removed", "tenant_command_log", victim)]
+    assert findings[0].tenant_id == tenant and findings[0].seal_id is not None
+    assert verify(bus.db, _public(settings), tenant=f"not-{tenant}") == []  # another tenant's view
+
+
+def test_a_row_forged_into_a_sealed_range_is_named_inserted_and_a_late_row_is_not(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    forged = str(uuid.uuid4())
+    # A plain INSERT gets its own, later tx_id: a new row for the next seal. The attacker forges tx_id to slip a row
+    # into an interval that is already sealed.
+    _sql(bus.db, "INSERT INTO command_log (cmd_uuid, cmd_class, cmd_version, tenant_id, actor_id, correlation_id, "
+                 "status, started_at, finished_at, retention, tx_id) SELECT %s, cmd_class, cmd_version, tenant_id, "
+                 "actor_id, correlation_id, status, started_at, finished_at, retention, tx_id FROM command_log "
+                 "ORDER BY cmd_uuid LIMIT 1", (forged,))
+    _write(bus, "late", 1)
+    assert _kinds(verify(bus.db, _public(settings))) == [("inserted", "command_log", forged)]
+
+
+def test_swapped_start_times_are_named_changed_for_both_rows(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    rows = _sql(bus.db, "SELECT tableoid::regclass::text, cmd_uuid::text, started_at FROM command_log "
+                        "ORDER BY 1, 2")
+    by_part = {}
+    for part, key, at in rows:
+        by_part.setdefault(part, []).append((key, at))
+    (a, at_a), (b, at_b) = next(v for v in by_part.values() if len(v) >= 2 and v[0][1] != v[1][1])[:2]
+    _sql(bus.db, "UPDATE command_log SET started_at = CASE cmd_uuid WHEN %s::uuid THEN %s ELSE %s END "
+                 "WHERE cmd_uuid IN (%s::uuid, %s::uuid)", (a, at_b, at_a, a, b))
+    assert _kinds(verify(bus.db, _public(settings))) == sorted([("changed", "command_log", a),
+                                                                ("changed", "command_log", b)])
+
+
+def test_a_start_time_moved_across_a_partition_bound_is_one_changed_row(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    [(victim,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM command_log WHERE retention = 'short_lived' "
+                               "ORDER BY cmd_uuid LIMIT 1")
+    _sql(bus.db, "UPDATE command_log SET started_at = started_at + interval '1 day' WHERE cmd_uuid = %s", (victim,))
+    findings = verify(bus.db, _public(settings))
+    assert _kinds(findings) == [("changed", "command_log", victim)]
+    assert "moved from sealed partition" in findings[0].detail
+
+
+def test_the_seal_table_refuses_updates_deletes_and_truncation(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    for statement in ("UPDATE log_seal SET row_count = row_count + 1", "DELETE FROM log_seal",
+                      "TRUNCATE log_seal", "UPDATE log_seal SET retired_by_run = 1, retired_at = now(), "
+                                           "key_id = 'other'"):
+        with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):
+            _sql(bus.db, statement)
+    _sql(bus.db, "UPDATE log_seal SET retired_by_run = 7, retired_at = now() WHERE seal_id = 1")
+    with pytest.raises(psycopg.errors.RestrictViolation):
+        _sql(bus.db, "UPDATE log_seal SET retired_by_run = 8, retired_at = now() WHERE seal_id = 1")
+    [(granted,)] = _sql(bus.db, "SELECT has_table_privilege('cmdlog_tenant', 'log_seal', 'SELECT')")
+    assert granted is False
+
+
+def test_a_forged_seal_row_is_named_bad_signature_and_a_removed_one_breaks_the_chain(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    [(victim, seal_id, index)] = _sql(
+        bus.db, "SELECT c.cmd_uuid::text, s.seal_id, array_position(s.leaf_keys, c.cmd_uuid) - 1 "
+                "FROM command_log c JOIN log_seal s ON s.table_name = 'command_log' "
+                "AND s.partition_name = c.tableoid::regclass::text ORDER BY c.cmd_uuid LIMIT 1")
+    # The attacker edits a row and, with the trigger off, re-computes that seal's leaves and root to match.
+    _sql(bus.db, "UPDATE command_log SET actor_id = 'mallory' WHERE cmd_uuid = %s", (victim,))
+    with reading_session(bus.db.url) as s:
+        [seal_row] = [x for x in s.seals() if x.seal_id == seal_id]
+        leaf, _ = s.locate("command_log", victim)
+    leaves = merkle.split(seal_row.leaf_hashes)
+    leaves[index] = merkle.leaf_hash(leaf.data)
+    _sql(bus.db, "ALTER TABLE log_seal DISABLE TRIGGER log_seal_append_only")
+    try:
+        _sql(bus.db, "UPDATE log_seal SET leaf_hashes = %s, merkle_root = %s WHERE seal_id = %s",
+             (b"".join(leaves), merkle.root(leaves), seal_id))
+        findings = verify(bus.db, _public(settings))
+        assert _kinds(findings) == [("bad_signature", "command_log", None)]
+        assert findings[0].seal_id == seal_id
+        last = _sql(bus.db, "SELECT max(seal_id) FROM log_seal")[0][0]
+        assert last > seal_id + 1, "the seeded log spans several partitions"
+        _sql(bus.db, "DELETE FROM log_seal WHERE seal_id = %s", (seal_id + 1,))
+        findings = verify(bus.db, _public(settings))
+        assert ("broken_chain", seal_id + 2) in [(f.kind, f.seal_id) for f in findings]
+    finally:
+        _sql(bus.db, "ALTER TABLE log_seal ENABLE TRIGGER log_seal_append_only")
+
+
+def test_verifying_with_another_key_is_a_key_mismatch_on_every_seal(fresh):
+    bus, settings = fresh
+    report = seal(bus.db, settings)
+    findings = verify(bus.db, Ed25519PrivateKey.generate().public_key())
+    assert {f.kind for f in findings} == {"key_mismatch"}
+    assert sorted(f.seal_id for f in findings) == [s["seal_id"] for s in report.seals]
+
+
+def test_sealing_while_writers_run_seals_every_row_exactly_once(fresh):
+    bus, settings = fresh
+    stop = threading.Event()
+    counts = []
+
+    def writer(k):
+        tenant = f"w{k}-{uuid.uuid4().hex[:6]}"
+        i = 1
+        while not stop.is_set():
+            _write(bus, tenant, 1, start=i)
+            i += 1
+        counts.append(i)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(3):
+            seal(bus.db, settings)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    seal(bus.db, settings)
+    for table in ("command_log", "tenant_command_log", "domain_event"):
+        sealed = [str(k) for (keys_,) in _sql(bus.db, "SELECT leaf_keys FROM log_seal WHERE table_name = %s",
+                                              (table,)) for k in keys_]
+        key = {"domain_event": "event_uuid"}.get(table, "cmd_uuid")
+        rows = [r[0] for r in _sql(bus.db, f"SELECT {key}::text FROM {table}")]
+        assert len(sealed) == len(set(sealed)), f"a row of {table} sealed twice"
+        assert set(sealed) == set(rows), table
+    assert sum(counts) > 3  # the writers really wrote during the runs
+    assert verify(bus.db, _public(settings)) == []
+
+
+def test_an_inclusion_proof_checks_with_the_public_key_only_and_fails_for_an_edited_row(fresh):
+    bus, settings = fresh
+    [(key,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM command_log ORDER BY cmd_uuid LIMIT 1")
+    with pytest.raises(NotSealedError):
+        inclusion_proof(bus.db, key)
+    seal(bus.db, settings)
+    proof = inclusion_proof(bus.db, key)
+    assert proof["key"] == key and proof_valid(proof, _public(settings))
+    assert not proof_valid({**proof, "row": proof["row"].replace(key, str(uuid.uuid4()))}, _public(settings))
+    assert not proof_valid(proof, Ed25519PrivateKey.generate().public_key())
+    _sql(bus.db, "UPDATE command_log SET status = 'failed' WHERE cmd_uuid = %s AND status <> 'failed'", (key,))
+    _sql(bus.db, "UPDATE command_log SET error_message = 'edited' WHERE cmd_uuid = %s", (key,))
+    with pytest.raises(ProofError, match="differs"):
+        inclusion_proof(bus.db, key)
+
+
+def test_every_column_but_tx_id_is_sealed(db):
+    # A column added to a log table later must be added to the canonical encoding too, or edits to it go unseen.
+    for table in LOG_TABLES:
+        cols = [r[0] for r in _sql(db, "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                                       "AND column_name <> 'tx_id'", (table,))]
+        assert sorted(cols) == sorted(c for c, _ in COLUMNS[table]), table
+
+
+def test_verify_since_checks_only_later_seals_and_anchors_the_chain_on_the_one_before(fresh):
+    bus, settings = fresh
+    first = seal(bus.db, settings)
+    _write(bus, "later", 3)
+    second = seal(bus.db, settings)
+    [(since,)] = _sql(bus.db, "SELECT min(created_at) FROM log_seal WHERE seal_id = %s",
+                      (second.seals[0]["seal_id"],))
+    [(old,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM command_log WHERE tenant_id <> 'later' "
+                            "ORDER BY cmd_uuid LIMIT 1")
+    _sql(bus.db, "UPDATE command_log SET actor_id = 'mallory' WHERE cmd_uuid = %s", (old,))
+    assert verify(bus.db, _public(settings), since=since) == []  # the edited row is in the first run's range
+    assert _kinds(verify(bus.db, _public(settings))) == [("changed", "command_log", old)]
+    [(new,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM command_log WHERE tenant_id = 'later' "
+                            "ORDER BY cmd_uuid LIMIT 1")
+    _sql(bus.db, "DELETE FROM command_log WHERE cmd_uuid = %s", (new,))
+    assert _kinds(verify(bus.db, _public(settings), since=since)) == [("removed", "command_log", new)]
+    assert first.seals and second.seals
+
+
+def test_a_retention_purge_retires_the_seals_of_dropped_partitions_and_verify_stays_clean(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    policy = RetentionPolicy(short_lived_days=10, long_lived_days=60)
+    report = run_purge(bus.db, bus, policy, as_of=NOW + dt.timedelta(days=100), dry_run=False)
+    assert report.partitions_dropped > 0
+    retired_rows = _sql(bus.db, "SELECT DISTINCT retired_by_run, partition_name FROM log_seal "
+                                "WHERE retired_by_run IS NOT NULL")
+    dropped = {r[0] for r in _sql(bus.db, "SELECT partition_name FROM retention_step WHERE action = 'drop'")}
+    sealed = {r[0] for r in _sql(bus.db, "SELECT partition_name FROM log_seal")}
+    assert retired_rows and {p for _, p in retired_rows} == dropped & sealed  # (empty leaves were dropped too)
+    assert {r for r, _ in retired_rows} == {report.run_id}
+    assert verify(bus.db, _public(settings)) == []
+    assert retired(bus.db) == {report.run_id: len(retired_rows)}
+    after = seal(bus.db, settings)  # the purge's own log row (permanent) is sealed like any other
+    assert after.rows["command_log"] == 1
+    assert verify(bus.db, _public(settings)) == []
+
+
+def test_a_retirement_no_retention_run_recorded_does_not_hide_removed_rows(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    [(seal_id, part, count)] = _sql(bus.db, "SELECT seal_id, partition_name, row_count FROM log_seal "
+                                            "WHERE table_name = 'command_log' ORDER BY seal_id LIMIT 1")
+    # the trigger allows setting the retirement columns once: an attacker does so, then deletes the rows
+    _sql(bus.db, "UPDATE log_seal SET retired_by_run = 999, retired_at = now() WHERE seal_id = %s", (seal_id,))
+    _sql(bus.db, f"DELETE FROM {part}")
+    findings = verify(bus.db, _public(settings))
+    assert [f.kind for f in findings] == ["removed"] * count
+    assert {f.seal_id for f in findings} == {seal_id}
+
+
+def test_an_edited_parquet_file_in_the_lake_is_named_changed_with_its_file(fresh, tmp_path):
+    bus, settings = fresh
+    lake = str(tmp_path / "lake")
+    run_export(bus.db, lake)
+    seal(bus.db, settings)
+    assert verify_lake(bus.db, _public(settings), lake) == []
+    [path] = sorted(glob.glob(f"{lake}/commands/**/*.parquet", recursive=True))[:1]
+    table = pq.read_table(path)  # the file alone: Hive keys stay in the folder names
+    victim = str(table.column("cmd_uuid")[0].as_py())
+    actors = table.column("actor_id").to_pylist()
+    actors[0] = "mallory"
+    pq.write_table(table.set_column(table.schema.get_field_index("actor_id"), "actor_id", pa.array(actors)), path)
+    findings = verify_lake(bus.db, _public(settings), lake)
+    assert _kinds(findings) == [("changed", "command_log", victim)]
+    assert findings[0].partition == "commands/" + os.path.relpath(path, f"{lake}/commands")
+    assert verify(bus.db, _public(settings)) == []  # Postgres itself is intact
+
+
+def test_a_second_sealing_run_at_the_same_time_is_refused_and_nothing_is_sealed_twice(fresh):
+    bus, settings = fresh
+    with sealing_session(bus.db.url):  # a run in progress holds the sealing lock
+        with pytest.raises(SealBusyError):
+            seal(bus.db, settings)
+    report = seal(bus.db, settings)
+    assert report.rows["command_log"] == 120
+    [(sealed, distinct)] = _sql(bus.db, "SELECT count(k), count(DISTINCT k) FROM log_seal, unnest(leaf_keys) k "
+                                        "WHERE table_name = 'command_log'")
+    assert sealed == distinct == 120
+
+
+def test_a_tenant_session_verifies_its_own_rows_and_sees_no_other_tenants_findings(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    tenants = [r[0] for r in _sql(bus.db, "SELECT DISTINCT tenant_id FROM tenant_command_log ORDER BY 1")]
+    assert len(tenants) == 2
+    mine, other = tenants
+    assert verify_tenant(bus.db, _public(settings), mine) == []
+    [(theirs,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM tenant_command_log WHERE tenant_id = %s "
+                               "ORDER BY cmd_uuid LIMIT 1", (other,))
+    _sql(bus.db, "UPDATE tenant_command_log SET result = '{\"forged\": 1}' WHERE cmd_uuid = %s", (theirs,))
+    assert verify_tenant(bus.db, _public(settings), mine) == []
+    [(own_changed,), (own_removed,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM tenant_command_log "
+                                                    "WHERE tenant_id = %s ORDER BY cmd_uuid LIMIT 2", (mine,))
+    _sql(bus.db, "UPDATE tenant_command_log SET result = '{\"forged\": 1}' WHERE cmd_uuid = %s", (own_changed,))
+    _sql(bus.db, "DELETE FROM tenant_command_log WHERE cmd_uuid = %s", (own_removed,))
+    findings = verify_tenant(bus.db, _public(settings), mine)
+    assert _kinds(findings) == sorted([("changed", "tenant_command_log", own_changed),
+                                       ("removed", "tenant_command_log", own_removed)])
+    assert {f.tenant_id for f in findings} == {mine}
+    assert {f.kind for f in verify_tenant(bus.db, Ed25519PrivateKey.generate().public_key(), mine)} == {
+        "key_mismatch"}
+    # the function shows the tenant nothing of the other's: positions and keys are its own only
+    with bus.db.tenant_session(mine) as conn:
+        seen = tenant_seals(conn)
+    sealed_mine = {k for (k,) in _sql(bus.db, "SELECT u.k::text FROM log_seal, unnest(leaf_keys, leaf_tenants) "
+                                              "AS u(k, t) WHERE table_name = 'tenant_command_log' AND u.t = %s",
+                                      (mine,))}
+    assert seen and set().union(*(set(ts.keys) for ts in seen)) == sealed_mine
