@@ -195,6 +195,20 @@ class SealSession:
             row = self.conn.execute(f"SELECT {_SEAL_COLS} FROM log_seal ORDER BY seal_id DESC LIMIT 1").fetchone()
         return _seal(row) if row else None
 
+    def seal_at(self, seal_id: int) -> SealRow | None:
+        """The seal ``seal_id``, or None when there is none."""
+        with translated():
+            row = self.conn.execute(f"SELECT {_SEAL_COLS} FROM log_seal WHERE seal_id = %s", (seal_id,)).fetchone()
+        return _seal(row) if row else None
+
+    def rows_before(self, to_tx: int) -> int:
+        """How many log rows (every sealed table) were inserted by transactions below ``to_tx``."""
+        parts = sql.SQL(" + ").join(
+            sql.SQL("(SELECT count(*) FROM {} WHERE tx_id < {}::text::xid8)").format(
+                sql.Identifier(t), sql.Literal(str(int(to_tx)))) for t in COLUMNS)
+        with translated():
+            return int(one_row(self.conn.execute(sql.SQL("SELECT {}").format(parts)))[0])
+
     def insert(self, seals: list[SealRow]) -> None:
         """Append ``seals`` (committed with the session)."""
         with translated("cannot record the seals"), self.conn.cursor() as cur:

@@ -24,10 +24,13 @@ def seal_new_rows() -> dict:
 
 @task(name="report-seal")
 def report_seal(report: dict) -> str:
-    """Publish the table artifact of seals made (table, partition, rows), log the summary line (returned: the flow's
-    final state message)."""
+    """Publish the table artifact of seals made (table, partition, rows; a last row names the head seal: its
+    hash and the watermark), log the summary line (returned: the flow's final state message)."""
     table = [{"seal": s["seal_id"], "table": s["table"], "partition": s["partition"], "rows": s["rows"]}
              for s in report["seals"]] or [{"seal": "", "table": "(no new rows)", "partition": "", "rows": 0}]
+    head = report.get("head")  # the newest seal: kept outside the database, so a truncated chain shows
+    table.append({"seal": f"head {head['seal_id']}" if head else "head (none)", "table": "",
+                  "partition": head["seal_hash"] if head else "", "rows": head["to_tx"] if head else 0})
     summary = summary_line(SealReport(**report))
     create_table_artifact(table, key="seal-log-seals", description=summary)
     get_run_logger().info(summary)

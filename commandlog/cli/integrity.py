@@ -3,6 +3,7 @@
     cmdlog seal                              # seal the rows committed since the last run (what seal-log/hourly does)
     cmdlog seal --public-key > seal.pub.pem  # the public key an auditor verifies with
     cmdlog verify [--tenant T] [--since 7d] [--lake] [--format json]   # exit status 1 when anything is found
+    cmdlog verify --expect-head 42:3fa1…     # the newest seal must be seal 42 with that hash (default: the head file)
     cmdlog verify --cmd 0192f0c4-…           # the inclusion proof of one command, as JSON (docs/integrity.md)
 
 Both call the services the ``seal-log`` flow calls (``commandlog.integrity``), with the same key settings
@@ -23,7 +24,7 @@ from rich.table import Table
 
 from commandlog.cli import _common
 from commandlog.cli.replay import parse_when
-from commandlog.integrity import keys
+from commandlog.integrity import head, keys
 from commandlog.integrity.lake import verify_lake
 from commandlog.integrity.proof import inclusion_proof
 from commandlog.integrity.sealing import seal as run_seal
@@ -32,7 +33,8 @@ from commandlog.integrity.verify import Finding, retired, verify_tenant
 from commandlog.integrity.verify import verify as run_verify
 
 KIND_STYLE = {"changed": "red", "inserted": "red", "removed": "red", "broken_chain": "magenta",
-              "bad_signature": "magenta", "key_mismatch": "yellow", "bad_leaves": "magenta"}
+              "bad_signature": "magenta", "key_mismatch": "yellow", "bad_leaves": "magenta", "truncated": "magenta",
+              "unsealed": "magenta"}
 
 
 class VerifyFormat(StrEnum):
@@ -81,6 +83,9 @@ def verify(
     table_name: str = typer.Option("command_log", "--table", help="With --cmd: the log table the row is in."),
     public_key: str | None = typer.Option(None, "--public-key", help="PEM public key to verify with (default: "
                                                                      "the public half of the signing key)."),
+    expect_head: str | None = typer.Option(None, "--expect-head", help="SEAL_ID:HASH of the newest seal (default: "
+                                                                       "the last line of the head file next to "
+                                                                       "the key, when there is one)."),
 ) -> None:
     """Recompute every sealed interval, check the chain and the signatures; exit status 1 on any finding."""
     s = _common.settings()
@@ -95,13 +100,14 @@ def verify(
         sys.stdout.write(json.dumps(proof, indent=2) + "\n")
         return
     when = parse_when(since, option="--since")
+    expected = _expected_head(expect_head) if expect_head is not None else head.read(s)
     if as_tenant and not tenant:
         raise typer.BadParameter("needs --tenant", param_hint="--tenant-session")
     with _common.database(s) as db:
         if as_tenant and tenant:
             findings = verify_tenant(db, key, tenant)
         else:
-            findings = run_verify(db, key, tenant=tenant, since=when)
+            findings = run_verify(db, key, tenant=tenant, since=when, head=expected)
         if lake:  # its seal findings are the ones just reported: keep only what it says about lake files
             findings += [f for f in verify_lake(db, key, s.lake, tenant=tenant) if f.key is not None]
         by_run = retired(db)
@@ -115,6 +121,13 @@ def verify(
                                   "(retired, not tampering)")
     if findings:
         raise typer.Exit(1)
+
+
+def _expected_head(text: str) -> head.Head:
+    try:
+        return head.parse(text)
+    except ValueError as e:
+        raise typer.BadParameter(f"{text!r} is not SEAL_ID:HASH ({e})", param_hint="--expect-head") from None
 
 
 def _print_findings(findings: list[Finding]) -> None:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from commandlog.integrity import header, keys, merkle
+from commandlog.integrity import head, header, keys, merkle
 from commandlog.settings import Settings
 from storage.postgres import Database
 from storage.seals import LOG_TABLES, LeafRow, SealRow, SealSession, sealing_session
@@ -37,16 +37,21 @@ class SealReport:
     """Rows sealed per log table."""
     seals: list[dict] = field(default_factory=list)
     """``{seal_id, table, partition, rows}`` per seal appended, in chain order."""
+    head: dict | None = None
+    """The newest seal after the run: ``{seal_id, seal_hash (hex), to_tx}`` (None while there is no seal); also
+    appended to the head file outside the database (``commandlog.integrity.head``)."""
 
 
 def summary_line(report: SealReport) -> str:
     """One line for logs and the flow's final state: ``seal: 1,234 rows in 5 seals (tx 100..250), key 3fa1…``."""
     rows = sum(report.rows.values())
+    h = report.head
+    tail = (f", head seal {h['seal_id']} {h['seal_hash']} to_tx {h['to_tx']}" if h else ", no seal yet")
     if not report.seals:
-        return f"seal: no new rows (tx {report.from_tx}..{report.to_tx}), key {report.key_id}"
+        return f"seal: no new rows (tx {report.from_tx}..{report.to_tx}), key {report.key_id}{tail}"
     return (f"seal: {rows:,} {'row' if rows == 1 else 'rows'} in {len(report.seals)} "
             f"{'seal' if len(report.seals) == 1 else 'seals'} (tx {report.from_tx}..{report.to_tx}), "
-            f"key {report.key_id}")
+            f"key {report.key_id}{tail}")
 
 
 def seal(db: Database, settings: Settings) -> SealReport:
@@ -59,10 +64,14 @@ def seal(db: Database, settings: Settings) -> SealReport:
         from_tx = last.to_tx if last else 0
         to_tx = max(session.xmin(), from_tx)
         report = SealReport(from_tx=from_tx, to_tx=to_tx, key_id=key_id, rows=dict.fromkeys(LOG_TABLES, 0))
-        if to_tx == from_tx:
-            return report
-        made = _seal_range(session, key, key_id, last, from_tx=from_tx, to_tx=to_tx)
-        session.insert(made)
+        made = _seal_range(session, key, key_id, last, from_tx=from_tx, to_tx=to_tx) if to_tx > from_tx else []
+        if made:
+            session.insert(made)
+    newest = made[-1] if made else last
+    report.head = ({"seal_id": newest.seal_id, "seal_hash": newest.seal_hash.hex(), "to_tx": to_tx}
+                   if newest else None)
+    head.record(settings, head.Head(seal_id=newest.seal_id if newest else None,
+                                    seal_hash=newest.seal_hash if newest else None, to_tx=to_tx))
     for s in made:
         report.rows[s.table_name] += s.row_count
         report.seals.append({"seal_id": s.seal_id, "table": s.table_name, "partition": s.partition_name,

@@ -17,6 +17,11 @@ another partition), ``inserted`` (a uuid no seal has: a row forged into a sealed
 retention run it names recorded dropping its partition (``retired`` lists those runs); a retirement no retention
 run backs is ignored, so its missing rows are ``removed``. Rows committed after the last run are not sealed yet
 and not reported.
+
+With the head recorded outside the database (``commandlog.integrity.head``: the last sealing run's newest seal and
+watermark, or an expected ``SEAL_ID:HASH``): ``truncated`` when the chain ends before that seal or the seal there
+has another hash (the newest seals were deleted or replaced), ``unsealed`` when there is no seal at all but rows
+below the last run's watermark.
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ from typing import Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from commandlog.integrity import header, keys, merkle
+from commandlog.integrity.head import Head
 from storage.postgres import Database
 from storage.seals import LOG_TABLES, SealRow, SealSession, TenantSeal, reading_session, tenant_seals
 
-Kind = Literal["changed", "inserted", "removed", "broken_chain", "bad_signature", "key_mismatch", "bad_leaves"]
+Kind = Literal["changed", "inserted", "removed", "broken_chain", "bad_signature", "key_mismatch", "bad_leaves",
+               "truncated", "unsealed"]
 KINDS: tuple[Kind, ...] = ("changed", "inserted", "removed", "broken_chain", "bad_signature", "key_mismatch",
-                           "bad_leaves")
+                           "bad_leaves", "truncated", "unsealed")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,11 +73,12 @@ class _Leaf:
 
 
 def verify(db: Database, public_key: Ed25519PublicKey, *, tenant: str | None = None,
-           since: datetime | None = None) -> list[Finding]:
+           since: datetime | None = None, head: Head | None = None) -> list[Finding]:
     """Every finding, in chain order; an empty list means the sealed log is intact.
 
     ``tenant``: row findings about that tenant's rows only (chain, signature and key findings are always reported).
     ``since``: only the seals made from then on (the seal before them anchors the chain).
+    ``head``: the newest seal (and watermark) recorded outside the database: ``truncated``/``unsealed`` findings.
     """
     found: list[Finding] = []
     with reading_session(db.url) as session:
@@ -88,7 +96,35 @@ def verify(db: Database, public_key: Ed25519PublicKey, *, tenant: str | None = N
             prev = seal
         if run:
             found += _check_rows(session, run, found)
+        if head is not None:
+            found += _check_head(session, head)
     return [f for f in found if tenant is None or f.tenant_id in (None, tenant)]
+
+
+def _check_head(session: SealSession, head: Head) -> list[Finding]:
+    """``truncated``/``unsealed`` against the head recorded outside the database."""
+    out: list[Finding] = []
+    last = session.last_seal()
+    if head.seal_id is not None:
+        at = session.seal_at(head.seal_id)
+        if at is None:
+            ends = f"ends at seal {last.seal_id}" if last else "is empty"
+            out.append(Finding(kind="truncated", seal_id=head.seal_id,
+                               detail=f"the chain {ends}, before the recorded head seal {head.seal_id} (newest "
+                                      "seals deleted)"))
+        elif at.seal_hash != head.seal_hash:
+            out.append(Finding(kind="truncated", seal_id=head.seal_id, table=at.table_name,
+                               partition=at.partition_name,
+                               detail=f"seal {head.seal_id} is not the recorded head (hash {at.seal_hash.hex()[:16]}"
+                                      f"…, expected {(head.seal_hash or b'').hex()[:16]}…): the chain was cut and "
+                                      "rebuilt"))
+    if last is None and head.to_tx is not None:
+        n = session.rows_before(head.to_tx)
+        if n:
+            out.append(Finding(kind="unsealed", seal_id=None,
+                               detail=f"no seals, but {n} log rows below the last sealing run's watermark tx "
+                                      f"{head.to_tx}"))
+    return out
 
 
 def verify_tenant(db: Database, public_key: Ed25519PublicKey, tenant: str) -> list[Finding]:

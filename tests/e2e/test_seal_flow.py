@@ -53,6 +53,13 @@ def test_seal_log_flow_seals_every_row_once_and_tells_its_story(
         expected = f"seal: {sum(report['rows'].values()):,} rows in {seals} seals"
         message, logs = flow_run_story(state.state_details.flow_run_id, expect=state.message)
         assert message.startswith(expected) and state.message in logs
+        head = report["head"]  # the newest seal, published in the summary, the artifact and the head file
+        assert head["seal_id"] == report["seals"][-1]["seal_id"] and head["to_tx"] == report["to_tx"]
+        assert f"head seal {head['seal_id']} {head['seal_hash']}" in state.message
+        assert {"seal": f"head {head['seal_id']}", "table": "", "partition": head["seal_hash"],
+                "rows": head["to_tx"]} in rows
+        assert json.loads((tmp_path / "home" / "keys" / "seal-head").read_text().splitlines()[-1])["seal_id"] == \
+            head["seal_id"]
 
         again = seal_log(return_state=True).result()
         assert again["seals"] == [] and again["from_tx"] == report["to_tx"]

@@ -103,6 +103,25 @@ def test_a_cmd_proof_checks_with_the_documented_script_and_the_public_key_only(e
     assert bad.returncode == 1 and "AssertionError" in bad.stderr
 
 
+def test_verify_reads_the_head_file_and_names_truncated_seals(env):
+    sealed = cmdlog(env, "seal", "--json")
+    assert sealed.returncode == 0, sealed.stderr
+    head = json.loads(sealed.stdout)["head"]
+    assert head["seal_id"] == json.loads(sealed.stdout)["seals"][-1]["seal_id"]
+    assert cmdlog(env, "verify").returncode == 0
+    assert cmdlog(env, "verify", "--expect-head", f"{head['seal_id']}:{head['seal_hash']}").returncode == 0
+    with psycopg.connect(env["CMDLOG_DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("ALTER TABLE log_seal DISABLE TRIGGER log_seal_append_only")
+        conn.execute("DELETE FROM log_seal WHERE seal_id = %s", (head["seal_id"],))
+        conn.execute("ALTER TABLE log_seal ENABLE TRIGGER log_seal_append_only")
+    out = cmdlog(env, "verify", "--format", "json")
+    assert out.returncode == 1
+    # (the rows of the deleted seal are also named: its run's other seals still cover their range)
+    assert ("truncated", head["seal_id"]) in [(f["kind"], f["seal_id"]) for f in json.loads(out.stdout)["findings"]]
+    bad = cmdlog(env, "verify", "--expect-head", "nonsense")
+    assert bad.returncode == 2 and "SEAL_ID:HASH" in bad.stderr
+
+
 def test_verify_without_a_key_says_which_file_is_missing(env):
     out = cmdlog(env, "verify")
     assert out.returncode == 2

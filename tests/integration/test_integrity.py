@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
-from commandlog.integrity import inclusion_proof, keys, merkle, proof_valid, seal, verify
+from commandlog.integrity import head, inclusion_proof, keys, merkle, proof_valid, seal, verify
 from commandlog.integrity.errors import NotSealedError, ProofError
 from commandlog.integrity.lake import verify_lake
+from commandlog.integrity.sealing import summary_line
 from commandlog.integrity.verify import retired, verify_tenant
 from commandlog.journal.export import run_export
 from commandlog.retention.policy import RetentionPolicy
@@ -191,6 +192,52 @@ def test_a_forged_seal_row_is_named_bad_signature_and_a_removed_one_breaks_the_c
         assert ("broken_chain", seal_id + 2) in [(f.kind, f.seal_id) for f in findings]
     finally:
         _sql(bus.db, "ALTER TABLE log_seal ENABLE TRIGGER log_seal_append_only")
+
+
+def _delete_seals(db, where):
+    """As the superuser, with the append-only trigger off: what an attacker with the database does."""
+    _sql(db, "ALTER TABLE log_seal DISABLE TRIGGER log_seal_append_only")
+    try:
+        _sql(db, f"DELETE FROM log_seal WHERE {where}")
+    finally:
+        _sql(db, "ALTER TABLE log_seal ENABLE TRIGGER log_seal_append_only")
+
+
+def test_the_sealing_run_publishes_its_head_outside_the_database(fresh):
+    bus, settings = fresh
+    report = seal(bus.db, settings)
+    newest = report.seals[-1]["seal_id"]
+    [(digest,)] = _sql(bus.db, "SELECT seal_hash FROM log_seal WHERE seal_id = %s", (newest,))
+    assert report.head == {"seal_id": newest, "seal_hash": bytes(digest).hex(), "to_tx": report.to_tx}
+    path = head.head_path(settings)
+    assert path == settings.home / "keys" / "seal-head" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = seal(bus.db, settings)  # nothing new: one more line, same head seal
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    assert head.read(settings) == head.Head(seal_id=newest, seal_hash=bytes(digest), to_tx=again.to_tx)
+    assert f"head seal {newest} {bytes(digest).hex()}" in summary_line(report)
+
+
+def test_deleting_the_newest_seals_is_truncated_and_deleting_all_is_unsealed(fresh):
+    bus, settings = fresh
+    first = seal(bus.db, settings)
+    _write(bus, "late", 3)
+    report = seal(bus.db, settings)
+    recorded = head.read(settings)
+    assert verify(bus.db, _public(settings), head=recorded) == []
+    newest = report.seals[-1]["seal_id"]
+    _delete_seals(bus.db, f"seal_id > {first.seals[-1]['seal_id']}")  # the whole last run's seals
+    assert verify(bus.db, _public(settings)) == []  # the chain alone cannot see it
+    findings = verify(bus.db, _public(settings), head=recorded)
+    assert [(f.kind, f.seal_id) for f in findings] == [("truncated", newest)]
+    _delete_seals(bus.db, "true")
+    findings = verify(bus.db, _public(settings), head=recorded)
+    assert sorted(f.kind for f in findings) == ["truncated", "unsealed"]
+    # an expected head that does not match the seal there (a chain cut and rebuilt)
+    fresh_report = seal(bus.db, settings)
+    assert verify(bus.db, _public(settings), head=head.read(settings)) == []
+    other = head.Head(seal_id=fresh_report.seals[-1]["seal_id"], seal_hash=bytes(32))
+    assert [f.kind for f in verify(bus.db, _public(settings), head=other)] == ["truncated"]
 
 
 def test_verifying_with_another_key_is_a_key_mismatch_on_every_seal(fresh):
