@@ -221,18 +221,11 @@ class SealSession:
                   s.merkle_root, s.leaf_hashes, list(s.leaf_keys), list(s.leaf_tenants), s.keys_digest, s.prev_hash,
                   s.seal_hash, s.signature, s.key_id, s.created_at) for s in seals])
 
-    def seals(self, *, since: datetime | None = None) -> Iterator[SealRow]:
-        """Every seal in chain order; with ``since``, from the last seal made before ``since`` on (the link the
-        first later seal's ``prev_hash`` is checked against)."""
-        start = 1
-        if since is not None:
-            with translated():
-                row = one_row(self.conn.execute(
-                    "SELECT coalesce(max(seal_id), 1) FROM log_seal WHERE created_at < %s", (since,)))
-            start = int(row[0])
+    def seals(self) -> Iterator[SealRow]:
+        """Every seal in chain order (``seal_id``)."""
         with translated("cannot read the seals"), self.conn.cursor(name="cmdlog_seals") as cur:
             cur.itersize = 50
-            cur.execute(f"SELECT {_SEAL_COLS} FROM log_seal WHERE seal_id >= %s ORDER BY seal_id", (start,))
+            cur.execute(f"SELECT {_SEAL_COLS} FROM log_seal ORDER BY seal_id")
             for row in cur:
                 yield _seal(row)
 

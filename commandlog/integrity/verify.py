@@ -77,28 +77,34 @@ def verify(db: Database, public_key: Ed25519PublicKey, *, tenant: str | None = N
     """Every finding, in chain order; an empty list means the sealed log is intact.
 
     ``tenant``: row findings about that tenant's rows only (chain, signature and key findings are always reported).
-    ``since``: only the seals made from then on (the seal before them anchors the chain).
+    ``since``: re-read only the rows of runs sealed from then on (every seal's chain link, header and signature is
+    checked all the same, from seal 1 on: ``since`` never selects which seals are trusted).
     ``head``: the newest seal (and watermark) recorded outside the database: ``truncated``/``unsealed`` findings.
     """
     found: list[Finding] = []
     with reading_session(db.url) as session:
         prev: SealRow | None = None
         run: list[SealRow] = []
-        for seal in session.seals(since=since):
-            if since is not None and prev is None and seal.created_at < since:
-                prev = seal  # the anchor: made before ``since``, not verified itself
-                continue
+        for seal in session.seals():  # every seal's chain link, header and signature: cheap, never skipped
             found += check_seal(seal, prev, public_key)
             if run and (run[0].from_tx, run[0].to_tx) != (seal.from_tx, seal.to_tx):
-                found += _check_rows(session, run, found)
+                found += _check_run_rows(session, run, found, since)
                 run = []
             run.append(seal)
             prev = seal
         if run:
-            found += _check_rows(session, run, found)
+            found += _check_run_rows(session, run, found, since)
         if head is not None:
             found += _check_head(session, head)
     return [f for f in found if tenant is None or f.tenant_id in (None, tenant)]
+
+
+def _check_run_rows(session: SealSession, run: list[SealRow], found: list[Finding],
+                    since: datetime | None) -> list[Finding]:
+    """The run's row findings, unless all its seals were made before ``since``."""
+    if since is not None and all(s.created_at < since for s in run):
+        return []
+    return _check_rows(session, run, found)
 
 
 def _check_head(session: SealSession, head: Head) -> list[Finding]:

@@ -326,6 +326,48 @@ def test_verify_since_checks_only_later_seals_and_anchors_the_chain_on_the_one_b
     assert first.seals and second.seals
 
 
+_COPY_SEAL = ("INSERT INTO log_seal (seal_id, table_name, partition_name, from_tx, to_tx, row_count, merkle_root, "
+              "leaf_hashes, leaf_keys, leaf_tenants, keys_digest, prev_hash, seal_hash, signature, key_id, created_at) "
+              "SELECT %s, table_name, partition_name, from_tx, to_tx, row_count, merkle_root, leaf_hashes, leaf_keys, "
+              "leaf_tenants, keys_digest, {prev}, %s, signature, key_id, {created} FROM log_seal WHERE seal_id = 1")
+
+
+def test_since_cannot_be_blinded_by_a_forged_seal_with_a_huge_id_and_an_old_time(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    _write(bus, "later", 3)
+    second = seal(bus.db, settings)
+    [(since,)] = _sql(bus.db, "SELECT min(created_at) FROM log_seal WHERE seal_id = %s",
+                      (second.seals[0]["seal_id"],))
+    [(victim,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM command_log WHERE tenant_id = 'later' "
+                               "ORDER BY cmd_uuid LIMIT 1")
+    _sql(bus.db, "UPDATE command_log SET actor_id = 'mallory' WHERE cmd_uuid = %s", (victim,))
+    # the attacker (superuser, trigger off) appends a seal that sorts last but claims to be older than ``since``
+    _sql(bus.db, "ALTER TABLE log_seal DISABLE TRIGGER log_seal_append_only")
+    try:
+        _sql(bus.db, _COPY_SEAL.format(prev="prev_hash", created="timestamptz '2000-01-01 00:00Z'"),
+             (10**9, os.urandom(32)))
+    finally:
+        _sql(bus.db, "ALTER TABLE log_seal ENABLE TRIGGER log_seal_append_only")
+    findings = verify(bus.db, _public(settings), since=since)
+    assert ("changed", "command_log", victim) in _kinds(findings)
+    assert ("broken_chain", 10**9) in [(f.kind, f.seal_id) for f in findings]
+    assert ("bad_signature", 10**9) in [(f.kind, f.seal_id) for f in findings]
+
+
+def test_the_seal_table_accepts_only_the_next_link_of_the_chain(fresh):
+    bus, settings = fresh
+    report = seal(bus.db, settings)
+    newest = report.seals[-1]["seal_id"]
+    with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):  # a gap
+        _sql(bus.db, _COPY_SEAL.format(prev="(SELECT max(seal_hash) FROM log_seal)", created="now()"),
+             (newest + 5, os.urandom(32)))
+    with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):  # the right id, the wrong link
+        _sql(bus.db, _COPY_SEAL.format(prev="prev_hash", created="now()"), (newest + 1, os.urandom(32)))
+    _write(bus, "late", 1)
+    assert seal(bus.db, settings).seals[0]["seal_id"] == newest + 1  # the real next link goes in
+
+
 def test_a_retention_purge_retires_the_seals_of_dropped_partitions_and_verify_stays_clean(fresh):
     bus, settings = fresh
     seal(bus.db, settings)

@@ -11,7 +11,8 @@ previous seal (one chain over all seals, in ``seal_id`` order), this seal's hash
 the fingerprint of the signing key. ``retired_by_run``/``retired_at`` are set once, by retention, when the rows a
 seal covers are purged (the seal itself stays).
 
-Append-only: a trigger refuses every ``UPDATE`` except setting the two retirement columns (from NULL, once, every
+Append-only: a trigger refuses an ``INSERT`` that is not the next link (``seal_id`` = max + 1, ``prev_hash`` = the
+newest seal's ``seal_hash``, not retired), every ``UPDATE`` except setting the two retirement columns (from NULL, once, every
 other column unchanged), every ``DELETE`` and ``TRUNCATE``. A superuser can still disable the trigger; that is
 what the signatures and the chain are for. Like ``cmdlog_secret`` (0008) the table is not granted to anyone:
 ``REVOKE ALL … FROM PUBLIC``, so tenant roles and SQL logins cannot read the leaf keys of other tenants; a tenant
@@ -58,7 +59,22 @@ def upgrade() -> None:
     -- Row triggers see OLD and NEW; comparing the rows as jsonb minus the retirement columns checks every other
     -- column, including ones a later migration adds.
     CREATE FUNCTION cmdlog_log_seal_append_only() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    DECLARE
+        last_id   bigint;
+        last_hash bytea;
     BEGIN
+        IF TG_OP = 'INSERT' THEN
+            -- only the next link of the chain: seal max+1 naming the newest seal's hash (the first: seal 1, zeros)
+            SELECT s.seal_id, s.seal_hash INTO last_id, last_hash FROM log_seal s ORDER BY s.seal_id DESC LIMIT 1;
+            IF NEW.seal_id = coalesce(last_id, 0) + 1
+               AND NEW.prev_hash = coalesce(last_hash, decode(repeat('00', 32), 'hex'))
+               AND NEW.retired_by_run IS NULL THEN
+                RETURN NEW;
+            END IF;
+            RAISE EXCEPTION 'log_seal is append-only: seal % refused (the next seal is % and must name the newest '
+                            'seal''s hash)', NEW.seal_id, coalesce(last_id, 0) + 1
+                USING ERRCODE = 'restrict_violation';
+        END IF;
         IF TG_OP = 'UPDATE' AND OLD.retired_by_run IS NULL AND NEW.retired_by_run IS NOT NULL
            AND (to_jsonb(NEW) - 'retired_by_run' - 'retired_at') = (to_jsonb(OLD) - 'retired_by_run' - 'retired_at')
         THEN
@@ -69,7 +85,7 @@ def upgrade() -> None:
     END
     $fn$;
     REVOKE ALL ON FUNCTION cmdlog_log_seal_append_only() FROM PUBLIC;
-    CREATE TRIGGER log_seal_append_only BEFORE UPDATE OR DELETE ON log_seal
+    CREATE TRIGGER log_seal_append_only BEFORE INSERT OR UPDATE OR DELETE ON log_seal
         FOR EACH ROW EXECUTE FUNCTION cmdlog_log_seal_append_only();
     CREATE TRIGGER log_seal_no_truncate BEFORE TRUNCATE ON log_seal
         FOR EACH STATEMENT EXECUTE FUNCTION cmdlog_log_seal_append_only();
