@@ -253,13 +253,23 @@ class SealSession:
                 "SELECT retired_by_run, count(*) FROM log_seal WHERE retired_by_run IS NOT NULL "
                 "GROUP BY 1 ORDER BY 1").fetchall()}
 
-    def retirement_recorded(self, seal: SealRow) -> bool:
-        """True when the retention run that retired ``seal`` recorded dropping its partition (``retention_step``)."""
+    def retirement_backed(self, seal: SealRow, purgeable: tuple[str, ...]) -> bool:
+        """True when ``seal``'s retirement stands: its partition no longer exists (``to_regclass`` is NULL), and
+        the retention run it names recorded dropping that partition of a purgeable class (``purgeable``; the
+        partition's name is ``<table>_<class>_…``) and finished that step (``retention_step`` ``done``)."""
         with translated():
             return bool(one_row(self.conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM retention_step WHERE run_id = %s AND action = 'drop' "
-                "AND table_name = %s AND partition_name = %s)",
-                (seal.retired_by_run, seal.table_name, seal.partition_name)))[0])
+                "SELECT to_regclass(quote_ident(%s)) IS NULL AND EXISTS (SELECT 1 FROM retention_step "
+                "WHERE run_id = %s AND action = 'drop' AND status = 'done' AND table_name = %s "
+                "AND partition_name = %s AND retention = ANY(%s) "
+                "AND starts_with(partition_name, table_name || '_' || retention || '_'))",
+                (seal.partition_name, seal.retired_by_run, seal.table_name, seal.partition_name,
+                 list(purgeable))))[0])
+
+    def partition_exists(self, name: str) -> bool:
+        """True when a table named ``name`` exists."""
+        with translated():
+            return bool(one_row(self.conn.execute("SELECT to_regclass(quote_ident(%s)) IS NOT NULL", (name,)))[0])
 
 
 @dataclass(frozen=True, kw_only=True)

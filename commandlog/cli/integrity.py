@@ -34,7 +34,7 @@ from commandlog.integrity.verify import verify as run_verify
 
 KIND_STYLE = {"changed": "red", "inserted": "red", "removed": "red", "broken_chain": "magenta",
               "bad_signature": "magenta", "key_mismatch": "yellow", "bad_leaves": "magenta", "truncated": "magenta",
-              "unsealed": "magenta"}
+              "unsealed": "magenta", "retired_but_present": "magenta"}
 
 
 class VerifyFormat(StrEnum):

@@ -13,10 +13,11 @@ For each seal, in chain order:
 Then, for each run's range and each log table, the rows now in the range are read again (one snapshot) and their
 leaves compared with the trusted seals, by row uuid: ``changed`` (same uuid, other content; also a row moved to
 another partition), ``inserted`` (a uuid no seal has: a row forged into a sealed range, e.g. with an explicit
-``tx_id``), ``removed`` (a sealed uuid no longer there). Rows of a retired seal are not compared when the
-retention run it names recorded dropping its partition (``retired`` lists those runs); a retirement no retention
-run backs is ignored, so its missing rows are ``removed``. Rows committed after the last run are not sealed yet
-and not reported.
+``tx_id``), ``removed`` (a sealed uuid no longer there). Rows of a retired seal are not compared only when its
+partition no longer exists and the retention run it names finished dropping it (a ``done`` drop step of a
+purgeable class; ``retired`` lists those runs); otherwise the retirement is ignored and the rows compared as usual
+(missing rows are ``removed``), and a retired partition that still exists with rows is ``retired_but_present``.
+Rows committed after the last run are not sealed yet and not reported.
 
 With the head recorded outside the database (``commandlog.integrity.head``: the last sealing run's newest seal and
 watermark, or an expected ``SEAL_ID:HASH``): ``truncated`` when the chain ends before that seal or the seal there
@@ -36,13 +37,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from commandlog.integrity import header, keys, merkle
 from commandlog.integrity.head import Head
+from storage.partitions import PURGEABLE_CLASSES
 from storage.postgres import Database
 from storage.seals import LOG_TABLES, SealRow, SealSession, TenantSeal, reading_session, tenant_seals
 
 Kind = Literal["changed", "inserted", "removed", "broken_chain", "bad_signature", "key_mismatch", "bad_leaves",
-               "truncated", "unsealed"]
+               "truncated", "unsealed", "retired_but_present"]
 KINDS: tuple[Kind, ...] = ("changed", "inserted", "removed", "broken_chain", "bad_signature", "key_mismatch",
-                           "bad_leaves", "truncated", "unsealed")
+                           "bad_leaves", "truncated", "unsealed", "retired_but_present")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,8 +226,14 @@ def _check_rows(session: SealSession, run: list[SealRow], found: list[Finding]) 
             seal = sealed.get(partition)
             if seal is not None and not trusted(seal, found):
                 continue
-            if seal is not None and seal.retired_by_run is not None and session.retirement_recorded(seal):
-                continue  # retention dropped the partition and said so: removed by retention, not tampered
+            if seal is not None and seal.retired_by_run is not None:
+                if session.retirement_backed(seal, PURGEABLE_CLASSES):
+                    continue  # retention dropped the partition and said so: removed by retention, not tampered
+                if current.get(partition) and session.partition_exists(partition):
+                    diffs.append(Finding(kind="retired_but_present", seal_id=seal.seal_id, table=table,
+                                         partition=partition,
+                                         detail=f"retired by retention run {seal.retired_by_run}, but the partition "
+                                                f"still holds {len(current[partition])} sealed-range rows"))
             diffs += _diff(table, partition, seal, current.get(partition, []))
         out += _moves(diffs)
     return out

@@ -133,9 +133,8 @@ def _execute(db: Database, bus: CommandBus, run: store.RunRow, step: Step) -> Pu
         pending = store.pending_drops(conn, run.run_id)
     with contextlib.closing(partitions.drop_connection(db.url, lock_timeout_ms=policy.lock_timeout_ms)) as dconn:
         for table, retention, leaf in pending:  # started by an interrupted attempt: finish exactly those
-            seals.retire_partition(dconn, table=table, partition=leaf, run_id=run.run_id)
             nbytes = partitions.detach_and_drop(dconn, parent=f"{table}_{retention}", name=leaf)
-            store.mark_step_done(dconn, run.run_id, leaf, nbytes=nbytes or 0)
+            _dropped(dconn, run, table=table, leaf=leaf, nbytes=nbytes or 0)
             step("dropped", leaf)
         _walk(db, dconn, run, policy, step)
     if run.lake_uri:
@@ -178,9 +177,6 @@ def _drop(dconn: Connection, run: store.RunRow, leaf: Partition, cut: store.Clas
             return False
         store.record_step(conn, run.run_id, action="drop", table=leaf.table, partition=leaf.name,
                           retention=leaf.retention, status="detaching", counts=store.count_by_tenant(conn, leaf.name))
-        # [integrity] the leaf's seals say which run removed their rows, so verification reports retention, not
-        # tampering (again on resumption above, in case a crash came between these two autocommitted statements)
-        seals.retire_partition(conn, table=leaf.table, partition=leaf.name, run_id=run.run_id)
         step("detaching", leaf.name)
         return True
 
@@ -188,9 +184,18 @@ def _drop(dconn: Connection, run: store.RunRow, leaf: Partition, cut: store.Clas
                                         prepare=prepare)
     if nbytes is None:
         return False
-    store.mark_step_done(dconn, run.run_id, leaf.name, nbytes=nbytes)
+    _dropped(dconn, run, table=leaf.table, leaf=leaf.name, nbytes=nbytes)
     step("dropped", leaf.name)
     return True
+
+
+def _dropped(dconn: Connection, run: store.RunRow, *, table: str, leaf: str, nbytes: int) -> None:
+    """After the drop succeeded, in one transaction: [integrity] the leaf's seals say which run removed their rows
+    (so verification reports retention, not tampering), and the step is done. A failed detach or drop leaves the
+    seals active; a crash before this commits is finished on resumption (the drop of a gone leaf is a no-op)."""
+    with dconn.transaction():
+        seals.retire_partition(dconn, table=table, partition=leaf, run_id=run.run_id)
+        store.mark_step_done(dconn, run.run_id, leaf, nbytes=nbytes)
 
 
 def _sweep(db: Database, run: store.RunRow, policy: RetentionPolicy, leaf: Partition, cut: store.ClassCutoffs,

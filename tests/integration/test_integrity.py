@@ -387,6 +387,50 @@ def test_a_retention_purge_retires_the_seals_of_dropped_partitions_and_verify_st
     assert verify(bus.db, _public(settings)) == []
 
 
+class _Crash(Exception):
+    pass
+
+
+def test_a_purge_that_fails_before_the_drop_leaves_the_seals_active(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    policy = RetentionPolicy(short_lived_days=10, long_lived_days=60)
+
+    sealed = {r[0] for r in _sql(bus.db, "SELECT partition_name FROM log_seal")}
+
+    def crash(phase, detail):  # the first sealed leaf fails between the step's record and its detach
+        if phase == "detaching" and detail in sealed:
+            raise _Crash(detail)
+
+    with pytest.raises(_Crash):
+        run_purge(bus.db, bus, policy, as_of=NOW + dt.timedelta(days=100), dry_run=False, step=crash)
+    assert _sql(bus.db, "SELECT count(*) FROM log_seal WHERE retired_by_run IS NOT NULL") == [(0,)]
+    assert verify(bus.db, _public(settings)) == []
+    report = run_purge(bus.db, bus, policy, as_of=NOW + dt.timedelta(days=100), dry_run=False)  # resumes, finishes
+    assert report.resumed
+    assert _sql(bus.db, "SELECT count(*) FROM log_seal WHERE retired_by_run IS NOT NULL")[0][0] > 0
+    assert verify(bus.db, _public(settings)) == []
+
+
+def test_a_retired_partition_that_still_exists_is_compared_and_named_retired_but_present(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    policy = RetentionPolicy(short_lived_days=10, long_lived_days=60)
+    run = run_purge(bus.db, bus, policy, as_of=NOW, dry_run=False).run_id  # a real run that dropped nothing
+    [(seal_id, part, victim)] = _sql(
+        bus.db, "SELECT s.seal_id, s.partition_name, c.cmd_uuid::text FROM log_seal s JOIN command_log c "
+                "ON c.tableoid::regclass::text = s.partition_name WHERE s.retired_by_run IS NULL "
+                "AND s.table_name = 'command_log' AND c.retention = 'short_lived' ORDER BY c.cmd_uuid LIMIT 1")
+    # the attacker records a drop step of a real run for a partition that is still there, retires its seal, edits
+    _sql(bus.db, "INSERT INTO retention_step (run_id, action, table_name, partition_name, retention, status) "
+                 "VALUES (%s, 'drop', 'command_log', %s, 'short_lived', 'done')", (run, part))
+    _sql(bus.db, "UPDATE log_seal SET retired_by_run = %s, retired_at = now() WHERE seal_id = %s", (run, seal_id))
+    _sql(bus.db, "UPDATE command_log SET actor_id = 'mallory' WHERE cmd_uuid = %s", (victim,))
+    findings = verify(bus.db, _public(settings))
+    assert sorted((f.kind, f.seal_id if f.key is None else f.key) for f in findings) == sorted(
+        [("retired_but_present", seal_id), ("changed", victim)])
+
+
 def test_a_retirement_no_retention_run_recorded_does_not_hide_removed_rows(fresh):
     bus, settings = fresh
     seal(bus.db, settings)
