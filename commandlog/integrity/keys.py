@@ -2,16 +2,20 @@
 
 Where: ``CMDLOG_SEAL_KEY`` (a path, for production: the file must exist, so a wrong path never silently starts a
 new key) or, by default, ``$CMDLOG_HOME/keys/seal-ed25519.pem``, created on first use (PKCS#8 PEM, mode 0600 in a
-0700 folder, ``storage.private``). The public key is exported as SubjectPublicKeyInfo PEM
-(``cmdlog seal --public-key``); an auditor verifies seals and proofs with it alone. A key is named by its
-fingerprint: the first 16 bytes of SHA-256 over the raw 32-byte public key, in hex.
+0700 folder, ``storage.private``; written under a temporary name and linked into place). Like ssh, a key file
+that is a symbolic link, readable or writable by group or others, or owned by another user is refused. The public
+key is exported as SubjectPublicKeyInfo PEM (``cmdlog seal --public-key``); an auditor verifies seals and proofs
+with it alone. A key is named by its fingerprint: the first 16 bytes of SHA-256 over the raw 32-byte public key, in hex.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import secrets
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -50,18 +54,49 @@ def _create(path: Path, *, base: Path) -> None:
     private_dir(path.parent, base=base if base in path.parents else path.parent)
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    # O_EXCL: two processes creating the key at once keep the first one's, never two different keys
-    with contextlib.suppress(FileExistsError), os.fdopen(
-            open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as f:
-        f.write(pem)
+    # written whole under a temporary name, then linked into place: another process never reads half a key, and
+    # two processes creating the key at once keep the first one's (``link`` fails on an existing name), never two
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+    try:
+        with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW), "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _read_private(path: Path) -> bytes:
+    """The key file's bytes, refused like ssh refuses a private key: a symbolic link (``O_NOFOLLOW``), a file
+    others may read or write (``mode & 0o077``) or one owned by another user."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise SealKeyError(path, "no such file") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise SealKeyError(path, "is a symbolic link (refused: point CMDLOG_SEAL_KEY at the file itself)") from e
+        raise SealKeyError(path, f"cannot be opened ({e})") from e
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise SealKeyError(path, "is not a regular file")
+        if st.st_mode & 0o077:
+            raise SealKeyError(path, f"mode {stat.S_IMODE(st.st_mode):04o} lets others read or write it "
+                                     "(refused: chmod 600)")
+        if st.st_uid != os.geteuid():
+            raise SealKeyError(path, f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}): refused")
+        return f.read()
 
 
 def _load_private(path: Path) -> Ed25519PrivateKey:
+    data = _read_private(path)
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except FileNotFoundError:
-        raise SealKeyError(path, "no such file") from None
-    except (OSError, ValueError, TypeError) as e:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
         raise SealKeyError(path, f"cannot be read as an unencrypted PEM private key ({e})") from e
     if not isinstance(key, Ed25519PrivateKey):
         raise SealKeyError(path, "not an Ed25519 key")

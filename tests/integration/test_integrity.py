@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
 from commandlog.integrity import head, inclusion_proof, keys, merkle, proof_valid, seal, verify
-from commandlog.integrity.errors import NotSealedError, ProofError
+from commandlog.integrity.errors import NotSealedError, ProofError, SealKeyError
 from commandlog.integrity.lake import verify_lake
 from commandlog.integrity.sealing import summary_line
 from commandlog.integrity.verify import retired, verify_tenant
@@ -238,6 +238,26 @@ def test_deleting_the_newest_seals_is_truncated_and_deleting_all_is_unsealed(fre
     assert verify(bus.db, _public(settings), head=head.read(settings)) == []
     other = head.Head(seal_id=fresh_report.seals[-1]["seal_id"], seal_hash=bytes(32))
     assert [f.kind for f in verify(bus.db, _public(settings), head=other)] == ["truncated"]
+
+
+def test_a_key_file_others_can_read_a_symlink_or_another_owner_s_file_is_refused(tmp_path):
+    settings = Settings.from_env({"CMDLOG_HOME": str(tmp_path / "home")})
+    key = keys.signing_key(settings)  # created: 0600, ours
+    path = keys.key_path(settings)
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]  # the temporary name is gone
+    os.chmod(path, 0o644)
+    with pytest.raises(SealKeyError, match="mode 0644"):
+        keys.signing_key(settings)
+    os.chmod(path, 0o600)
+    assert keys.fingerprint(keys.signing_key(settings).public_key()) == keys.fingerprint(key.public_key())
+    link = tmp_path / "link.pem"
+    link.symlink_to(path)
+    with pytest.raises(SealKeyError, match="symbolic link"):
+        keys.signing_key(Settings.from_env({"CMDLOG_HOME": str(tmp_path / "home"), keys.KEY_ENV: str(link)}))
+    if os.geteuid() == 0:  # only root can give a file away
+        os.chown(path, 12345, -1)
+        with pytest.raises(SealKeyError, match="owned by uid 12345"):
+            keys.existing_signing_key(settings)
 
 
 def test_verifying_with_another_key_is_a_key_mismatch_on_every_seal(fresh):
