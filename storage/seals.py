@@ -10,9 +10,10 @@ and the ranges of all runs are contiguous: ``[0, last to_tx)`` is sealed, with n
 **Canonical encoding** of a row (a Merkle leaf): the row's columns (every column but ``tx_id``) as one JSON object,
 keys sorted, no whitespace (``separators=(",", ":")``), non-ASCII written as UTF-8 (``ensure_ascii=False``), the
 whole encoded as UTF-8. Values: ``uuid`` as lowercase hyphenated text; ``timestamptz`` as UTC
-``YYYY-MM-DDTHH:MM:SS.ffffffZ``; ``jsonb`` as a *string* holding Postgres's text output of the value (canonical
-for a jsonb value: keys de-duplicated and ordered, numbers as stored); ``text[]`` as an array of strings; integers,
-booleans and NULL as JSON. The values are rendered by the SELECT below, so every read gives the same bytes.
+``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (``infinity`` and ``-infinity`` as those words, so they stay distinct); ``jsonb`` as
+a *string* holding Postgres's text output of the value (canonical for a jsonb value: keys de-duplicated and ordered,
+numbers as stored); ``text[]`` as an array of strings; integers, booleans and NULL as JSON. The values are rendered
+by the SELECT below, so every read gives the same bytes.
 
 **Order**: by leaf partition name (``COLLATE "C"``), then the row's uuid and time column: the primary key within a
 leaf, so the order is total and does not depend on the database's collation or on physical row order.
@@ -138,7 +139,8 @@ def _render(col: str, kind: str) -> sql.Composable:
     if kind in (_UUID, _JSON):
         return sql.SQL("{}::text AS {}").format(ident, ident)
     if kind == _TS:
-        return sql.SQL("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS {}").format(ident, ident)
+        return sql.SQL("CASE WHEN isfinite({i}) THEN to_char({i} AT TIME ZONE 'UTC', "
+                       "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') ELSE {i}::text END AS {i}").format(i=ident)
     return ident
 
 

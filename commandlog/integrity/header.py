@@ -3,8 +3,9 @@
 The header is a JSON object with sorted keys and no whitespace, UTF-8: ``v`` (1), ``seal_id``, ``table``,
 ``partition``, ``from_tx``, ``to_tx``, ``row_count``, ``merkle_root``, ``keys_digest``, ``prev_hash`` (hashes as
 lowercase hex), ``key_id`` and ``created_at`` (UTC, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``). ``seal_hash`` is SHA-256 of
-those bytes and the Ed25519 signature signs ``seal_hash``. The header carries the previous seal's hash, so the
-signatures chain the seals: editing, removing or reordering one breaks the next link.
+those bytes and the Ed25519 signature signs ``b"cmdlog-seal-v1\\0" + seal_hash`` (a context string, so the key's
+signature over a seal can never be taken for a signature over anything else). The header carries the previous
+seal's hash, so the signatures chain the seals: editing, removing or reordering one breaks the next link.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 from storage.seals import SealRow
 
 VERSION = 1
+SIGN_CONTEXT = b"cmdlog-seal-v1\0"
+"""Prefix of every signed message."""
 ZERO_HASH = bytes(32)
 """``prev_hash`` of the first seal."""
 
@@ -43,6 +46,11 @@ def encode(header: dict[str, Any]) -> bytes:
 def seal_hash(seal: SealRow) -> bytes:
     """SHA-256 of the seal's header: what its signature signs."""
     return digest(encode(fields(seal)))
+
+
+def signed_message(seal_hash: bytes) -> bytes:
+    """What the Ed25519 signature of a seal signs: the context string, then ``seal_hash``."""
+    return SIGN_CONTEXT + seal_hash
 
 
 def digest(data: bytes) -> bytes:

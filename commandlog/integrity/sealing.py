@@ -104,4 +104,4 @@ def make_seal(rows: list[LeafRow], key: Ed25519PrivateKey, *, key_id: str, seal_
                        leaf_keys=leaf_keys, leaf_tenants=tenants, keys_digest=header.keys_digest(leaf_keys, tenants),
                        prev_hash=prev_hash, seal_hash=b"", signature=b"", key_id=key_id, created_at=created_at)
     digest = header.seal_hash(unsigned)
-    return replace(unsigned, seal_hash=digest, signature=key.sign(digest))
+    return replace(unsigned, seal_hash=digest, signature=key.sign(header.signed_message(digest)))

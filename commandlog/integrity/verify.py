@@ -195,8 +195,8 @@ def check_seal(seal: SealRow, prev: SealRow | None, public_key: Ed25519PublicKey
                                 f"{prev.from_tx}..{prev.to_tx}")
     if seal.key_id != keys.fingerprint(public_key):
         finding("key_mismatch", f"signed with key {seal.key_id}, not {keys.fingerprint(public_key)}")
-    elif header.seal_hash(seal) != seal.seal_hash or not keys.signature_valid(public_key, seal.signature,
-                                                                              seal.seal_hash):
+    elif header.seal_hash(seal) != seal.seal_hash or not keys.signature_valid(
+            public_key, seal.signature, header.signed_message(seal.seal_hash)):
         finding("bad_signature", "the seal's fields do not match its signature (edited or forged seal)")
     leaves = merkle.split(seal.leaf_hashes)
     keys_ok = not with_keys or (len(seal.leaf_keys) == seal.row_count and header.keys_digest(

@@ -319,6 +319,53 @@ def test_an_inclusion_proof_checks_with_the_public_key_only_and_fails_for_an_edi
         inclusion_proof(bus.db, key)
 
 
+def test_seals_are_signed_with_a_context_string(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    with reading_session(bus.db.url) as s:
+        first = next(s.seals())
+    assert keys.signature_valid(_public(settings), first.signature, b"cmdlog-seal-v1\0" + first.seal_hash)
+    assert not keys.signature_valid(_public(settings), first.signature, first.seal_hash)
+
+
+def test_a_proof_is_bound_to_its_table_and_to_its_row_key(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    [(key, other)] = _sql(bus.db, "SELECT min(cmd_uuid::text), max(cmd_uuid::text) FROM command_log")
+    proof = inclusion_proof(bus.db, key)
+    assert proof_valid(proof, _public(settings))
+    assert not proof_valid({**proof, "table": "tenant_command_log"}, _public(settings))  # same uuid column there
+    assert not proof_valid({**proof, "key": other}, _public(settings))
+
+
+def test_a_proof_picks_the_leaf_of_its_row_among_rows_sharing_a_uuid(fresh):
+    bus, settings = fresh
+    [(key, at)] = _sql(bus.db, "SELECT cmd_uuid::text, started_at FROM command_log "
+                               "WHERE started_at::time BETWEEN '01:00' AND '22:00' ORDER BY cmd_uuid LIMIT 1")
+    # a twin: same uuid, a millisecond later, same day partition (the key is (uuid, time))
+    _sql(bus.db, "INSERT INTO command_log (cmd_uuid, cmd_class, cmd_version, tenant_id, actor_id, correlation_id, "
+                 "status, started_at, finished_at, retention) SELECT cmd_uuid, cmd_class, cmd_version, tenant_id, "
+                 "'twin', correlation_id, status, started_at + interval '1 millisecond', finished_at, retention "
+                 "FROM command_log WHERE cmd_uuid = %s", (key,))
+    seal(bus.db, settings)
+    _sql(bus.db, "DELETE FROM command_log WHERE cmd_uuid = %s AND started_at = %s", (key, at))
+    proof = inclusion_proof(bus.db, key)  # the twin's own leaf, not the first leaf with that uuid
+    assert '"actor_id":"twin"' in proof["row"] and proof_valid(proof, _public(settings))
+
+
+def test_infinite_timestamps_encode_distinctly(fresh):
+    bus, _ = fresh
+    [(key,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM command_log WHERE finished_at IS NOT NULL "
+                            "ORDER BY cmd_uuid LIMIT 1")
+    data = {}
+    for value in ("infinity", "-infinity"):
+        _sql(bus.db, "UPDATE command_log SET finished_at = %s::timestamptz WHERE cmd_uuid = %s", (value, key))
+        with reading_session(bus.db.url) as s:
+            leaf, _ = s.locate("command_log", key)
+        data[value] = leaf.data
+    assert b'"finished_at":"infinity"' in data["infinity"] and b'"finished_at":"-infinity"' in data["-infinity"]
+
+
 def test_every_column_but_tx_id_is_sealed(db):
     # A column added to a log table later must be added to the canonical encoding too, or edits to it go unseen.
     for table in LOG_TABLES:
