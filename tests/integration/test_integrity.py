@@ -162,6 +162,11 @@ def test_the_seal_table_refuses_updates_deletes_and_truncation(fresh):
         _sql(bus.db, "UPDATE log_seal SET retired_by_run = 8, retired_at = now() WHERE seal_id = 1")
     [(granted,)] = _sql(bus.db, "SELECT has_table_privilege('cmdlog_tenant', 'log_seal', 'SELECT')")
     assert granted is False
+    [(public, tenant, login)] = _sql(
+        bus.db, "SELECT has_function_privilege('public', 'cmdlog_tenant_seals()', 'EXECUTE'), "
+                "has_function_privilege('cmdlog_tenant', 'cmdlog_tenant_seals()', 'EXECUTE'), "
+                "has_function_privilege('cmdlog_sql_login', 'cmdlog_tenant_seals()', 'EXECUTE')")
+    assert (public, tenant, login) == (False, True, True)
 
 
 def test_a_forged_seal_row_is_named_bad_signature_and_a_removed_one_breaks_the_chain(fresh):

@@ -111,6 +111,9 @@ def upgrade() -> None:
         WHERE s.table_name = 'tenant_command_log' AND o.positions IS NOT NULL
         ORDER BY s.seal_id
     $fn$;
+    -- only tenant sessions and per-tenant SQL logins call it (functions are executable by PUBLIC by default)
+    REVOKE ALL ON FUNCTION cmdlog_tenant_seals() FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION cmdlog_tenant_seals() TO cmdlog_tenant, cmdlog_sql_login;
     """)
 
 
