@@ -274,35 +274,6 @@ class SealSession:
             return bool(one_row(self.conn.execute("SELECT to_regclass(quote_ident(%s)) IS NOT NULL", (name,)))[0])
 
 
-@dataclass(frozen=True, kw_only=True)
-class TenantSeal:
-    """A ``tenant_command_log`` seal as a tenant session sees it (``cmdlog_tenant_seals()``, migration 0010)."""
-
-    seal: SealRow
-    """The seal, every leaf hash included; ``leaf_keys``/``leaf_tenants`` are empty (other tenants' are withheld)."""
-    positions: tuple[int, ...]
-    """Positions of the tenant's own leaves."""
-    keys: tuple[str, ...]
-    """Their row uuids, in the same order."""
-
-
-def tenant_seals(conn: psycopg.Connection) -> list[TenantSeal]:
-    """The seals holding rows of the session's tenant, on a tenant session's connection
-    (``Database.tenant_session``)."""
-    with translated("cannot read the tenant's seals"):
-        rows = conn.execute("SELECT * FROM cmdlog_tenant_seals()").fetchall()
-    out = []
-    for (seal_id, partition, from_tx, to_tx, count, root, hashes, positions, keys, digest, prev, seal_hash, sig,
-         key_id, created_at, retired_by_run) in rows:
-        seal = SealRow(seal_id=seal_id, table_name="tenant_command_log", partition_name=partition,
-                       from_tx=int(from_tx), to_tx=int(to_tx), row_count=count, merkle_root=bytes(root),
-                       leaf_hashes=bytes(hashes), leaf_keys=(), leaf_tenants=(), keys_digest=bytes(digest),
-                       prev_hash=bytes(prev), seal_hash=bytes(seal_hash), signature=bytes(sig), key_id=key_id,
-                       created_at=created_at, retired_by_run=retired_by_run)
-        out.append(TenantSeal(seal=seal, positions=tuple(positions), keys=tuple(keys)))
-    return out
-
-
 def retire_partition(conn: psycopg.Connection, *, table: str, partition: str, run_id: int) -> int:
     """Mark the seals of ``table``'s leaf ``partition`` retired by retention run ``run_id`` (the ones not retired
     yet, so a resumed run may call it again); returns how many were marked. The trigger of 0010 allows this one

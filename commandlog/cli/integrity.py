@@ -29,7 +29,7 @@ from commandlog.integrity.lake import verify_lake
 from commandlog.integrity.proof import inclusion_proof
 from commandlog.integrity.sealing import seal as run_seal
 from commandlog.integrity.sealing import summary_line
-from commandlog.integrity.verify import Finding, retired, verify_tenant
+from commandlog.integrity.verify import Finding, retired
 from commandlog.integrity.verify import verify as run_verify
 
 KIND_STYLE = {"changed": "red", "inserted": "red", "removed": "red", "broken_chain": "magenta",
@@ -75,8 +75,6 @@ def verify(
                                                              "signature findings always show)."),
     since: str | None = typer.Option(None, "--since", help="Only seals made from then on: ISO time or a span (7d)."),
     fmt: VerifyFormat = typer.Option(VerifyFormat.table, "--format", help="table or json."),
-    as_tenant: bool = typer.Option(False, "--tenant-session", help="With --tenant: check only what that tenant "
-                                                                  "can check itself, in a tenant session (RLS)."),
     lake: bool = typer.Option(False, "--lake", help="Also check every file of the lake (CMDLOG_LAKE_URI or "
                                                     "$CMDLOG_HOME/lake) against the seals."),
     cmd: str | None = typer.Option(None, "--cmd", help="Print the inclusion proof of this command (JSON)."),
@@ -101,13 +99,8 @@ def verify(
         return
     when = parse_when(since, option="--since")
     expected = _expected_head(expect_head) if expect_head is not None else head.read(s)
-    if as_tenant and not tenant:
-        raise typer.BadParameter("needs --tenant", param_hint="--tenant-session")
     with _common.database(s) as db:
-        if as_tenant and tenant:
-            findings = verify_tenant(db, key, tenant)
-        else:
-            findings = run_verify(db, key, tenant=tenant, since=when, head=expected)
+        findings = run_verify(db, key, tenant=tenant, since=when, head=expected)
         if lake:  # its seal findings are the ones just reported: keep only what it says about lake files
             findings += [f for f in verify_lake(db, key, s.lake, tenant=tenant) if f.key is not None]
         by_run = retired(db)

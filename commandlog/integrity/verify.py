@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -39,7 +39,7 @@ from commandlog.integrity import header, keys, merkle
 from commandlog.integrity.head import Head
 from storage.partitions import PURGEABLE_CLASSES
 from storage.postgres import Database
-from storage.seals import LOG_TABLES, SealRow, SealSession, TenantSeal, reading_session, tenant_seals
+from storage.seals import LOG_TABLES, SealRow, SealSession, reading_session
 
 Kind = Literal["changed", "inserted", "removed", "broken_chain", "bad_signature", "key_mismatch", "bad_leaves",
                "truncated", "unsealed", "retired_but_present"]
@@ -133,39 +133,6 @@ def _check_head(session: SealSession, head: Head) -> list[Finding]:
                                detail=f"no seals, but {n} log rows below the last sealing run's watermark tx "
                                       f"{head.to_tx}"))
     return out
-
-
-def verify_tenant(db: Database, public_key: Ed25519PublicKey, tenant: str) -> list[Finding]:
-    """What ``tenant`` can check in a tenant session (row-level security on; no owner-only table read directly):
-    the key, signature and leaves of each ``tenant_command_log`` seal holding its rows, then its own rows in those
-    seals' ranges. Not covered from a tenant session: the chain (it sees only some seals), ranges in which none of
-    its rows were sealed, and whether a retirement is backed by a retention run (retired seals are skipped)."""
-    found: list[Finding] = []
-    runs: dict[tuple[int, int], list[SealRow]] = defaultdict(list)
-    with db.tenant_session(tenant) as conn:
-        for ts in tenant_seals(conn):
-            problems = check_seal(ts.seal, None, public_key, with_keys=False)
-            found += [f for f in problems if f.kind != "broken_chain"]
-            if trusted(ts.seal, found) and ts.seal.retired_by_run is None:
-                runs[(ts.seal.from_tx, ts.seal.to_tx)].append(_own(ts, tenant))
-        session = SealSession(conn)
-        for (from_tx, to_tx), seals in sorted(runs.items()):
-            sealed = {s.partition_name: s for s in seals}
-            current: dict[str, list[_Leaf]] = defaultdict(list)
-            for row in session.leaves("tenant_command_log", from_tx=from_tx, to_tx=to_tx):
-                current[row.partition].append(_Leaf(row.key, row.tenant_id, merkle.leaf_hash(row.data)))
-            diffs: list[Finding] = []
-            for partition in sorted(set(sealed) | set(current)):
-                diffs += _diff("tenant_command_log", partition, sealed.get(partition), current.get(partition, []))
-            found += _moves(diffs)
-    return found
-
-
-def _own(ts: TenantSeal, tenant: str) -> SealRow:
-    """The seal with only the tenant's leaves (keys, tenants and hashes aligned), for the row comparison."""
-    leaves = merkle.split(ts.seal.leaf_hashes)
-    return replace(ts.seal, leaf_keys=ts.keys, leaf_tenants=(tenant,) * len(ts.keys),
-                   leaf_hashes=b"".join(leaves[p] for p in ts.positions))
 
 
 def retired(db: Database) -> dict[int, int]:

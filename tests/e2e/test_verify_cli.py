@@ -58,10 +58,10 @@ def test_seal_then_verify_is_clean_and_an_edited_row_fails_with_a_named_finding(
     with psycopg.connect(env["CMDLOG_DATABASE_URL"], autocommit=True) as conn:
         [victim, tenant, result] = conn.execute("SELECT cmd_uuid::text, tenant_id, result::text "
                                                 "FROM tenant_command_log ORDER BY cmd_uuid LIMIT 1").fetchone()
-    assert cmdlog(env, "verify", "--tenant", tenant, "--tenant-session").returncode == 0
+    assert cmdlog(env, "verify", "--tenant", tenant).returncode == 0
     with psycopg.connect(env["CMDLOG_DATABASE_URL"], autocommit=True) as conn:
         conn.execute("UPDATE tenant_command_log SET result = '{}' WHERE cmd_uuid = %s", (victim,))
-    own = cmdlog(env, "verify", "--tenant", tenant, "--tenant-session", "--format", "json")
+    own = cmdlog(env, "verify", "--tenant", tenant, "--format", "json")
     assert own.returncode == 1
     assert [(f["kind"], f["key"]) for f in json.loads(own.stdout)["findings"]] == [("changed", victim)]
     with psycopg.connect(env["CMDLOG_DATABASE_URL"], autocommit=True) as conn:

@@ -22,7 +22,7 @@ from commandlog.integrity import head, inclusion_proof, keys, merkle, proof_vali
 from commandlog.integrity.errors import NotSealedError, ProofError, SealKeyError
 from commandlog.integrity.lake import verify_lake
 from commandlog.integrity.sealing import summary_line
-from commandlog.integrity.verify import retired, verify_tenant
+from commandlog.integrity.verify import retired
 from commandlog.journal.export import run_export
 from commandlog.retention.policy import RetentionPolicy
 from commandlog.retention.purge import run_purge
@@ -31,7 +31,7 @@ from examples.billing import commands as c
 from examples.billing import setup
 from examples.billing.demo import seed
 from storage.postgres import Database
-from storage.seals import COLUMNS, LOG_TABLES, SealBusyError, reading_session, sealing_session, tenant_seals
+from storage.seals import COLUMNS, LOG_TABLES, SealBusyError, reading_session, sealing_session
 
 NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.UTC)  # seeded history at a fixed time: no dependence on today
 
@@ -162,11 +162,10 @@ def test_the_seal_table_refuses_updates_deletes_and_truncation(fresh):
         _sql(bus.db, "UPDATE log_seal SET retired_by_run = 8, retired_at = now() WHERE seal_id = 1")
     [(granted,)] = _sql(bus.db, "SELECT has_table_privilege('cmdlog_tenant', 'log_seal', 'SELECT')")
     assert granted is False
-    [(public, tenant, login)] = _sql(
-        bus.db, "SELECT has_function_privilege('public', 'cmdlog_tenant_seals()', 'EXECUTE'), "
-                "has_function_privilege('cmdlog_tenant', 'cmdlog_tenant_seals()', 'EXECUTE'), "
-                "has_function_privilege('cmdlog_sql_login', 'cmdlog_tenant_seals()', 'EXECUTE')")
-    assert (public, tenant, login) == (False, True, True)
+    [(login_granted,)] = _sql(bus.db, "SELECT has_table_privilege('cmdlog_sql_login', 'log_seal', 'SELECT')")
+    assert login_granted is False
+    # nothing a tenant can call reads the seals (they hold every tenant's leaf hashes and counts)
+    assert _sql(bus.db, "SELECT proname FROM pg_proc WHERE prosecdef AND strpos(prosrc, 'log_seal') > 0") == []
 
 
 def test_a_forged_seal_row_is_named_bad_signature_and_a_removed_one_breaks_the_chain(fresh):
@@ -544,33 +543,3 @@ def test_a_second_sealing_run_at_the_same_time_is_refused_and_nothing_is_sealed_
     [(sealed, distinct)] = _sql(bus.db, "SELECT count(k), count(DISTINCT k) FROM log_seal, unnest(leaf_keys) k "
                                         "WHERE table_name = 'command_log'")
     assert sealed == distinct == 120
-
-
-def test_a_tenant_session_verifies_its_own_rows_and_sees_no_other_tenants_findings(fresh):
-    bus, settings = fresh
-    seal(bus.db, settings)
-    tenants = [r[0] for r in _sql(bus.db, "SELECT DISTINCT tenant_id FROM tenant_command_log ORDER BY 1")]
-    assert len(tenants) == 2
-    mine, other = tenants
-    assert verify_tenant(bus.db, _public(settings), mine) == []
-    [(theirs,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM tenant_command_log WHERE tenant_id = %s "
-                               "ORDER BY cmd_uuid LIMIT 1", (other,))
-    _sql(bus.db, "UPDATE tenant_command_log SET result = '{\"forged\": 1}' WHERE cmd_uuid = %s", (theirs,))
-    assert verify_tenant(bus.db, _public(settings), mine) == []
-    [(own_changed,), (own_removed,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM tenant_command_log "
-                                                    "WHERE tenant_id = %s ORDER BY cmd_uuid LIMIT 2", (mine,))
-    _sql(bus.db, "UPDATE tenant_command_log SET result = '{\"forged\": 1}' WHERE cmd_uuid = %s", (own_changed,))
-    _sql(bus.db, "DELETE FROM tenant_command_log WHERE cmd_uuid = %s", (own_removed,))
-    findings = verify_tenant(bus.db, _public(settings), mine)
-    assert _kinds(findings) == sorted([("changed", "tenant_command_log", own_changed),
-                                       ("removed", "tenant_command_log", own_removed)])
-    assert {f.tenant_id for f in findings} == {mine}
-    assert {f.kind for f in verify_tenant(bus.db, Ed25519PrivateKey.generate().public_key(), mine)} == {
-        "key_mismatch"}
-    # the function shows the tenant nothing of the other's: positions and keys are its own only
-    with bus.db.tenant_session(mine) as conn:
-        seen = tenant_seals(conn)
-    sealed_mine = {k for (k,) in _sql(bus.db, "SELECT u.k::text FROM log_seal, unnest(leaf_keys, leaf_tenants) "
-                                              "AS u(k, t) WHERE table_name = 'tenant_command_log' AND u.t = %s",
-                                      (mine,))}
-    assert seen and set().union(*(set(ts.keys) for ts in seen)) == sealed_mine

@@ -15,8 +15,8 @@ Append-only: a trigger refuses an ``INSERT`` that is not the next link (``seal_i
 newest seal's ``seal_hash``, not retired), every ``UPDATE`` except setting the two retirement columns (from NULL, once, every
 other column unchanged), every ``DELETE`` and ``TRUNCATE``. A superuser can still disable the trigger; that is
 what the signatures and the chain are for. Like ``cmdlog_secret`` (0008) the table is not granted to anyone:
-``REVOKE ALL … FROM PUBLIC``, so tenant roles and SQL logins cannot read the leaf keys of other tenants; a tenant
-session reads what it needs to verify its own rows through ``cmdlog_tenant_seals()``.
+``REVOKE ALL … FROM PUBLIC``, so tenant roles and SQL logins cannot read the leaf keys of other tenants. (No
+tenant-callable view of the seals yet: seals of shared partitions would show other tenants' leaf hashes and counts.)
 """
 
 from alembic import op
@@ -90,30 +90,6 @@ def upgrade() -> None:
     CREATE TRIGGER log_seal_no_truncate BEFORE TRUNCATE ON log_seal
         FOR EACH STATEMENT EXECUTE FUNCTION cmdlog_log_seal_append_only();
 
-    -- A tenant session verifies its own rows: the seals of tenant_command_log holding at least one of its leaves,
-    -- with every leaf hash (to recompute the signed root) but only its own leaves' positions and keys.
-    -- SECURITY DEFINER reads the owner-only table; the tenant is cmdlog_current_tenant() (migration 0008), so a
-    -- session sees the seals of the one tenant it is bound to or has set, and nothing with no tenant.
-    CREATE FUNCTION cmdlog_tenant_seals()
-    RETURNS TABLE (seal_id bigint, partition_name text, from_tx text, to_tx text, row_count bigint,
-                   merkle_root bytea, leaf_hashes bytea, own_positions integer[], own_keys text[], keys_digest bytea,
-                   prev_hash bytea, seal_hash bytea, signature bytea, key_id text, created_at timestamptz,
-                   retired_by_run bigint)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
-        SELECT s.seal_id, s.partition_name, s.from_tx::text, s.to_tx::text, s.row_count, s.merkle_root,
-               s.leaf_hashes, o.positions, o.keys, s.keys_digest, s.prev_hash, s.seal_hash, s.signature, s.key_id,
-               s.created_at, s.retired_by_run
-        FROM public.log_seal s
-        CROSS JOIN LATERAL (
-            SELECT array_agg(i - 1 ORDER BY i) AS positions, array_agg(s.leaf_keys[i]::text ORDER BY i) AS keys
-            FROM generate_subscripts(s.leaf_tenants, 1) i
-            WHERE s.leaf_tenants[i] = public.cmdlog_current_tenant()) o
-        WHERE s.table_name = 'tenant_command_log' AND o.positions IS NOT NULL
-        ORDER BY s.seal_id
-    $fn$;
-    -- only tenant sessions and per-tenant SQL logins call it (functions are executable by PUBLIC by default)
-    REVOKE ALL ON FUNCTION cmdlog_tenant_seals() FROM PUBLIC;
-    GRANT EXECUTE ON FUNCTION cmdlog_tenant_seals() TO cmdlog_tenant, cmdlog_sql_login;
     """)
 
 
