@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import glob
 import os
-import threading
-import uuid
 
 import pyarrow.dataset as ds
 import pytest
+from writers import write, writers_running
 
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
@@ -48,34 +47,12 @@ def _lake_uuids(lake_dir, dataset="commands", col="cmd_uuid") -> list[str]:
     return [str(u) for u in ds.dataset(files, format="parquet").to_table(columns=[col]).column(col).to_pylist()]
 
 
-def _write(bus, tenant, n, start=1):
-    ctx = ExecutionContext(tenant_id=tenant, actor_id=f"bob@{tenant}")
-    for i in range(start, start + n):
-        bus.execute(c.CreateCustomer(customer_id=i, name=f"C{i}", email=f"c{i}@x.example"), ctx)
 
 
 def test_export_while_writers_run_matches_postgres_exactly(fresh, tmp_path):
-    stop = threading.Event()
-    counts = []
-
-    def writer(k):
-        tenant = f"w{k}-{uuid.uuid4().hex[:6]}"
-        i = 1
-        while not stop.is_set():
-            _write(fresh, tenant, 1, start=i)
-            i += 1
-        counts.append(i)
-
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
-    for t in threads:
-        t.start()
-    try:
+    with writers_running(fresh) as counts:
         for _ in range(3):
             run_export(fresh.db, str(tmp_path))
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
     run_export(fresh.db, str(tmp_path))
     for table, dataset, col in (("command_log", "commands", "cmd_uuid"),
                                 ("tenant_command_log", "tenant_commands", "cmd_uuid"),
@@ -110,7 +87,7 @@ def test_crash_while_publishing_is_rolled_forward(fresh, tmp_path):
 
     with pytest.raises(Crash):
         run_export(fresh.db, str(tmp_path), step=crash)
-    _write(fresh, "late-tenant", 3)
+    write(fresh, "late-tenant", 3)
     run_export(fresh.db, str(tmp_path))
     lake = _lake_uuids(tmp_path)
     assert sorted(lake) == sorted(_pg_uuids(fresh.db))
@@ -159,7 +136,7 @@ def test_no_sensitive_value_reaches_the_commands_dataset(fresh, tmp_path):
 
 def test_compaction_merges_small_files_without_losing_or_duplicating(fresh, tmp_path):
     for k in range(4):
-        _write(fresh, "acme", 5, start=1000 + 10 * k)
+        write(fresh, "acme", 5, start=1000 + 10 * k)
         run_export(fresh.db, str(tmp_path))
     before = Lake(str(tmp_path)).manifest()[1]
     result = run_compaction(fresh.db, str(tmp_path), min_files=2)

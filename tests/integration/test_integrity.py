@@ -7,7 +7,6 @@ import datetime as dt
 import glob
 import os
 import stat
-import threading
 import uuid
 
 import psycopg
@@ -15,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from writers import write, writers_running
 
 from commandlog.bus import CommandBus
-from commandlog.context import ExecutionContext
 from commandlog.integrity import head, inclusion_proof, keys, merkle, proof_valid, seal, verify
 from commandlog.integrity.errors import NotSealedError, ProofError, SealKeyError
 from commandlog.integrity.lake import verify_lake
@@ -27,7 +26,6 @@ from commandlog.journal.export import run_export
 from commandlog.retention.policy import RetentionPolicy
 from commandlog.retention.purge import run_purge
 from commandlog.settings import Settings
-from examples.billing import commands as c
 from examples.billing import setup
 from examples.billing.demo import seed
 from storage.postgres import Database
@@ -59,10 +57,6 @@ def _public(settings):
     return keys.existing_signing_key(settings).public_key()
 
 
-def _write(bus, tenant, n, start=1):
-    ctx = ExecutionContext(tenant_id=tenant, actor_id=f"bob@{tenant}")
-    for i in range(start, start + n):
-        bus.execute(c.CreateCustomer(customer_id=i, name=f"C{i}", email=f"c{i}@x.example"), ctx)
 
 
 def _kinds(findings):
@@ -80,7 +74,7 @@ def test_a_sealed_log_verifies_clean_and_every_row_is_sealed_once(fresh):
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
     again = seal(bus.db, settings)
     assert again.seals == [] and again.from_tx == report.to_tx
-    _write(bus, "late", 2)
+    write(bus, "late", 2)
     third = seal(bus.db, settings)
     assert third.rows["command_log"] == 2 and third.from_tx == report.to_tx
     assert [s["seal_id"] for s in third.seals][0] == report.seals[-1]["seal_id"] + 1
@@ -119,7 +113,7 @@ def test_a_row_forged_into_a_sealed_range_is_named_inserted_and_a_late_row_is_no
                  "status, started_at, finished_at, retention, tx_id) SELECT %s, cmd_class, cmd_version, tenant_id, "
                  "actor_id, correlation_id, status, started_at, finished_at, retention, tx_id FROM command_log "
                  "ORDER BY cmd_uuid LIMIT 1", (forged,))
-    _write(bus, "late", 1)
+    write(bus, "late", 1)
     assert _kinds(verify(bus.db, _public(settings))) == [("inserted", "command_log", forged)]
 
 
@@ -225,7 +219,7 @@ def test_the_sealing_run_publishes_its_head_outside_the_database(fresh):
 def test_deleting_the_newest_seals_is_truncated_and_deleting_all_is_unsealed(fresh):
     bus, settings = fresh
     first = seal(bus.db, settings)
-    _write(bus, "late", 3)
+    write(bus, "late", 3)
     report = seal(bus.db, settings)
     recorded = head.read(settings)
     assert verify(bus.db, _public(settings), head=recorded) == []
@@ -274,27 +268,9 @@ def test_verifying_with_another_key_is_a_key_mismatch_on_every_seal(fresh):
 
 def test_sealing_while_writers_run_seals_every_row_exactly_once(fresh):
     bus, settings = fresh
-    stop = threading.Event()
-    counts = []
-
-    def writer(k):
-        tenant = f"w{k}-{uuid.uuid4().hex[:6]}"
-        i = 1
-        while not stop.is_set():
-            _write(bus, tenant, 1, start=i)
-            i += 1
-        counts.append(i)
-
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
-    for t in threads:
-        t.start()
-    try:
+    with writers_running(bus) as counts:
         for _ in range(3):
             seal(bus.db, settings)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
     seal(bus.db, settings)
     for table in ("command_log", "tenant_command_log", "domain_event"):
         sealed = [str(k) for (keys_,) in _sql(bus.db, "SELECT leaf_keys FROM log_seal WHERE table_name = %s",
@@ -381,7 +357,7 @@ def test_every_column_but_tx_id_is_sealed(db):
 def test_verify_since_checks_only_later_seals_and_anchors_the_chain_on_the_one_before(fresh):
     bus, settings = fresh
     first = seal(bus.db, settings)
-    _write(bus, "later", 3)
+    write(bus, "later", 3)
     second = seal(bus.db, settings)
     [(since,)] = _sql(bus.db, "SELECT min(created_at) FROM log_seal WHERE seal_id = %s",
                       (second.seals[0]["seal_id"],))
@@ -406,7 +382,7 @@ _COPY_SEAL = ("INSERT INTO log_seal (seal_id, table_name, partition_name, from_t
 def test_since_cannot_be_blinded_by_a_forged_seal_with_a_huge_id_and_an_old_time(fresh):
     bus, settings = fresh
     seal(bus.db, settings)
-    _write(bus, "later", 3)
+    write(bus, "later", 3)
     second = seal(bus.db, settings)
     [(since,)] = _sql(bus.db, "SELECT min(created_at) FROM log_seal WHERE seal_id = %s",
                       (second.seals[0]["seal_id"],))
@@ -435,7 +411,7 @@ def test_the_seal_table_accepts_only_the_next_link_of_the_chain(fresh):
              (newest + 5, os.urandom(32)))
     with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):  # the right id, the wrong link
         _sql(bus.db, _COPY_SEAL.format(prev="prev_hash", created="now()"), (newest + 1, os.urandom(32)))
-    _write(bus, "late", 1)
+    write(bus, "late", 1)
     assert seal(bus.db, settings).seals[0]["seal_id"] == newest + 1  # the real next link goes in
 
 
