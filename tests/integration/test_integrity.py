@@ -162,6 +162,14 @@ def test_the_seal_table_refuses_updates_deletes_and_truncation(fresh):
     assert _sql(bus.db, "SELECT proname FROM pg_proc WHERE prosecdef AND strpos(prosrc, 'log_seal') > 0") == []
 
 
+def test_a_tenant_session_cannot_read_the_seals_of_its_own_or_other_tenants_rows(fresh):
+    bus, settings = fresh
+    seal(bus.db, settings)
+    [(tenant,)] = _sql(bus.db, "SELECT tenant_id FROM tenant_command_log ORDER BY tenant_id LIMIT 1")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), bus.db.tenant_session(tenant) as conn:
+        conn.execute("SELECT leaf_hashes, leaf_keys, leaf_tenants, row_count FROM log_seal").fetchall()
+
+
 def test_a_forged_seal_row_is_named_bad_signature_and_a_removed_one_breaks_the_chain(fresh):
     bus, settings = fresh
     seal(bus.db, settings)
