@@ -21,6 +21,7 @@ from commandlog.web.activity import router as activity_router
 from commandlog.web.bodies import BodyLimits, RequestGuardMiddleware
 from commandlog.web.drafts import router as drafts_router
 from commandlog.web.journal import router as journal_router
+from commandlog.web.stats import router as stats_router
 from storage.postgres import Database
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     app.include_router(journal_router)
     app.include_router(drafts_router)
     app.include_router(activity_router)
+    app.include_router(stats_router)
     # Routers of later features register here, one line each.
     return app
 

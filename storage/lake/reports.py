@@ -13,6 +13,7 @@ import datetime as dt
 import duckdb
 import pyarrow as pa
 
+from storage.journal_stats import ACTORS, CLASS_BUCKETS, ROW_COLUMNS, StatsRows
 from storage.lake.duckdb_journal import query
 
 REPORTS: dict[str, tuple[str, str]] = {
@@ -74,3 +75,27 @@ def run_report(con: duckdb.DuckDBPyConnection, name: str, *, source: str, since:
         every = report_sql(name, source=source, since=since, until=until, limit=None)
         total = query(con, f"SELECT count(*) AS n FROM ({every}) AS r").read_all()["n"][0].as_py()
     return table, total
+
+
+# -- activity statistics (the Activity charts) over the lake plus the rows it does not hold yet -------------------
+
+def activity_stats(con: duckdb.DuckDBPyConnection, *, source: str, since: dt.datetime, until: dt.datetime,
+                   bucket: str, top: int, unexported: pa.Table | None = None) -> StatsRows:
+    """``storage.journal_stats``' two statements on a journal connection over ``source`` (``commands`` or
+    ``tenant_commands``) in ``since <= started_at < until``, with ``unexported`` (``TAIL_SCHEMA`` rows read from
+    Postgres past the lake's export bound) added to the lake's rows, so the figures are exact, p95 included."""
+    cols = ", ".join(ROW_COLUMNS)
+    rows = (f"SELECT {cols} FROM {source} WHERE started_at >= CAST('{_utc(since)}' AS timestamp) "
+            f"AND started_at < CAST('{_utc(until)}' AS timestamp)")
+    if unexported is not None and unexported.num_rows:
+        con.register("_stats_unexported", unexported)  # an in-memory Arrow table: no file access is involved
+        rows += f" UNION ALL SELECT {cols} FROM _stats_unexported"
+    trunc = f"date_trunc('{'day' if bucket == 'day' else 'hour'}', started_at)"
+    try:
+        classes = query(con, CLASS_BUCKETS.format(bucket=trunc, rows=rows)).read_all()
+        actors = query(con, ACTORS.format(rows=rows, top=int(top))).read_all()
+    finally:
+        if unexported is not None and unexported.num_rows:
+            con.unregister("_stats_unexported")
+    return StatsRows(classes=[tuple(r.values()) for r in classes.to_pylist()],
+                     actors=[tuple(r.values()) for r in actors.to_pylist()])

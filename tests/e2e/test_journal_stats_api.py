@@ -1,0 +1,130 @@
+"""``GET /api/journal/stats`` in-process (TestClient) on a fresh database and a lake in tmp_path: the figures equal
+the rows written — from Postgres and from the lake plus the rows exported after it — one tenant's token never sees
+another's, and bad windows are refused naming the field."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from activity_data import assert_figures, expected, hour_floor, plan, write
+from fastapi.testclient import TestClient
+
+from commandlog.auth.tokens import create_token
+from commandlog.bus import CommandBus
+from commandlog.journal.export import run_export
+from commandlog.settings import Settings
+from commandlog.web.app import create_app
+from examples.billing import setup
+from storage.lake.datasets import Lake
+from storage.postgres import Database
+
+HOURS = 6
+
+
+@pytest.fixture(scope="module")
+def world(database_factory, tmp_path_factory):
+    """Tenants A and B: rows exported to the lake, then more rows (one of A's in an early hour) left unexported."""
+    db = Database(url=database_factory())
+    bus = setup(CommandBus(db))
+    base = hour_floor(dt.datetime.now(dt.UTC)) - dt.timedelta(days=5)
+    a, b = "acme-stats", "beta-stats"
+    a_rows = plan(a, base, hours=HOURS, n=160, seed=1, actors=["alice", "bob", "carol", "dave"], skip_hours=(1,))
+    b_rows = plan(b, base, hours=HOURS, n=70, seed=2, actors=["mallory", "mike"], classes=("billing.RecordLogin",
+                                                                                            "billing.RenameCustomer"))
+    write(bus, a_rows)
+    write(bus, b_rows)
+    lake = str(tmp_path_factory.mktemp("stats") / "lake")
+    run_export(db, lake)
+    a_late = plan(a, base, hours=HOURS, n=25, seed=3, actors=["alice", "erin"], skip_hours=(1,))
+    b_late = plan(b, base, hours=HOURS, n=5, seed=4, actors=["mike"], classes=("billing.RecordLogin",))
+    write(bus, a_late)  # a history import after the export: started hours ago, committed after the lake's bound
+    write(bus, b_late)
+    app = create_app(Settings(home=tmp_path_factory.mktemp("home"), lake_uri=lake), db=db, bus=bus)
+    with TestClient(app) as client:
+        yield {"client": client, "db": db, "lake": lake, "base": base, "a": a, "b": b,
+               "rows": {a: a_rows + a_late, b: b_rows + b_late}, "late": {a: a_late, b: b_late},
+               "token": {a: create_token(db, tenant=a, role="viewer"), b: create_token(db, tenant=b, role="viewer"),
+                         None: create_token(db, tenant=None, role="admin")}}
+    db.close()
+
+
+def _get(world, who, **params):
+    window = {"since": world["base"].isoformat(), "until": (world["base"] + dt.timedelta(hours=HOURS)).isoformat()}
+    query = {k: v for k, v in {**window, **params}.items() if v is not None}
+    return world["client"].get("/api/journal/stats", params=query,
+                               headers={"Authorization": f"Bearer {world['token'][who]}"})
+
+
+@pytest.mark.parametrize("source", ["postgres", "lake"])
+def test_the_figures_are_the_rows_written_per_hour_and_class(world, source):
+    r = _get(world, world["a"], source=source)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["source"] == source and body["tenant_id"] == world["a"] and body["bucket"] == "hour"
+    assert len(body["buckets"]) == HOURS and body["buckets"][0] == world["base"].isoformat().replace("+00:00", "Z")
+    want = expected(world["rows"][world["a"]], world["base"], HOURS)
+    assert want["total"][1] == 0 and sum(want["total"]) == 185  # the empty hour is there, zero-filled
+    assert_figures(body, want)
+
+
+def test_the_lake_path_counts_rows_exported_after_it_exactly_once(world):
+    body = _get(world, world["a"], source="lake").json()
+    assert body["unexported_rows"] == len(world["late"][world["a"]])
+    assert body["lake_snapshot"] == Lake(world["lake"]).manifest()[0]
+    assert sum(body["total"]) == len(world["rows"][world["a"]])
+
+
+def test_auto_reads_the_lake_for_a_window_older_than_two_days_and_postgres_for_a_recent_one(world):
+    assert _get(world, world["a"]).json()["source"] == "lake"  # the rows start five days ago
+    recent = _get(world, world["a"], since=(dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)).isoformat(),
+                  until=None).json()
+    assert recent["source"] == "postgres" and sum(recent["total"]) == 0
+
+
+@pytest.mark.parametrize("source", ["postgres", "lake"])
+def test_a_tenant_token_sees_only_its_own_tenant(world, source):
+    a, b = world["a"], world["b"]
+    body = _get(world, b, source=source).json()
+    assert body["tenant_id"] == b
+    assert_figures(body, expected(world["rows"][b], world["base"], HOURS))
+    assert {x["actor_id"] for x in body["top_actors"]} == {"mallory", "mike"}
+    assert set(body["classes"]) <= {"billing.RecordLogin", "billing.RenameCustomer"}
+    refused = _get(world, b, source=source, tenant=a)
+    assert refused.status_code == 403 and refused.json()["detail"].startswith("tenant:")
+
+
+@pytest.mark.parametrize("source", ["postgres", "lake"])
+def test_an_admin_token_sees_every_tenant_in_the_lean_log(world, source):
+    body = _get(world, None, source=source).json()
+    assert body["tenant_id"] is None
+    both = world["rows"][world["a"]] + world["rows"][world["b"]]
+    assert_figures(body, expected(both, world["base"], HOURS))
+
+
+def test_day_buckets_add_up_to_the_hours(world):
+    body = _get(world, world["a"], bucket="day", source="postgres").json()
+    assert body["bucket"] == "day" and len(body["buckets"]) in (1, 2)  # six hours may straddle midnight UTC
+    assert sum(body["total"]) == len(world["rows"][world["a"]])
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({"bucket": "minute"}, "bucket"),
+    ({"since": "yesterday"}, "since"),
+    ({"until": "2026-13-40"}, "until"),
+    ({"since": "2026-11-02T00:00:00Z", "until": "2026-11-01T00:00:00Z"}, "until"),
+    ({"since": "2026-01-01T00:00:00Z", "until": "2026-06-01T00:00:00Z"}, "since"),  # 3,623 hour buckets
+    ({"until": "9999-12-31T23:30:00Z"}, "until"),
+    ({"top": "0"}, "top"),
+    ({"top": "51"}, "top"),
+    ({"source": "duckdb"}, "source"),
+])
+def test_bad_windows_are_refused_naming_the_field(world, params, field):
+    r = _get(world, world["a"], **params)
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith(f"{field}:"), r.json()
+
+
+def test_no_token_no_figures(world):
+    r = world["client"].get("/api/journal/stats")
+    assert r.status_code == 401
