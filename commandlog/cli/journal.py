@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -126,9 +127,15 @@ def report_cmd(
     until: str | None = typer.Option(None, "--until", help="Before this ISO date/time."),
     limit: int = typer.Option(10, "--limit", "-n", min=1, max=10_000, help="Rows per report."),
     fmt: TimelineFormat = typer.Option(TimelineFormat.table, "--format", help="table or json (csv: one table)."),
+    html: str | None = typer.Option(None, "--html", help="Write the Activity charts (commands per hour by class, "
+                                    "failure rate, p95 per class, top actors) to this self-contained HTML file."),
+    bucket: str = typer.Option("hour", "--bucket", help="With --html: hour or day buckets."),
 ) -> None:
     """Built-in analytics: activity per actor and day, command mix, failure rate and p50/p95 duration per class,
-    most-changed subjects, busiest hours."""
+    most-changed subjects, busiest hours. With --html, the Activity charts as one file that opens offline."""
+    if html is not None:
+        _html_report(html, tenant=tenant, since=since, until=until, bucket=bucket, top=limit)
+        return
     from commandlog.journal.analytics import lake_connection, reports  # noqa: PLC0415 — start-up cost: DuckDB
 
     con = lake_connection(_common.settings(), tenant=tenant)
@@ -148,6 +155,27 @@ def report_cmd(
         for name, rows in doc.items():
             for row in rows:
                 out.writerow([name, json.dumps(row, default=str)])
+
+
+def _html_report(path: str, *, tenant: str | None, since: str | None, until: str | None, bucket: str,
+                 top: int) -> None:
+    """The figures of ``GET /api/journal/stats`` for the window, drawn into ``path`` (written whole or not at all)."""
+    from commandlog.journal.stats import MAX_TOP, activity  # noqa: PLC0415 — start-up cost: DuckDB
+    from commandlog.web.report import render_html  # noqa: PLC0415 — start-up cost: reads the inlined assets
+
+    s = _common.settings()
+    with _common.database(s) as db:
+        stats = activity(db, tenant=tenant, since=since, until=until, bucket=bucket, top=min(top, MAX_TOP),
+                         lake_uri=s.lake)
+    doc = stats.to_json()
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(render_html(doc), encoding="utf-8")
+    partial.replace(target)
+    summary = doc["summary"]
+    _common.console.print(f"wrote {target}: {summary['commands']:,} commands, {summary['failed']:,} failed, "
+                          f"{len(doc['buckets'])} {bucket} buckets from {doc['since']} to {doc['until']} "
+                          f"(source: {doc['source']})", highlight=False, soft_wrap=True)
 
 
 def _write_result(reader: pa.RecordBatchReader, fmt: SqlFormat, out: str | None, *, max_rows: int) -> None:

@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 COALESCE = 64
 """At most this many queued notifications go out in one message (a slow client then waits on each send)."""
-_ASSETS = {"monitor.js": "text/javascript", "monitor.css": "text/css"}
+_ASSETS = {"monitor.js": "text/javascript", "monitor.css": "text/css", "activity.js": "text/javascript",
+           "activity.css": "text/css", "uplot.iife.min.js": "text/javascript", "uplot.min.css": "text/css",
+           "uplot.LICENSE": "text/plain"}
 
 @dataclass(kw_only=True)
 class MonitorConfig:
@@ -147,7 +149,7 @@ async def page() -> HTMLResponse:
 
 @router.get("/static/monitor/{name}", include_in_schema=False)
 async def asset(name: str) -> FileResponse:
-    """The page's script and style sheet."""
+    """The page's scripts and style sheets (uPlot is vendored: see static/VENDORED.md)."""
     if name not in _ASSETS:
         raise HTTPException(404)
     return FileResponse(STATIC / name, media_type=_ASSETS[name])

@@ -38,7 +38,7 @@
     }
     state.token = sessionStorage.getItem("cmdlog.token");
     if (!state.token) { $("#login").hidden = false; setStatus("signed out", "down"); return; }
-    $("#app").hidden = false;
+    $("#app").hidden = false; $("#tabs").hidden = false;
     loadJournal();
     connect();
   }
@@ -46,7 +46,7 @@
     sessionStorage.removeItem("cmdlog.token");
     state.stopped = true;
     if (state.ws) state.ws.close();
-    $("#app").hidden = true; $("#login").hidden = false;
+    $("#app").hidden = true; $("#tabs").hidden = true; $("#login").hidden = false;
     $("#who").textContent = message || "not signed in";
     setStatus("signed out", "down");
   }
@@ -188,6 +188,44 @@
     state.seen.clear(); connect();
   });
   $("#live-clear").addEventListener("click", () => $("#live-groups").replaceChildren(el("p", { class: "empty" }, "Cleared.")));
+
+  // -- activity (charts: activity.js over GET /api/journal/stats) -----------------------------------------------
+  const RANGES = { "24h": [24, "hour"], "7d": [168, "hour"], "30d": [720, "day"], "90d": [2160, "day"] };
+  function showView(activity) {
+    $("#app").classList.toggle("activity-view", activity);
+    $("#activity").hidden = !activity;
+    $("#tab-activity").classList.toggle("active", activity);
+    $("#tab-journal").classList.toggle("active", !activity);
+    if (activity) loadActivity();
+  }
+  function activityQuery() {
+    const q = new URLSearchParams();
+    const range = $("#af-range").value;
+    if (range === "custom") {
+      if ($("#af-since").value) q.set("since", $("#af-since").value + ":00Z");
+      if ($("#af-until").value) q.set("until", $("#af-until").value + ":00Z");
+      q.set("bucket", $("#af-bucket").value);
+    } else {
+      const [hours, bucket] = RANGES[range];
+      q.set("since", new Date(Date.now() - hours * 3600e3).toISOString());
+      q.set("bucket", bucket);
+      $("#af-bucket").value = bucket;
+    }
+    return q;
+  }
+  async function loadActivity() {
+    const status = $("#activity-status");
+    status.className = "hint"; status.textContent = "loading…";
+    try {
+      const stats = await api("/api/journal/stats?" + activityQuery().toString());
+      window.CmdlogActivity.render($("#activity-charts"), stats);
+      status.textContent = "";
+    } catch (err) { status.className = "error"; status.textContent = String(err.message); }
+  }
+  $("#tab-activity").addEventListener("click", () => showView(true));
+  $("#tab-journal").addEventListener("click", () => showView(false));
+  $("#activity-form").addEventListener("submit", (e) => { e.preventDefault(); loadActivity(); });
+  $("#af-range").addEventListener("change", () => { if ($("#af-range").value !== "custom") loadActivity(); });
 
   // -- detail -----------------------------------------------------------------------------------------------
   async function showDetail(cmdUuid, correlationId) {
