@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 from psycopg import sql
@@ -54,7 +54,7 @@ class StatsRows:
     """``(actor_id, commands, failed, actors)`` rows of ``ACTORS``, busiest first."""
 
 
-def _rows_sql(*, tenant: str | None, unexported: bool) -> sql.Composable:
+def _rows_sql(*, tenant: str | None, unexported: bool) -> sql.Composed:
     """The row source: one tenant's full log (RLS and an explicit filter) or the lean global log, in the window."""
     table = "command_log" if tenant is None else "tenant_command_log"
     conds = [sql.SQL("started_at >= %(since)s"), sql.SQL("started_at < %(until)s")]
@@ -94,10 +94,10 @@ def unexported_rows(db: Database, *, tenant: str | None, since: dt.datetime, unt
     session = db.connection() if tenant is None else db.tenant_session(tenant)
     with session as conn, conn.cursor() as cur:
         fetched = cur.execute(rows, params, prepare=False).fetchall()
-    columns = list(zip(*fetched, strict=True)) if fetched else [[] for _ in ROW_COLUMNS]
+    columns: list[list[Any]] = [[r[i] for r in fetched] for i in range(len(ROW_COLUMNS))]
     arrays = [pa.array([_naive_utc(v) for v in columns[0]], pa.timestamp("us")),
               pa.array([_naive_utc(v) for v in columns[1]], pa.timestamp("us")),
-              *(pa.array(list(c), pa.string()) for c in columns[2:])]
+              *(pa.array(c, pa.string()) for c in columns[2:])]
     return pa.Table.from_arrays(arrays, schema=TAIL_SCHEMA)
 
 

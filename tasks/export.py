@@ -7,10 +7,16 @@ import dataclasses
 from uuid import UUID
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from commandlog.bootstrap import runtime
 from commandlog.journal.export import Step, run_compaction, run_export, summary_line
+from commandlog.journal.export_report import export_markdown
 
 _PHASE_PROGRESS = {"recovering": 5.0, "publishing": 70.0, "published": 80.0, "compacting": 85.0}
 
@@ -56,8 +62,8 @@ def compact_lake(lake_uri: str, *, min_files: int = 8, progress_id: UUID | None 
 
 @task(name="report-export")
 def report_export(exported: dict, compacted: dict | None, *, progress_id: UUID | None = None) -> str:
-    """Publish the table artifact of rows per dataset and partition, complete the progress bar, log the summary line
-    (returned: the flow's final state message)."""
+    """Publish the table artifact of rows per dataset and partition and the markdown summary of the run's figures,
+    complete the progress bar, log the summary line (returned: the flow's final state message)."""
     table = [{"dataset": p["dataset"], "partition": p["partition"], "files": p["files"], "rows": p["rows"]}
              for p in exported["partitions"]]
     if not table:
@@ -67,6 +73,8 @@ def report_export(exported: dict, compacted: dict | None, *, progress_id: UUID |
     create_table_artifact(table, key="export-snapshot-rows",
                           description=f"Snapshot {exported['snapshot_id']}: rows per dataset and partition"
                                       f"{compact_note}")
+    create_markdown_artifact(export_markdown(exported, compacted), key="export-snapshot-summary",
+                             description=f"Snapshot {exported['snapshot_id']}: the run's figures")
     if progress_id is not None:
         update_progress_artifact(progress_id, 100.0)
     summary = summary_line(exported, compacted)

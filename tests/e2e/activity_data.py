@@ -62,7 +62,8 @@ def _command(cmd_class: str, i: int) -> c.Command:
 def write(bus, rows: list[Row]) -> None:
     """Record ``rows`` through the batch path (one transaction), creating the partitions they need."""
     lo, hi = min(r.started_at for r in rows), max(r.started_at for r in rows)
-    ensure_partitions_between(bus.db, f"'{(lo - dt.timedelta(days=1)).date()}'", f"'{(hi + dt.timedelta(days=1)).date()}'")
+    day = dt.timedelta(days=1)
+    ensure_partitions_between(bus.db, f"'{(lo - day).date()}'", f"'{(hi + day).date()}'")
     bus.import_history([
         HistoricalCommand(command=_command(r.cmd_class, i + 1), context=ExecutionContext(tenant_id=r.tenant,
                                                                                           actor_id=r.actor),

@@ -51,7 +51,7 @@ def _check_charts(charts: dict, want: dict) -> None:
     assert charts["actors"]["data"][2] == [a["failed"] for a in want["top_actors"]]
 
 
-def _check_drawn(page, want: dict) -> None:
+def _check_drawn(page, want: dict) -> None:  # noqa: F811 — any page, not the fixture
     """The containers' data attributes and the canvases: something was painted in each."""
     points = {"commands": HOURS, "failure": HOURS, "p95": HOURS, "actors": len(want["top_actors"])}
     series = {"commands": len(want["classes"]), "failure": 1, "p95": len(want["classes"]), "actors": 2}

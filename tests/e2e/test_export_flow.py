@@ -65,6 +65,17 @@ def test_export_snapshot_flow_writes_the_lake_and_reports_rows_per_partition(
         assert sum(r["rows"] for r in rows if r["dataset"] == "commands") == 200
         assert {r["dataset"] for r in rows} >= {"commands", "tenant_commands", "events"}
         assert artifacts["export-snapshot-progress"].data == 100.0
+        summary = artifacts["export-snapshot-summary"].data  # the markdown summary: the run's own figures
+        export = result["export"]
+        assert summary.startswith(f"## Export snapshot {export['snapshot_id']}\n")
+        assert f"**{sum(export['rows'].values()):,} rows** in **{export['files']:,} files**" in summary
+        assert "| commands | 200 | " in summary
+        for name, n in export["rows"].items():
+            assert f"| {name} | {n:,} | {sum(p['files'] for p in export['partitions'] if p['dataset'] == name):,} |" \
+                in summary
+        compaction = result["compaction"]
+        assert (f"merged {compaction['replaced']:,} files into {compaction['files']:,}" in summary
+                if compaction["snapshot_id"] else "Compaction: nothing to merge." in summary)
         expected = _expected_summary(db, lake)  # the run tells its story: final state message and a log line
         assert expected.startswith("export: ") and " 0 files" not in expected
         message, logs = flow_run_story(state.state_details.flow_run_id, expect=expected)
