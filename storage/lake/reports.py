@@ -85,7 +85,10 @@ def activity_stats(con: duckdb.DuckDBPyConnection, *, source: str, since: dt.dat
     ``tenant_commands``) in ``since <= started_at < until``, with ``unexported`` (``TAIL_SCHEMA`` rows read from
     Postgres past the lake's export bound) added to the lake's rows, so the figures are exact, p95 included."""
     cols = ", ".join(ROW_COLUMNS)
-    rows = (f"SELECT {cols} FROM {source} WHERE started_at >= CAST('{_utc(since)}' AS timestamp) "
+    # ``day`` is the Hive key (the UTC date of started_at): filtering on it skips the other days' files unopened.
+    last_day = (until.astimezone(dt.UTC) - dt.timedelta(microseconds=1)).date()
+    rows = (f"SELECT {cols} FROM {source} WHERE day >= CAST('{since.astimezone(dt.UTC).date()}' AS date) "
+            f"AND day <= CAST('{last_day}' AS date) AND started_at >= CAST('{_utc(since)}' AS timestamp) "
             f"AND started_at < CAST('{_utc(until)}' AS timestamp)")
     if unexported is not None and unexported.num_rows:
         con.register("_stats_unexported", unexported)  # an in-memory Arrow table: no file access is involved
