@@ -1,6 +1,7 @@
 """The Parquet lake: Hive-partitioned datasets on any pyarrow filesystem, files published by rename, manifests.
 
-Layout under the lake root (a folder or any URI ``pyarrow.fs.FileSystem.from_uri`` understands, e.g. ``s3://…``)::
+Layout under the lake root (a folder, ``s3://bucket/prefix`` or another URI pyarrow understands; the filesystems come
+from ``storage.lake.filesystems``)::
 
     <dataset>/<key>=<value>/…/s<snapshot>-<n>.parquet     published files (what readers see)
     _staging/<snapshot>/<dataset>/<key>=<value>/…          files being written (no reader looks under ``_``)
@@ -27,6 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from storage.errors import StorageError
+from storage.lake.filesystems import LakeLocationError, lake_location
 from storage.lake.parquet import PartitionedWriter
 from storage.private import private_dir, private_file
 
@@ -82,15 +84,15 @@ class Lake:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         try:
-            self.fs, self.root = pafs.FileSystem.from_uri(uri)
-        except (pa.ArrowInvalid, ValueError, OSError) as e:
-            raise LakeError(f"cannot open the lake {uri!r}: {e}") from e
-        self.root = self.root.rstrip("/") or "/"
+            self.location = lake_location(uri)
+        except LakeLocationError as e:
+            raise LakeError(str(e)) from e
+        self.fs, self.root = self.location.arrow, self.location.root
 
     @property
     def is_local(self) -> bool:
-        """True when the lake is a local folder (DuckDB can read it natively)."""
-        return isinstance(self.fs, pafs.LocalFileSystem)
+        """True when the lake is a local folder."""
+        return self.location.is_local
 
     def abspath(self, *parts: str) -> str:
         """A path under the root, as the filesystem names it."""
@@ -165,11 +167,12 @@ class Lake:
         body = json.dumps({"snapshot_id": snapshot_id, "files": [f.to_json() for f in files]}).encode()
         self.make_dir(self.abspath(MANIFESTS))
         final = self.abspath(MANIFESTS, f"m{snapshot_id:010d}.json")
-        tmp = final + ".tmp"
+        tmp = final if self.location.scheme == "s3" else final + ".tmp"  # an S3 PUT is never seen half-written
         with self.fs.open_output_stream(tmp) as out:
             self.seal(tmp)
             out.write(body)
-        self.fs.move(tmp, final)
+        if tmp != final:
+            self.fs.move(tmp, final)
         for old in self._manifest_names()[:-5]:  # keep a few for readers that listed just before
             self.fs.delete_file(self.abspath(MANIFESTS, old))
 
@@ -218,10 +221,12 @@ class Lake:
         return LakeFile(dataset=dataset, path=path, rows=table.num_rows)
 
     def make_dir(self, path: str) -> None:
-        """Create a folder of the lake and its parents; on a local lake 0700, like every folder up to the root."""
+        """Create a folder of the lake and its parents; on a local lake 0700, like every folder up to the root.
+
+        On object storage nothing: folders are key prefixes, and marker objects would only cost requests."""
         if self.is_local:
             private_dir(path, base=self.root)
-        else:
+        elif self.location.scheme != "s3":
             self.fs.create_dir(path, recursive=True)
 
     def seal(self, path: str) -> None:
