@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from urllib.parse import unquote
 
 _REQUEST = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP/[\d.]+" (\d+)')
 
@@ -83,11 +84,16 @@ class S3Server:
 
     def requests(self, since: int = 0) -> Counter:
         """Requests the server answered after ``since`` (from ``mark()``), by method (``HEAD``, ``GET``, …)."""
+        return Counter(method for method, _ in self.request_log(since))
+
+    def request_log(self, since: int = 0) -> list[tuple[str, str]]:
+        """``(method, decoded path)`` of each request answered after ``since``, in order."""
         time.sleep(0.05)  # the server writes its log line after the response
         with open(self.log_path, "rb") as f:
             f.seek(since)
             text = f.read().decode(errors="replace")
-        return Counter(m.group(1) for m in _REQUEST.finditer(text) if not m.group(2).startswith("/moto-api"))
+        return [(m.group(1), unquote(m.group(2))) for m in _REQUEST.finditer(text)
+                if not m.group(2).startswith("/moto-api")]
 
 
 def apply_env(server: S3Server) -> dict[str, str | None]:

@@ -17,6 +17,7 @@ from its creation on (``storage.private``): the lake holds every tenant's full p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 from collections.abc import Iterable
@@ -122,26 +123,38 @@ class Lake:
 
     def publish(self, files: Iterable[LakeFile], *, snapshot_id: int) -> int:
         """Rename staged files into their datasets; already-published ones are skipped (safe to repeat)."""
-        moved = 0
+        moved: list[str] = []
         for f in files:
             src = self.abspath(self.staging_dir(snapshot_id), f.dataset, f.path)
             dst = self.abspath(f.dataset, f.path)
             if self._exists(src):
                 self.make_dir(posixpath.dirname(dst))
-                self.fs.move(src, dst)
-                moved += 1
+                if self._on_s3:  # copy now, delete the sources in one batch below (a rerun copies again)
+                    self.location.fsspec().copy(src, dst)
+                else:
+                    self.fs.move(src, dst)
+                moved.append(src)
             elif not self._exists(dst):
                 raise LakeError(f"file {f.dataset}/{f.path} of snapshot {snapshot_id} is neither staged nor published")
-        return moved
+        if self._on_s3:
+            self._remove(moved)
+        return len(moved)
 
     def discard_staging(self, snapshot_id: int) -> None:
         """Remove a snapshot's staging folder (leftovers of a crashed run)."""
         path = self.abspath(self.staging_dir(snapshot_id))
-        if self._exists(path):
+        if self._on_s3:
+            with contextlib.suppress(FileNotFoundError):
+                self.location.fsspec().rm(path, recursive=True)
+        elif self._exists(path):
             self.fs.delete_dir(path)
 
     def delete(self, files: Iterable[LakeFile]) -> int:
         """Delete published files; a file already gone counts as deleted (reruns are safe)."""
+        if self._on_s3:
+            paths = [self.abspath(f.dataset, f.path) for f in files]
+            self._remove(paths)
+            return len(paths)
         n = 0
         for f in files:
             path = self.abspath(f.dataset, f.path)
@@ -151,7 +164,11 @@ class Lake:
         return n
 
     def prune_empty_dirs(self, partitions: Iterable[tuple[str, str]]) -> None:
-        """Remove partition folders (and their empty parents inside the dataset) left without files."""
+        """Remove partition folders (and their empty parents inside the dataset) left without files.
+
+        On S3 nothing to do: a folder is a key prefix, gone with its last object."""
+        if self._on_s3:
+            return
         for dataset, pdir in sorted(partitions, key=lambda p: -len(p[1])):
             parts = pdir.split("/")
             while parts and parts != [""]:
@@ -173,8 +190,8 @@ class Lake:
             out.write(body)
         if tmp != final:
             self.fs.move(tmp, final)
-        for old in self._manifest_names()[:-5]:  # keep a few for readers that listed just before
-            self.fs.delete_file(self.abspath(MANIFESTS, old))
+        # keep a few for readers that listed just before
+        self._remove([self.abspath(MANIFESTS, old) for old in self._manifest_names()[:-5]])
 
     def manifest(self) -> tuple[int, list[LakeFile]] | None:
         """The newest manifest as ``(snapshot_id, files)``, or None when nothing was ever exported here."""
@@ -233,6 +250,21 @@ class Lake:
         """Make a file the lake just created private (0600) on a local lake; call it before writing the content."""
         if self.is_local:
             private_file(path)
+
+    @property
+    def _on_s3(self) -> bool:
+        return self.location.scheme == "s3"
+
+    def _remove(self, paths: list[str]) -> None:
+        """Delete files; on S3 in batched DeleteObjects requests through s3fs (pyarrow's per-object delete also
+        writes a directory-marker object for the parent it leaves empty)."""
+        if not paths:
+            return
+        if self._on_s3:
+            self.location.fsspec().rm(paths)
+        else:
+            for path in paths:
+                self.fs.delete_file(path)
 
     def _manifest_names(self) -> list[str]:
         info = self.fs.get_file_info(pafs.FileSelector(self.abspath(MANIFESTS), allow_not_found=True))
