@@ -277,3 +277,47 @@ def test_the_integrity_check_reads_the_s3_lake_and_names_an_edited_object(databa
     assert [(f.kind, f.table, f.key, f.partition) for f in findings] == [
         ("changed", "command_log", victim, f"commands/{target.path}")]
     db.close()
+
+
+def test_a_retention_purge_removes_expired_rows_from_the_s3_lake_and_keeps_the_rest(database_factory, s3_lake,
+                                                                                    s3_server):
+    import test_retention as r
+    from commandlog.retention.policy import add_hold
+    from commandlog.retention.policy import setup as retention_setup
+    from commandlog.retention.purge import run_purge
+    from storage.migrate import ensure_partitions_between
+
+    db = Database(url=database_factory())
+    bus = retention_setup(setup(CommandBus(db)))
+    for start, end in ((r.OLD - dt.timedelta(days=31), r.OLD + dt.timedelta(days=1)), (r.MID, r.MID),
+                       (r.NEW, r.NEW), (r.AS_OF - dt.timedelta(days=11), r.AS_OF - dt.timedelta(days=10))):
+        ensure_partitions_between(db, f"'{start:%Y-%m-%d}'::date", f"'{end:%Y-%m-%d}'::date")
+    r._seed_mix(db, bus, tenants=("t1", "t2", "keep"))
+    add_hold(bus, tenant="keep", reason="audit")
+    run_export(db, s3_lake)
+    lake = Lake(s3_lake)
+    before = {(f.dataset, f.path) for f in lake.manifest()[1]}
+    run_purge(db, bus, r.POLICY, as_of=r.AS_OF, lake_uri=s3_lake, dry_run=False)
+    cut = {"short_lived": r.AS_OF - dt.timedelta(days=10), "long_lived": r.AS_OF - dt.timedelta(days=60)}
+    con = open_journal(lake)
+    for dataset, time_col in (("commands", "started_at"), ("events", "occurred_at"),
+                              ("frontend_actions", "occurred_at")):
+        rows = _rows(con, f"SELECT tenant_id, retention, {time_col} AS t FROM {dataset}")
+        assert rows, dataset
+        early = [x for x in rows if x["tenant_id"] != "keep" and x["retention"] != "permanent"
+                 and x["t"] < cut[x["retention"]].replace(tzinfo=None)]
+        assert early == [], (dataset, early[:3])
+        assert any(x["tenant_id"] == "keep" and x["t"] < cut["long_lived"].replace(tzinfo=None) for x in rows)
+    in_lake = {x["u"] for x in _rows(con, "SELECT CAST(cmd_uuid AS VARCHAR) AS u FROM commands "
+                                          "WHERE cmd_class NOT LIKE 'retention.%'")}
+    with db.connection() as conn:
+        in_pg = {str(u) for (u,) in conn.execute("SELECT cmd_uuid FROM command_log "
+                                                 "WHERE cmd_class NOT LIKE 'retention.%%'")}
+    assert in_lake == in_pg
+    after = {(f.dataset, f.path) for f in lake.manifest()[1]}
+    assert before - after  # whole expired partitions left the manifest
+    bucket = s3_lake.removeprefix("s3://").split("/")[0]
+    keys_ = _keys(s3_server, bucket)
+    assert {k for k in keys_ if k.endswith(".parquet")} == {f"lake/{d}/{p}" for d, p in after}
+    assert not [k for k in keys_ if k.endswith("/")]
+    db.close()
