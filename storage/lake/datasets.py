@@ -17,7 +17,6 @@ from its creation on (``storage.private``): the lake holds every tenant's full p
 
 from __future__ import annotations
 
-import contextlib
 import json
 import posixpath
 from collections.abc import Iterable
@@ -124,13 +123,14 @@ class Lake:
     def publish(self, files: Iterable[LakeFile], *, snapshot_id: int) -> int:
         """Rename staged files into their datasets; already-published ones are skipped (safe to repeat)."""
         moved: list[str] = []
+        staged = self._staged_keys(snapshot_id) if self._on_s3 else None  # one listing instead of a HEAD per file
         for f in files:
             src = self.abspath(self.staging_dir(snapshot_id), f.dataset, f.path)
             dst = self.abspath(f.dataset, f.path)
-            if self._exists(src):
+            if src in staged if staged is not None else self._exists(src):
                 self.make_dir(posixpath.dirname(dst))
-                if self._on_s3:  # copy now, delete the sources in one batch below (a rerun copies again)
-                    self.location.fsspec().copy(src, dst)
+                if self._on_s3:  # one CopyObject now; the sources go in one batch below (a rerun copies again)
+                    self.fs.copy_file(src, dst)
                 else:
                     self.fs.move(src, dst)
                 moved.append(src)
@@ -144,8 +144,7 @@ class Lake:
         """Remove a snapshot's staging folder (leftovers of a crashed run)."""
         path = self.abspath(self.staging_dir(snapshot_id))
         if self._on_s3:
-            with contextlib.suppress(FileNotFoundError):
-                self.location.fsspec().rm(path, recursive=True)
+            self._remove(sorted(self._staged_keys(snapshot_id)))
         elif self._exists(path):
             self.fs.delete_dir(path)
 
@@ -254,6 +253,12 @@ class Lake:
     @property
     def _on_s3(self) -> bool:
         return self.location.scheme == "s3"
+
+    def _staged_keys(self, snapshot_id: int) -> set[str]:
+        """Every object under a snapshot's staging prefix (S3: listed 1,000 keys per request)."""
+        selector = pafs.FileSelector(self.abspath(self.staging_dir(snapshot_id)), recursive=True,
+                                     allow_not_found=True)
+        return {i.path for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.File}
 
     def _remove(self, paths: list[str]) -> None:
         """Delete files; on S3 in batched DeleteObjects requests through s3fs (pyarrow's per-object delete also

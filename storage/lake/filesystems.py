@@ -144,8 +144,9 @@ def _s3(uri: str) -> LakeLocation:
         scheme = urlsplit(endpoint).scheme
         options.update(endpoint_override=endpoint, scheme=scheme or "https")
     try:
+        # allow_delayed_open: a small file is one PutObject, not a multipart upload's three requests
         fs = pafs.S3FileSystem(**options, allow_bucket_creation=False, allow_bucket_deletion=False,
-                               check_directory_existence_before_creation=True)
+                               allow_delayed_open=True)
     except (pa.ArrowException, OSError, ValueError) as e:
         raise LakeLocationError(f"lake URI {uri!r}: cannot open S3: {e}") from e
     return LakeLocation(uri=uri, arrow=fs, root=posixpath.join(bucket, prefix) if prefix else bucket, scheme="s3",

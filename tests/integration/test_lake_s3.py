@@ -282,6 +282,7 @@ def test_the_integrity_check_reads_the_s3_lake_and_names_an_edited_object(databa
 def test_a_retention_purge_removes_expired_rows_from_the_s3_lake_and_keeps_the_rest(database_factory, s3_lake,
                                                                                     s3_server):
     import test_retention as r
+
     from commandlog.retention.policy import add_hold
     from commandlog.retention.policy import setup as retention_setup
     from commandlog.retention.purge import run_purge
