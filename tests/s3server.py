@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -34,7 +35,8 @@ class S3Server:
     def __init__(self, log_dir: Path | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(log_dir or tempfile.mkdtemp(prefix="cmdlog-moto-")) / "moto.log"
+        self._own_dir = None if log_dir else tempfile.mkdtemp(prefix="cmdlog-moto-")  # removed by stop()
+        self.log_path = Path(log_dir or self._own_dir) / "moto.log"
         self._proc: subprocess.Popen | None = None
         self._log = None
 
@@ -63,6 +65,8 @@ class S3Server:
                 self._proc.wait()
         if self._log is not None:
             self._log.close()
+        if self._own_dir:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
 
     def env(self) -> dict[str, str]:
         """The AWS variables a client needs for this endpoint (moto accepts any key)."""
