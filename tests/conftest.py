@@ -161,3 +161,24 @@ def flow_run_story(prefect_server):
                 time.sleep(0.3)
 
     return story
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One local S3 endpoint per session (moto's server on the loopback, started on first use); this process's AWS
+    variables point at it while it runs (the lake reads nothing else). See tests/s3server.py."""
+    from s3server import S3Server, apply_env, restore_env
+
+    server = S3Server(tmp_path_factory.mktemp("moto")).start()
+    old = apply_env(server)
+    yield server
+    restore_env(old)
+    server.stop()
+
+
+@pytest.fixture
+def s3_lake(s3_server) -> str:
+    """``s3://<a new bucket>/lake``: an empty lake of its own on the session's S3 endpoint."""
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    s3_server.create_bucket(bucket)
+    return f"s3://{bucket}/lake"

@@ -1,6 +1,7 @@
 """The Parquet lake: Hive-partitioned datasets on any pyarrow filesystem, files published by rename, manifests.
 
-Layout under the lake root (a folder or any URI ``pyarrow.fs.FileSystem.from_uri`` understands, e.g. ``s3://…``)::
+Layout under the lake root (a folder, ``s3://bucket/prefix`` or another URI pyarrow understands; the filesystems come
+from ``storage.lake.filesystems``)::
 
     <dataset>/<key>=<value>/…/s<snapshot>-<n>.parquet     published files (what readers see)
     _staging/<snapshot>/<dataset>/<key>=<value>/…          files being written (no reader looks under ``_``)
@@ -27,6 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from storage.errors import StorageError
+from storage.lake.filesystems import LakeLocationError, lake_location
 from storage.lake.parquet import PartitionedWriter
 from storage.private import private_dir, private_file
 
@@ -82,15 +84,15 @@ class Lake:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         try:
-            self.fs, self.root = pafs.FileSystem.from_uri(uri)
-        except (pa.ArrowInvalid, ValueError, OSError) as e:
-            raise LakeError(f"cannot open the lake {uri!r}: {e}") from e
-        self.root = self.root.rstrip("/") or "/"
+            self.location = lake_location(uri)
+        except LakeLocationError as e:
+            raise LakeError(str(e)) from e
+        self.fs, self.root = self.location.arrow, self.location.root
 
     @property
     def is_local(self) -> bool:
-        """True when the lake is a local folder (DuckDB can read it natively)."""
-        return isinstance(self.fs, pafs.LocalFileSystem)
+        """True when the lake is a local folder."""
+        return self.location.is_local
 
     def abspath(self, *parts: str) -> str:
         """A path under the root, as the filesystem names it."""
@@ -120,26 +122,38 @@ class Lake:
 
     def publish(self, files: Iterable[LakeFile], *, snapshot_id: int) -> int:
         """Rename staged files into their datasets; already-published ones are skipped (safe to repeat)."""
-        moved = 0
+        moved: list[str] = []
+        staged = self._staged_keys(snapshot_id) if self._on_s3 else None  # one listing instead of a HEAD per file
         for f in files:
             src = self.abspath(self.staging_dir(snapshot_id), f.dataset, f.path)
             dst = self.abspath(f.dataset, f.path)
-            if self._exists(src):
+            if src in staged if staged is not None else self._exists(src):
                 self.make_dir(posixpath.dirname(dst))
-                self.fs.move(src, dst)
-                moved += 1
+                if self._on_s3:  # one CopyObject now; the sources go in one batch below (a rerun copies again)
+                    self.fs.copy_file(src, dst)
+                else:
+                    self.fs.move(src, dst)
+                moved.append(src)
             elif not self._exists(dst):
                 raise LakeError(f"file {f.dataset}/{f.path} of snapshot {snapshot_id} is neither staged nor published")
-        return moved
+        if self._on_s3:
+            self._remove(moved)
+        return len(moved)
 
     def discard_staging(self, snapshot_id: int) -> None:
         """Remove a snapshot's staging folder (leftovers of a crashed run)."""
         path = self.abspath(self.staging_dir(snapshot_id))
-        if self._exists(path):
+        if self._on_s3:
+            self._remove(sorted(self._staged_keys(snapshot_id)))
+        elif self._exists(path):
             self.fs.delete_dir(path)
 
     def delete(self, files: Iterable[LakeFile]) -> int:
         """Delete published files; a file already gone counts as deleted (reruns are safe)."""
+        if self._on_s3:
+            paths = [self.abspath(f.dataset, f.path) for f in files]
+            self._remove(paths)
+            return len(paths)
         n = 0
         for f in files:
             path = self.abspath(f.dataset, f.path)
@@ -149,7 +163,11 @@ class Lake:
         return n
 
     def prune_empty_dirs(self, partitions: Iterable[tuple[str, str]]) -> None:
-        """Remove partition folders (and their empty parents inside the dataset) left without files."""
+        """Remove partition folders (and their empty parents inside the dataset) left without files.
+
+        On S3 nothing to do: a folder is a key prefix, gone with its last object."""
+        if self._on_s3:
+            return
         for dataset, pdir in sorted(partitions, key=lambda p: -len(p[1])):
             parts = pdir.split("/")
             while parts and parts != [""]:
@@ -165,13 +183,14 @@ class Lake:
         body = json.dumps({"snapshot_id": snapshot_id, "files": [f.to_json() for f in files]}).encode()
         self.make_dir(self.abspath(MANIFESTS))
         final = self.abspath(MANIFESTS, f"m{snapshot_id:010d}.json")
-        tmp = final + ".tmp"
+        tmp = final if self.location.scheme == "s3" else final + ".tmp"  # an S3 PUT is never seen half-written
         with self.fs.open_output_stream(tmp) as out:
             self.seal(tmp)
             out.write(body)
-        self.fs.move(tmp, final)
-        for old in self._manifest_names()[:-5]:  # keep a few for readers that listed just before
-            self.fs.delete_file(self.abspath(MANIFESTS, old))
+        if tmp != final:
+            self.fs.move(tmp, final)
+        # keep a few for readers that listed just before
+        self._remove([self.abspath(MANIFESTS, old) for old in self._manifest_names()[:-5]])
 
     def manifest(self) -> tuple[int, list[LakeFile]] | None:
         """The newest manifest as ``(snapshot_id, files)``, or None when nothing was ever exported here."""
@@ -218,16 +237,39 @@ class Lake:
         return LakeFile(dataset=dataset, path=path, rows=table.num_rows)
 
     def make_dir(self, path: str) -> None:
-        """Create a folder of the lake and its parents; on a local lake 0700, like every folder up to the root."""
+        """Create a folder of the lake and its parents; on a local lake 0700, like every folder up to the root.
+
+        On object storage nothing: folders are key prefixes, and marker objects would only cost requests."""
         if self.is_local:
             private_dir(path, base=self.root)
-        else:
+        elif self.location.scheme != "s3":
             self.fs.create_dir(path, recursive=True)
 
     def seal(self, path: str) -> None:
         """Make a file the lake just created private (0600) on a local lake; call it before writing the content."""
         if self.is_local:
             private_file(path)
+
+    @property
+    def _on_s3(self) -> bool:
+        return self.location.scheme == "s3"
+
+    def _staged_keys(self, snapshot_id: int) -> set[str]:
+        """Every object under a snapshot's staging prefix (S3: listed 1,000 keys per request)."""
+        selector = pafs.FileSelector(self.abspath(self.staging_dir(snapshot_id)), recursive=True,
+                                     allow_not_found=True)
+        return {i.path for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.File}
+
+    def _remove(self, paths: list[str]) -> None:
+        """Delete files; on S3 in batched DeleteObjects requests through s3fs (pyarrow's per-object delete also
+        writes a directory-marker object for the parent it leaves empty)."""
+        if not paths:
+            return
+        if self._on_s3:
+            self.location.fsspec().rm(paths)
+        else:
+            for path in paths:
+                self.fs.delete_file(path)
 
     def _manifest_names(self) -> list[str]:
         info = self.fs.get_file_info(pafs.FileSelector(self.abspath(MANIFESTS), allow_not_found=True))

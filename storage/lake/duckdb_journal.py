@@ -123,6 +123,7 @@ def open_journal(lake: Lake, *, tenant: str | None = None, threads: int | None =
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute("SET python_enable_replacements = false")
+    _lake_access(con, lake)
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     _temp_directory(con, spill=tenant is None)
@@ -141,6 +142,18 @@ def open_journal(lake: Lake, *, tenant: str | None = None, threads: int | None =
     return con
 
 
+def _lake_access(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    """Let DuckDB's own reader reach the lake (S3: the location's s3fs registered, no httpfs) and cache its files.
+
+    Published files are immutable (their names carry the snapshot id; a compaction or purge writes new names), so a
+    kept-open connection keeps their footers and the bytes it read without re-checking the store.
+    """
+    if lake.location.scheme == "s3":
+        con.register_filesystem(lake.location.fsspec())
+    con.execute("SET parquet_metadata_cache = true")
+    con.execute("SET validate_external_file_cache = 'NO_VALIDATION'")
+
+
 def _temp_directory(con: duckdb.DuckDBPyConnection, *, spill: bool) -> None:
     """No temp directory (``spill=False``), or a fresh private one removed when the connection goes away."""
     if not spill:
@@ -156,11 +169,11 @@ def _create_view(con: duckdb.DuckDBPyConnection, lake: Lake, name: str, files: l
     if not files:
         con.execute(f"CREATE VIEW {name} AS {_select_empty(name)}")
         return []
-    if not lake.is_local:  # pyarrow reads through its filesystem; DuckDB scans the Arrow dataset (no file access)
+    if not lake.location.duckdb_native:  # pyarrow reads through its filesystem; DuckDB scans the Arrow dataset
         con.register(f"_{name}_arrow", _arrow_dataset(lake, name, files))
         con.execute(f"CREATE VIEW {name} AS {_utc_select(con, name, f'_{name}_arrow')}")
         return []
-    paths = [lake.abspath(name, f.path) for f in files]
+    paths = [lake.location.duckdb_path(lake.abspath(name, f.path)) for f in files]
     listed = ", ".join(_literal(p) for p in paths)
     types = ", ".join(f"{_literal(k)}: {v}" for k, v in HIVE_TYPES.items() if k in files[0].partition)
     source = f"read_parquet([{listed}], hive_partitioning = true, hive_types = {{{types}}})"  # one schema per dataset
