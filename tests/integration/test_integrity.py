@@ -158,16 +158,21 @@ def test_the_seal_table_refuses_updates_deletes_and_truncation(fresh):
     assert granted is False
     [(login_granted,)] = _sql(bus.db, "SELECT has_table_privilege('cmdlog_sql_login', 'log_seal', 'SELECT')")
     assert login_granted is False
-    # nothing a tenant can call reads the seals (they hold every tenant's leaf hashes and counts)
-    assert _sql(bus.db, "SELECT proname FROM pg_proc WHERE prosecdef AND strpos(prosrc, 'log_seal') > 0") == []
+    # the one definer reading the seals answers two transaction ids, the same for every caller (migration 0017;
+    # tests/integration/test_tenant_seals.py attacks it): nothing else a tenant can call reads log_seal
+    assert _sql(bus.db, "SELECT proname, pg_get_function_result(oid) FROM pg_proc WHERE prosecdef "
+                        "AND strpos(prosrc, 'log_seal') > 0") == [
+        ("cmdlog_seal_watermark", "TABLE(shared_to xid8, sealed_to xid8)")]
 
 
-def test_a_tenant_session_cannot_read_the_seals_of_its_own_or_other_tenants_rows(fresh):
+def test_a_tenant_session_cannot_read_the_global_columns_of_the_seals(fresh):
+    """Tenants read their own tenant seals' tenant headers (0017), never the global chain nor the leaf tenants."""
     bus, settings = fresh
     seal(bus.db, settings)
     [(tenant,)] = _sql(bus.db, "SELECT tenant_id FROM tenant_command_log ORDER BY tenant_id LIMIT 1")
-    with pytest.raises(psycopg.errors.InsufficientPrivilege), bus.db.tenant_session(tenant) as conn:
-        conn.execute("SELECT leaf_hashes, leaf_keys, leaf_tenants, row_count FROM log_seal").fetchall()
+    for column in ("leaf_tenants", "seal_id", "prev_hash", "seal_hash", "signature", "retired_by_run", "*"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), bus.db.tenant_session(tenant) as conn:
+            conn.execute(f"SELECT {column} FROM log_seal").fetchall()
 
 
 def test_a_forged_seal_row_is_named_bad_signature_and_a_removed_one_breaks_the_chain(fresh):
@@ -436,7 +441,9 @@ def test_a_retention_purge_retires_the_seals_of_dropped_partitions_and_verify_st
     assert retired_rows and {p for _, p in retired_rows} == dropped & sealed  # (empty leaves were dropped too)
     assert {r for r, _ in retired_rows} == {report.run_id}
     assert verify(bus.db, _public(settings)) == []
-    assert retired(bus.db) == {report.run_id: len(retired_rows)}
+    [(retired_seals,)] = _sql(bus.db, "SELECT count(*) FROM log_seal WHERE retired_by_run IS NOT NULL")
+    assert retired_seals > len(retired_rows)  # tenant_command_log leaves: one seal per tenant (0017)
+    assert retired(bus.db) == {report.run_id: retired_seals}
     after = seal(bus.db, settings)  # the purge's own log row (permanent) is sealed like any other
     assert after.rows["command_log"] == 1
     assert verify(bus.db, _public(settings)) == []

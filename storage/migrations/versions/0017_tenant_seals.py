@@ -1,0 +1,111 @@
+"""Tenant self-verification (issue [integrity], point 4): per-tenant seals of ``tenant_command_log``, readable by
+their tenant only.
+
+Revision ID: 0017
+Revises: 0010
+
+From here on a sealing run seals ``tenant_command_log`` per (leaf partition, tenant): the seal covers one tenant's
+rows only, names that tenant (``tenant_id``) and carries a second, *tenant header* signed with the same key
+(``tenant_hash``, ``tenant_signature``; ``commandlog/integrity/header.py``). The tenant header names the tenant, its
+own sequence number (``tenant_seq``: 1, 2, … per tenant, no gaps) and the previous tenant seal's hash
+(``tenant_prev``) — a chain per tenant — but not the global ``seal_id``/``prev_hash``, which would tell a tenant how
+many seals the other tenants' rows produced. The global header signs the tenant header's hash too, so the global
+chain still covers everything.
+
+Who sees what: row-level security on ``log_seal`` with the same ``tenant_isolation`` policy as every tenant table
+(``tenant_id = (SELECT cmdlog_current_tenant())``), so a tenant session or tenant-bound SQL login sees the seals of
+its own tenant and no other row (seals of other tables and of shared partitions have no tenant: never visible); and
+a column grant of the tenant-header columns only — ``seal_id``, ``prev_hash``, ``seal_hash``, ``signature``,
+``leaf_tenants`` and ``retired_by_run`` stay owner-only (a query naming them is refused, in any clause). The owner
+is not subject to the policy (``ENABLE``, not ``FORCE``).
+
+One SECURITY DEFINER function, ``cmdlog_seal_watermark()``: ``sealed_to``, the newest seal's ``to_tx`` (every row of
+a lower transaction has been through a sealing run), and ``shared_to``, the end of the last range in which
+``tenant_command_log`` was sealed per partition (before this migration): a tenant's rows between the two must be in
+its own seals, so a row forged into a sealed range where the tenant had no seal is found too. Both are transaction
+ids, the same for every caller; any role can already read the server's transaction counter
+(``pg_current_xact_id()``), so they tell a tenant nothing about other tenants.
+
+A second insert trigger keeps each tenant's chain append-only like the global one: a tenant seal must be
+``tenant_seq`` = the tenant's max + 1 naming its newest tenant seal's ``tenant_hash``.
+"""
+
+from alembic import op
+
+revision = "0017"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+TENANT_COLUMNS = ("tenant_id, tenant_seq, table_name, partition_name, from_tx, to_tx, row_count, merkle_root, "
+                  "leaf_hashes, leaf_keys, keys_digest, tenant_prev, tenant_hash, tenant_signature, key_id, "
+                  "created_at, retired_at")
+"""The columns a tenant may read (its tenant header, its leaves and whether the seal was retired)."""
+
+
+def upgrade() -> None:
+    op.execute(f"""
+    ALTER TABLE log_seal
+        ADD COLUMN tenant_id        text,
+        ADD COLUMN tenant_seq       bigint CHECK (tenant_seq >= 1),
+        ADD COLUMN tenant_prev      bytea  CHECK (length(tenant_prev) = 32),
+        ADD COLUMN tenant_hash      bytea  CHECK (length(tenant_hash) = 32),
+        ADD COLUMN tenant_signature bytea  CHECK (length(tenant_signature) = 64),
+        ADD CONSTRAINT log_seal_tenant_header CHECK (
+            num_nulls(tenant_id, tenant_seq, tenant_prev, tenant_hash, tenant_signature) IN (0, 5)
+            AND (tenant_id IS NULL OR (table_name = 'tenant_command_log' AND tenant_id <> '')));
+    CREATE UNIQUE INDEX log_seal_tenant_chain ON log_seal (tenant_id, tenant_seq) WHERE tenant_id IS NOT NULL;
+
+    CREATE FUNCTION cmdlog_log_seal_tenant_chain() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    DECLARE
+        last_seq  bigint;
+        last_hash bytea;
+    BEGIN
+        IF NEW.tenant_id IS NULL THEN
+            RETURN NEW;
+        END IF;
+        SELECT s.tenant_seq, s.tenant_hash INTO last_seq, last_hash FROM log_seal s
+         WHERE s.tenant_id = NEW.tenant_id ORDER BY s.tenant_seq DESC LIMIT 1;
+        IF NEW.tenant_seq = coalesce(last_seq, 0) + 1
+           AND NEW.tenant_prev = coalesce(last_hash, decode(repeat('00', 32), 'hex')) THEN
+            RETURN NEW;
+        END IF;
+        RAISE EXCEPTION 'log_seal is append-only: tenant seal % refused (the tenant''s next seal is % and must name '
+                        'its newest tenant seal''s hash)', NEW.tenant_seq, coalesce(last_seq, 0) + 1
+            USING ERRCODE = 'restrict_violation';
+    END
+    $fn$;
+    REVOKE ALL ON FUNCTION cmdlog_log_seal_tenant_chain() FROM PUBLIC;
+    CREATE TRIGGER log_seal_tenant_chain BEFORE INSERT ON log_seal
+        FOR EACH ROW EXECUTE FUNCTION cmdlog_log_seal_tenant_chain();
+
+    ALTER TABLE log_seal ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY tenant_isolation ON log_seal USING (tenant_id = (SELECT cmdlog_current_tenant()))
+        WITH CHECK (tenant_id = (SELECT cmdlog_current_tenant()));
+    GRANT SELECT ({TENANT_COLUMNS}) ON log_seal TO cmdlog_tenant, cmdlog_sql_login;
+
+    CREATE FUNCTION cmdlog_seal_watermark() RETURNS TABLE (shared_to xid8, sealed_to xid8)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+        SELECT coalesce(max(s.to_tx) FILTER (WHERE s.table_name = 'tenant_command_log' AND s.tenant_id IS NULL),
+                        '0'::xid8),
+               coalesce(max(s.to_tx), '0'::xid8)
+          FROM public.log_seal s
+    $fn$;
+    REVOKE ALL ON FUNCTION cmdlog_seal_watermark() FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION cmdlog_seal_watermark() TO cmdlog_tenant, cmdlog_sql_login;
+    """)
+
+
+def downgrade() -> None:
+    op.execute(f"""
+    DROP FUNCTION IF EXISTS cmdlog_seal_watermark();
+    REVOKE SELECT ({TENANT_COLUMNS}) ON log_seal FROM cmdlog_tenant, cmdlog_sql_login;
+    DROP POLICY IF EXISTS tenant_isolation ON log_seal;
+    ALTER TABLE log_seal DISABLE ROW LEVEL SECURITY;
+    DROP TRIGGER IF EXISTS log_seal_tenant_chain ON log_seal;
+    DROP FUNCTION IF EXISTS cmdlog_log_seal_tenant_chain();
+    DROP INDEX IF EXISTS log_seal_tenant_chain;
+    ALTER TABLE log_seal DROP CONSTRAINT IF EXISTS log_seal_tenant_header,
+        DROP COLUMN IF EXISTS tenant_signature, DROP COLUMN IF EXISTS tenant_hash, DROP COLUMN IF EXISTS tenant_prev,
+        DROP COLUMN IF EXISTS tenant_seq, DROP COLUMN IF EXISTS tenant_id;
+    """)
