@@ -9,16 +9,14 @@ seal holds yet (exported after the last sealing run) is not judged, and neither 
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from commandlog.integrity import merkle
-from commandlog.integrity.verify import Finding, check_seal, trusted
+from commandlog.integrity.verify import Finding, PublicKeys, check_seal, trusted
 from storage.lake.sealed_rows import lake_rows
 from storage.postgres import Database
 from storage.seals import LOG_TABLES, SealRow, reading_session
 
 
-def verify_lake(db: Database, public_key: Ed25519PublicKey, lake_uri: str, *,
+def verify_lake(db: Database, public_key: PublicKeys, lake_uri: str, *,
                 tenant: str | None = None) -> list[Finding]:
     """Seal findings, then one ``changed`` finding per lake row that differs from its sealed leaf (only ``tenant``'s
     rows when given)."""

@@ -1,17 +1,18 @@
 """Sealing: each log partition's rows committed since the last run, digested into one signed, chained seal.
 
-A run (``seal``) holds the sealing lock, takes a repeatable-read snapshot, and covers ``last to_tx <= tx_id <
-xmin`` (see ``storage.seals`` for why that range is exact under concurrent writers). For each log table and each
-leaf partition with rows in the range (``tenant_command_log``: each leaf partition and tenant, so a tenant can
-verify its own seals without seeing anyone else's, ``storage.seals.PER_TENANT``) it builds the Merkle tree over the rows' canonical encodings, and appends a
-seal whose header (``commandlog.integrity.header``) names the previous seal's hash and is signed with the
-Ed25519 key (``commandlog.integrity.keys``). All seals of a run commit together or not at all, so a crash leaves
-the previous run's state and a rerun covers the same rows. Writers are not touched: sealing only reads rows that
-are already committed.
+A run (``seal``) holds the sealing lock, takes a repeatable-read snapshot, and covers ``last to_tx <= tx_id < xmin``
+(see ``storage.seals`` for why that range is exact under concurrent writers). For each log table and each leaf
+partition with rows in the range (``tenant_command_log``: each leaf partition and tenant, so a tenant can verify its
+own seals without seeing anyone else's, ``storage.seals.PER_TENANT``) it builds the Merkle tree over the rows'
+canonical encodings, and appends a seal whose header (``commandlog.integrity.header``) names the previous seal's
+hash and is signed with the Ed25519 key (``commandlog.integrity.keys``). All seals of a run commit together or not
+at all, so a crash leaves the previous run's state and a rerun covers the same rows. Writers are not touched:
+sealing only reads rows that are already committed.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -93,7 +94,7 @@ def _seal_range(session: SealSession, key: Ed25519PrivateKey, key_id: str, last:
     now = datetime.now(UTC)
     for table in LOG_TABLES:
         rows = session.leaves(table, from_tx=from_tx, to_tx=to_tx)
-        for (partition, tenant), group in itertools.groupby(rows, key=lambda r, t=table: _group(t, r)):
+        for (partition, tenant), group in itertools.groupby(rows, key=functools.partial(_group, table)):
             tenant_prev: tuple[int, bytes] | None = None
             if tenant is not None:
                 if tenant_heads is None:  # each tenant's newest tenant seal: read once, then followed in memory

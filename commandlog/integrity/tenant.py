@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from commandlog.integrity import header, keys, merkle
 from commandlog.integrity.errors import SealError
-from commandlog.integrity.verify import Finding, diff_leaves, Leaf, merge_moves
+from commandlog.integrity.verify import Finding, Leaf, diff_leaves, merge_moves
 from storage.seals import TenantSeal, tenant_reading_session
 
 TABLE = "tenant_command_log"

@@ -28,10 +28,10 @@ below the last run's watermark.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -77,7 +77,7 @@ class Leaf:
     hash: bytes
 
 
-def verify(db: Database, public_key: Ed25519PublicKey, *, tenant: str | None = None,
+def verify(db: Database, public_key: PublicKeys, *, tenant: str | None = None,
            since: datetime | None = None, head: Head | None = None) -> list[Finding]:
     """Every finding, in chain order; an empty list means the sealed log is intact.
 
@@ -109,7 +109,8 @@ def verify(db: Database, public_key: Ed25519PublicKey, *, tenant: str | None = N
 
 
 def _check_tenant_link(seal: SealRow, prev: SealRow | None) -> list[Finding]:
-    """``broken_chain`` when a tenant seal does not follow its tenant's previous one (``tenant_seq``, ``tenant_prev``)."""
+    """``broken_chain`` when a tenant seal does not follow its tenant's previous one (``tenant_seq``,
+    ``tenant_prev``)."""
     seq, digest = (prev.tenant_seq or 0, prev.tenant_hash) if prev else (0, header.ZERO_HASH)
     if seal.tenant_seq == seq + 1 and seal.tenant_prev == digest:
         return []
@@ -159,7 +160,17 @@ def retired(db: Database) -> dict[int, int]:
         return session.retired_runs()
 
 
-def check_seal(seal: SealRow, prev: SealRow | None, public_key: Ed25519PublicKey, *,
+PublicKeys: TypeAlias = Ed25519PublicKey | Sequence[Ed25519PublicKey]
+"""One public key, or several (the keys of every rotation: each seal is checked with the key it names)."""
+
+
+def key_ring(public_key: PublicKeys) -> dict[str, Ed25519PublicKey]:
+    """``{fingerprint: key}`` of ``public_key``."""
+    ring = [public_key] if isinstance(public_key, Ed25519PublicKey) else list(public_key)
+    return {keys.fingerprint(k): k for k in ring}
+
+
+def check_seal(seal: SealRow, prev: SealRow | None, public_key: PublicKeys, *,
                with_keys: bool = True) -> list[Finding]:
     """Chain, key, signature and leaf findings of one seal (``prev``: the seal before it, None for the first;
     ``with_keys=False``: the leaf keys are withheld, as from a tenant session, so only the hashes are checked)."""
@@ -177,14 +188,16 @@ def check_seal(seal: SealRow, prev: SealRow | None, public_key: Ed25519PublicKey
     elif prev is not None and seal.from_tx not in (prev.from_tx, prev.to_tx):
         finding("broken_chain", f"range tx {seal.from_tx}..{seal.to_tx} does not continue tx "
                                 f"{prev.from_tx}..{prev.to_tx}")
-    if seal.key_id != keys.fingerprint(public_key):
-        finding("key_mismatch", f"signed with key {seal.key_id}, not {keys.fingerprint(public_key)}")
+    ring = key_ring(public_key)
+    key = ring.get(seal.key_id)
+    if key is None:
+        finding("key_mismatch", f"signed with key {seal.key_id}, not {' or '.join(sorted(ring)) or 'no key given'}")
     elif header.seal_hash(seal) != seal.seal_hash or not keys.signature_valid(
-            public_key, seal.signature, header.signed_message(seal.seal_hash)):
+            key, seal.signature, header.signed_message(seal.seal_hash)):
         finding("bad_signature", "the seal's fields do not match its signature (edited or forged seal)")
     elif seal.tenant_id is not None and (
             header.tenant_hash(seal) != seal.tenant_hash or not keys.signature_valid(
-                public_key, seal.tenant_signature or b"", header.tenant_signed_message(seal.tenant_hash or b""))):
+                key, seal.tenant_signature or b"", header.tenant_signed_message(seal.tenant_hash or b""))):
         finding("bad_signature", "the seal's tenant header does not match its tenant signature (edited or forged)")
     leaves = merkle.split(seal.leaf_hashes)
     keys_ok = not with_keys or (len(seal.leaf_keys) == seal.row_count and header.keys_digest(
