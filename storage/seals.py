@@ -38,8 +38,8 @@ from psycopg import sql
 
 from storage.errors import StorageError, TenantIsolationError, translated
 from storage.locks import advisory_lock
-from storage.rows import one_row
 from storage.postgres import TENANT_ROLE
+from storage.rows import one_row
 
 _LOCK_KEY = 0x636D6473  # 'cmds': one sealing run at a time across processes
 
