@@ -363,10 +363,56 @@ class SealSession:
                 (seal.partition_name, seal.retired_by_run, seal.table_name, seal.partition_name,
                  list(purgeable))))[0])
 
+    def removals(self, table: str, keys: list[str]) -> dict[str, Removal]:
+        """The ``log_removed`` record of each of ``keys`` (rows of ``table``) that has one (the newest)."""
+        if not keys:
+            return {}
+        with translated():
+            rows = self.conn.execute(
+                "SELECT DISTINCT ON (r.row_key) r.row_key::text, r.tx::text, r.removed_at, r.retention_run, "
+                "r.retention_run IS NOT NULL AND EXISTS (SELECT 1 FROM retention_step s WHERE s.run_id = "
+                "r.retention_run AND s.action = 'delete' AND s.status = 'done' AND s.table_name = r.table_name) "
+                "FROM log_removed r WHERE r.table_name = %s AND r.row_key = ANY(%s::uuid[]) "
+                "ORDER BY r.row_key, r.removed_at DESC", (table, keys)).fetchall()
+        return {r[0]: Removal(tx=int(r[1]), removed_at=r[2], retention_run=r[3], backed=bool(r[4])) for r in rows}
+
+    def tenant_removals(self, table: str, keys: list[str]) -> dict[str, Removal]:
+        """``removals`` as a tenant session may read them: its own tenant's records, the retention mark only."""
+        if not keys:
+            return {}
+        with translated():
+            rows = self.conn.execute(
+                "SELECT row_key::text, max(retention_run) FROM log_removed WHERE table_name = %s "
+                "AND row_key = ANY(%s::uuid[]) GROUP BY 1", (table, keys)).fetchall()
+        return {r[0]: Removal(tx=None, removed_at=None, retention_run=r[1], backed=r[1] is not None) for r in rows}
+
     def partition_exists(self, name: str) -> bool:
         """True when a table named ``name`` exists."""
         with translated():
             return bool(one_row(self.conn.execute("SELECT to_regclass(quote_ident(%s)) IS NOT NULL", (name,)))[0])
+
+
+def mark_retention_deletes(conn: psycopg.Connection, run_id: int) -> int:
+    """Mark the ``log_removed`` records of the rows this transaction deleted as retention run ``run_id``'s (called in
+    the transaction of a retention batch, migration 0017); returns how many."""
+    with translated("cannot record what retention deleted"):
+        return conn.execute("UPDATE log_removed SET retention_run = %s WHERE tx = pg_current_xact_id() "
+                            "AND retention_run IS NULL", (run_id,)).rowcount
+
+
+@dataclass(frozen=True, kw_only=True)
+class Removal:
+    """A ``log_removed`` record: who deleted a log row, when."""
+
+    tx: int | None
+    """The deleting transaction (None in a tenant session: not granted)."""
+    removed_at: datetime | None
+    """When (None in a tenant session)."""
+    retention_run: int | None
+    """The retention run whose batch deleted it (None: not retention)."""
+    backed: bool
+    """True when that run recorded a done ``delete`` step of the row's table (owner sessions only; a tenant session
+    cannot read the retention bookkeeping and takes the mark as it is)."""
 
 
 def retire_partition(conn: psycopg.Connection, *, table: str, partition: str, run_id: int) -> int:

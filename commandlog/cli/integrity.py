@@ -125,18 +125,21 @@ def verify(
     when = parse_when(since, option="--since")
     expected = _expected_head(expect_head) if expect_head is not None else head.read(s)
     with _common.database(s) as db:
-        findings = run_verify(db, key, tenant=tenant, since=when, head=expected)
+        by_retention: list[Finding] = []
+        findings = run_verify(db, key, tenant=tenant, since=when, head=expected, by_retention=by_retention)
         if lake:  # its seal findings are the ones just reported: keep only what it says about lake files
             findings += [f for f in verify_lake(db, key, s.lake, tenant=tenant) if f.key is not None]
         by_run = retired(db)
     if fmt is VerifyFormat.json:
         sys.stdout.write(json.dumps({"ok": not findings, "findings": [dataclasses.asdict(f) for f in findings],
-                                     "retired": {str(run): n for run, n in by_run.items()}}) + "\n")
+                                     "retired": {str(run): n for run, n in by_run.items()},
+                                     "removed_by_retention": _by_run(by_retention)}) + "\n")
     else:
         _print_findings(findings)
         for run, n in by_run.items():
             _common.console.print(f"note: {n} sealed partition{'s' if n != 1 else ''} removed by retention run {run} "
                                   "(retired, not tampering)")
+        _print_by_retention(by_retention)
     if findings:
         raise typer.Exit(1)
 
@@ -160,16 +163,34 @@ def _verify_tenant(s: Settings, login_url: str | None, tenant: str | None, publi
     if fmt is VerifyFormat.json:
         sys.stdout.write(json.dumps({"ok": not report.findings, "tenant": report.tenant, "seals": report.seals,
                                      "rows": report.rows, "retired": report.retired,
+                                     "removed_by_retention": _by_run(report.by_retention),
                                      "findings": [dataclasses.asdict(f) for f in report.findings]}) + "\n")
     elif not report.findings:
         _common.console.print(f"[green]verified:[/] tenant {escape(report.tenant)}: {report.rows} sealed rows in "
                               f"{report.seals} tenant seals, every signature and the tenant's chain intact")
     else:
         _print_findings(report.findings)
-    if report.retired and fmt is not VerifyFormat.json:
-        _common.console.print(f"note: {report.retired} tenant seal(s) retired by retention (partition dropped)")
+    if fmt is not VerifyFormat.json:
+        if report.retired:
+            _common.console.print(f"note: {report.retired} tenant seal(s) retired by retention (partition dropped)")
+        _print_by_retention(report.by_retention)
     if report.findings:
         raise typer.Exit(1)
+
+
+def _by_run(by_retention: list[Finding]) -> dict[str, int]:
+    """``{retention run: sealed rows its batches deleted}``, from the detail ``verify`` wrote."""
+    out: dict[str, int] = {}
+    for f in by_retention:
+        run = f.detail.rsplit(" ", 1)[-1]
+        out[run] = out.get(run, 0) + 1
+    return out
+
+
+def _print_by_retention(by_retention: list[Finding]) -> None:
+    for run, n in _by_run(by_retention).items():
+        _common.console.print(f"note: {n} sealed row{'s' if n != 1 else ''} removed by retention run {run} (row "
+                              "deletes recorded by the run, not tampering)")
 
 
 def _expected_head(text: str) -> head.Head:

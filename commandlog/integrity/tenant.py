@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from commandlog.integrity import header, keys, merkle
 from commandlog.integrity.errors import SealError
-from commandlog.integrity.verify import Finding, Leaf, diff_leaves, merge_moves
+from commandlog.integrity.verify import Finding, Leaf, diff_leaves, explain_removals, merge_moves
 from storage.seals import TenantSeal, tenant_reading_session
 
 TABLE = "tenant_command_log"
@@ -57,6 +57,8 @@ class TenantReport:
     """Rows of the tenant in the ranges sealed per tenant."""
     retired: int = 0
     """Seals retired by retention whose partition is gone."""
+    by_retention: list[Finding] = field(default_factory=list)
+    """Sealed rows a retention batch deleted (``log_removed`` marked with its run): not findings."""
     findings: list[Finding] = field(default_factory=list)
     """Every finding; empty: the tenant's sealed rows are intact."""
 
@@ -85,34 +87,34 @@ def verify_tenant(url: str, public_keys: list[Ed25519PublicKey], *, tenant: str 
         report.rows = len(rows)
         gone = {s.partition_name for s in trusted if s.retired_at is not None
                 and not session.partition_exists(s.partition_name)}
-    ranges = sorted({(s.from_tx, s.to_tx) for s in seals})
-    starts = [r[0] for r in ranges]
-    current: dict[tuple[int, int] | None, dict[str, list[Leaf]]] = defaultdict(lambda: defaultdict(list))
-    for row, tx in rows:
-        i = bisect.bisect_right(starts, tx) - 1
-        rng = ranges[i] if i >= 0 and ranges[i][0] <= tx < ranges[i][1] else None
-        current[rng][row.partition].append(Leaf(row.key, row.tenant_id, merkle.leaf_hash(row.data)))
-    diffs: list[Finding] = []
-    for s in trusted:
-        now = current.get((s.from_tx, s.to_tx), {}).pop(s.partition_name, [])
-        if s.retired_at is not None and s.partition_name in gone:
-            report.retired += 1
-            continue
-        if s.retired_at is not None and now:
-            diffs.append(Finding(kind="retired_but_present", seal_id=None, table=TABLE, partition=s.partition_name,
-                                 tenant_id=me, tenant_seq=s.tenant_seq,
-                                 detail=f"tenant seal {s.tenant_seq} was retired by retention, but its partition "
-                                        f"still holds {len(now)} of its rows"))
-        stored = [Leaf(k, me, h) for k, h in zip(s.leaf_keys, merkle.split(s.leaf_hashes), strict=True)]
-        diffs += diff_leaves(TABLE, s.partition_name, None, s.merkle_root, stored, now, tenant_seq=s.tenant_seq)
-    trusted_seqs = {s.tenant_seq for s in trusted}
-    untrusted = {(s.from_tx, s.to_tx, s.partition_name) for s in seals if s.tenant_seq not in trusted_seqs}
-    for rng, parts in current.items():  # rows no trusted seal of the tenant holds
-        for partition, now in parts.items():
-            if rng is not None and (*rng, partition) in untrusted:
-                continue  # already reported: that seal cannot be relied on
-            diffs += diff_leaves(TABLE, partition, None, None, [], now)
-    report.findings += merge_moves(diffs)
+        ranges = sorted({(s.from_tx, s.to_tx) for s in seals})
+        starts = [r[0] for r in ranges]
+        current: dict[tuple[int, int] | None, dict[str, list[Leaf]]] = defaultdict(lambda: defaultdict(list))
+        for row, tx in rows:
+            i = bisect.bisect_right(starts, tx) - 1
+            rng = ranges[i] if i >= 0 and ranges[i][0] <= tx < ranges[i][1] else None
+            current[rng][row.partition].append(Leaf(row.key, row.tenant_id, merkle.leaf_hash(row.data)))
+        diffs: list[Finding] = []
+        for s in trusted:
+            now = current.get((s.from_tx, s.to_tx), {}).pop(s.partition_name, [])
+            if s.retired_at is not None and s.partition_name in gone:
+                report.retired += 1
+                continue
+            if s.retired_at is not None and now:
+                diffs.append(Finding(kind="retired_but_present", seal_id=None, table=TABLE, partition=s.partition_name,
+                                     tenant_id=me, tenant_seq=s.tenant_seq,
+                                     detail=f"tenant seal {s.tenant_seq} was retired by retention, but its partition "
+                                            f"still holds {len(now)} of its rows"))
+            stored = [Leaf(k, me, h) for k, h in zip(s.leaf_keys, merkle.split(s.leaf_hashes), strict=True)]
+            diffs += diff_leaves(TABLE, s.partition_name, None, s.merkle_root, stored, now, tenant_seq=s.tenant_seq)
+        trusted_seqs = {s.tenant_seq for s in trusted}
+        untrusted = {(s.from_tx, s.to_tx, s.partition_name) for s in seals if s.tenant_seq not in trusted_seqs}
+        for rng, parts in current.items():  # rows no trusted seal of the tenant holds
+            for partition, now in parts.items():
+                if rng is not None and (*rng, partition) in untrusted:
+                    continue  # already reported: that seal cannot be relied on
+                diffs += diff_leaves(TABLE, partition, None, None, [], now)
+        report.findings += explain_removals(merge_moves(diffs), session.tenant_removals, report.by_retention)
     return report
 
 

@@ -28,9 +28,9 @@ below the last run's watermark.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Literal, TypeAlias
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -39,7 +39,7 @@ from commandlog.integrity import header, keys, merkle
 from commandlog.integrity.head import Head
 from storage.partitions import PURGEABLE_CLASSES
 from storage.postgres import Database
-from storage.seals import LOG_TABLES, PER_TENANT, SealRow, SealSession, reading_session
+from storage.seals import LOG_TABLES, PER_TENANT, Removal, SealRow, SealSession, reading_session
 
 Kind = Literal["changed", "inserted", "removed", "broken_chain", "bad_signature", "key_mismatch", "bad_leaves",
                "truncated", "unsealed", "retired_but_present"]
@@ -78,13 +78,17 @@ class Leaf:
 
 
 def verify(db: Database, public_key: PublicKeys, *, tenant: str | None = None,
-           since: datetime | None = None, head: Head | None = None) -> list[Finding]:
+           since: datetime | None = None, head: Head | None = None,
+           by_retention: list[Finding] | None = None) -> list[Finding]:
     """Every finding, in chain order; an empty list means the sealed log is intact.
 
     ``tenant``: row findings about that tenant's rows only (chain, signature and key findings are always reported).
     ``since``: re-read only the rows of runs sealed from then on (every seal's chain link, header and signature is
     checked all the same, from seal 1 on: ``since`` never selects which seals are trusted).
     ``head``: the newest seal (and watermark) recorded outside the database: ``truncated``/``unsealed`` findings.
+    ``by_retention``: receives the sealed rows a retention batch deleted (``log_removed`` marked with a run that
+    recorded a done delete step of their table): not findings. Other recorded deletes stay ``removed`` and name
+    their transaction and time.
     """
     found: list[Finding] = []
     with reading_session(db.url) as session:
@@ -105,7 +109,34 @@ def verify(db: Database, public_key: PublicKeys, *, tenant: str | None = None,
             found += _check_run_rows(session, run, found, since)
         if head is not None:
             found += _check_head(session, head)
+        found = explain_removals(found, session.removals, by_retention)
     return [f for f in found if tenant is None or f.tenant_id in (None, tenant)]
+
+
+def explain_removals(found: list[Finding], removals: Callable[[str, list[str]], dict[str, Removal]],
+                     by_retention: list[Finding] | None) -> list[Finding]:
+    """``found`` without the ``removed`` rows a retention batch deleted (appended to ``by_retention``, with a
+    detail naming the run); the other ``removed`` rows with a record name the deleting transaction."""
+    keys: dict[str, list[str]] = defaultdict(list)
+    for f in found:
+        if f.kind == "removed" and f.table and f.key:
+            keys[f.table].append(f.key)
+    records = {table: removals(table, ks) for table, ks in keys.items()}
+    out: list[Finding] = []
+    for f in found:
+        r = records.get(f.table or "", {}).get(f.key or "") if f.kind == "removed" else None
+        if r is not None and r.retention_run is not None and r.backed:
+            if by_retention is not None:
+                by_retention.append(replace(f, detail=f"sealed row {f.key} removed by retention run "
+                                                      f"{r.retention_run}"))
+            continue
+        if r is not None and r.tx is not None:
+            at = r.removed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if r.removed_at else "?"
+            out.append(replace(f, detail=f"sealed row {f.key} is gone: deleted by transaction {r.tx} at {at}Z, not "
+                                         "by retention"))
+        else:
+            out.append(f)
+    return out
 
 
 def _check_tenant_link(seal: SealRow, prev: SealRow | None) -> list[Finding]:

@@ -534,3 +534,35 @@ def test_a_second_sealing_run_at_the_same_time_is_refused_and_nothing_is_sealed_
     [(sealed, distinct)] = _sql(bus.db, "SELECT count(k), count(DISTINCT k) FROM log_seal, unnest(leaf_keys) k "
                                         "WHERE table_name = 'command_log'")
     assert sealed == distinct == 120
+
+
+def test_rows_retention_deletes_one_by_one_are_removed_by_its_run_and_other_deletes_name_their_transaction(fresh):
+    """A legal hold keeps the held tenant's rows, so retention sweeps the others' expired rows out of those leaves
+    row by row (no drop, no retirement): verify says which run removed them, for the operator and the tenant."""
+    from commandlog.integrity.tenant import verify_tenant  # noqa: PLC0415
+    from commandlog.retention.policy import add_hold  # noqa: PLC0415
+
+    bus, settings = fresh
+    [held, swept] = [r[0] for r in _sql(bus.db, "SELECT DISTINCT tenant_id FROM command_log ORDER BY 1")]
+    add_hold(bus, tenant=held, reason="litigation")
+    seal(bus.db, settings)
+    report = run_purge(bus.db, bus, RetentionPolicy(short_lived_days=10, long_lived_days=60),
+                       as_of=NOW + dt.timedelta(days=100), dry_run=False)
+    [(deleted,)] = _sql(bus.db, "SELECT count(*) FROM log_removed WHERE retention_run = %s", (report.run_id,))
+    assert deleted > 0 and _sql(bus.db, "SELECT count(*) FROM log_removed WHERE retention_run IS NULL") == [(0,)]
+    by_retention: list = []
+    assert verify(bus.db, _public(settings), by_retention=by_retention) == []
+    assert len(by_retention) == deleted
+    assert {f.detail.rsplit(" ", 1)[-1] for f in by_retention} == {str(report.run_id)}
+    assert {f.tenant_id for f in by_retention} == {swept}
+    tenant_view = verify_tenant(bus.db.url, [_public(settings)], tenant=swept)
+    assert tenant_view.findings == [] and tenant_view.by_retention
+    # a delete that is not retention's: still removed (tampering), and named by its transaction
+    [(victim,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM command_log WHERE tenant_id = %s LIMIT 1", (held,))
+    _sql(bus.db, "DELETE FROM command_log WHERE cmd_uuid = %s", (victim,))
+    [f] = verify(bus.db, _public(settings))
+    assert (f.kind, f.key) == ("removed", victim) and "deleted by transaction" in f.detail
+    assert "not by retention" in f.detail
+    # a forged mark naming a run that recorded no delete step of that table is not honoured
+    _sql(bus.db, "UPDATE log_removed SET retention_run = 999999 WHERE row_key = %s", (victim,))
+    assert [(x.kind, x.key) for x in verify(bus.db, _public(settings))] == [("removed", victim)]

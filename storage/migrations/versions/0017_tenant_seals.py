@@ -28,6 +28,16 @@ ids, the same for every caller; any role can already read the server's transacti
 
 A second insert trigger keeps each tenant's chain append-only like the global one: a tenant seal must be
 ``tenant_seq`` = the tenant's max + 1 naming its newest tenant seal's ``tenant_hash``.
+
+**Rows deleted one by one** (issue [integrity], point 2: retention sweeping a leaf it cannot drop whole — held
+tenants, overrides, unexported rows). ``log_removed`` records every row deleted from a log table (an ``AFTER DELETE``
+row trigger on the four parents, cloned to every partition): the table, the leaf, the row's uuid and tenant, the
+deleting transaction and time. A retention batch marks the rows its own transaction deleted with its run
+(``retention_run``, set in the transaction that records the batch's step), so ``verify`` says "removed by retention
+run R" for those, and names the transaction and time of any other delete (a superuser's, say; one who disables the
+trigger leaves no record, and the row is simply ``removed``). Row deletes happen only in retention sweeps (and
+tampering): partition drops fire no trigger, writers only insert. Owner-only, except that a tenant reads its own
+tenant's records (same policy and a column grant), so its own verification can tell retention's deletes too.
 """
 
 from alembic import op
@@ -84,6 +94,50 @@ def upgrade() -> None:
         WITH CHECK (tenant_id = (SELECT cmdlog_current_tenant()));
     GRANT SELECT ({TENANT_COLUMNS}) ON log_seal TO cmdlog_tenant, cmdlog_sql_login;
 
+    CREATE TABLE log_removed (
+        table_name      text        NOT NULL,
+        partition_name  text        NOT NULL,
+        row_key         uuid        NOT NULL,
+        tenant_id       text        NOT NULL,
+        tx              xid8        NOT NULL DEFAULT pg_current_xact_id(),
+        removed_at      timestamptz NOT NULL DEFAULT now(),
+        retention_run   bigint
+    );
+    CREATE INDEX log_removed_key ON log_removed (table_name, row_key);
+    CREATE INDEX log_removed_unmarked ON log_removed (tx) WHERE retention_run IS NULL;
+    REVOKE ALL ON log_removed FROM PUBLIC;
+    ALTER TABLE log_removed ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY tenant_isolation ON log_removed USING (tenant_id = (SELECT cmdlog_current_tenant()))
+        WITH CHECK (tenant_id = (SELECT cmdlog_current_tenant()));
+    GRANT SELECT (tenant_id, table_name, partition_name, row_key, retention_run) ON log_removed
+        TO cmdlog_tenant, cmdlog_sql_login;
+
+    CREATE FUNCTION cmdlog_log_removed() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    DECLARE
+        k uuid;
+    BEGIN
+        IF TG_ARGV[0] = 'domain_event' THEN
+            k := OLD.event_uuid;
+        ELSIF TG_ARGV[0] = 'frontend_action' THEN
+            k := OLD.action_uuid;
+        ELSE
+            k := OLD.cmd_uuid;
+        END IF;
+        INSERT INTO public.log_removed (table_name, partition_name, row_key, tenant_id)
+            VALUES (TG_ARGV[0], TG_TABLE_NAME, k, OLD.tenant_id);
+        RETURN NULL;
+    END
+    $fn$;
+    REVOKE ALL ON FUNCTION cmdlog_log_removed() FROM PUBLIC;
+    CREATE TRIGGER log_removed AFTER DELETE ON command_log
+        FOR EACH ROW EXECUTE FUNCTION cmdlog_log_removed('command_log');
+    CREATE TRIGGER log_removed AFTER DELETE ON tenant_command_log
+        FOR EACH ROW EXECUTE FUNCTION cmdlog_log_removed('tenant_command_log');
+    CREATE TRIGGER log_removed AFTER DELETE ON domain_event
+        FOR EACH ROW EXECUTE FUNCTION cmdlog_log_removed('domain_event');
+    CREATE TRIGGER log_removed AFTER DELETE ON frontend_action
+        FOR EACH ROW EXECUTE FUNCTION cmdlog_log_removed('frontend_action');
+
     CREATE FUNCTION cmdlog_seal_watermark() RETURNS TABLE (shared_to xid8, sealed_to xid8)
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
         SELECT coalesce(max(s.to_tx) FILTER (WHERE s.table_name = 'tenant_command_log' AND s.tenant_id IS NULL),
@@ -98,6 +152,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute(f"""
+    DROP TRIGGER IF EXISTS log_removed ON command_log;
+    DROP TRIGGER IF EXISTS log_removed ON tenant_command_log;
+    DROP TRIGGER IF EXISTS log_removed ON domain_event;
+    DROP TRIGGER IF EXISTS log_removed ON frontend_action;
+    DROP FUNCTION IF EXISTS cmdlog_log_removed();
+    DROP TABLE IF EXISTS log_removed;
     DROP FUNCTION IF EXISTS cmdlog_seal_watermark();
     REVOKE SELECT ({TENANT_COLUMNS}) ON log_seal FROM cmdlog_tenant, cmdlog_sql_login;
     DROP POLICY IF EXISTS tenant_isolation ON log_seal;
