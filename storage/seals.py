@@ -316,11 +316,11 @@ class SealSession:
             row = one_row(self.conn.execute("SELECT shared_to::text, sealed_to::text FROM cmdlog_seal_watermark()"))
         return int(row[0]), int(row[1])
 
-    def seals(self) -> Iterator[SealRow]:
-        """Every seal in chain order (``seal_id``)."""
+    def seals(self, *, after: int = 0) -> Iterator[SealRow]:
+        """Every seal (with ``seal_id > after``) in chain order (``seal_id``)."""
         with translated("cannot read the seals"), self.conn.cursor(name="cmdlog_seals") as cur:
             cur.itersize = 50
-            cur.execute(f"SELECT {_SEAL_COLS} FROM log_seal ORDER BY seal_id")
+            cur.execute(f"SELECT {_SEAL_COLS} FROM log_seal WHERE seal_id > %s ORDER BY seal_id", (after,))
             for row in cur:
                 yield _seal(row)
 

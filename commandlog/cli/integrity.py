@@ -4,6 +4,7 @@
     cmdlog seal --public-key > seal.pub.pem  # the public key an auditor verifies with
     cmdlog seal --rotate-key                 # a new signing key; older seals still verify with the kept public key
     cmdlog verify [--tenant T] [--since 7d] [--lake] [--format json]   # exit status 1 when anything is found
+    cmdlog verify --lake-copy /copy/of/lake --public-key seal.pub.pem   # a lake copy, offline (no database)
     cmdlog verify --expect-head 42:3fa1…     # the newest seal must be seal 42 with that hash (default: the head file)
     cmdlog verify --cmd 0192f0c4-…           # the inclusion proof of one command, as JSON (docs/integrity.md)
     CMDLOG_SQL_LOGIN_URL=postgresql://… cmdlog verify --public-key seal.pub.pem   # a tenant verifies its own rows
@@ -28,7 +29,7 @@ from rich.table import Table
 from commandlog.cli import _common
 from commandlog.cli.replay import parse_when
 from commandlog.integrity import head, keys
-from commandlog.integrity.lake import verify_lake
+from commandlog.integrity.lake import verify_lake, verify_lake_copy
 from commandlog.integrity.proof import inclusion_proof
 from commandlog.integrity.sealing import seal as run_seal
 from commandlog.integrity.sealing import summary_line
@@ -91,6 +92,9 @@ def verify(
     fmt: VerifyFormat = typer.Option(VerifyFormat.table, "--format", help="table or json."),
     lake: bool = typer.Option(False, "--lake", help="Also check every file of the lake (CMDLOG_LAKE_URI or "
                                                     "$CMDLOG_HOME/lake) against the seals."),
+    lake_copy: str | None = typer.Option(None, "--lake-copy", help="Check a lake copy (folder or URI) offline "
+                                                                   "against the seals it holds (_seals/), with "
+                                                                   "--public-key: no database."),
     cmd: str | None = typer.Option(None, "--cmd", help="Print the inclusion proof of this command (JSON)."),
     table_name: str = typer.Option("command_log", "--table", help="With --cmd: the log table the row is in."),
     public_key: list[str] = typer.Option([], "--public-key", help="PEM public key to verify with; repeat it for "
@@ -109,6 +113,9 @@ def verify(
 ) -> None:
     """Recompute every sealed interval, check the chain and the signatures; exit status 1 on any finding."""
     s = _common.settings()
+    if lake_copy is not None:
+        _verify_lake_copy(lake_copy, public_key, tenant, expect_head, fmt)
+        return
     if login_url is not None or as_tenant:
         _verify_tenant(s, login_url, tenant, public_key, fmt)
         return
@@ -140,6 +147,26 @@ def verify(
             _common.console.print(f"note: {n} sealed partition{'s' if n != 1 else ''} removed by retention run {run} "
                                   "(retired, not tampering)")
         _print_by_retention(by_retention)
+    if findings:
+        raise typer.Exit(1)
+
+
+def _verify_lake_copy(path: str, public_key: list[str], tenant: str | None, expect_head: str | None,
+                      fmt: VerifyFormat) -> None:
+    """A lake copy, offline: its seal files and its Parquet files, with the public keys an auditor was given."""
+    if not public_key:
+        raise typer.BadParameter("offline, verify with the published public key(s): give --public-key",
+                                 param_hint="--public-key")
+    expected = _expected_head(expect_head) if expect_head is not None else None
+    findings = verify_lake_copy(path, [keys.load_public_key(p) for p in public_key], tenant=tenant, head=expected)
+    if fmt is VerifyFormat.json:
+        sys.stdout.write(json.dumps({"ok": not findings, "lake": path,
+                                     "findings": [dataclasses.asdict(f) for f in findings]}) + "\n")
+    elif not findings:
+        _common.console.print(f"[green]verified:[/] the lake at {escape(path)}: its seals' chain and signatures, and "
+                              "every sealed row of its files, are intact")
+    else:
+        _print_findings(findings)
     if findings:
         raise typer.Exit(1)
 

@@ -21,8 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from commandlog.integrity import head, header, keys, merkle
 from commandlog.settings import Settings
+from storage.lake.datasets import LakeError
+from storage.lake.sealed_rows import exported_through, write_seals
 from storage.postgres import Database
-from storage.seals import LOG_TABLES, PER_TENANT, LeafRow, SealRow, SealSession, sealing_session
+from storage.seals import LOG_TABLES, PER_TENANT, LeafRow, SealRow, SealSession, reading_session, sealing_session
 
 
 @dataclass(kw_only=True)
@@ -39,6 +41,11 @@ class SealReport:
     """Rows sealed per log table."""
     seals: list[dict] = field(default_factory=list)
     """``{seal_id, table, partition, rows}`` per seal appended, in chain order."""
+    lake_file: str | None = None
+    """The file of the lake's seal folder this run wrote (the seals the lake did not hold yet), for offline
+    verification of a lake copy (``commandlog.integrity.lake``); None when the lake was never exported to."""
+    lake_error: str | None = None
+    """Why the seals could not be written to the lake (the next run writes them)."""
     head: dict | None = None
     """The newest seal after the run: ``{seal_id, seal_hash (hex), to_tx}`` (None while there is no seal); also
     appended to the head file outside the database (``commandlog.integrity.head``)."""
@@ -74,11 +81,26 @@ def seal(db: Database, settings: Settings) -> SealReport:
                    if newest else None)
     head.record(settings, head.Head(seal_id=newest.seal_id if newest else None,
                                     seal_hash=newest.seal_hash if newest else None, to_tx=to_tx))
+    try:
+        report.lake_file = export_seals(db, settings.lake)
+    except (LakeError, OSError) as e:  # the seals are committed; the next run writes what the lake lacks
+        report.lake_error = str(e)
     for s in made:
         report.rows[s.table_name] += s.row_count
         report.seals.append({"seal_id": s.seal_id, "table": s.table_name, "partition": s.partition_name,
                              "rows": s.row_count})
     return report
+
+
+def export_seals(db: Database, lake_uri: str) -> str | None:
+    """Write the seals the lake's seal folder does not hold yet (``storage.lake.sealed_rows.SEALS_DIR``); the
+    file written, None when there was none to write or the lake was never exported to."""
+    done = exported_through(lake_uri)
+    if done is None:
+        return None
+    with reading_session(db.url) as session:
+        new = list(session.seals(after=done))
+    return write_seals(lake_uri, new)
 
 
 def _group(table: str, row: LeafRow) -> tuple[str, str | None]:

@@ -98,7 +98,7 @@ def verify(db: Database, public_key: PublicKeys, *, tenant: str | None = None,
         for seal in session.seals():  # every seal's chain link, header and signature: cheap, never skipped
             found += check_seal(seal, prev, public_key)
             if seal.tenant_id is not None:
-                found += _check_tenant_link(seal, tenant_heads.get(seal.tenant_id))
+                found += check_tenant_link(seal, tenant_heads.get(seal.tenant_id))
                 tenant_heads[seal.tenant_id] = seal
             if run and (run[0].from_tx, run[0].to_tx) != (seal.from_tx, seal.to_tx):
                 found += _check_run_rows(session, run, found, since)
@@ -139,7 +139,7 @@ def explain_removals(found: list[Finding], removals: Callable[[str, list[str]], 
     return out
 
 
-def _check_tenant_link(seal: SealRow, prev: SealRow | None) -> list[Finding]:
+def check_tenant_link(seal: SealRow, prev: SealRow | None) -> list[Finding]:
     """``broken_chain`` when a tenant seal does not follow its tenant's previous one (``tenant_seq``,
     ``tenant_prev``)."""
     seq, digest = (prev.tenant_seq or 0, prev.tenant_hash) if prev else (0, header.ZERO_HASH)

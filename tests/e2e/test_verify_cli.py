@@ -214,7 +214,52 @@ def test_a_rotated_key_signs_new_seals_and_old_seals_verify_with_the_kept_public
     assert cmdlog(env, "verify").returncode == 0  # the signing key and the kept public key beside it
     both = cmdlog(env, "verify", "--public-key", str(old_pub), "--public-key", str(new_pub))
     assert both.returncode == 0, both.stdout
-    for only, other in ((old_pub, new_pub), (new_pub, old_pub)):
+    for only in (old_pub, new_pub):
         one = cmdlog(env, "verify", "--public-key", str(only), "--format", "json")
         kinds = {f["kind"] for f in json.loads(one.stdout)["findings"]}
         assert one.returncode == 1 and kinds == {"key_mismatch"}, (only, kinds)
+
+
+def test_a_lake_copy_verifies_offline_with_the_public_key_alone(env, tmp_path):
+    """The seals travel with the lake (_seals/); an auditor's copy checks with no database (an unreachable URL) and
+    no key file — and an edited Parquet file, a forged seal line or dropped newest seals are named."""
+    import shutil  # noqa: PLC0415
+
+    env = dict(env, CMDLOG_LAKE_URI=str(tmp_path / "lake"))
+    assert cmdlog(env, "export", "--json").returncode == 0
+    sealed = json.loads(cmdlog(env, "seal", "--json").stdout)
+    assert sealed["lake_file"] and sealed["lake_file"].startswith("_seals/")
+    pub = tmp_path / "seal.pub.pem"
+    pub.write_text(cmdlog(env, "seal", "--public-key").stdout)
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "lake", copy)
+    auditor = {k: v for k, v in env.items() if not k.startswith("CMDLOG_")}
+    auditor.update(CMDLOG_HOME=str(tmp_path / "auditor"), CMDLOG_DATABASE_URL="postgresql://nobody@127.0.0.1:1/x")
+    head = f"{sealed['head']['seal_id']}:{sealed['head']['seal_hash']}"
+    clean = cmdlog(auditor, "verify", "--lake-copy", str(copy), "--public-key", str(pub), "--expect-head", head)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "intact" in clean.stdout
+    assert cmdlog(auditor, "verify", "--lake-copy", str(copy)).returncode == 2  # no public key: refused, not trusted
+    # an edited Parquet file
+    [path] = sorted((copy / "events").rglob("*.parquet"))[:1]
+    table = pq.read_table(path)
+    victim = str(table.column("event_uuid")[0].as_py())
+    types = table.column("event_type").to_pylist()
+    types[0] = "Forged"
+    pq.write_table(table.set_column(table.schema.get_field_index("event_type"), "event_type", pa.array(types)), path)
+    out = cmdlog(auditor, "verify", "--lake-copy", str(copy), "--public-key", str(pub), "--format", "json")
+    assert out.returncode == 1
+    assert [(f["kind"], f["key"]) for f in json.loads(out.stdout)["findings"]] == [("changed", victim)]
+    # a forged seal line, then the newest seals cut off
+    [seals_file] = list((copy / "_seals").glob("seals-*.jsonl"))
+    lines = seals_file.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["row_count"] += 1
+    seals_file.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    out = cmdlog(auditor, "verify", "--lake-copy", str(copy), "--public-key", str(pub), "--format", "json")
+    assert ("bad_signature", first["seal_id"]) in {(f["kind"], f["seal_id"]) for f in json.loads(out.stdout)[
+        "findings"]}
+    seals_file.write_text("\n".join(lines[:-1]) + "\n")
+    out = cmdlog(auditor, "verify", "--lake-copy", str(copy), "--public-key", str(pub), "--expect-head", head,
+                 "--format", "json")
+    assert {f["kind"] for f in json.loads(out.stdout)["findings"]} >= {"truncated"}
