@@ -135,6 +135,8 @@ class SealRow:
     """The tenant whose rows alone the seal covers (``tenant_command_log`` seals since 0017; None otherwise)."""
     tenant_seq: int | None = None
     """Its position in its tenant's chain (1, 2, …, no gaps)."""
+    tenant_since: int | None = None
+    """Where per-tenant sealing of the table began (the end of the ranges sealed per partition before 0017)."""
     tenant_prev: bytes | None = None
     """``tenant_hash`` of the tenant's previous seal (32 zero bytes for its first)."""
     tenant_hash: bytes | None = None
@@ -149,9 +151,9 @@ class TenantSeal:
 
     tenant_id: str
     tenant_seq: int
+    tenant_since: int
     table_name: str
     partition_name: str
-    from_tx: int
     to_tx: int
     row_count: int
     merkle_root: bytes
@@ -169,9 +171,9 @@ class TenantSeal:
 _SEAL_COLS = ("seal_id, table_name, partition_name, from_tx::text AS from_tx, to_tx::text AS to_tx, row_count, "
               "merkle_root, leaf_hashes, leaf_keys::text[] AS leaf_keys, leaf_tenants, keys_digest, prev_hash, "
               "seal_hash, signature, key_id, created_at, retired_by_run, retired_at, tenant_id, tenant_seq, "
-              "tenant_prev, tenant_hash, tenant_signature")
+              "tenant_since::text AS tenant_since, tenant_prev, tenant_hash, tenant_signature")
 _SEAL_NAMES = tuple(c.strip().split(" AS ")[-1] for c in _SEAL_COLS.split(","))
-_TENANT_SEAL_COLS = ("tenant_id, tenant_seq, table_name, partition_name, from_tx::text AS from_tx, "
+_TENANT_SEAL_COLS = ("tenant_id, tenant_seq, tenant_since::text AS tenant_since, table_name, partition_name, "
                      "to_tx::text AS to_tx, row_count, merkle_root, leaf_hashes, leaf_keys::text[] AS leaf_keys, "
                      "keys_digest, tenant_prev, tenant_hash, tenant_signature, key_id, created_at, retired_at")
 """Only columns migration 0017 grants to tenant sessions (naming any other is refused)."""
@@ -275,12 +277,13 @@ class SealSession:
             cur.executemany(
                 "INSERT INTO log_seal (seal_id, table_name, partition_name, from_tx, to_tx, row_count, merkle_root, "
                 "leaf_hashes, leaf_keys, leaf_tenants, keys_digest, prev_hash, seal_hash, signature, key_id, "
-                "created_at, tenant_id, tenant_seq, tenant_prev, tenant_hash, tenant_signature) "
+                "created_at, tenant_id, tenant_seq, tenant_since, tenant_prev, tenant_hash, tenant_signature) "
                 "VALUES (%s, %s, %s, %s::text::xid8, %s::text::xid8, %s, %s, %s, %s::uuid[], %s, %s, %s, "
-                "%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "%s, %s, %s, %s, %s, %s, %s::text::xid8, %s, %s, %s)",
                 [(s.seal_id, s.table_name, s.partition_name, str(s.from_tx), str(s.to_tx), s.row_count,
                   s.merkle_root, s.leaf_hashes, list(s.leaf_keys), list(s.leaf_tenants), s.keys_digest, s.prev_hash,
-                  s.seal_hash, s.signature, s.key_id, s.created_at, s.tenant_id, s.tenant_seq, s.tenant_prev,
+                  s.seal_hash, s.signature, s.key_id, s.created_at, s.tenant_id, s.tenant_seq,
+                  str(s.tenant_since) if s.tenant_since is not None else None, s.tenant_prev,
                   s.tenant_hash, s.tenant_signature) for s in seals])
 
     def tenant_heads(self) -> dict[str, tuple[int, bytes]]:
@@ -303,18 +306,19 @@ class SealSession:
                         "ORDER BY tenant_id, tenant_seq")
             for row in cur:
                 d = dict(zip(_TENANT_SEAL_NAMES, row, strict=True))
-                d["from_tx"], d["to_tx"], d["leaf_keys"] = int(d["from_tx"]), int(d["to_tx"]), tuple(d["leaf_keys"])
+                d["tenant_since"], d["to_tx"] = int(d["tenant_since"]), int(d["to_tx"])
+                d["leaf_keys"] = tuple(d["leaf_keys"])
                 for k in ("merkle_root", "leaf_hashes", "keys_digest", "tenant_prev", "tenant_hash",
                           "tenant_signature"):
                     d[k] = bytes(d[k])
                 yield TenantSeal(**d)
 
-    def watermark(self) -> tuple[int, int]:
-        """``(shared_to, sealed_to)`` of ``cmdlog_seal_watermark()`` (migration 0017): rows of transactions below
-        ``sealed_to`` went through a sealing run; ``tenant_command_log`` was sealed per tenant from ``shared_to``."""
+    def shared_to(self, table: str) -> int:
+        """The end of the ranges in which ``table`` was sealed per partition, not per tenant (before 0017; 0)."""
         with translated():
-            row = one_row(self.conn.execute("SELECT shared_to::text, sealed_to::text FROM cmdlog_seal_watermark()"))
-        return int(row[0]), int(row[1])
+            return int(one_row(self.conn.execute(
+                "SELECT coalesce(max(to_tx), '0'::xid8)::text FROM log_seal WHERE table_name = %s "
+                "AND tenant_id IS NULL", (table,)))[0])
 
     def seals(self, *, after: int = 0) -> Iterator[SealRow]:
         """Every seal (with ``seal_id > after``) in chain order (``seal_id``)."""
@@ -433,6 +437,7 @@ def _seal(row: tuple[Any, ...]) -> SealRow:
         d[k] = bytes(d[k])
     for k in ("tenant_prev", "tenant_hash", "tenant_signature"):
         d[k] = bytes(d[k]) if d[k] is not None else None
+    d["tenant_since"] = int(d["tenant_since"]) if d["tenant_since"] is not None else None
     return SealRow(**d)
 
 

@@ -9,12 +9,12 @@ seal's hash, so the signatures chain the seals: editing, removing or reordering 
 
 **Tenant seals** (``tenant_command_log``, sealed per partition and tenant since migration 0017) also carry a *tenant
 header*, the one their tenant reads and checks: ``v`` (1), ``kind`` (``"tenant"``), ``tenant``, ``tenant_seq``,
-``table``, ``partition``, ``from_tx``, ``to_tx``, ``row_count``, ``merkle_root``, ``keys_digest``, ``tenant_prev``
-(the tenant's previous tenant header hash, zeros for its first), ``key_id``, ``created_at``; ``tenant_hash`` is its
-SHA-256, signed as ``b"cmdlog-tenant-seal-v1\0" + tenant_hash``. It names no global ``seal_id`` or ``prev_hash``
-(those would count the other tenants' seals). The global header of a tenant seal adds ``tenant`` and
-``tenant_hash``, so the global chain binds the tenant header as well; seals without a tenant keep exactly the
-fields above.
+``tenant_since``, ``table``, ``partition``, ``to_tx`` (no ``from_tx``: see migration 0017), ``row_count``,
+``merkle_root``, ``keys_digest``, ``tenant_prev`` (the tenant's previous tenant header hash, zeros for its first),
+``key_id``, ``created_at``; ``tenant_hash`` is its SHA-256, signed as ``b"cmdlog-tenant-seal-v1\\0" + tenant_hash``.
+It names no global ``seal_id`` or ``prev_hash`` (those would count the other tenants' seals). The global header of a
+tenant seal adds ``tenant`` and ``tenant_hash``, so the global chain binds the tenant header as well; seals without
+a tenant keep exactly the fields above.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def fields(seal: SealRow) -> dict[str, Any]:
 def tenant_fields(seal: SealRow | TenantSeal) -> dict[str, Any]:
     """The tenant header of a tenant seal (what its tenant checks)."""
     return {"v": VERSION, "kind": "tenant", "tenant": seal.tenant_id, "tenant_seq": seal.tenant_seq,
-            "table": seal.table_name, "partition": seal.partition_name, "from_tx": seal.from_tx,
+            "tenant_since": seal.tenant_since, "table": seal.table_name, "partition": seal.partition_name,
             "to_tx": seal.to_tx, "row_count": seal.row_count, "merkle_root": seal.merkle_root.hex(),
             "keys_digest": seal.keys_digest.hex(), "tenant_prev": (seal.tenant_prev or b"").hex(),
             "key_id": seal.key_id, "created_at": utc_text(seal.created_at)}

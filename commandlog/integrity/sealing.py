@@ -113,6 +113,7 @@ def _seal_range(session: SealSession, key: Ed25519PrivateKey, key_id: str, last:
     made: list[SealRow] = []
     prev_id, prev_hash = (last.seal_id, last.seal_hash) if last else (0, header.ZERO_HASH)
     tenant_heads: dict[str, tuple[int, bytes]] | None = None
+    since = 0
     now = datetime.now(UTC)
     for table in LOG_TABLES:
         rows = session.leaves(table, from_tx=from_tx, to_tx=to_tx)
@@ -121,10 +122,11 @@ def _seal_range(session: SealSession, key: Ed25519PrivateKey, key_id: str, last:
             if tenant is not None:
                 if tenant_heads is None:  # each tenant's newest tenant seal: read once, then followed in memory
                     tenant_heads = session.tenant_heads()
+                    since = session.shared_to(table)
                 tenant_prev = tenant_heads.get(tenant, (0, header.ZERO_HASH))
             s = make_seal(list(group), key, key_id=key_id, seal_id=prev_id + 1, prev_hash=prev_hash, table=table,
                           partition=partition, from_tx=from_tx, to_tx=to_tx, created_at=now, tenant=tenant,
-                          tenant_prev=tenant_prev)
+                          tenant_prev=tenant_prev, tenant_since=since)
             made.append(s)
             prev_id, prev_hash = s.seal_id, s.seal_hash
             if tenant is not None and tenant_heads is not None and s.tenant_seq is not None and s.tenant_hash:
@@ -134,7 +136,8 @@ def _seal_range(session: SealSession, key: Ed25519PrivateKey, key_id: str, last:
 
 def make_seal(rows: list[LeafRow], key: Ed25519PrivateKey, *, key_id: str, seal_id: int, prev_hash: bytes,
               table: str, partition: str, from_tx: int, to_tx: int, created_at: datetime,
-              tenant: str | None = None, tenant_prev: tuple[int, bytes] | None = None) -> SealRow:
+              tenant: str | None = None, tenant_prev: tuple[int, bytes] | None = None,
+              tenant_since: int = 0) -> SealRow:
     """The signed seal over ``rows`` (one partition's, in sealing order). With ``tenant`` (all ``rows`` are that
     tenant's) and ``tenant_prev`` (the tenant's newest ``(tenant_seq, tenant_hash)``, ``(0, zeros)`` before its
     first): a tenant seal, whose tenant header is signed first and bound into the global header."""
@@ -147,7 +150,8 @@ def make_seal(rows: list[LeafRow], key: Ed25519PrivateKey, *, key_id: str, seal_
     if tenant is not None:
         if set(tenants) != {tenant} or tenant_prev is None:
             raise ValueError(f"a tenant seal of {tenant!r} covers that tenant's rows only, after its previous seal")
-        unsigned = replace(unsigned, tenant_id=tenant, tenant_seq=tenant_prev[0] + 1, tenant_prev=tenant_prev[1])
+        unsigned = replace(unsigned, tenant_id=tenant, tenant_seq=tenant_prev[0] + 1, tenant_since=tenant_since,
+                           tenant_prev=tenant_prev[1])
         t_hash = header.tenant_hash(unsigned)
         unsigned = replace(unsigned, tenant_hash=t_hash,
                            tenant_signature=key.sign(header.tenant_signed_message(t_hash)))

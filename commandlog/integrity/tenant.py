@@ -8,17 +8,19 @@ rows. ``verify_tenant`` checks, for that tenant:
 
 - each tenant seal: its link in the tenant's chain (``broken_chain``), its key (``key_mismatch``), its tenant header
   and signature (``bad_signature``), its leaves against the signed root and key digest (``bad_leaves``);
-- its rows in ``tenant_command_log`` committed in the ranges sealed per tenant (``cmdlog_seal_watermark()``: from
-  ``shared_to``, where per-tenant sealing began, to ``sealed_to``, the newest run's watermark) against its seals, by
-  uuid: ``changed``, ``removed``, ``inserted`` (also a row forged into a range where the tenant had no seal).
+- its rows in ``tenant_command_log`` from where per-tenant sealing began (``tenant_since``) up to the newest run
+  that sealed any of its rows (its seals' largest ``to_tx``) against its seals, by uuid — a row committed by
+  transaction ``t`` belongs to its seal of that partition with the smallest ``to_tx > t``, since the first run after
+  ``t`` sealed it: ``changed``, ``removed``, ``inserted`` (also a row forged into a past range where the tenant had
+  no seal: it lands in a later seal that does not hold it).
 
 Retired seals: the rows of a seal retention retired are not compared when its partition no longer exists; a
 retired seal whose partition still holds rows is ``retired_but_present``. (Whether the retention run really dropped
 that partition is recorded in owner-only tables: the operator's ``cmdlog verify`` checks that.)
 
-What a tenant cannot see, and so cannot check here: the global chain (seal ids, links) and the newest seals of its
-own chain being deleted (no head outside the database for tenants; the operator's ``verify`` reports
-``truncated``). Rows committed after the newest sealing run are not judged.
+What a tenant cannot see, and so cannot check here: the global chain (seal ids, links), the newest seals of its own
+chain being deleted (no head outside the database for tenants; the operator's ``verify`` reports ``truncated``),
+and rows committed after the newest run that sealed any of its rows (not judged).
 """
 
 from __future__ import annotations
@@ -72,7 +74,6 @@ def verify_tenant(url: str, public_keys: list[Ed25519PublicKey], *, tenant: str 
         if me is None:
             raise NoTenantError
         report = TenantReport(tenant=me)
-        shared_to, sealed_to = session.watermark()
         seals = [s for s in session.tenant_seals() if s.tenant_id == me]
         report.seals = len(seals)
         trusted: list[TenantSeal] = []
@@ -83,36 +84,41 @@ def verify_tenant(url: str, public_keys: list[Ed25519PublicKey], *, tenant: str 
             if not any(f.kind in ("key_mismatch", "bad_signature", "bad_leaves") for f in bad):
                 trusted.append(s)
             prev = s
-        rows = list(session.leaves_with_tx(TABLE, from_tx=shared_to, to_tx=sealed_to))
-        report.rows = len(rows)
+        if not seals:
+            return report
+        # rows from where per-tenant sealing began up to the newest run that sealed any of the tenant's rows: each
+        # belongs to the tenant's seal of its partition with the smallest to_tx above its transaction
+        since, horizon = min(s.tenant_since for s in seals), max(s.to_tx for s in seals)
+        ends: dict[str, list[int]] = defaultdict(list)
+        for s in seals:
+            ends[s.partition_name].append(s.to_tx)
+        for v in ends.values():
+            v.sort()
+        current: dict[tuple[str, int | None], list[Leaf]] = defaultdict(list)
+        for row, tx in session.leaves_with_tx(TABLE, from_tx=since, to_tx=horizon):
+            report.rows += 1
+            part = ends.get(row.partition, [])
+            i = bisect.bisect_right(part, tx)
+            current[row.partition, part[i] if i < len(part) else None].append(
+                Leaf(row.key, row.tenant_id, merkle.leaf_hash(row.data)))
         gone = {s.partition_name for s in trusted if s.retired_at is not None
                 and not session.partition_exists(s.partition_name)}
-        ranges = sorted({(s.from_tx, s.to_tx) for s in seals})
-        starts = [r[0] for r in ranges]
-        current: dict[tuple[int, int] | None, dict[str, list[Leaf]]] = defaultdict(lambda: defaultdict(list))
-        for row, tx in rows:
-            i = bisect.bisect_right(starts, tx) - 1
-            rng = ranges[i] if i >= 0 and ranges[i][0] <= tx < ranges[i][1] else None
-            current[rng][row.partition].append(Leaf(row.key, row.tenant_id, merkle.leaf_hash(row.data)))
         diffs: list[Finding] = []
         for s in trusted:
-            now = current.get((s.from_tx, s.to_tx), {}).pop(s.partition_name, [])
+            now = current.pop((s.partition_name, s.to_tx), [])
             if s.retired_at is not None and s.partition_name in gone:
                 report.retired += 1
                 continue
             if s.retired_at is not None and now:
-                diffs.append(Finding(kind="retired_but_present", seal_id=None, table=TABLE, partition=s.partition_name,
-                                     tenant_id=me, tenant_seq=s.tenant_seq,
-                                     detail=f"tenant seal {s.tenant_seq} was retired by retention, but its partition "
-                                            f"still holds {len(now)} of its rows"))
+                diffs.append(Finding(kind="retired_but_present", seal_id=None, table=TABLE,
+                                     partition=s.partition_name, tenant_id=me, tenant_seq=s.tenant_seq,
+                                     detail=f"tenant seal {s.tenant_seq} was retired by retention, but its "
+                                            f"partition still holds {len(now)} of its rows"))
             stored = [Leaf(k, me, h) for k, h in zip(s.leaf_keys, merkle.split(s.leaf_hashes), strict=True)]
             diffs += diff_leaves(TABLE, s.partition_name, None, s.merkle_root, stored, now, tenant_seq=s.tenant_seq)
-        trusted_seqs = {s.tenant_seq for s in trusted}
-        untrusted = {(s.from_tx, s.to_tx, s.partition_name) for s in seals if s.tenant_seq not in trusted_seqs}
-        for rng, parts in current.items():  # rows no trusted seal of the tenant holds
-            for partition, now in parts.items():
-                if rng is not None and (*rng, partition) in untrusted:
-                    continue  # already reported: that seal cannot be relied on
+        untrusted = {(s.partition_name, s.to_tx) for s in seals} - {(s.partition_name, s.to_tx) for s in trusted}
+        for (partition, end), now in current.items():  # rows no trusted seal of the tenant holds
+            if (partition, end) not in untrusted:  # (an untrusted seal is reported already)
                 diffs += diff_leaves(TABLE, partition, None, None, [], now)
         report.findings += explain_removals(merge_moves(diffs), session.tenant_removals, report.by_retention)
     return report

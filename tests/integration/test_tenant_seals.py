@@ -19,8 +19,9 @@ from examples.billing import setup
 from storage.postgres import Database
 
 DENIED = psycopg.errors.InsufficientPrivilege
-GRANTED = ("tenant_id, tenant_seq, table_name, partition_name, from_tx, to_tx, row_count, merkle_root, leaf_hashes, "
-           "leaf_keys, keys_digest, tenant_prev, tenant_hash, tenant_signature, key_id, created_at, retired_at")
+GRANTED = ("tenant_id, tenant_seq, tenant_since, table_name, partition_name, to_tx, row_count, merkle_root, "
+           "leaf_hashes, leaf_keys, keys_digest, tenant_prev, tenant_hash, tenant_signature, key_id, created_at, "
+           "retired_at")
 
 
 @pytest.fixture
@@ -51,11 +52,11 @@ def _public(settings):
 
 
 def _visible(uri):
-    """Everything a login can read of the seals: every granted column of every row it sees, and the watermark."""
+    """Everything a login can read of the seals and of the deletion records: every granted column of every row."""
     with psycopg.connect(uri) as conn:
-        rows = conn.execute(f"SELECT {GRANTED} FROM log_seal ORDER BY tenant_seq").fetchall()
-        mark = conn.execute("SELECT shared_to::text, sealed_to::text FROM cmdlog_seal_watermark()").fetchone()
-    return rows, mark
+        return (conn.execute(f"SELECT {GRANTED} FROM log_seal ORDER BY tenant_seq").fetchall(),
+                conn.execute("SELECT tenant_id, table_name, partition_name, row_key, retention_run FROM log_removed "
+                             "ORDER BY row_key").fetchall())
 
 
 def test_a_login_verifies_its_own_rows_with_the_public_key_only(two):
@@ -104,24 +105,27 @@ def test_settings_do_not_show_a_login_another_tenants_seals(two, attack):
             conn.execute("SELECT tenant_id FROM log_seal")
 
 
-def test_what_a_tenant_sees_does_not_change_when_another_tenant_writes_and_is_sealed(two):
-    """No count, hash or existence of B's rows reaches A: A's view of the seals is the same before and after B wrote
-    and a run sealed B's rows — except the watermark, which any sealing run moves (and any role reads the server's
-    transaction counter anyway: ``pg_current_xact_id()``)."""
+def test_what_a_tenant_sees_does_not_change_when_another_tenant_writes_deletes_and_is_sealed(two):
+    """No count, hash or existence of B's rows reaches A: everything A can read of the seals and of the deletion
+    records is the same before and after B wrote, a run sealed B's rows and one of B's rows was deleted. And when A
+    writes again, A's new seal says nothing of B's run in between (a tenant seal has no ``from_tx``)."""
     bus, settings, a, b, uri = two
-    before_rows, before_mark = _visible(uri)
+    before = _visible(uri)
     write(bus, b, 5, start=100)
     seal(bus.db, settings)
+    _sql(bus.db, "DELETE FROM tenant_command_log WHERE tenant_id = %s AND cmd_uuid = (SELECT cmd_uuid FROM "
+                 "tenant_command_log WHERE tenant_id = %s LIMIT 1)", (b, b))
     [(b_seals,)] = _sql(bus.db, "SELECT count(*) FROM log_seal WHERE tenant_id = %s", (b,))
-    assert b_seals >= 2  # B's new rows were sealed
-    after_rows, after_mark = _visible(uri)
-    assert after_rows == before_rows
-    assert int(after_mark[1]) > int(before_mark[1])
+    assert b_seals >= 2 and _sql(bus.db, "SELECT count(*) FROM log_removed")[0][0] == 1  # B's rows: sealed, gone
+    assert _visible(uri) == before
     assert verify_tenant(uri, [_public(settings)]).findings == []
-    # the watermark is the same for every tenant: it tells nothing about who wrote
-    with bus.db.tenant_session(b) as conn:
-        assert conn.execute("SELECT shared_to::text, sealed_to::text FROM cmdlog_seal_watermark()").fetchone() == \
-            after_mark
+    write(bus, a, 1, start=200)
+    seal(bus.db, settings)
+    rows, _ = _visible(uri)
+    assert rows[:len(before[0])] == before[0] and len(rows) == len(before[0]) + 1
+    with psycopg.connect(uri) as conn, pytest.raises(DENIED):
+        conn.execute("SELECT from_tx FROM log_seal")
+    assert verify_tenant(uri, [_public(settings)]).findings == []
 
 
 def test_a_tenant_finds_its_own_tampered_rows_and_never_another_tenants(two):
@@ -143,8 +147,8 @@ def test_a_tenant_finds_its_own_tampered_rows_and_never_another_tenants(two):
 def test_a_row_forged_into_a_sealed_range_is_found_by_its_tenant(two):
     bus, settings, a, b, uri = two
     forged = str(uuid.uuid4())
-    # a copy of one of B's rows, given to A, committed (as the superuser) with B's transaction id: a range where
-    # A may have had no seal of that partition at all
+    # a copy of one of B's rows, given to A, committed (as the superuser) with B's transaction id: a past range
+    # (it lands in A's seal of that partition, which does not hold it)
     _sql(bus.db, "INSERT INTO tenant_command_log SELECT (json_populate_record(t, json_build_object("
                  "'cmd_uuid', %s::uuid, 'tenant_id', %s::text))).* FROM tenant_command_log t WHERE tenant_id = %s "
                  "LIMIT 1", (forged, a, b))
@@ -160,15 +164,15 @@ def test_a_forged_or_deleted_tenant_seal_is_found_by_the_tenant_and_the_operator
     assert n >= 2
     _sql(bus.db, "ALTER TABLE log_seal DISABLE TRIGGER USER")
     try:
+        _sql(bus.db, "DELETE FROM log_seal WHERE tenant_id = %s AND tenant_seq = 1", (a,))
+        kinds = {(f.kind, f.tenant_seq) for f in verify_tenant(uri, [_public(settings)]).findings}
+        assert ("broken_chain", 2) in kinds
+        assert ("inserted", 2) in kinds  # its rows fall to the tenant's next seal, which does not hold them
         _sql(bus.db, "UPDATE log_seal SET tenant_signature = %s WHERE tenant_id = %s AND tenant_seq = %s",
              (bytes(64), a, n))
         kinds = {(f.kind, f.tenant_seq) for f in verify_tenant(uri, [_public(settings)]).findings}
         assert ("bad_signature", n) in kinds
         assert "bad_signature" in {f.kind for f in verify(bus.db, _public(settings))}
-        _sql(bus.db, "DELETE FROM log_seal WHERE tenant_id = %s AND tenant_seq = 1", (a,))
-        kinds = {(f.kind, f.tenant_seq) for f in verify_tenant(uri, [_public(settings)]).findings}
-        assert ("broken_chain", 2) in kinds
-        assert ("inserted", None) in kinds  # its rows are in no seal any more
     finally:
         _sql(bus.db, "ALTER TABLE log_seal ENABLE TRIGGER USER")
 
@@ -190,3 +194,20 @@ def test_a_session_bound_to_no_tenant_is_refused(two):
     bus, settings, *_ = two
     with pytest.raises(NoTenantError, match="bound to no tenant"):
         verify_tenant(bus.db.url, [_public(settings)])  # the owner's own session: no binding, no tenant set
+
+
+def test_statistics_and_deletion_records_show_a_login_nothing_of_another_tenant(two):
+    bus, settings, a, b, uri = two
+    _sql(bus.db, "DELETE FROM tenant_command_log WHERE tenant_id = %s AND cmd_uuid = (SELECT cmd_uuid FROM "
+                 "tenant_command_log WHERE tenant_id = %s LIMIT 1)", (b, b))
+    _sql(bus.db, "ANALYZE log_seal")
+    _sql(bus.db, "ANALYZE log_removed")
+    with psycopg.connect(uri) as conn:
+        # pg_stats hides the columns of tables under active row-level security (common values, histograms)
+        assert conn.execute("SELECT count(*) FROM pg_stats WHERE tablename IN ('log_seal', 'log_removed')"
+                            ).fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM log_removed").fetchone() == (0,)
+        for column in ("tx", "removed_at", "*"):
+            with pytest.raises(DENIED):
+                conn.execute(f"SELECT {column} FROM log_removed")
+            conn.rollback()

@@ -19,12 +19,12 @@ a column grant of the tenant-header columns only — ``seal_id``, ``prev_hash``,
 ``leaf_tenants`` and ``retired_by_run`` stay owner-only (a query naming them is refused, in any clause). The owner
 is not subject to the policy (``ENABLE``, not ``FORCE``).
 
-One SECURITY DEFINER function, ``cmdlog_seal_watermark()``: ``sealed_to``, the newest seal's ``to_tx`` (every row of
-a lower transaction has been through a sealing run), and ``shared_to``, the end of the last range in which
-``tenant_command_log`` was sealed per partition (before this migration): a tenant's rows between the two must be in
-its own seals, so a row forged into a sealed range where the tenant had no seal is found too. Both are transaction
-ids, the same for every caller; any role can already read the server's transaction counter
-(``pg_current_xact_id()``), so they tell a tenant nothing about other tenants.
+No SECURITY DEFINER function: a tenant needs nothing beyond its own seals. Its tenant header has no ``from_tx``
+(where a run's range starts tells whether the runs before sealed anything, i.e. whether anyone wrote log rows) but
+``to_tx`` (the run's snapshot horizon: the server's transaction counter, which any role reads anyway with
+``pg_current_xact_id()``) and ``tenant_since`` (where per-tenant sealing of the table began: the end of the ranges
+sealed per partition before this migration, the same for every tenant): a tenant's row committed by transaction
+``t >= tenant_since`` belongs to its seal of that partition with the smallest ``to_tx > t``.
 
 A second insert trigger keeps each tenant's chain append-only like the global one: a tenant seal must be
 ``tenant_seq`` = the tenant's max + 1 naming its newest tenant seal's ``tenant_hash``.
@@ -47,7 +47,7 @@ down_revision = "0010"
 branch_labels = None
 depends_on = None
 
-TENANT_COLUMNS = ("tenant_id, tenant_seq, table_name, partition_name, from_tx, to_tx, row_count, merkle_root, "
+TENANT_COLUMNS = ("tenant_id, tenant_seq, tenant_since, table_name, partition_name, to_tx, row_count, merkle_root, "
                   "leaf_hashes, leaf_keys, keys_digest, tenant_prev, tenant_hash, tenant_signature, key_id, "
                   "created_at, retired_at")
 """The columns a tenant may read (its tenant header, its leaves and whether the seal was retired)."""
@@ -58,11 +58,12 @@ def upgrade() -> None:
     ALTER TABLE log_seal
         ADD COLUMN tenant_id        text,
         ADD COLUMN tenant_seq       bigint CHECK (tenant_seq >= 1),
+        ADD COLUMN tenant_since     xid8,
         ADD COLUMN tenant_prev      bytea  CHECK (length(tenant_prev) = 32),
         ADD COLUMN tenant_hash      bytea  CHECK (length(tenant_hash) = 32),
         ADD COLUMN tenant_signature bytea  CHECK (length(tenant_signature) = 64),
         ADD CONSTRAINT log_seal_tenant_header CHECK (
-            num_nulls(tenant_id, tenant_seq, tenant_prev, tenant_hash, tenant_signature) IN (0, 5)
+            num_nulls(tenant_id, tenant_seq, tenant_since, tenant_prev, tenant_hash, tenant_signature) IN (0, 6)
             AND (tenant_id IS NULL OR (table_name = 'tenant_command_log' AND tenant_id <> '')));
     CREATE UNIQUE INDEX log_seal_tenant_chain ON log_seal (tenant_id, tenant_seq) WHERE tenant_id IS NOT NULL;
 
@@ -138,15 +139,6 @@ def upgrade() -> None:
     CREATE TRIGGER log_removed AFTER DELETE ON frontend_action
         FOR EACH ROW EXECUTE FUNCTION cmdlog_log_removed('frontend_action');
 
-    CREATE FUNCTION cmdlog_seal_watermark() RETURNS TABLE (shared_to xid8, sealed_to xid8)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
-        SELECT coalesce(max(s.to_tx) FILTER (WHERE s.table_name = 'tenant_command_log' AND s.tenant_id IS NULL),
-                        '0'::xid8),
-               coalesce(max(s.to_tx), '0'::xid8)
-          FROM public.log_seal s
-    $fn$;
-    REVOKE ALL ON FUNCTION cmdlog_seal_watermark() FROM PUBLIC;
-    GRANT EXECUTE ON FUNCTION cmdlog_seal_watermark() TO cmdlog_tenant, cmdlog_sql_login;
     """)
 
 
@@ -158,7 +150,6 @@ def downgrade() -> None:
     DROP TRIGGER IF EXISTS log_removed ON frontend_action;
     DROP FUNCTION IF EXISTS cmdlog_log_removed();
     DROP TABLE IF EXISTS log_removed;
-    DROP FUNCTION IF EXISTS cmdlog_seal_watermark();
     REVOKE SELECT ({TENANT_COLUMNS}) ON log_seal FROM cmdlog_tenant, cmdlog_sql_login;
     DROP POLICY IF EXISTS tenant_isolation ON log_seal;
     ALTER TABLE log_seal DISABLE ROW LEVEL SECURITY;
@@ -167,5 +158,6 @@ def downgrade() -> None:
     DROP INDEX IF EXISTS log_seal_tenant_chain;
     ALTER TABLE log_seal DROP CONSTRAINT IF EXISTS log_seal_tenant_header,
         DROP COLUMN IF EXISTS tenant_signature, DROP COLUMN IF EXISTS tenant_hash, DROP COLUMN IF EXISTS tenant_prev,
-        DROP COLUMN IF EXISTS tenant_seq, DROP COLUMN IF EXISTS tenant_id;
+        DROP COLUMN IF EXISTS tenant_seq, DROP COLUMN IF EXISTS tenant_since,
+        DROP COLUMN IF EXISTS tenant_id;
     """)
