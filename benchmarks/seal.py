@@ -1,6 +1,6 @@
 """Sealing benchmark: ``cmdlog seal`` and ``cmdlog verify`` against a raw ordered scan of the same rows.
 
-Baseline: for each log table, the same rows read in the same order (leaf partition, uuid, time) through a
+Baseline: for each log table, the same rows read in the same order (leaf partition, [tenant,] uuid, time) through a
 server-side cursor of the same batch size, every row materialised in Python and nothing else done with it.
 ``seal_ratio_to_scan`` = scan time / seal time (1.0 = sealing costs no more than reading); likewise
 ``verify_ratio_to_scan``. Each run starts from an empty ``log_seal`` (the append-only trigger is switched off for
@@ -39,7 +39,7 @@ from commandlog.settings import Settings
 from examples.billing import commands as c
 from examples.billing import setup
 from storage.postgres import Database
-from storage.seals import COLUMNS, LOG_TABLES
+from storage.seals import COLUMNS, LOG_TABLES, PER_TENANT
 
 _TIME = {"command_log": "started_at", "tenant_command_log": "started_at", "domain_event": "occurred_at",
          "frontend_action": "occurred_at"}
@@ -52,9 +52,11 @@ def _scan(url: str) -> tuple[float, int]:
     with psycopg.connect(url) as conn:
         for table in LOG_TABLES:
             key = COLUMNS[table][0][0]
-            query = sql.SQL("SELECT {cols} FROM {t} ORDER BY tableoid::regclass::text COLLATE \"C\", {k}, {tm}").format(
-                cols=sql.SQL(", ").join(sql.Identifier(c) for c, _ in COLUMNS[table]), t=sql.Identifier(table),
-                k=sql.Identifier(key), tm=sql.Identifier(_TIME[table]))
+            tenant = sql.SQL("tenant_id COLLATE \"C\", ") if table in PER_TENANT else sql.SQL("")  # sealing's order
+            query = sql.SQL("SELECT {cols} FROM {t} ORDER BY tableoid::regclass::text COLLATE \"C\", {tn}{k}, {tm}"
+                            ).format(cols=sql.SQL(", ").join(sql.Identifier(c) for c, _ in COLUMNS[table]),
+                                     t=sql.Identifier(table), tn=tenant, k=sql.Identifier(key),
+                                     tm=sql.Identifier(_TIME[table]))
             with conn.cursor(name=f"scan_{table}") as cur:
                 cur.itersize = 5000
                 cur.execute(query)

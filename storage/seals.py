@@ -15,8 +15,13 @@ a *string* holding Postgres's text output of the value (canonical for a jsonb va
 numbers as stored); ``text[]`` as an array of strings; integers, booleans and NULL as JSON. The values are rendered
 by the SELECT below, so every read gives the same bytes.
 
-**Order**: by leaf partition name (``COLLATE "C"``), then the row's uuid and time column: the primary key within a
-leaf, so the order is total and does not depend on the database's collation or on physical row order.
+**Order**: by leaf partition name (``COLLATE "C"``), then (``tenant_command_log`` only, sealed per tenant since
+migration 0017) the tenant (``COLLATE "C"``), then the row's uuid and time column: the primary key within a leaf, so
+the order is total and does not depend on the database's collation or on physical row order.
+
+**Tenant sessions** (``tenant_reading_session``: a tenant-bound SQL login's own connection, or the platform's
+``cmdlog_tenant`` role with ``cmdlog.tenant_id``) read, through row-level security and a column grant, their own
+tenant's seals' tenant headers and leaves (``TenantSeal``) and nothing of any other seal (migration 0017).
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from storage.errors import StorageError, translated
+from storage.errors import StorageError, TenantIsolationError, translated
 from storage.locks import advisory_lock
+from storage.postgres import TENANT_ROLE
 from storage.rows import one_row
 
 _LOCK_KEY = 0x636D6473  # 'cmds': one sealing run at a time across processes
@@ -61,6 +67,8 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 """The sealed columns of each log table (all but ``tx_id``), with how each is rendered; the first is the row's key."""
 LOG_TABLES = tuple(COLUMNS)
 """The sealed tables, in the order a run seals them."""
+PER_TENANT = frozenset({"tenant_command_log"})
+"""The tables sealed per (partition, tenant), each seal readable by its tenant (migration 0017)."""
 _TIME = {"command_log": "started_at", "tenant_command_log": "started_at",
          "domain_event": "occurred_at", "frontend_action": "occurred_at"}
 
@@ -123,12 +131,53 @@ class SealRow:
     """The retention run that purged the sealed rows, if any."""
     retired_at: datetime | None = None
     """When that run retired the seal."""
+    tenant_id: str | None = None
+    """The tenant whose rows alone the seal covers (``tenant_command_log`` seals since 0017; None otherwise)."""
+    tenant_seq: int | None = None
+    """Its position in its tenant's chain (1, 2, …, no gaps)."""
+    tenant_since: int | None = None
+    """Where per-tenant sealing of the table began (the end of the ranges sealed per partition before 0017)."""
+    tenant_prev: bytes | None = None
+    """``tenant_hash`` of the tenant's previous seal (32 zero bytes for its first)."""
+    tenant_hash: bytes | None = None
+    """SHA-256 of the tenant header."""
+    tenant_signature: bytes | None = None
+    """Ed25519 signature of the tenant header hash."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TenantSeal:
+    """What a tenant session reads of one of its own tenant's seals: the tenant header's fields and the leaves."""
+
+    tenant_id: str
+    tenant_seq: int
+    tenant_since: int
+    table_name: str
+    partition_name: str
+    to_tx: int
+    row_count: int
+    merkle_root: bytes
+    leaf_hashes: bytes
+    leaf_keys: tuple[str, ...]
+    keys_digest: bytes
+    tenant_prev: bytes
+    tenant_hash: bytes
+    tenant_signature: bytes
+    key_id: str
+    created_at: datetime
+    retired_at: datetime | None
 
 
 _SEAL_COLS = ("seal_id, table_name, partition_name, from_tx::text AS from_tx, to_tx::text AS to_tx, row_count, "
               "merkle_root, leaf_hashes, leaf_keys::text[] AS leaf_keys, leaf_tenants, keys_digest, prev_hash, "
-              "seal_hash, signature, key_id, created_at, retired_by_run, retired_at")
+              "seal_hash, signature, key_id, created_at, retired_by_run, retired_at, tenant_id, tenant_seq, "
+              "tenant_since::text AS tenant_since, tenant_prev, tenant_hash, tenant_signature")
 _SEAL_NAMES = tuple(c.strip().split(" AS ")[-1] for c in _SEAL_COLS.split(","))
+_TENANT_SEAL_COLS = ("tenant_id, tenant_seq, tenant_since::text AS tenant_since, table_name, partition_name, "
+                     "to_tx::text AS to_tx, row_count, merkle_root, leaf_hashes, leaf_keys::text[] AS leaf_keys, "
+                     "keys_digest, tenant_prev, tenant_hash, tenant_signature, key_id, created_at, retired_at")
+"""Only columns migration 0017 grants to tenant sessions (naming any other is refused)."""
+_TENANT_SEAL_NAMES = tuple(c.strip().split(" AS ")[-1] for c in _TENANT_SEAL_COLS.split(","))
 
 
 _NOTHING = sql.SQL("")
@@ -152,10 +201,11 @@ def canonical(names: tuple[str, ...], values: tuple[Any, ...]) -> bytes:
 
 def _leaf_query(table: str, where: sql.Composable, *, extra: sql.Composable = _NOTHING) -> sql.Composed:
     cols = COLUMNS[table]
+    tenant = sql.SQL("tenant_id COLLATE \"C\", ") if table in PER_TENANT else _NOTHING
     return sql.SQL("SELECT tableoid::regclass::text AS part, {cols}{extra} FROM {table} WHERE {where} "
-                   "ORDER BY tableoid::regclass::text COLLATE \"C\", {key}, {time}").format(
+                   "ORDER BY tableoid::regclass::text COLLATE \"C\", {tenant}{key}, {time}").format(
         cols=sql.SQL(", ").join(_render(c, k) for c, k in cols), extra=extra, table=sql.Identifier(table),
-        where=where, key=sql.Identifier(cols[0][0]), time=sql.Identifier(_TIME[table]))
+        where=where, tenant=tenant, key=sql.Identifier(cols[0][0]), time=sql.Identifier(_TIME[table]))
 
 
 _NAMES = {table: tuple(c for c, _ in cols) for table, cols in COLUMNS.items()}
@@ -191,6 +241,16 @@ class SealSession:
             for row in cur:
                 yield _leaf(table, row)
 
+    def leaves_with_tx(self, table: str, *, from_tx: int, to_tx: int) -> Iterator[tuple[LeafRow, int]]:
+        """``leaves``, each with its row's ``tx_id``."""
+        where = sql.SQL("tx_id >= {}::text::xid8 AND tx_id < {}::text::xid8").format(
+            sql.Literal(str(int(from_tx))), sql.Literal(str(int(to_tx))))
+        with translated(f"cannot read {table}"), self.conn.cursor(name=f"cmdlog_seal_tx_{table}") as cur:
+            cur.itersize = 5000
+            cur.execute(_leaf_query(table, where, extra=sql.SQL(", tx_id::text")))
+            for row in cur:
+                yield _leaf(table, row[:-1]), int(row[-1])
+
     def last_seal(self) -> SealRow | None:
         """The newest seal (highest ``seal_id``), or None before the first run."""
         with translated():
@@ -217,17 +277,54 @@ class SealSession:
             cur.executemany(
                 "INSERT INTO log_seal (seal_id, table_name, partition_name, from_tx, to_tx, row_count, merkle_root, "
                 "leaf_hashes, leaf_keys, leaf_tenants, keys_digest, prev_hash, seal_hash, signature, key_id, "
-                "created_at) VALUES (%s, %s, %s, %s::text::xid8, %s::text::xid8, %s, %s, %s, %s::uuid[], %s, %s, %s, "
-                "%s, %s, %s, %s)",
+                "created_at, tenant_id, tenant_seq, tenant_since, tenant_prev, tenant_hash, tenant_signature) "
+                "VALUES (%s, %s, %s, %s::text::xid8, %s::text::xid8, %s, %s, %s, %s::uuid[], %s, %s, %s, "
+                "%s, %s, %s, %s, %s, %s, %s::text::xid8, %s, %s, %s)",
                 [(s.seal_id, s.table_name, s.partition_name, str(s.from_tx), str(s.to_tx), s.row_count,
                   s.merkle_root, s.leaf_hashes, list(s.leaf_keys), list(s.leaf_tenants), s.keys_digest, s.prev_hash,
-                  s.seal_hash, s.signature, s.key_id, s.created_at) for s in seals])
+                  s.seal_hash, s.signature, s.key_id, s.created_at, s.tenant_id, s.tenant_seq,
+                  str(s.tenant_since) if s.tenant_since is not None else None, s.tenant_prev,
+                  s.tenant_hash, s.tenant_signature) for s in seals])
 
-    def seals(self) -> Iterator[SealRow]:
-        """Every seal in chain order (``seal_id``)."""
+    def tenant_heads(self) -> dict[str, tuple[int, bytes]]:
+        """``{tenant: (tenant_seq, tenant_hash)}`` of each tenant's newest tenant seal."""
+        with translated():
+            return {r[0]: (int(r[1]), bytes(r[2])) for r in self.conn.execute(
+                "SELECT DISTINCT ON (tenant_id) tenant_id, tenant_seq, tenant_hash FROM log_seal "
+                "WHERE tenant_id IS NOT NULL ORDER BY tenant_id, tenant_seq DESC")}
+
+    def session_tenant(self) -> str | None:
+        """The tenant this session is bound to (``cmdlog_current_tenant()``; None: none)."""
+        with translated():
+            return one_row(self.conn.execute("SELECT cmdlog_current_tenant()"))[0]
+
+    def tenant_seals(self) -> Iterator[TenantSeal]:
+        """The seals row-level security lets this session see (its own tenant's), in its tenant's chain order."""
+        with translated("cannot read the tenant's seals"), self.conn.cursor(name="cmdlog_tenant_seals") as cur:
+            cur.itersize = 50
+            cur.execute(f"SELECT {_TENANT_SEAL_COLS} FROM log_seal WHERE tenant_id IS NOT NULL "
+                        "ORDER BY tenant_id, tenant_seq")
+            for row in cur:
+                d = dict(zip(_TENANT_SEAL_NAMES, row, strict=True))
+                d["tenant_since"], d["to_tx"] = int(d["tenant_since"]), int(d["to_tx"])
+                d["leaf_keys"] = tuple(d["leaf_keys"])
+                for k in ("merkle_root", "leaf_hashes", "keys_digest", "tenant_prev", "tenant_hash",
+                          "tenant_signature"):
+                    d[k] = bytes(d[k])
+                yield TenantSeal(**d)
+
+    def shared_to(self, table: str) -> int:
+        """The end of the ranges in which ``table`` was sealed per partition, not per tenant (before 0017; 0)."""
+        with translated():
+            return int(one_row(self.conn.execute(
+                "SELECT coalesce(max(to_tx), '0'::xid8)::text FROM log_seal WHERE table_name = %s "
+                "AND tenant_id IS NULL", (table,)))[0])
+
+    def seals(self, *, after: int = 0) -> Iterator[SealRow]:
+        """Every seal (with ``seal_id > after``) in chain order (``seal_id``)."""
         with translated("cannot read the seals"), self.conn.cursor(name="cmdlog_seals") as cur:
             cur.itersize = 50
-            cur.execute(f"SELECT {_SEAL_COLS} FROM log_seal ORDER BY seal_id")
+            cur.execute(f"SELECT {_SEAL_COLS} FROM log_seal WHERE seal_id > %s ORDER BY seal_id", (after,))
             for row in cur:
                 yield _seal(row)
 
@@ -238,13 +335,15 @@ class SealSession:
             row = self.conn.execute(_leaf_query(table, where, extra=sql.SQL(", tx_id::text"))).fetchone()
         return (_leaf(table, row[:-1]), int(row[-1])) if row else None
 
-    def seal_covering(self, table: str, partition: str, tx_id: int) -> SealRow | None:
-        """The seal of ``table``'s ``partition`` whose range holds ``tx_id`` (None when it is not sealed yet)."""
+    def seal_covering(self, table: str, partition: str, tx_id: int, tenant: str) -> SealRow | None:
+        """The seal of ``table``'s ``partition`` whose range holds ``tx_id`` — for a table sealed per tenant, the
+        seal of ``tenant`` (or the shared one of a range sealed before 0017) — None when it is not sealed yet."""
         with translated():
             row = self.conn.execute(
                 f"SELECT {_SEAL_COLS} FROM log_seal WHERE table_name = %s AND partition_name = %s "
-                "AND from_tx <= %s::text::xid8 AND to_tx > %s::text::xid8", (table, partition, str(tx_id),
-                                                                            str(tx_id))).fetchone()
+                "AND from_tx <= %s::text::xid8 AND to_tx > %s::text::xid8 "
+                "AND (tenant_id IS NULL OR tenant_id = %s)", (table, partition, str(tx_id), str(tx_id),
+                                                              tenant)).fetchone()
         return _seal(row) if row else None
 
 
@@ -268,10 +367,56 @@ class SealSession:
                 (seal.partition_name, seal.retired_by_run, seal.table_name, seal.partition_name,
                  list(purgeable))))[0])
 
+    def removals(self, table: str, keys: list[str]) -> dict[str, Removal]:
+        """The ``log_removed`` record of each of ``keys`` (rows of ``table``) that has one (the newest)."""
+        if not keys:
+            return {}
+        with translated():
+            rows = self.conn.execute(
+                "SELECT DISTINCT ON (r.row_key) r.row_key::text, r.tx::text, r.removed_at, r.retention_run, "
+                "r.retention_run IS NOT NULL AND EXISTS (SELECT 1 FROM retention_step s WHERE s.run_id = "
+                "r.retention_run AND s.action = 'delete' AND s.status = 'done' AND s.table_name = r.table_name) "
+                "FROM log_removed r WHERE r.table_name = %s AND r.row_key = ANY(%s::uuid[]) "
+                "ORDER BY r.row_key, r.removed_at DESC", (table, keys)).fetchall()
+        return {r[0]: Removal(tx=int(r[1]), removed_at=r[2], retention_run=r[3], backed=bool(r[4])) for r in rows}
+
+    def tenant_removals(self, table: str, keys: list[str]) -> dict[str, Removal]:
+        """``removals`` as a tenant session may read them: its own tenant's records, the retention mark only."""
+        if not keys:
+            return {}
+        with translated():
+            rows = self.conn.execute(
+                "SELECT row_key::text, max(retention_run) FROM log_removed WHERE table_name = %s "
+                "AND row_key = ANY(%s::uuid[]) GROUP BY 1", (table, keys)).fetchall()
+        return {r[0]: Removal(tx=None, removed_at=None, retention_run=r[1], backed=r[1] is not None) for r in rows}
+
     def partition_exists(self, name: str) -> bool:
         """True when a table named ``name`` exists."""
         with translated():
             return bool(one_row(self.conn.execute("SELECT to_regclass(quote_ident(%s)) IS NOT NULL", (name,)))[0])
+
+
+def mark_retention_deletes(conn: psycopg.Connection, run_id: int) -> int:
+    """Mark the ``log_removed`` records of the rows this transaction deleted as retention run ``run_id``'s (called in
+    the transaction of a retention batch, migration 0017); returns how many."""
+    with translated("cannot record what retention deleted"):
+        return conn.execute("UPDATE log_removed SET retention_run = %s WHERE tx = pg_current_xact_id() "
+                            "AND retention_run IS NULL", (run_id,)).rowcount
+
+
+@dataclass(frozen=True, kw_only=True)
+class Removal:
+    """A ``log_removed`` record: who deleted a log row, when."""
+
+    tx: int | None
+    """The deleting transaction (None in a tenant session: not granted)."""
+    removed_at: datetime | None
+    """When (None in a tenant session)."""
+    retention_run: int | None
+    """The retention run whose batch deleted it (None: not retention)."""
+    backed: bool
+    """True when that run recorded a done ``delete`` step of the row's table (owner sessions only; a tenant session
+    cannot read the retention bookkeeping and takes the mark as it is)."""
 
 
 def retire_partition(conn: psycopg.Connection, *, table: str, partition: str, run_id: int) -> int:
@@ -290,11 +435,14 @@ def _seal(row: tuple[Any, ...]) -> SealRow:
     d["leaf_keys"], d["leaf_tenants"] = tuple(d["leaf_keys"]), tuple(d["leaf_tenants"])
     for k in ("merkle_root", "leaf_hashes", "keys_digest", "prev_hash", "seal_hash", "signature"):
         d[k] = bytes(d[k])
+    for k in ("tenant_prev", "tenant_hash", "tenant_signature"):
+        d[k] = bytes(d[k]) if d[k] is not None else None
+    d["tenant_since"] = int(d["tenant_since"]) if d["tenant_since"] is not None else None
     return SealRow(**d)
 
 
 @contextlib.contextmanager
-def _session(url: str, *, read_only: bool) -> Iterator[SealSession]:
+def _session(url: str, *, read_only: bool, tenant: str | None = None) -> Iterator[SealSession]:
     with translated("cannot connect to Postgres"):
         conn = psycopg.connect(url)
     try:
@@ -302,6 +450,9 @@ def _session(url: str, *, read_only: bool) -> Iterator[SealSession]:
         conn.read_only = read_only
         with translated():
             conn.execute("SET LOCAL TimeZone = 'UTC'")
+            if tenant is not None:  # the platform's own tenant session (a login's URI needs nothing: its binding)
+                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(TENANT_ROLE)))
+                conn.execute("SELECT set_config('cmdlog.tenant_id', %s, true)", (tenant,))
         yield SealSession(conn)
         with translated("cannot commit the seals"):
             conn.commit()
@@ -322,4 +473,15 @@ def sealing_session(url: str) -> Iterator[SealSession]:
 def reading_session(url: str) -> Iterator[SealSession]:
     """A read-only repeatable-read session (verification, proofs): the log and the seals in one snapshot."""
     with _session(url, read_only=True) as session:
+        yield session
+
+
+@contextlib.contextmanager
+def tenant_reading_session(url: str, *, tenant: str | None = None) -> Iterator[SealSession]:
+    """A read-only repeatable-read session that sees one tenant only: with ``tenant``, the platform's own tenant
+    session on its owner URL (``SET LOCAL ROLE cmdlog_tenant`` + ``cmdlog.tenant_id``); without, ``url`` is a
+    tenant-bound SQL login's URI and its binding names the tenant."""
+    if tenant is not None and (not isinstance(tenant, str) or not tenant.strip()):
+        raise TenantIsolationError("tenant: must be a non-empty string")
+    with _session(url, read_only=True, tenant=tenant) as session:
         yield session

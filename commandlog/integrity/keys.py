@@ -6,6 +6,13 @@ new key) or, by default, ``$CMDLOG_HOME/keys/seal-ed25519.pem``, created on firs
 that is a symbolic link, readable or writable by group or others, or owned by another user is refused. The public
 key is exported as SubjectPublicKeyInfo PEM (``cmdlog seal --public-key``); an auditor verifies seals and proofs
 with it alone. A key is named by its fingerprint: the first 16 bytes of SHA-256 over the raw 32-byte public key, in hex.
+
+**Rotation** (``rotate``, ``cmdlog seal --rotate-key``): the current key's public half is kept beside it as
+``seal-<fingerprint>.pub.pem``, then a new private key replaces the file (written whole, renamed into place); new
+seals name the new key's fingerprint (``key_id``, in every signed header), older seals keep naming theirs. A
+verification is given every public key (``public_keys``: the signing key's and each kept ``*.pub.pem``, or the
+files an auditor names) and checks each seal with the key its ``key_id`` names; a seal naming none of them is a
+``key_mismatch``.
 """
 
 from __future__ import annotations
@@ -134,3 +141,42 @@ def signature_valid(key: Ed25519PublicKey, signature: bytes, message: bytes) -> 
     except InvalidSignature:
         return False
     return True
+
+
+def _public_path(folder: Path, key_id: str) -> Path:
+    return folder / f"seal-{key_id}.pub.pem"
+
+
+def rotate(settings: Settings) -> tuple[str, str]:
+    """Replace the signing key with a new one; keep the old public half beside it. ``(old id, new id)``."""
+    path = key_path(settings)
+    old = _load_private(path).public_key()
+    old_id = fingerprint(old)
+    kept = _public_path(path.parent, old_id)
+    if not kept.exists():
+        with os.fdopen(open_private(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW), "wb") as f:
+            f.write(public_pem(old))
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+    try:
+        with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW), "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic: a sealing run reads the old key or the new one, never half of one
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return old_id, fingerprint(_load_private(path).public_key())
+
+
+def public_keys(settings: Settings, paths: list[str] | None = None) -> list[Ed25519PublicKey]:
+    """The public keys to verify with: the PEM files ``paths`` when given; else the signing key's public half and
+    every rotated key kept beside it (``seal-*.pub.pem``)."""
+    if paths:
+        return [load_public_key(p) for p in paths]
+    path = key_path(settings)
+    found = [existing_signing_key(settings).public_key()]
+    found += [load_public_key(p) for p in sorted(path.parent.glob("seal-*.pub.pem"))]
+    return found

@@ -30,7 +30,7 @@ def inclusion_proof(db: Database, key: str, *, table: str = "command_log") -> di
         if found is None:
             raise RowNotFoundError(table, key)
         row, tx_id = found
-        seal = session.seal_covering(table, row.partition, tx_id)
+        seal = session.seal_covering(table, row.partition, tx_id, row.tenant_id)
     if seal is None:
         raise NotSealedError(table, key)
     if row.key not in seal.leaf_keys:

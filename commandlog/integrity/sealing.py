@@ -1,16 +1,18 @@
 """Sealing: each log partition's rows committed since the last run, digested into one signed, chained seal.
 
-A run (``seal``) holds the sealing lock, takes a repeatable-read snapshot, and covers ``last to_tx <= tx_id <
-xmin`` (see ``storage.seals`` for why that range is exact under concurrent writers). For each log table and each
-leaf partition with rows in the range it builds the Merkle tree over the rows' canonical encodings, and appends a
-seal whose header (``commandlog.integrity.header``) names the previous seal's hash and is signed with the
-Ed25519 key (``commandlog.integrity.keys``). All seals of a run commit together or not at all, so a crash leaves
-the previous run's state and a rerun covers the same rows. Writers are not touched: sealing only reads rows that
-are already committed.
+A run (``seal``) holds the sealing lock, takes a repeatable-read snapshot, and covers ``last to_tx <= tx_id < xmin``
+(see ``storage.seals`` for why that range is exact under concurrent writers). For each log table and each leaf
+partition with rows in the range (``tenant_command_log``: each leaf partition and tenant, so a tenant can verify its
+own seals without seeing anyone else's, ``storage.seals.PER_TENANT``) it builds the Merkle tree over the rows'
+canonical encodings, and appends a seal whose header (``commandlog.integrity.header``) names the previous seal's
+hash and is signed with the Ed25519 key (``commandlog.integrity.keys``). All seals of a run commit together or not
+at all, so a crash leaves the previous run's state and a rerun covers the same rows. Writers are not touched:
+sealing only reads rows that are already committed.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -19,8 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from commandlog.integrity import head, header, keys, merkle
 from commandlog.settings import Settings
+from storage.lake.datasets import LakeError
+from storage.lake.sealed_rows import exported_through, write_seals
 from storage.postgres import Database
-from storage.seals import LOG_TABLES, LeafRow, SealRow, SealSession, sealing_session
+from storage.seals import LOG_TABLES, PER_TENANT, LeafRow, SealRow, SealSession, reading_session, sealing_session
 
 
 @dataclass(kw_only=True)
@@ -37,6 +41,11 @@ class SealReport:
     """Rows sealed per log table."""
     seals: list[dict] = field(default_factory=list)
     """``{seal_id, table, partition, rows}`` per seal appended, in chain order."""
+    lake_file: str | None = None
+    """The file of the lake's seal folder this run wrote (the seals the lake did not hold yet), for offline
+    verification of a lake copy (``commandlog.integrity.lake``); None when the lake was never exported to."""
+    lake_error: str | None = None
+    """Why the seals could not be written to the lake (the next run writes them)."""
     head: dict | None = None
     """The newest seal after the run: ``{seal_id, seal_hash (hex), to_tx}`` (None while there is no seal); also
     appended to the head file outside the database (``commandlog.integrity.head``)."""
@@ -72,6 +81,10 @@ def seal(db: Database, settings: Settings) -> SealReport:
                    if newest else None)
     head.record(settings, head.Head(seal_id=newest.seal_id if newest else None,
                                     seal_hash=newest.seal_hash if newest else None, to_tx=to_tx))
+    try:
+        report.lake_file = export_seals(db, settings.lake)
+    except (LakeError, OSError) as e:  # the seals are committed; the next run writes what the lake lacks
+        report.lake_error = str(e)
     for s in made:
         report.rows[s.table_name] += s.row_count
         report.seals.append({"seal_id": s.seal_id, "table": s.table_name, "partition": s.partition_name,
@@ -79,29 +92,68 @@ def seal(db: Database, settings: Settings) -> SealReport:
     return report
 
 
+def export_seals(db: Database, lake_uri: str) -> str | None:
+    """Write the seals the lake's seal folder does not hold yet (``storage.lake.sealed_rows.SEALS_DIR``); the
+    file written, None when there was none to write or the lake was never exported to."""
+    done = exported_through(lake_uri)
+    if done is None:
+        return None
+    with reading_session(db.url) as session:
+        new = list(session.seals(after=done))
+    return write_seals(lake_uri, new)
+
+
+def _group(table: str, row: LeafRow) -> tuple[str, str | None]:
+    """What one seal covers: a leaf partition — and, for a table sealed per tenant, one tenant's rows in it."""
+    return row.partition, row.tenant_id if table in PER_TENANT else None
+
+
 def _seal_range(session: SealSession, key: Ed25519PrivateKey, key_id: str, last: SealRow | None, *,
                 from_tx: int, to_tx: int) -> list[SealRow]:
     made: list[SealRow] = []
     prev_id, prev_hash = (last.seal_id, last.seal_hash) if last else (0, header.ZERO_HASH)
+    tenant_heads: dict[str, tuple[int, bytes]] | None = None
+    since = 0
     now = datetime.now(UTC)
     for table in LOG_TABLES:
         rows = session.leaves(table, from_tx=from_tx, to_tx=to_tx)
-        for partition, group in itertools.groupby(rows, key=lambda r: r.partition):
+        for (partition, tenant), group in itertools.groupby(rows, key=functools.partial(_group, table)):
+            tenant_prev: tuple[int, bytes] | None = None
+            if tenant is not None:
+                if tenant_heads is None:  # each tenant's newest tenant seal: read once, then followed in memory
+                    tenant_heads = session.tenant_heads()
+                    since = session.shared_to(table)
+                tenant_prev = tenant_heads.get(tenant, (0, header.ZERO_HASH))
             s = make_seal(list(group), key, key_id=key_id, seal_id=prev_id + 1, prev_hash=prev_hash, table=table,
-                          partition=partition, from_tx=from_tx, to_tx=to_tx, created_at=now)
+                          partition=partition, from_tx=from_tx, to_tx=to_tx, created_at=now, tenant=tenant,
+                          tenant_prev=tenant_prev, tenant_since=since)
             made.append(s)
             prev_id, prev_hash = s.seal_id, s.seal_hash
+            if tenant is not None and tenant_heads is not None and s.tenant_seq is not None and s.tenant_hash:
+                tenant_heads[tenant] = (s.tenant_seq, s.tenant_hash)
     return made
 
 
 def make_seal(rows: list[LeafRow], key: Ed25519PrivateKey, *, key_id: str, seal_id: int, prev_hash: bytes,
-              table: str, partition: str, from_tx: int, to_tx: int, created_at: datetime) -> SealRow:
-    """The signed seal over ``rows`` (one partition's, in sealing order)."""
+              table: str, partition: str, from_tx: int, to_tx: int, created_at: datetime,
+              tenant: str | None = None, tenant_prev: tuple[int, bytes] | None = None,
+              tenant_since: int = 0) -> SealRow:
+    """The signed seal over ``rows`` (one partition's, in sealing order). With ``tenant`` (all ``rows`` are that
+    tenant's) and ``tenant_prev`` (the tenant's newest ``(tenant_seq, tenant_hash)``, ``(0, zeros)`` before its
+    first): a tenant seal, whose tenant header is signed first and bound into the global header."""
     leaves = [merkle.leaf_hash(r.data) for r in rows]
     leaf_keys, tenants = tuple(r.key for r in rows), tuple(r.tenant_id for r in rows)
     unsigned = SealRow(seal_id=seal_id, table_name=table, partition_name=partition, from_tx=from_tx, to_tx=to_tx,
                        row_count=len(rows), merkle_root=merkle.root(leaves), leaf_hashes=b"".join(leaves),
                        leaf_keys=leaf_keys, leaf_tenants=tenants, keys_digest=header.keys_digest(leaf_keys, tenants),
                        prev_hash=prev_hash, seal_hash=b"", signature=b"", key_id=key_id, created_at=created_at)
+    if tenant is not None:
+        if set(tenants) != {tenant} or tenant_prev is None:
+            raise ValueError(f"a tenant seal of {tenant!r} covers that tenant's rows only, after its previous seal")
+        unsigned = replace(unsigned, tenant_id=tenant, tenant_seq=tenant_prev[0] + 1, tenant_since=tenant_since,
+                           tenant_prev=tenant_prev[1])
+        t_hash = header.tenant_hash(unsigned)
+        unsigned = replace(unsigned, tenant_hash=t_hash,
+                           tenant_signature=key.sign(header.tenant_signed_message(t_hash)))
     digest = header.seal_hash(unsigned)
     return replace(unsigned, seal_hash=digest, signature=key.sign(header.signed_message(digest)))

@@ -210,6 +210,7 @@ def _sweep(db: Database, run: store.RunRow, policy: RetentionPolicy, leaf: Parti
     span = max(1, int(policy.batch_size / max(per_block, 1.0)))
 
     def record(conn: Connection, counts: store.Counts) -> None:
+        seals.mark_retention_deletes(conn, run.run_id)  # [integrity]: verify says "removed by retention run R"
         for table, per_tenant in counts.items():
             store.record_step(conn, run.run_id, action="delete", table=table, partition=leaf.name,
                               retention=leaf.retention, status="done", counts=per_tenant)

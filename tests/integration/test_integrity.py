@@ -158,16 +158,20 @@ def test_the_seal_table_refuses_updates_deletes_and_truncation(fresh):
     assert granted is False
     [(login_granted,)] = _sql(bus.db, "SELECT has_table_privilege('cmdlog_sql_login', 'log_seal', 'SELECT')")
     assert login_granted is False
-    # nothing a tenant can call reads the seals (they hold every tenant's leaf hashes and counts)
-    assert _sql(bus.db, "SELECT proname FROM pg_proc WHERE prosecdef AND strpos(prosrc, 'log_seal') > 0") == []
+    # tenants read their own tenant seals through row-level security and a column grant (migration 0017,
+    # tests/integration/test_tenant_seals.py); nothing a tenant can call reads the seals as their owner
+    assert _sql(bus.db, "SELECT proname FROM pg_proc WHERE prosecdef AND (strpos(prosrc, 'log_seal') > 0 "
+                        "OR strpos(prosrc, 'log_removed') > 0)") == []
 
 
-def test_a_tenant_session_cannot_read_the_seals_of_its_own_or_other_tenants_rows(fresh):
+def test_a_tenant_session_cannot_read_the_global_columns_of_the_seals(fresh):
+    """Tenants read their own tenant seals' tenant headers (0017), never the global chain nor the leaf tenants."""
     bus, settings = fresh
     seal(bus.db, settings)
     [(tenant,)] = _sql(bus.db, "SELECT tenant_id FROM tenant_command_log ORDER BY tenant_id LIMIT 1")
-    with pytest.raises(psycopg.errors.InsufficientPrivilege), bus.db.tenant_session(tenant) as conn:
-        conn.execute("SELECT leaf_hashes, leaf_keys, leaf_tenants, row_count FROM log_seal").fetchall()
+    for column in ("leaf_tenants", "seal_id", "prev_hash", "seal_hash", "signature", "retired_by_run", "*"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), bus.db.tenant_session(tenant) as conn:
+            conn.execute(f"SELECT {column} FROM log_seal").fetchall()
 
 
 def test_a_forged_seal_row_is_named_bad_signature_and_a_removed_one_breaks_the_chain(fresh):
@@ -436,7 +440,9 @@ def test_a_retention_purge_retires_the_seals_of_dropped_partitions_and_verify_st
     assert retired_rows and {p for _, p in retired_rows} == dropped & sealed  # (empty leaves were dropped too)
     assert {r for r, _ in retired_rows} == {report.run_id}
     assert verify(bus.db, _public(settings)) == []
-    assert retired(bus.db) == {report.run_id: len(retired_rows)}
+    [(retired_seals,)] = _sql(bus.db, "SELECT count(*) FROM log_seal WHERE retired_by_run IS NOT NULL")
+    assert retired_seals > len(retired_rows)  # tenant_command_log leaves: one seal per tenant (0017)
+    assert retired(bus.db) == {report.run_id: retired_seals}
     after = seal(bus.db, settings)  # the purge's own log row (permanent) is sealed like any other
     assert after.rows["command_log"] == 1
     assert verify(bus.db, _public(settings)) == []
@@ -527,3 +533,35 @@ def test_a_second_sealing_run_at_the_same_time_is_refused_and_nothing_is_sealed_
     [(sealed, distinct)] = _sql(bus.db, "SELECT count(k), count(DISTINCT k) FROM log_seal, unnest(leaf_keys) k "
                                         "WHERE table_name = 'command_log'")
     assert sealed == distinct == 120
+
+
+def test_rows_retention_deletes_one_by_one_are_removed_by_its_run_and_other_deletes_name_their_transaction(fresh):
+    """A legal hold keeps the held tenant's rows, so retention sweeps the others' expired rows out of those leaves
+    row by row (no drop, no retirement): verify says which run removed them, for the operator and the tenant."""
+    from commandlog.integrity.tenant import verify_tenant  # noqa: PLC0415
+    from commandlog.retention.policy import add_hold  # noqa: PLC0415
+
+    bus, settings = fresh
+    [held, swept] = [r[0] for r in _sql(bus.db, "SELECT DISTINCT tenant_id FROM command_log ORDER BY 1")]
+    add_hold(bus, tenant=held, reason="litigation")
+    seal(bus.db, settings)
+    report = run_purge(bus.db, bus, RetentionPolicy(short_lived_days=10, long_lived_days=60),
+                       as_of=NOW + dt.timedelta(days=100), dry_run=False)
+    [(deleted,)] = _sql(bus.db, "SELECT count(*) FROM log_removed WHERE retention_run = %s", (report.run_id,))
+    assert deleted > 0 and _sql(bus.db, "SELECT count(*) FROM log_removed WHERE retention_run IS NULL") == [(0,)]
+    by_retention: list = []
+    assert verify(bus.db, _public(settings), by_retention=by_retention) == []
+    assert len(by_retention) == deleted
+    assert {f.detail.rsplit(" ", 1)[-1] for f in by_retention} == {str(report.run_id)}
+    assert {f.tenant_id for f in by_retention} == {swept}
+    tenant_view = verify_tenant(bus.db.url, [_public(settings)], tenant=swept)
+    assert tenant_view.findings == [] and tenant_view.by_retention
+    # a delete that is not retention's: still removed (tampering), and named by its transaction
+    [(victim,)] = _sql(bus.db, "SELECT cmd_uuid::text FROM command_log WHERE tenant_id = %s LIMIT 1", (held,))
+    _sql(bus.db, "DELETE FROM command_log WHERE cmd_uuid = %s", (victim,))
+    [f] = verify(bus.db, _public(settings))
+    assert (f.kind, f.key) == ("removed", victim) and "deleted by transaction" in f.detail
+    assert "not by retention" in f.detail
+    # a forged mark naming a run that recorded no delete step of that table is not honoured
+    _sql(bus.db, "UPDATE log_removed SET retention_run = 999999 WHERE row_key = %s", (victim,))
+    assert [(x.kind, x.key) for x in verify(bus.db, _public(settings))] == [("removed", victim)]
