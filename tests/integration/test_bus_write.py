@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import pytest
 
-from commandlog import Command, ExecutionContext, Sensitive
+from commandlog import Command, CommandRejectedError, ExecutionContext, Sensitive
 from commandlog.bus import CommandBus
 from commandlog.redaction import WITHHELD
 
@@ -30,9 +30,12 @@ class Emit(Command):
     payloads: list[dict[str, Any]] = []
     subjects_: list[str] = []
     poison: str | None = None
-    """``type`` or ``payload``: the handler adds a NUL there (a body holding one is rejected before it runs)."""
+    """``type`` or ``payload``: the handler adds a NUL there (a body holding one is rejected before it runs);
+    ``subject_nul``/``subject_surrogate``: ``subjects()`` returns an unstorable one."""
 
     def subjects(self) -> list[str]:
+        if self.poison in ("subject_nul", "subject_surrogate"):  # computed: the body itself stays storable
+            return [*self.subjects_, "thing:" + ("\x00" if self.poison == "subject_nul" else "\ud800")]
         return self.subjects_
 
 
@@ -45,7 +48,6 @@ class Secret(Command):
 
 
 def _emit(cmd: Emit, h) -> dict:
-    h.conn.execute("CREATE TABLE IF NOT EXISTS test_bus_write_effect (tenant_id text, n int)")
     h.conn.execute("INSERT INTO test_bus_write_effect VALUES (%s, %s)", (h.tenant_id, len(cmd.payloads)))
     for p in cmd.payloads:
         h.emit(cmd.event_type + ("\x00" if cmd.poison == "type" else ""),
@@ -59,6 +61,8 @@ def _fail(cmd: Secret, h) -> None:
 
 @pytest.fixture(scope="module")
 def write_bus(db) -> CommandBus:
+    with db.connection() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS test_bus_write_effect (tenant_id text, n int)")
     b = CommandBus(db)
     b.register(Emit, _emit)
     b.register(Secret, _fail)
@@ -125,3 +129,12 @@ def test_timestamps_keep_their_microseconds_and_zone(write_bus, db, ctx, tenant)
         (record.started_at, record.finished_at)]
     (occurred,) = _rows(db, "SELECT occurred_at FROM domain_event WHERE tenant_id = %s", tenant)[0]
     assert occurred == outcome.events[0].occurred_at and occurred.utcoffset() == dt.timedelta(0)
+
+
+@pytest.mark.parametrize("poison", ["subject_nul", "subject_surrogate"])
+def test_an_unstorable_subject_is_rejected_naming_its_position(write_bus, db, ctx, tenant, poison):
+    with pytest.raises(CommandRejectedError) as err:
+        write_bus.execute(Emit(subjects_=["thing:ok"], poison=poison), ctx)
+    assert [e["field"] for e in err.value.errors] == ["subjects.1"]
+    assert _rows(db, "SELECT status, subjects FROM command_log WHERE tenant_id = %s", tenant) == [("rejected", [])]
+    assert _rows(db, "SELECT count(*) FROM test_bus_write_effect WHERE tenant_id = %s", tenant) == [(0,)]
