@@ -1,26 +1,37 @@
-"""What tracing costs: the same billing handler (one UPDATE) run traced through the bus and untraced, interleaved;
-and the batch (COPY) seeding path against a raw COPY of the same rows.
+"""What tracing costs: the same billing handler (one UPDATE) run four ways, interleaved — traced through the bus,
+untraced, with hand-written tracing (plain psycopg writing the same log rows in the COMMIT's pipeline sync), and
+hand-written into a one-physical-row prototype of the dual log; and the batch (COPY) seeding path against a raw COPY
+of the same rows.
 
     python -m benchmarks.bus_overhead [--rows 5000] [--batch-rows 100000] [--repeat 3]
 
 Each of the ``--repeat`` runs measures both parts (baselines included) and prints its own JSON line. Ends with one
-JSON line: medians and min/max over the runs of p50_ratio and p99_ratio (traced / untraced latency) and
-batch_vs_copy (raw COPY time / batch path time; 1.0 means the batch path costs nothing over COPY), with the load
-average at the start and end. Uses a throwaway embedded Postgres unless
-CMDLOG_BENCH_DATABASE_URL names a database (whose log tables it truncates).
+JSON line: medians and min/max over the runs of p50_ratio and p99_ratio (traced / untraced latency),
+ratio_to_handwritten (traced / hand-written p50: what our Python costs over the SQL), handwritten_p50_ratio and
+single_row_p50_ratio (hand-written and prototype / untraced), the CPU each variant spends per execution in this
+thread and in the server's backends (``*_cpu_ms``; unlike latency, hardly moved by the machine's load; the server
+part needs a local server whose /proc entries this user may read), and batch_vs_copy (raw COPY time / batch path
+time; 1.0 means the batch path costs nothing over COPY), with the load average at the start and end. Uses a
+throwaway embedded Postgres unless CMDLOG_BENCH_DATABASE_URL names a database (whose log tables it truncates).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from benchmarks._common import add_repeat_argument, loadavg, percentile, print_summary, repeat
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext, HandlerContext
+from commandlog.ids import uuid7
 from examples.billing import commands as c
 from examples.billing import demo, setup
 from examples.billing.handlers import rename_customer
@@ -42,31 +53,183 @@ def untraced(db: Database, cmd: c.RenameCustomer, ctx: ExecutionContext) -> None
             rename_customer(cmd, hctx)
 
 
+def _hand_params(cmd: c.RenameCustomer, ctx: ExecutionContext, cmd_uuid: uuid.UUID, started: datetime,
+                 finished: datetime, result: dict, events: list) -> dict:
+    """The log rows' values built by hand: what any tracing must send, with none of the bus's checks."""
+    body = cmd.model_dump_json()
+    return {"cmd_uuid": cmd_uuid, "cmd_class": cmd.cmd_class, "cmd_version": cmd.cmd_version,
+            "tenant_id": ctx.tenant_id, "actor_id": ctx.actor_id, "correlation_id": uuid7(),
+            "causation_id": None, "replay_of": None,
+            "draft_uuid": None, "status": "succeeded", "error_type": None, "error_message": None,
+            "public_error_message": None, "started_at": started, "finished_at": finished, "retention": cmd.retention,
+            "subjects": [f"customer:{cmd.customer_id}"], "body": body, "public_body": body, "body_excluded": False,
+            "result": json.dumps(result),
+            "events": json.dumps([{"event_uuid": str(e.event_uuid), "event_type": e.event_type, "payload": e.payload,
+                                   "occurred_at": e.occurred_at.isoformat()} for e in events])}
+
+
+def _handwritten(db: Database, cmd: c.RenameCustomer, ctx: ExecutionContext, statement: str) -> None:
+    """The same handler plus plain psycopg: the log rows written by ``statement`` in the COMMIT's pipeline sync."""
+    with db.connection() as conn:
+        tx = conn.transaction()
+        tx.__enter__()
+        cmd_uuid, started = uuid7(), datetime.now(UTC)
+        hctx = HandlerContext(conn=conn, execution=ctx, cmd_uuid=cmd_uuid, mode="live", _execute_nested=None)
+        result = rename_customer(cmd, hctx)
+        params = _hand_params(cmd, ctx, cmd_uuid, started, datetime.now(UTC), result, hctx.events)
+        with conn.pipeline():
+            conn.execute(statement, params)
+            tx.__exit__(None, None, None)
+
+
+# The hand-written statement: the same rows as the bus writes (``command_log``, ``tenant_command_log``,
+# ``domain_event``), written here rather than imported so that the baseline stays put while the bus changes.
+INSERT_HAND = """
+WITH g AS (
+  INSERT INTO command_log (cmd_uuid, cmd_class, cmd_version, tenant_id, actor_id, correlation_id, causation_id,
+      replay_of, draft_uuid, status, error_type, error_message, started_at, finished_at, retention, subjects,
+      cmd_body, body_excluded)
+  VALUES (%(cmd_uuid)b, %(cmd_class)b, %(cmd_version)b, %(tenant_id)b, %(actor_id)b, %(correlation_id)b,
+      %(causation_id)b, %(replay_of)b, %(draft_uuid)b, %(status)b, %(error_type)b, %(public_error_message)b,
+      %(started_at)b, %(finished_at)b, %(retention)b, %(subjects)b, %(public_body)b::jsonb, %(body_excluded)b)),
+t AS (
+  INSERT INTO tenant_command_log (cmd_uuid, tenant_id, cmd_class, cmd_version, actor_id, correlation_id,
+      causation_id, replay_of, draft_uuid, status, error_type, error_message, started_at, finished_at, retention,
+      subjects, cmd_body, result)
+  VALUES (%(cmd_uuid)b, %(tenant_id)b, %(cmd_class)b, %(cmd_version)b, %(actor_id)b, %(correlation_id)b,
+      %(causation_id)b, %(replay_of)b, %(draft_uuid)b, %(status)b, %(error_type)b, %(error_message)b,
+      %(started_at)b, %(finished_at)b, %(retention)b, %(subjects)b, %(body)b::jsonb, %(result)b::jsonb))
+INSERT INTO domain_event (event_uuid, cmd_uuid, tenant_id, event_type, payload, occurred_at, retention)
+SELECT e.event_uuid, %(cmd_uuid)b, %(tenant_id)b, e.event_type, e.payload, e.occurred_at, %(retention)b
+  FROM jsonb_to_recordset(%(events)b::jsonb)
+       AS e(event_uuid uuid, event_type text, payload jsonb, occurred_at timestamptz)
+"""
+
+
+def handwritten(db: Database, cmd: c.RenameCustomer, ctx: ExecutionContext) -> None:
+    """Hand-written tracing: the same rows as the bus (``command_log``, ``tenant_command_log``, ``domain_event``)."""
+    _handwritten(db, cmd, ctx, INSERT_HAND)
+
+
+# The one-physical-row prototype (issue 17, point 4): the tenant table holds both the full and the lean body, with
+# the union of both tables' indexes (the global log's admin timelines included), and ``command_log`` would become a
+# projection of it. Measured here only; the schema is not changed.
+SINGLE_TABLE = "bench_single_log"
+SINGLE_INDEXES = (
+    "(tenant_id, started_at DESC, cmd_uuid DESC)", "(tx_id)", "(correlation_id)", "USING gin (tenant_id, subjects)",
+    "(tenant_id, actor_id, started_at DESC, cmd_uuid DESC)", "(tenant_id, cmd_class, started_at DESC, cmd_uuid DESC)",
+    "(tenant_id, status, started_at DESC, cmd_uuid DESC) WHERE status <> 'succeeded'",
+    "(replay_of) WHERE replay_of IS NOT NULL", "(actor_id, started_at DESC, cmd_uuid DESC)",
+    "(cmd_class, started_at DESC, cmd_uuid DESC)", "(started_at DESC, cmd_uuid DESC)",
+)
+INSERT_SINGLE = f"""
+WITH t AS (INSERT INTO {SINGLE_TABLE} (cmd_uuid, tenant_id, cmd_class, cmd_version, actor_id, correlation_id,
+    causation_id, replay_of, draft_uuid, status, error_type, error_message, public_error_message, started_at,
+    finished_at, retention, subjects, cmd_body, public_body, body_excluded, result)
+  VALUES (%(cmd_uuid)b, %(tenant_id)b, %(cmd_class)b, %(cmd_version)b, %(actor_id)b, %(correlation_id)b,
+    %(causation_id)b, %(replay_of)b, %(draft_uuid)b, %(status)b, %(error_type)b, %(error_message)b,
+    %(public_error_message)b, %(started_at)b, %(finished_at)b, %(retention)b, %(subjects)b, %(body)b::jsonb,
+    %(public_body)b::jsonb, %(body_excluded)b, %(result)b::jsonb))
+INSERT INTO domain_event (event_uuid, cmd_uuid, tenant_id, event_type, payload, occurred_at, retention)
+SELECT e.event_uuid, %(cmd_uuid)b, %(tenant_id)b, e.event_type, e.payload, e.occurred_at, %(retention)b
+  FROM jsonb_to_recordset(%(events)b::jsonb)
+       AS e(event_uuid uuid, event_type text, payload jsonb, occurred_at timestamptz)
+"""
+
+
+def create_single_table(db: Database) -> None:
+    """The prototype table, partitioned like the log (retention, then a range of ``started_at`` around now)."""
+    with db.connection() as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {SINGLE_TABLE}")
+        conn.execute(f"CREATE TABLE {SINGLE_TABLE} (LIKE tenant_command_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS, "
+                     "public_body jsonb, public_error_message text, body_excluded boolean NOT NULL DEFAULT false, "
+                     "PRIMARY KEY (cmd_uuid, retention, started_at)) PARTITION BY LIST (retention)")
+        conn.execute(f"CREATE TABLE {SINGLE_TABLE}_l PARTITION OF {SINGLE_TABLE} FOR VALUES IN ('long_lived') "
+                     "PARTITION BY RANGE (started_at)")
+        conn.execute(f"CREATE TABLE {SINGLE_TABLE}_l_now PARTITION OF {SINGLE_TABLE}_l "
+                     "FOR VALUES FROM (now() - interval '40 days') TO (now() + interval '40 days')")
+        for index in SINGLE_INDEXES:
+            conn.execute(f"CREATE INDEX ON {SINGLE_TABLE} {index}")
+
+
+def single_row(db: Database, cmd: c.RenameCustomer, ctx: ExecutionContext) -> None:
+    """Hand-written tracing into the one-row prototype: one log row (both bodies) plus the events."""
+    _handwritten(db, cmd, ctx, INSERT_SINGLE)
+
+
+def _backend_pids(db: Database) -> list[int]:
+    with db.connection() as conn:
+        return [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
+
+
+def _server_cpu_ns(pids: list[int]) -> int | None:
+    """CPU time the server's backends have used (``/proc/<pid>/schedstat``), None when it cannot be read (a
+    remote server, or another user's processes): load-independent, unlike latency."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+    return total
+
+
 def measure_overhead(db: Database, bus: CommandBus, rows: int) -> dict:
     ctx = ExecutionContext(tenant_id="bench", actor_id="bench@bench")
     with db.connection() as conn:
         conn.execute("INSERT INTO billing.customer (tenant_id, customer_id, name, email) "
                      "VALUES ('bench', 1, 'Bench', 'b@x.io') ON CONFLICT DO NOTHING")
-    traced_ms, untraced_ms = [], []
+    create_single_table(db)
+    variants: dict[str, Callable[[c.RenameCustomer], Any]] = {
+        "traced": lambda cmd: bus.execute(cmd, ctx), "untraced": lambda cmd: untraced(db, cmd, ctx),
+        "handwritten": lambda cmd: handwritten(db, cmd, ctx), "single_row": lambda cmd: single_row(db, cmd, ctx)}
     for i in range(200):  # warm-up: prepared statements, pool, caches
-        bus.execute(c.RenameCustomer(customer_id=1, name=f"w{i}"), ctx)
-        untraced(db, c.RenameCustomer(customer_id=1, name=f"w{i}"), ctx)
+        for run in variants.values():
+            run(c.RenameCustomer(customer_id=1, name=f"w{i}"))
+    pids = _backend_pids(db)  # the pool's connections, opened by the warm-up
+    ms: dict[str, list[float]] = {k: [] for k in variants}
+    client_s = dict.fromkeys(variants, 0.0)
+    server_ns: dict[str, int | None] = dict.fromkeys(variants, 0)
+    names = list(variants)
     for i in range(rows):
         cmd = c.RenameCustomer(customer_id=1, name=f"n{i}")
-        for traced in ((True, False) if i % 2 else (False, True)):  # interleaved, alternating which goes first
+        for name in names[i % len(names):] + names[:i % len(names)]:  # interleaved, rotating which goes first
+            server_start = _server_cpu_ns(pids)
+            cpu_start = time.thread_time()
             start = time.perf_counter()
-            if traced:
-                bus.execute(cmd, ctx)
-            else:
-                untraced(db, cmd, ctx)
-            (traced_ms if traced else untraced_ms).append((time.perf_counter() - start) * 1000)
-    return {
-        "traced_p50_ms": round(percentile(traced_ms, 50), 4), "untraced_p50_ms": round(percentile(untraced_ms, 50), 4),
-        "traced_p99_ms": round(percentile(traced_ms, 99), 4), "untraced_p99_ms": round(percentile(untraced_ms, 99), 4),
-        "p50_ratio": round(percentile(traced_ms, 50) / percentile(untraced_ms, 50), 3),
-        "p99_ratio": round(percentile(traced_ms, 99) / percentile(untraced_ms, 99), 3),
-        "executions_each": rows,
-    }
+            variants[name](cmd)
+            ms[name].append((time.perf_counter() - start) * 1000)
+            client_s[name] += time.thread_time() - cpu_start
+            server_end = _server_cpu_ns(pids)
+            spent = server_ns[name]
+            server_ns[name] = None if None in (spent, server_start, server_end) else \
+                spent + server_end - server_start  # type: ignore[operator]
+    with db.connection() as conn:
+        conn.execute(f"DROP TABLE {SINGLE_TABLE}")
+    p50 = {k: percentile(v, 50) for k, v in ms.items()}
+    p99 = {k: percentile(v, 99) for k, v in ms.items()}
+    out: dict[str, Any] = {}
+    for k in names:
+        out[f"{k}_p50_ms"] = round(p50[k], 4)
+        out[f"{k}_p99_ms"] = round(p99[k], 4)
+    out.update({
+        "p50_ratio": round(p50["traced"] / p50["untraced"], 3),
+        "p99_ratio": round(p99["traced"] / p99["untraced"], 3),
+        "ratio_to_handwritten": round(p50["traced"] / p50["handwritten"], 3),
+        "handwritten_p50_ratio": round(p50["handwritten"] / p50["untraced"], 3),
+        "single_row_p50_ratio": round(p50["single_row"] / p50["untraced"], 3),
+        "single_row_p99_ratio": round(p99["single_row"] / p99["untraced"], 3),
+    })
+    for k in names:  # CPU per execution, client (this thread) and server (its backends): robust to the machine's load
+        out[f"{k}_client_cpu_ms"] = round(client_s[k] / rows * 1000, 4)
+        spent = server_ns[k]
+        out[f"{k}_server_cpu_ms"] = None if spent is None else round(spent / rows / 1e6, 4)
+    base = out["untraced_client_cpu_ms"] + (out["untraced_server_cpu_ms"] or 0)
+    for k in ("traced", "handwritten", "single_row"):
+        out[f"{k}_cpu_over_untraced_ms"] = round(out[f"{k}_client_cpu_ms"] + (out[f"{k}_server_cpu_ms"] or 0) - base, 4)
+    out["executions_each"] = rows
+    return out
 
 
 def _truncate(db: Database) -> None:
@@ -108,8 +271,14 @@ def main() -> None:
         finally:
             db.close()
     print_summary("bus_overhead", runs, load_start=load_start,
-                  keys=("p50_ratio", "p99_ratio", "batch_vs_copy", "traced_p50_ms", "untraced_p50_ms",
-                        "traced_p99_ms", "untraced_p99_ms", "batch_rows_per_s"),
+                  keys=("p50_ratio", "p99_ratio", "ratio_to_handwritten", "handwritten_p50_ratio",
+                        "single_row_p50_ratio", "single_row_p99_ratio", "batch_vs_copy",
+                        "traced_p50_ms", "untraced_p50_ms", "handwritten_p50_ms", "single_row_p50_ms",
+                        "traced_p99_ms", "untraced_p99_ms", "handwritten_p99_ms", "single_row_p99_ms",
+                        "traced_cpu_over_untraced_ms", "handwritten_cpu_over_untraced_ms",
+                        "single_row_cpu_over_untraced_ms", "traced_client_cpu_ms", "handwritten_client_cpu_ms",
+                        "untraced_client_cpu_ms", "traced_server_cpu_ms", "handwritten_server_cpu_ms",
+                        "untraced_server_cpu_ms", "batch_rows_per_s"),
                   extra={"executions_each": args.rows, "batch_rows": args.batch_rows})
 
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from commandlog.command_json import check_storable, may_be_unstorable, storable_text
+from commandlog.command_json import check_storable, may_be_unstorable, storable_text, text_problem
 from commandlog.commands import Command, CommandRegistry
 from commandlog.commands import registry as default_registry
 from commandlog.context import EventRecord, ExecutionContext, HandlerContext, Mode
@@ -299,7 +299,8 @@ class CommandBus:
         if not errors:
             try:
                 subjects = [str(s) for s in command.subjects()]
-                check_storable(subjects, field="subjects")
+                if any(text_problem(s) for s in subjects):  # a flat list of text: only its text can be unstorable
+                    check_storable(subjects, field="subjects")
             except UnstorableValueError as e:
                 errors = e.errors
             except Exception as e:  # user code: its message may quote a sensitive value, scrubbed below

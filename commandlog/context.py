@@ -36,7 +36,16 @@ class ExecutionContext:
 
     def with_(self, **changes: Any) -> ExecutionContext:
         """A copy with some fields changed."""
-        return replace(self, **changes)
+        if not changes.keys() <= _CONTEXT_FIELDS:
+            return replace(self, **changes)  # raises the TypeError naming the unknown field
+        # Copying the field dict directly: ``dataclasses.replace`` re-runs ``__init__`` field by field, a cost the
+        # bus pays on every command (it fills in the correlation id).
+        copy = object.__new__(ExecutionContext)
+        copy.__dict__.update(self.__dict__, **changes)
+        return copy
+
+
+_CONTEXT_FIELDS = frozenset(ExecutionContext.__dataclass_fields__)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,9 +23,10 @@ _state = _Monotonic()
 
 def uuid7(at: datetime | None = None) -> uuid.UUID:
     """A UUIDv7 for now (monotonic within this process) or for the given time."""
+    random = int.from_bytes(os.urandom(10), "big")  # one system call per id: the counter's seed and the tail
     if at is not None:
         ms = int(at.timestamp() * 1000)
-        rand = int.from_bytes(os.urandom(10), "big")
+        rand = random
     else:
         with _state.lock:
             ms = time.time_ns() // 1_000_000
@@ -33,9 +34,9 @@ def uuid7(at: datetime | None = None) -> uuid.UUID:
                 ms = _state.last_ms
                 _state.seq += 1
             else:
-                _state.seq = int.from_bytes(os.urandom(2), "big") & 0x3FF
+                _state.seq = (random >> 64) & 0x3FF
             _state.last_ms = ms
-            rand = ((_state.seq & 0xFFF) << 62) | (int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1))
+            rand = ((_state.seq & 0xFFF) << 62) | (random & ((1 << 62) - 1))
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
     value |= ((rand >> 62) & 0xFFF) << 64
