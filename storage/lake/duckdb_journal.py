@@ -123,6 +123,9 @@ def open_journal(lake: Lake, *, tenant: str | None = None, threads: int | None =
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute("SET python_enable_replacements = false")
+    # Lake files are immutable (a name is never rewritten: new rows and merges get new snapshot-named files), so a
+    # connection kept open may keep their footers: the second report over the same files skips reading them again.
+    con.execute("SET parquet_metadata_cache = true")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     _temp_directory(con, spill=tenant is None)
