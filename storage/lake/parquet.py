@@ -32,7 +32,6 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-
 ROW_GROUP_ROWS = 122_880
 """Rows per row group: DuckDB's own row-group size, its unit of parallel scanning and of min/max skipping."""
 TARGET_FILE_BYTES = 256 * 1024 * 1024
