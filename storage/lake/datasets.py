@@ -208,7 +208,7 @@ class Lake:
         out_path = self.abspath(self.staging_dir(snapshot_id), dataset, path)
         self.make_dir(posixpath.dirname(out_path))
         keys = sort_keys(dataset, table.schema)
-        table = sort_table(table.combine_chunks(), keys)
+        table = sort_table(table, keys)
         with pq.ParquetWriter(out_path, table.schema, filesystem=self.fs, **parquet_options(table.schema, keys)) as w:
             self.seal(out_path)
             w.write_table(table, row_group_size=ROW_GROUP_ROWS)

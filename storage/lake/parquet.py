@@ -34,13 +34,14 @@ import pyarrow.parquet as pq
 
 ROW_GROUP_ROWS = 122_880
 """Rows per row group: DuckDB's own row-group size, its unit of parallel scanning and of min/max skipping."""
-TARGET_FILE_BYTES = 256 * 1024 * 1024
+TARGET_FILE_BYTES = 128 * 1024 * 1024
 """Arrow (≈ Parquet uncompressed) bytes per file before the writer starts a new one; compaction packs small files
-into files of at most this size. Why 256 MiB: engines want large files — DuckDB reads a file's footer and plans per
-file, object storage bills and waits per request (~20-50 ms to first byte on S3), table formats aim at 128 MiB-1 GiB
-compressed — and compaction sorts a file in memory, so this is also its memory bound. With zstd the files are
-~30-80 MiB on disk. At the lake's scale a day partition is below it, so the rule in practice is one file per
-partition (the Hive layout's floor)."""
+into files of at most this size. Why: engines want few, large files — DuckDB reads each file's footer and schedules
+per file, object storage bills and waits per request (~20-50 ms to first byte on S3; reads of 8-16 MB ranges
+amortise it), table formats aim at 128 MiB-1 GiB on disk — but compaction sorts a file in memory (peak ≈ twice the
+target), and 128 MiB keeps it beside the export's own 128 MB budget. With zstd that is ~15-40 MiB on disk. At the
+lake's scale a day partition is below it, so in practice the rule is one file per closed partition (the Hive
+layout's floor); the target only splits bigger partitions."""
 SORT_KEYS: dict[str, tuple[str, ...]] = {
     "commands": ("started_at",),
     "tenant_commands": ("started_at",),
