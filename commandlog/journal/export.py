@@ -98,7 +98,7 @@ def run_export(db: Database, lake_uri: str, *, step: Step | None = None) -> Expo
 
 
 def run_compaction(db: Database, lake_uri: str, *, min_files: int = 8, target_bytes: int = TARGET_FILE_BYTES,
-                   step: Step | None = None) -> ExportResult:
+                   close_days: bool = True, step: Step | None = None) -> ExportResult:
     """Merge each partition's small files into as few files as ``target_bytes`` allows, rows sorted.
 
     A partition is compacted when it holds ``min_files`` files or more, or when it is closed — its ``day`` is
@@ -106,7 +106,8 @@ def run_compaction(db: Database, lake_uri: str, *, min_files: int = 8, target_by
     more. Its files of at least half the target are left alone; the others are packed, in name order, into groups
     of at most ``target_bytes`` and each group of two or more becomes one file (see ``plan_compaction``). So the
     open day keeps fewer than ``min_files`` small files and every other partition ends at one file per target's
-    worth of rows, whatever the number of exports.
+    worth of rows, whatever the number of exports. ``close_days=False``: the ``min_files`` rule alone (what
+    compaction did before closed days; the lake-files benchmark's baseline).
     """
     if min_files < 2:
         raise ExportError("min_files: must be at least 2")
@@ -117,7 +118,8 @@ def run_compaction(db: Database, lake_uri: str, *, min_files: int = 8, target_by
     with ledger.lake_lock(db, lake_uri):
         recovered = _recover(db, lake, step)
         current = lake.manifest()
-        todo = plan_compaction(lake, current[1] if current else [], min_files=min_files, target_bytes=target_bytes)
+        todo = plan_compaction(lake, current[1] if current else [], min_files=min_files, target_bytes=target_bytes,
+                               close_days=close_days)
         if not todo:
             return ExportResult(snapshot_id=None, kind="compaction", recovered=recovered)
         run = ledger.start_run(db, lake_uri, kind="compaction")
@@ -135,8 +137,8 @@ def run_compaction(db: Database, lake_uri: str, *, min_files: int = 8, target_by
     return result
 
 
-def plan_compaction(lake: Lake, files: list[LakeFile], *, min_files: int,
-                    target_bytes: int) -> list[tuple[str, str, int, list[LakeFile]]]:
+def plan_compaction(lake: Lake, files: list[LakeFile], *, min_files: int, target_bytes: int,
+                    close_days: bool = True) -> list[tuple[str, str, int, list[LakeFile]]]:
     """The merges a compaction of ``files`` (a manifest) does: ``(dataset, partition folder, part, files)``."""
     groups: dict[tuple[str, str], list[LakeFile]] = defaultdict(list)
     newest: dict[str, str] = {}
@@ -148,7 +150,7 @@ def plan_compaction(lake: Lake, files: list[LakeFile], *, min_files: int,
     todo = []
     for (dataset, pdir), members in sorted(groups.items()):
         day = partition_of(members[0].path).get("day")
-        closed = day is not None and day < newest[dataset]
+        closed = close_days and day is not None and day < newest[dataset]
         if len(members) < (2 if closed else min_files):
             continue
         sized = [(f, lake.file_bytes(f)) for f in sorted(members, key=lambda f: f.path)]
