@@ -112,3 +112,12 @@ def test_min_files_below_two_is_refused_by_name(tmp_path, bad):
 
     with pytest.raises(ExportError, match="min_files"):
         run_compaction(None, str(tmp_path), min_files=bad)  # type: ignore[arg-type]  # refused before any use
+
+
+def test_without_closed_days_only_min_files_counts(tmp_path):
+    lake = Lake(str(tmp_path))
+    files = ([_f("commands", OPEN, f"s{i}.parquet", 100) for i in range(2)]
+             + [_f("commands", CLOSED, f"s{i}.parquet", 100) for i in range(3)])
+    assert plan_compaction(lake, files, min_files=4, target_bytes=10_000, close_days=False) == []
+    assert [p for _, p, _, _ in plan_compaction(lake, files, min_files=3, target_bytes=10_000,
+                                                close_days=False)] == [CLOSED]
