@@ -6,6 +6,9 @@ latency of subject, actor and class timelines on Postgres (tenant session, first
 ``duckdb_speedup_median``: median over the report queries of (Postgres median time / DuckDB median time), both
 measured in this run on the same rows (the lake is exported from the benchmark database first, incrementally).
 ``timeline_p95_ms``: p95 over all timeline calls (Python API, connection from the pool, rows decoded).
+``journal_report_s``: the whole ``journal report`` (every built-in report with its cut-off count, on a connection
+opened for it, as the CLI does) — cold (first) and warm (median). ``lake_files_per_million_rows``: Parquet files of
+the lake per million rows of each dataset after the export and its compaction (``lake_layout``).
 Seeds and exports once; each of the ``--repeat`` runs times reports and timelines and prints its own JSON line;
 the final line has the medians and min/max over the runs and the load average at the start and end.
 """
@@ -51,6 +54,36 @@ def bench_reports(db, lake_uri: str, *, runs: int) -> dict[str, dict]:
                          "speedup": round(pg / duck, 1)}
             print(f"{name}: {out[name]}", file=sys.stderr)
     return out
+
+
+def lake_layout(lake_uri: str) -> dict:
+    """Files, rows and files per million rows of each lake dataset (from the newest manifest)."""
+    from storage.lake.datasets import Lake
+
+    _, files = Lake(lake_uri).manifest() or (0, [])
+    out: dict[str, dict] = {}
+    for f in files:
+        d = out.setdefault(f.dataset, {"files": 0, "rows": 0})
+        d["files"] += 1
+        d["rows"] += f.rows
+    for d in out.values():
+        d["files_per_million_rows"] = round(d["files"] / (d["rows"] / 1e6), 1) if d["rows"] else None
+    return out
+
+
+def bench_journal_report(lake_uri: str, *, runs: int) -> dict:
+    """Seconds of the whole ``journal report`` (open the journal, every built-in report): first call and median."""
+    from commandlog.journal.analytics import lake_connection, reports
+
+    def once() -> None:
+        con = lake_connection(lake_uri)
+        reports(con)
+        con.close()
+
+    t0 = time.perf_counter()
+    once()
+    cold = time.perf_counter() - t0
+    return {"cold_s": round(cold, 3), "warm_s": round(_median_time(once, runs), 3)}
 
 
 def bench_timelines(db, *, n: int, seed: int = 3) -> dict:
@@ -107,18 +140,27 @@ def main() -> None:
     compacted = run_compaction(db, lake)  # as `cmdlog export` does
     print(f"export to {lake}: {sum(exported.rows.values())} new rows, {compacted.replaced} files compacted, "
           f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    layout = lake_layout(lake)
+    print(f"lake layout: {layout}", file=sys.stderr)
 
     def run(i: int) -> dict:
         reports = bench_reports(db, lake, runs=args.runs)
+        journal_report = bench_journal_report(lake, runs=max(1, args.runs // 2))
         timelines = bench_timelines(db, n=args.timelines, seed=3 + i)
         return {"duckdb_speedup_median": round(statistics.median(r["speedup"] for r in reports.values()), 2),
+                "journal_report_s": journal_report["warm_s"], "journal_report_cold_s": journal_report["cold_s"],
+                "duckdb_reports_ms_sum": round(sum(r["duckdb_ms"] for r in reports.values()), 1),
                 "timeline_p95_ms": timelines["p95_ms"], "timeline_p50_ms": timelines["p50_ms"],
                 "timeline_per_filter_p95_ms": timelines["per_filter_p95_ms"], "reports": reports}
 
     runs = repeat(args.repeat, run, label="journal-run")
     db.close()
     print_summary("journal", runs, load_start=load_start,
-                  keys=("duckdb_speedup_median", "timeline_p95_ms", "timeline_p50_ms"), extra={"rows": args.rows})
+                  keys=("duckdb_speedup_median", "journal_report_s", "journal_report_cold_s", "duckdb_reports_ms_sum",
+                        "timeline_p95_ms", "timeline_p50_ms"),
+                  extra={"rows": args.rows, "lake_files_per_million_rows":
+                         {k: v["files_per_million_rows"] for k, v in layout.items()},
+                         "lake_files": {k: v["files"] for k, v in layout.items()}})
 
 
 if __name__ == "__main__":

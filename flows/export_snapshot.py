@@ -16,7 +16,7 @@ from tasks.export import compact_lake, export_lake, report_export, start_progres
 
 @flow(name="export-snapshot", log_prints=True)
 def export_snapshot(lake_uri: str | None = None, compact: bool = True, min_files: int = 8) -> State:
-    """Export new rows to the lake (``lake_uri`` or the configured lake), then compact partitions with many files.
+    """Export new rows to the lake (``lake_uri`` or the configured lake), then compact (``run_compaction``).
 
     Ends Completed with the summary line as its message; calling the flow returns ``{lake, export, compaction}``.
     """

@@ -16,7 +16,8 @@ from commandlog.cli import _common
 def export(
     lake: str | None = typer.Option(None, "--lake", help="Lake root (default: CMDLOG_LAKE_URI or $CMDLOG_HOME/lake)."),
     compact: bool = typer.Option(True, "--compact/--no-compact", help="Merge partitions that hold many files."),
-    min_files: int = typer.Option(8, "--min-files", min=2, help="Compact a partition from this many files."),
+    min_files: int = typer.Option(8, "--min-files", min=2,
+                                  help="Compact the open day from this many files (closed days from two)."),
     via_prefect: bool = typer.Option(False, "--flow", help="Run it as the export-snapshot Prefect flow."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

@@ -10,8 +10,9 @@ An export run (one ``export_snapshot`` ledger row):
 
 A crash during 2 leaves only staging files, which no reader sees; the next run redoes the same range under the
 same snapshot id. A crash during 3 is rolled forward from the ledger's file list. Either way each row ends up in
-exactly one published file. Compaction merges a partition's small files into one and swaps them through the same
-ledger/manifest steps, checking that the merged row count equals the replaced one.
+exactly one published file. Compaction merges a partition's small files into files of up to
+``storage.lake.parquet.TARGET_FILE_BYTES``, rows sorted, and swaps them through the same ledger/manifest steps,
+checking that the merged row count equals the replaced one (``run_compaction`` says which partitions it merges).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any
 from commandlog.errors import CommandLogError
 from storage import export_ledger as ledger
 from storage.lake.arrow_export import DATASETS, SnapshotReader
-from storage.lake.datasets import Lake, LakeFile
+from storage.lake.datasets import Lake, LakeFile, partition_of
+from storage.lake.parquet import TARGET_FILE_BYTES
 from storage.postgres import Database
 
 Step = Callable[[str, str], None]
@@ -95,25 +97,35 @@ def run_export(db: Database, lake_uri: str, *, step: Step | None = None) -> Expo
     return result
 
 
-def run_compaction(db: Database, lake_uri: str, *, min_files: int = 8, step: Step | None = None) -> ExportResult:
-    """Merge every partition holding at least ``min_files`` files into one file per partition."""
+def run_compaction(db: Database, lake_uri: str, *, min_files: int = 8, target_bytes: int = TARGET_FILE_BYTES,
+                   close_days: bool = True, step: Step | None = None) -> ExportResult:
+    """Merge each partition's small files into as few files as ``target_bytes`` allows, rows sorted.
+
+    A partition is compacted when it holds ``min_files`` files or more, or when it is closed — its ``day`` is
+    before the newest day of its dataset in the lake, so hourly exports no longer add to it — and holds two or
+    more. Its files of at least half the target are left alone; the others are packed, in name order, into groups
+    of at most ``target_bytes`` and each group of two or more becomes one file (see ``plan_compaction``). So the
+    open day keeps fewer than ``min_files`` small files and every other partition ends at one file per target's
+    worth of rows, whatever the number of exports. ``close_days=False``: the ``min_files`` rule alone (what
+    compaction did before closed days; the lake-files benchmark's baseline).
+    """
     if min_files < 2:
         raise ExportError("min_files: must be at least 2")
+    if target_bytes < 1:
+        raise ExportError("target_bytes: must be positive")
     step = step or _quiet
     lake = Lake(lake_uri)
     with ledger.lake_lock(db, lake_uri):
         recovered = _recover(db, lake, step)
         current = lake.manifest()
-        groups: dict[tuple[str, str], list[LakeFile]] = defaultdict(list)
-        for f in current[1] if current else []:
-            groups[(f.dataset, posixpath.dirname(f.path))].append(f)
-        todo = {k: v for k, v in groups.items() if len(v) >= min_files}
+        todo = plan_compaction(lake, current[1] if current else [], min_files=min_files, target_bytes=target_bytes,
+                               close_days=close_days)
         if not todo:
             return ExportResult(snapshot_id=None, kind="compaction", recovered=recovered)
         run = ledger.start_run(db, lake_uri, kind="compaction")
         merged, replaced = [], []
-        for n, ((dataset, pdir), files) in enumerate(sorted(todo.items())):
-            out = lake.merge(files, snapshot_id=run.snapshot_id, dataset=dataset, partition_dir=pdir)
+        for n, (dataset, pdir, part, files) in enumerate(todo):
+            out = lake.merge(files, snapshot_id=run.snapshot_id, dataset=dataset, partition_dir=pdir, part=part)
             if out.rows != sum(f.rows for f in files):
                 raise ExportError(f"compaction of {dataset}/{pdir} read {out.rows} rows, expected "
                                   f"{sum(f.rows for f in files)}; nothing was published")
@@ -123,6 +135,45 @@ def run_compaction(db: Database, lake_uri: str, *, min_files: int = 8, step: Ste
         result = publish_run(db, lake, run, merged, replaced, step)
     result.recovered = recovered
     return result
+
+
+def plan_compaction(lake: Lake, files: list[LakeFile], *, min_files: int, target_bytes: int,
+                    close_days: bool = True) -> list[tuple[str, str, int, list[LakeFile]]]:
+    """The merges a compaction of ``files`` (a manifest) does: ``(dataset, partition folder, part, files)``."""
+    groups: dict[tuple[str, str], list[LakeFile]] = defaultdict(list)
+    newest: dict[str, str] = {}
+    for f in files:
+        groups[(f.dataset, posixpath.dirname(f.path))].append(f)
+        day = f.partition.get("day")
+        if day is not None and day > newest.get(f.dataset, ""):
+            newest[f.dataset] = day
+    todo = []
+    for (dataset, pdir), members in sorted(groups.items()):
+        day = partition_of(members[0].path).get("day")
+        closed = close_days and day is not None and day < newest[dataset]
+        if len(members) < (2 if closed else min_files):
+            continue
+        sized = [(f, lake.file_bytes(f)) for f in sorted(members, key=lambda f: f.path)]
+        small = [(f, size) for f, size in sized if size < target_bytes // 2]
+        if len(small) < (2 if closed else min_files):
+            continue
+        bins: list[list[LakeFile]] = [[]]
+        filled = 0
+        for f, size in small:
+            if bins[-1] and filled + size > target_bytes:
+                bins.append([])
+                filled = 0
+            bins[-1].append(f)
+            filled += size
+        todo += [(dataset, pdir, part, chosen) for part, chosen in enumerate(b for b in bins if len(b) > 1)]
+    return todo
+
+
+def recover_lake(db: Database, lake_uri: str) -> list[int]:
+    """Finish the lake's interrupted run (export, compaction or purge), if any, and nothing else; its snapshot ids."""
+    lake = Lake(lake_uri)
+    with ledger.lake_lock(db, lake_uri):
+        return _recover(db, lake, _quiet)
 
 
 def _stage(lake: Lake, reader: SnapshotReader, run: ledger.SnapshotRow, step: Step) -> list[LakeFile]:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from commandlog.journal.export import publish_run, run_compaction
+from commandlog.journal.export import publish_run, recover_lake
 from commandlog.retention.policy import RetentionPolicy
 from storage import export_ledger as ledger
 from storage import retention as retention_store
@@ -40,7 +40,7 @@ def purge_lake(db: Database, lake_uri: str, policy: RetentionPolicy, *, as_of: d
     if lake.manifest() is None:
         return {}
     if not dry_run:
-        run_compaction(db, lake_uri, min_files=2**31)  # finishes an interrupted export/compaction/purge, merges nothing
+        recover_lake(db, lake_uri)  # finishes an interrupted export/compaction/purge
     holds = _holds(db)
     removed: Removed = defaultdict(dict)
     with ledger.lake_lock(db, lake_uri) if not dry_run else contextlib.nullcontext():

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from storage.errors import StorageError
 from storage.lake.filesystems import LakeLocationError, lake_location
-from storage.lake.parquet import PartitionedWriter
+from storage.lake.parquet import ROW_GROUP_ROWS, PartitionedWriter, parquet_options, sort_keys, sort_table
 from storage.private import private_dir, private_file
 
 STAGING = "_staging"
@@ -52,6 +52,8 @@ class LakeFile:
     """Path relative to the dataset folder, e.g. ``retention=long_lived/day=2026-11-20/s0000000003-0.parquet``."""
     rows: int
     """Number of rows in the file."""
+    bytes: int | None = None
+    """Arrow (≈ Parquet uncompressed) bytes of its rows, what compaction sizes files by; None in older manifests."""
 
     @property
     def partition(self) -> dict[str, str]:
@@ -60,12 +62,16 @@ class LakeFile:
 
     def to_json(self) -> dict:
         """JSON form for the ledger and manifests."""
-        return {"dataset": self.dataset, "path": self.path, "rows": self.rows}
+        out = {"dataset": self.dataset, "path": self.path, "rows": self.rows}
+        if self.bytes is not None:
+            out["bytes"] = self.bytes
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> LakeFile:
         """Inverse of ``to_json``."""
-        return cls(dataset=d["dataset"], path=d["path"], rows=int(d["rows"]))
+        return cls(dataset=d["dataset"], path=d["path"], rows=int(d["rows"]),
+                   bytes=int(d["bytes"]) if d.get("bytes") is not None else None)
 
 
 def partition_of(path: str) -> dict[str, str]:
@@ -111,6 +117,7 @@ class Lake:
         base = self.abspath(self.staging_dir(snapshot_id), dataset)
         writer = PartitionedWriter(self.fs, base, schema=source.schema, partition_by=partition_by,
                                    name=lambda n: f"{prefix}{snapshot_id:010d}-{n}.parquet",
+                                   sort_by=tuple(sort_keys(dataset, source.schema)),
                                    mkdir=self.make_dir, created=self.seal)
         try:
             for batch in source:
@@ -118,7 +125,7 @@ class Lake:
             written = writer.close()
         except (pa.ArrowException, OSError) as e:
             raise LakeError(f"cannot write dataset {dataset!r} to {self.uri}: {e}") from e
-        return [LakeFile(dataset=dataset, path=rel, rows=rows) for rel, rows in written]
+        return [LakeFile(dataset=dataset, path=rel, rows=rows, bytes=size) for rel, rows, size in written]
 
     def publish(self, files: Iterable[LakeFile], *, snapshot_id: int) -> int:
         """Rename staged files into their datasets; already-published ones are skipped (safe to repeat)."""
@@ -202,39 +209,36 @@ class Lake:
         return doc["snapshot_id"], [LakeFile.from_json(d) for d in doc["files"]]
 
     def merge(self, files: list[LakeFile], *, snapshot_id: int, dataset: str, partition_dir: str,
-              batch_rows: int = 256 * 1024) -> LakeFile:
-        """Merge published files of one partition into one staged file, row group by row group (bounded memory)."""
-        rel = posixpath.join(partition_dir, f"c{snapshot_id:010d}-0.parquet")
-        out_path = self.abspath(self.staging_dir(snapshot_id), dataset, rel)
-        self.make_dir(posixpath.dirname(out_path))
+              part: int = 0) -> LakeFile:
+        """Merge published files of one partition into one staged file ``c<snapshot>-<part>.parquet``, its rows
+        sorted by the dataset's sort keys. The files are read whole (the caller bounds their total size)."""
         schema = pq.read_schema(self.abspath(dataset, files[0].path), filesystem=self.fs)
-        rows = 0
-        with pq.ParquetWriter(out_path, schema, filesystem=self.fs) as writer:
-            self.seal(out_path)
-            pending: list[pa.RecordBatch] = []
-            pending_rows = 0
-            for f in files:
-                pfile = pq.ParquetFile(self.abspath(dataset, f.path), filesystem=self.fs)
-                for batch in pfile.iter_batches(batch_size=64 * 1024):
-                    pending.append(batch.cast(schema) if batch.schema != schema else batch)
-                    pending_rows += batch.num_rows
-                    if pending_rows >= batch_rows:
-                        writer.write_table(pa.Table.from_batches(pending, schema))
-                        rows += pending_rows
-                        pending, pending_rows = [], 0
-            if pending:
-                writer.write_table(pa.Table.from_batches(pending, schema))
-                rows += pending_rows
-        return LakeFile(dataset=dataset, path=rel, rows=rows)
+        tables = []
+        for f in files:
+            with self.fs.open_input_file(self.abspath(dataset, f.path)) as src:
+                t = pq.ParquetFile(src).read()
+            tables.append(t.cast(schema) if t.schema != schema else t)
+        return self.stage_table(pa.concat_tables(tables), snapshot_id=snapshot_id, dataset=dataset,
+                                path=posixpath.join(partition_dir, f"c{snapshot_id:010d}-{part}.parquet"))
 
     def stage_table(self, table: pa.Table, *, snapshot_id: int, dataset: str, path: str) -> LakeFile:
-        """Write ``table`` as one staged file of ``dataset`` at ``path`` (relative to the dataset), unpublished."""
+        """Write ``table`` as one staged file of ``dataset`` at ``path`` (relative to the dataset), unpublished;
+        its rows sorted by the dataset's sort keys, written with the lake's Parquet options."""
         out_path = self.abspath(self.staging_dir(snapshot_id), dataset, path)
         self.make_dir(posixpath.dirname(out_path))
-        with pq.ParquetWriter(out_path, table.schema, filesystem=self.fs) as writer:
+        keys = sort_keys(dataset, table.schema)
+        table = sort_table(table, keys)
+        with pq.ParquetWriter(out_path, table.schema, filesystem=self.fs, **parquet_options(table.schema, keys)) as w:
             self.seal(out_path)
-            writer.write_table(table)
-        return LakeFile(dataset=dataset, path=path, rows=table.num_rows)
+            w.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        return LakeFile(dataset=dataset, path=path, rows=table.num_rows, bytes=table.nbytes)
+
+    def file_bytes(self, f: LakeFile) -> int:
+        """``f.bytes``, or (files of older manifests) the uncompressed size its footer records."""
+        if f.bytes is not None:
+            return f.bytes
+        meta = pq.read_metadata(self.abspath(f.dataset, f.path), filesystem=self.fs)
+        return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
 
     def make_dir(self, path: str) -> None:
         """Create a folder of the lake and its parents; on a local lake 0700, like every folder up to the root.

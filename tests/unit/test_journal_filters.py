@@ -58,10 +58,21 @@ def test_unusable_times_name_the_field(value):
     assert err.value.field == "until" and "until" in str(err.value)
 
 
-def test_report_sql_is_the_same_text_for_the_lake_and_postgres_but_the_relation():
-    since = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+def test_report_sql_is_the_same_text_for_the_lake_and_postgres_but_the_relation_day_keys_and_lake_forms():
+    from storage.lake.reports import LAKE_REPORTS
+
+    since, until = dt.datetime(2026, 1, 1, 5, tzinfo=dt.UTC), dt.datetime(2026, 1, 3, 7, tzinfo=dt.UTC)
     for name in REPORTS:
-        lake = report_sql(name, source="commands", since=since)
-        pg = report_sql(name, source="command_log", since=since)
-        assert lake.replace("commands", "command_log") == pg.replace("commands", "command_log")
-        assert "2026-01-01 00:00:00" in lake
+        lake = report_sql(name, source="commands", since=since, until=until)
+        pg = report_sql(name, source="command_log", since=since, until=until)
+        assert "2026-01-01 05:00:00" in lake and "2026-01-01 05:00:00" in pg
+        # over the lake the window also bounds the day partitions (inclusive of the window's last day)
+        assert "day >= CAST('2026-01-01' AS date)" in lake and "day <= CAST('2026-01-03' AS date)" in lake
+        assert "day >=" not in pg and "day <=" not in pg
+        plain = (lake.replace(" AND day >= CAST('2026-01-01' AS date)", "")
+                 .replace(" AND day <= CAST('2026-01-03' AS date)", ""))
+        if name in LAKE_REPORTS:
+            assert "command_log" not in plain and plain != pg.replace("command_log", "commands")
+        else:
+            assert plain == pg.replace("command_log", "commands")
+    assert "day" not in report_sql("command_mix", source="commands")  # no window, nothing pruned
