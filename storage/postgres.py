@@ -23,6 +23,8 @@ from storage.errors import DatabaseUnavailableError, TenantIsolationError, trans
 if TYPE_CHECKING:  # SQLAlchemy is imported when the engine is first used (start-up cost of the hot path)
     from sqlalchemy.engine import Engine
 
+    from storage.replica import Replica
+
 TENANT_ROLE = "cmdlog_tenant"
 
 Connection = psycopg.Connection
@@ -65,6 +67,10 @@ class Database:
     """Upper bound of the pool."""
     server: Any = None
     """The embedded server handle when this process started or reused one."""
+    replica: Replica | None = None
+    """A hot standby for reads that may lag (``storage.replica``); None: every read on this database."""
+    pool_timeout: float = 30.0
+    """How long a caller waits for a pooled connection by default."""
     _pool: ConnectionPool | None = field(default=None, init=False, repr=False)
     _engine: Any = field(default=None, init=False, repr=False)
 
@@ -73,7 +79,7 @@ class Database:
         """The psycopg pool, opened on first use."""
         if self._pool is None:
             self._pool = ConnectionPool(
-                self.url, min_size=1, max_size=self.max_connections, open=True,
+                self.url, min_size=1, max_size=self.max_connections, open=True, timeout=self.pool_timeout,
                 kwargs={"prepare_threshold": 1}, name="cmdlog",
             )
         return self._pool
@@ -129,6 +135,8 @@ class Database:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        if self.replica is not None:
+            self.replica.close()
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
