@@ -23,8 +23,6 @@ from storage.errors import DatabaseUnavailableError, TenantIsolationError, trans
 if TYPE_CHECKING:  # SQLAlchemy is imported when the engine is first used (start-up cost of the hot path)
     from sqlalchemy.engine import Engine
 
-    from storage.replica import Replica
-
 TENANT_ROLE = "cmdlog_tenant"
 
 Connection = psycopg.Connection
@@ -67,8 +65,9 @@ class Database:
     """Upper bound of the pool."""
     server: Any = None
     """The embedded server handle when this process started or reused one."""
-    replica: Replica | None = None
-    """A hot standby for reads that may lag (``storage.replica``); None: every read on this database."""
+    replica: Any = None
+    """A ``storage.replica.Replica``: a hot standby for reads that may lag; None: every read on this database.
+    (Typed ``Any``: ``storage.replica`` builds on this module, which must not import it back.)"""
     pool_timeout: float = 30.0
     """How long a caller waits for a pooled connection by default."""
     _pool: ConnectionPool | None = field(default=None, init=False, repr=False)

@@ -190,4 +190,4 @@ def _safe(url: str) -> str:
     except psycopg.ProgrammingError:
         return "(unparsable URL)"
     params.pop("password", None)
-    return make_conninfo(**params)
+    return make_conninfo("", **params)

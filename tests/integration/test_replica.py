@@ -5,19 +5,27 @@ the primary, and a lagging or unreachable standby makes reads fall back to the p
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
+import subprocess
+import sys
 import uuid
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from psycopg.conninfo import conninfo_to_dict
+from test_export_lake import _lake_uuids, _pg_uuids  # noqa: I001 — the export tests' way of comparing
 from writers import write, writers_running
 
 from commandlog.auth.tokens import create_token
+from commandlog.bootstrap import open_db
 from commandlog.bus import CommandBus
+from commandlog.errors import ConfigurationError
 from commandlog.journal import entries as journal
 from commandlog.journal.export import run_export
+from commandlog.settings import Settings
 from commandlog.web.app import create_app
 from examples.billing import setup
 from storage import export_ledger
@@ -25,8 +33,6 @@ from storage.lake.arrow_export import DATASETS, SnapshotReader
 from storage.postgres import Database
 from storage.replica import Replica
 from storage.sql_logins import create_login, login_uri
-
-from test_export_lake import _lake_uuids, _pg_uuids  # noqa: I001 — the export tests' way of comparing
 
 
 @pytest.fixture
@@ -170,3 +176,40 @@ def test_the_monitor_backfill_and_retention_stay_on_the_primary(on_standby, stan
         assert len(journal.timeline(bus.db, tenant="acme").entries) == 4  # default: the primary
         result = run_export(bus.db, str(tmp_path), replica=False)  # what retention's cleanup asks for
         assert result.read_from == "primary" and result.rows["commands"] == 4
+
+
+def test_the_cli_timeline_reads_the_standby_named_by_cmdlog_replica_url(on_standby, standby, tmp_path):
+    bus, replica = on_standby
+    write(bus, "acme", 2)
+    standby.wait_replayed()
+    env = {**os.environ, "CMDLOG_DATABASE_URL": bus.db.url, "CMDLOG_REPLICA_URL": replica.url,
+           "CMDLOG_HOME": str(tmp_path / "home")}
+    cmdlog = [sys.executable, "-m", "commandlog.cli", "journal", "timeline", "--tenant", "acme", "--format", "json"]
+    with replay_paused(standby):
+        write(bus, "acme", 1, start=50)
+        out = subprocess.run(cmdlog, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert len(json.loads(out.stdout)["entries"]) == 2  # the standby's view, not the primary's 3
+    out = subprocess.run(cmdlog, env={**env, "CMDLOG_REPLICA_URL": ""}, capture_output=True, text=True, timeout=120)
+    assert len(json.loads(out.stdout)["entries"]) == 3
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-3", "nan", "inf"])
+def test_a_bad_replica_max_lag_is_refused_naming_the_variable(value):
+    with pytest.raises(ConfigurationError, match="CMDLOG_REPLICA_MAX_LAG"):
+        Settings.from_env({"CMDLOG_REPLICA_MAX_LAG": value})
+
+
+def test_open_db_attaches_the_replica_of_the_settings(database_factory, tmp_path):
+    url = database_factory()
+    settings = Settings.from_env({"CMDLOG_DATABASE_URL": url, "CMDLOG_HOME": str(tmp_path),
+                                  "CMDLOG_REPLICA_URL": "postgresql://postgres@/x?host=/nowhere",
+                                  "CMDLOG_REPLICA_MAX_LAG": "2.5"})
+    db = open_db(settings)
+    try:
+        assert db.replica is not None and db.replica.max_lag_s == 2.5 and "nowhere" in db.replica.url
+    finally:
+        db.close()
+    plain = open_db(Settings.from_env({"CMDLOG_DATABASE_URL": url, "CMDLOG_HOME": str(tmp_path)}))
+    assert plain.replica is None
+    plain.close()
