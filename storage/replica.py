@@ -152,15 +152,18 @@ class Replica:
 def read(db: Database, fn: Callable[[Database], T]) -> T:
     """``fn(database)`` on ``db``'s replica when one is set and usable, else on ``db`` (the primary).
 
-    A replica that fails to give a connection is marked down and ``fn`` runs again on the primary (``fn`` must be a
-    read: it may have started on the replica).
+    When the replica fails under the read (no connection, the connection lost, the query cancelled by a recovery
+    conflict), ``fn`` runs again on the primary and the replica is not read until the next probe (``fn`` must be a
+    read: it may have started on the replica). A statement timeout is the query's own fault and is raised.
     """
     replica = db.replica
     if replica is None or not replica.usable(db):
         return fn(db)
     try:
         return fn(replica.database)
-    except DatabaseUnavailableError as e:
+    except (DatabaseUnavailableError, psycopg.OperationalError, psycopg.errors.SerializationFailure) as e:
+        if isinstance(e, psycopg.errors.QueryCanceled):
+            raise
         replica.mark_down(e)
         return fn(db)
 

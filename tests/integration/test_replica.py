@@ -213,3 +213,18 @@ def test_open_db_attaches_the_replica_of_the_settings(database_factory, tmp_path
     plain = open_db(Settings.from_env({"CMDLOG_DATABASE_URL": url, "CMDLOG_HOME": str(tmp_path)}))
     assert plain.replica is None
     plain.close()
+
+
+def test_a_read_cut_off_on_the_standby_is_answered_by_the_primary(on_standby, standby, caplog):
+    bus, replica = on_standby
+    write(bus, "acme", 3)
+    standby.wait_replayed()
+    assert len(journal.timeline(bus.db, tenant="acme", replica=True).entries) == 3  # the standby's pool is open
+    with psycopg.connect(standby.uri("postgres"), autocommit=True) as conn:  # the standby drops its sessions
+        killed = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+                              (conninfo_to_dict(replica.url)["dbname"],)).fetchone()[0]
+    assert killed >= 1
+    with caplog.at_level(logging.WARNING, logger="storage.replica"):
+        page = journal.timeline(bus.db, tenant="acme", replica=True)
+    assert len(page.entries) == 3
+    assert any("not used, reading the primary" in r.getMessage() for r in caplog.records)
