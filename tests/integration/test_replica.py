@@ -85,7 +85,7 @@ def test_timeline_reads_the_standby_and_tenant_isolation_holds_there(on_standby,
         client = TestClient(create_app(db=bus.db, bus=bus))
         token = create_token(bus.db, tenant="acme", role="viewer")
         body = client.get("/api/journal", headers={"Authorization": f"Bearer {token}"}).json()
-        assert len(body["entries"]) == 4  # 3 + 100, not 200: token rows were written after the pause
+        assert len(body["entries"]) == 4  # customers 1-3 and 100; not 200, written after this pause
         assert {e["tenant_id"] for e in body["entries"]} == {"acme"}
 
 
