@@ -12,6 +12,7 @@ other setting (https://www.postgresql.org/docs/current/runtime-config-replicatio
 
 from __future__ import annotations
 
+import atexit
 import os
 import pwd
 import shutil
@@ -98,6 +99,7 @@ def start_standby(server: PostgresServer, pgdata: Path, *, timeout: float = 60.0
     _run(user, _bin("pg_ctl"), "-D", str(pgdata), "-w", "-t", str(int(timeout)), "-l", str(pgdata / "log"),
          "-o", f'-h "" -k {pgdata}', "start", timeout=timeout + 5)
     standby = Standby(pgdata=pgdata, primary_uri=server.get_uri("postgres"), user=user)
+    atexit.register(standby.stop)  # not left running when its creator exits without stopping it (stop is idempotent)
     _await_hot(standby, timeout)
     return standby
 
