@@ -78,8 +78,10 @@ class Standby:
             shutil.rmtree(self.pgdata, ignore_errors=True)
 
 
-def start_standby(server: PostgresServer, pgdata: Path, *, timeout: float = 60.0) -> Standby:
-    """Copy the running embedded ``server`` into ``pgdata`` (``pg_basebackup -R``) and start it as a hot standby."""
+def start_standby(server: PostgresServer, pgdata: Path, *, timeout: float = 60.0,
+                  settings: dict[str, str] | None = None) -> Standby:
+    """Copy the running embedded ``server`` into ``pgdata`` (``pg_basebackup -R``) and start it as a hot standby;
+    ``settings`` are added to its configuration (e.g. ``{"max_standby_streaming_delay": "-1"}``)."""
     pgdata = Path(pgdata).resolve()
     if pgdata.exists():
         raise FileExistsError(f"{pgdata}: the standby's data folder must not exist yet")
@@ -96,6 +98,7 @@ def start_standby(server: PostgresServer, pgdata: Path, *, timeout: float = 60.0
         path.unlink(missing_ok=True)
     with open(pgdata / "postgresql.auto.conf", "a") as conf:
         conf.write(STANDBY_SETTINGS)
+        conf.writelines(f"{name} = '{value}'\n" for name, value in (settings or {}).items())
     _run(user, _bin("pg_ctl"), "-D", str(pgdata), "-w", "-t", str(int(timeout)), "-l", str(pgdata / "log"),
          "-o", f'-h "" -k {pgdata}', "start", timeout=timeout + 5)
     standby = Standby(pgdata=pgdata, primary_uri=server.get_uri("postgres"), user=user)

@@ -103,7 +103,24 @@ def run_export(db: Database, lake_uri: str, *, step: Step | None = None, replica
             # empty, never reversed.
             to_tx = max(reader.xmin(), from_tx)
             run = ledger.start_run(db, lake_uri, kind="export", from_tx=from_tx, to_tx=to_tx)
-            staged = _stage(lake, reader, run, step)
+            try:
+                staged = _stage(lake, reader, run, step)
+            except Exception as e:  # any failure: the primary decides whether it was the standby's
+                if read_from != "replica":
+                    raise
+                cut_off: Exception | None = e
+            else:
+                cut_off = None
+        if cut_off is not None:
+            # The standby cut the read short: a recovery conflict cancels a standby query that holds back replay
+            # (https://www.postgresql.org/docs/current/hot-standby.html#HOT-STANDBY-CONFLICT), or it went away.
+            # The same range is staged again from the primary, whose snapshot covers it (staging starts afresh).
+            log.warning("the export's read on the replica failed (%s); staging snapshot %d from the primary",
+                        str(cut_off).splitlines()[0], run.snapshot_id)
+            with _snapshot(db, replica=False) as (reader, read_from):
+                if reader.xmin() < to_tx:  # cannot happen: the primary is ahead of its standby; guard anyway
+                    raise ExportError(f"snapshot {run.snapshot_id}: its range is not complete on the primary")
+                staged = _stage(lake, reader, run, step)
         result = publish_run(db, lake, run, staged, [], step)
     result.recovered = recovered
     result.read_from = read_from

@@ -228,3 +228,27 @@ def test_a_read_cut_off_on_the_standby_is_answered_by_the_primary(on_standby, st
         page = journal.timeline(bus.db, tenant="acme", replica=True)
     assert len(page.entries) == 3
     assert any("not used, reading the primary" in r.getMessage() for r in caplog.records)
+
+
+def test_an_export_cut_off_on_the_standby_is_staged_again_from_the_primary(on_standby, standby, tmp_path, caplog):
+    bus, replica = on_standby
+    write(bus, "acme", 20)
+    write(bus, "globex", 5)
+    dbname = conninfo_to_dict(replica.url)["dbname"]
+
+    def cut_off(phase, detail):  # after the first dataset, the standby ends the export's session (as a conflict would)
+        if (phase, detail) == ("staged", "commands"):
+            with psycopg.connect(standby.uri("postgres"), autocommit=True) as conn:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
+
+    with caplog.at_level(logging.WARNING, logger="commandlog.journal.export"):
+        result = run_export(bus.db, str(tmp_path), step=cut_off)
+    assert result.read_from == "primary" and result.rows["commands"] == 25 and result.rows["tenant_commands"] == 25
+    assert any("failed" in r.getMessage() and "from the primary" in r.getMessage() for r in caplog.records)
+    for table, dataset, col in (("command_log", "commands", "cmd_uuid"),
+                                ("tenant_command_log", "tenant_commands", "cmd_uuid"),
+                                ("domain_event", "events", "event_uuid")):
+        lake = _lake_uuids(tmp_path, dataset, col)
+        assert len(lake) == len(set(lake)) and set(lake) == set(_pg_uuids(bus.db, table, col)), dataset
+    again = run_export(bus.db, str(tmp_path))  # the next run is on the standby again, from that run's bound
+    assert again.read_from == "replica" and again.from_tx == result.to_tx and sum(again.rows.values()) == 0
