@@ -11,7 +11,8 @@ from commandlog.errors import ConfigurationError
 from commandlog.monitor.publisher import install_publisher
 from commandlog.retention import policy as retention
 from commandlog.settings import Settings
-from storage.postgres import Database, open_database
+from storage.postgres import Database, as_uri, open_database
+from storage.replica import Replica
 
 FEATURE_SETUPS = (retention.setup,)
 """The library's own features that log commands (``retention.Purge``, ``retention.AddLegalHold``,
@@ -20,8 +21,12 @@ the CLI, the flows and the web app all know them (a replay refuses them for the 
 
 
 def open_db(settings: Settings, *, migrate: bool = True, keep_server: bool = False) -> Database:
-    """The operational database of ``settings`` (embedded by default), migrated to head."""
-    return open_database(settings.database_url, home=settings.home, migrate=migrate, keep_server=keep_server)
+    """The operational database of ``settings`` (embedded by default), migrated to head; with
+    ``CMDLOG_REPLICA_URL``, its hot standby attached for the reads that may lag (``storage.replica``)."""
+    db = open_database(settings.database_url, home=settings.home, migrate=migrate, keep_server=keep_server)
+    if settings.replica_url:
+        db.replica = Replica(url=as_uri(settings.replica_url), max_lag_s=settings.replica_max_lag_s)
+    return db
 
 
 def build_bus(db: Database, settings: Settings) -> CommandBus:
@@ -54,7 +59,8 @@ def runtime(settings: Settings | None = None) -> tuple[Database, CommandBus]:
     Prefect tasks call this at their entry: a worker process keeps one pool and one bus for all its task runs.
     """
     settings = settings or Settings.from_env()
-    key = (settings.database_url, str(settings.home.resolve()), settings.apps, settings.max_body_bytes)
+    key = (settings.database_url, str(settings.home.resolve()), settings.apps, settings.max_body_bytes,
+           settings.replica_url, settings.replica_max_lag_s)
     with _runtime_lock:
         if key not in _runtimes:
             db = open_db(settings)

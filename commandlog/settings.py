@@ -22,6 +22,11 @@ class Settings:
     """``CMDLOG_DATABASE_URL``: an existing Postgres; None starts the embedded server under ``home/pg``."""
     lake_uri: str | None = None
     """``CMDLOG_LAKE_URI``: lake root (folder or pyarrow filesystem URI); None means ``home/lake``."""
+    replica_url: str | None = None
+    """``CMDLOG_REPLICA_URL``: a streaming hot standby of the database for journal timelines and export reads
+    (``storage.replica``); None reads the primary."""
+    replica_max_lag_s: float = 30.0
+    """``CMDLOG_REPLICA_MAX_LAG``: seconds; a standby further behind is not read (the primary is, with a warning)."""
     max_body_bytes: int = 256 * 1024
     """``CMDLOG_MAX_BODY_BYTES``: a larger command body is rejected."""
     apps: tuple[str, ...] = DEFAULT_APPS
@@ -39,11 +44,19 @@ class Settings:
             raise ConfigurationError("CMDLOG_MAX_BODY_BYTES must be an integer number of bytes") from None
         if max_body <= 0:
             raise ConfigurationError("CMDLOG_MAX_BODY_BYTES must be positive")
+        try:
+            max_lag = float(env.get("CMDLOG_REPLICA_MAX_LAG", 30))
+        except ValueError:
+            raise ConfigurationError("CMDLOG_REPLICA_MAX_LAG must be a number of seconds") from None
+        if not 0 < max_lag < float("inf"):
+            raise ConfigurationError("CMDLOG_REPLICA_MAX_LAG must be a positive number of seconds")
         apps = tuple(a.strip() for a in env.get("CMDLOG_APPS", ",".join(DEFAULT_APPS)).split(",") if a.strip())
         return cls(
             home=Path(env.get("CMDLOG_HOME") or ".cmdlog").expanduser(),
             database_url=env.get("CMDLOG_DATABASE_URL") or None,
             lake_uri=env.get("CMDLOG_LAKE_URI") or None,
+            replica_url=env.get("CMDLOG_REPLICA_URL") or None,
+            replica_max_lag_s=max_lag,
             max_body_bytes=max_body,
             apps=apps,
             extra={k: v for k, v in env.items() if k.startswith("CMDLOG_")},

@@ -56,10 +56,13 @@ def start_server(pgdata: Path, *, keep_running: bool = False, delete_on_exit: bo
 # it); every other role — tenant-bound SQL logins — must present its password (SCRAM), so a login's URI is worth
 # exactly its password, and cannot be edited into another role's. pg_hba.conf is read top-down, first match wins,
 # and is re-read on reload (https://www.postgresql.org/docs/current/auth-pg-hba-conf.html).
-HBA_MARKER = "# commandlog: owner by trust on the private socket, every other role by password"
+# The owner may also open replication connections there (``pg_basebackup``, a standby's WAL receiver: see
+# storage/standby.py); ``all`` in the database column does not match them, ``replication`` does.
+HBA_MARKER = "# commandlog: owner by trust on the private socket (replication too), every other role by password"
 HBA_RULES = f"""{HBA_MARKER}
 # Managed by commandlog (storage/embedded.py); rewritten when this first line is missing.
 local   all   postgres                  trust
+local   replication   postgres          trust
 local   all   all                       scram-sha-256
 host    all   all        127.0.0.1/32   scram-sha-256
 host    all   all        ::1/128        scram-sha-256

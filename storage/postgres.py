@@ -65,6 +65,11 @@ class Database:
     """Upper bound of the pool."""
     server: Any = None
     """The embedded server handle when this process started or reused one."""
+    replica: Any = None
+    """A ``storage.replica.Replica``: a hot standby for reads that may lag; None: every read on this database.
+    (Typed ``Any``: ``storage.replica`` builds on this module, which must not import it back.)"""
+    pool_timeout: float = 30.0
+    """How long a caller waits for a pooled connection by default."""
     _pool: ConnectionPool | None = field(default=None, init=False, repr=False)
     _engine: Any = field(default=None, init=False, repr=False)
 
@@ -73,7 +78,7 @@ class Database:
         """The psycopg pool, opened on first use."""
         if self._pool is None:
             self._pool = ConnectionPool(
-                self.url, min_size=1, max_size=self.max_connections, open=True,
+                self.url, min_size=1, max_size=self.max_connections, open=True, timeout=self.pool_timeout,
                 kwargs={"prepare_threshold": 1}, name="cmdlog",
             )
         return self._pool
@@ -129,6 +134,8 @@ class Database:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        if self.replica is not None:
+            self.replica.close()
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None

@@ -27,6 +27,9 @@ from storage import embedded  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from storage.postgres import Database, as_uri  # noqa: E402
 
+_embedded: dict = {}
+"""The session's embedded server handle (``server``), for fixtures that build on it (``standby``)."""
+
 
 @pytest.fixture(scope="session")
 def pg_url(tmp_path_factory) -> str:
@@ -38,7 +41,7 @@ def pg_url(tmp_path_factory) -> str:
     # Outside pytest's basetemp: the server runs as another system user, and a pytest session resets its basetemp
     # to mode 0700, which would lock that user out of a server started by another session.
     data = Path(tempfile.mkdtemp(prefix="cmdlog-test-pg-")) / "data"
-    server = embedded.start_server(data, delete_on_exit=True)
+    server = _embedded["server"] = embedded.start_server(data, delete_on_exit=True)
     yield embedded.ensure_database(server, "cmdlog_test")
     _report_server_crashes(data / "log")
     embedded.stop_server(server)
@@ -56,6 +59,22 @@ def _report_server_crashes(log_path) -> None:
         if any(m in line for m in marks):
             print("\n[embedded Postgres log]\n" + "\n".join(lines[max(0, i - 20):i + 10]), file=sys.stderr)
             break
+
+
+@pytest.fixture(scope="session")
+def standby(pg_url):
+    """A streaming hot standby of the session's embedded server (``storage.standby.Standby``), built on first use.
+
+    Its databases are the primary's (a physical copy): ``standby.uri(dbname)``; ``standby.wait_replayed()``.
+    """
+    if "server" not in _embedded:
+        pytest.skip("the standby is built from the embedded server; CMDLOG_TEST_DATABASE_URL names another one")
+    from storage.standby import start_standby
+
+    server = _embedded["server"]
+    sb = start_standby(server, Path(server.pgdata).parent / "standby")
+    yield sb
+    sb.stop()
 
 
 @pytest.fixture(scope="session")

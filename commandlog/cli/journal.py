@@ -61,7 +61,7 @@ def timeline_cmd(
     with _common.database() as db:
         page = timeline(db, tenant=tenant, admin=tenant is None, subject=subject, actor=actor, cmd_class=cmd_class,
                         status=status, since=since, until=until, correlation_id=correlation, cursor=cursor,
-                        limit=limit)
+                        limit=limit, replica=True)
     if fmt is TimelineFormat.json:
         sys.stdout.write(json.dumps({"entries": page.entries, "next_cursor": page.next_cursor}, indent=2) + "\n")
     elif fmt is TimelineFormat.csv:

@@ -22,6 +22,7 @@ from typing import Any, overload
 
 from commandlog.errors import CommandLogError
 from storage import journal as store
+from storage import replica as replicas
 from storage.postgres import Database
 
 STATUSES = ("succeeded", "failed", "rejected")
@@ -75,11 +76,14 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
 def timeline(db: Database, *, tenant: str | None, admin: bool = False, subject: str | None = None,
              actor: str | None = None, cmd_class: str | None = None, status: str | None = None,
              since: TimeBound = None, until: TimeBound = None, correlation_id: uuid.UUID | str | None = None,
-             cursor: str | None = None, limit: int = 50) -> TimelinePage:
+             cursor: str | None = None, limit: int = 50, replica: bool = False) -> TimelinePage:
     """A page of the journal, newest first, filtered by any of subject, actor, class, status, window, correlation.
 
     ``tenant`` with ``admin=False`` reads that tenant's full log under row-level security; ``admin=True`` reads the
     lean global log (``tenant`` then only filters). Bad filter values raise ``InvalidFilterError``.
+    ``replica=True`` (the CLI and web timelines) reads ``db``'s hot standby when one is configured and usable: the
+    page may then lag the primary by up to its max lag. Callers that must see every committed row (the monitor's
+    backfill) keep the default.
     """
     if not admin and not (isinstance(tenant, str) and tenant.strip()):
         raise InvalidFilterError("tenant", "a tenant is required unless the caller is an admin")
@@ -88,7 +92,11 @@ def timeline(db: Database, *, tenant: str | None, admin: bool = False, subject: 
     flt = _filters(tenant=tenant, subject=subject, actor=actor, cmd_class=cmd_class, status=status, since=since,
                    until=until, correlation_id=correlation_id, cursor=cursor)
     limit = _limit(limit)
-    page = store.timeline_page(db, flt, tenant=None if admin else tenant, limit=limit)
+    scope = None if admin else tenant
+    if replica:
+        page = replicas.read(db, lambda d: store.timeline_page(d, flt, tenant=scope, limit=limit))
+    else:
+        page = store.timeline_page(db, flt, tenant=scope, limit=limit)
     entries = [_entry(r, [_event(e) for e in page.events.get(r["cmd_uuid"], [])]) for r in page.rows]
     last = page.rows[-1] if page.rows else None
     next_cursor = encode_cursor(last["started_at"], last["cmd_uuid"]) if page.more and last else None

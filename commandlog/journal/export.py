@@ -8,6 +8,10 @@ An export run (one ``export_snapshot`` ledger row):
 3. records the staged files in the ledger (``publishing``), renames them into the datasets, writes the manifest
    and marks the run ``published``.
 
+With a replica configured (``CMDLOG_REPLICA_URL``), step 1 and 2 read the standby once it has replayed what the
+primary had written when the run started (``storage.replica``: why the ``xmin`` watermark holds there); the ledger
+stays on the primary. ``replica=False`` (retention's export) reads the primary.
+
 A crash during 2 leaves only staging files, which no reader sees; the next run redoes the same range under the
 same snapshot id. A crash during 3 is rolled forward from the ledger's file list. Either way each row ends up in
 exactly one published file. Compaction merges a partition's small files into files of up to
@@ -17,18 +21,23 @@ checking that the merged row count equals the replaced one (``run_compaction`` s
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import posixpath
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from commandlog.errors import CommandLogError
 from storage import export_ledger as ledger
+from storage import replica as replicas
 from storage.lake.arrow_export import DATASETS, SnapshotReader
 from storage.lake.datasets import Lake, LakeFile, partition_of
 from storage.lake.parquet import TARGET_FILE_BYTES
 from storage.postgres import Database
+
+log = logging.getLogger(__name__)
 
 Step = Callable[[str, str], None]
 """``step(phase, detail)``: called as a run advances (progress reporting; tests inject crashes here)."""
@@ -60,6 +69,8 @@ class ExportResult:
     """Files a compaction removed."""
     recovered: list[int] = field(default_factory=list)
     """Snapshot ids of interrupted runs this call finished first."""
+    read_from: str = "primary"
+    """``replica`` or ``primary``: where the run's snapshot was read."""
 
 
 def summary_line(exported: Mapping[str, Any], compacted: Mapping[str, Any] | None = None) -> str:
@@ -81,20 +92,58 @@ def _plural(n: int, word: str) -> str:
     return word if n == 1 else f"{word}s"
 
 
-def run_export(db: Database, lake_uri: str, *, step: Step | None = None) -> ExportResult:
-    """Export every row committed since the lake's last export (finishing an interrupted run first)."""
+def run_export(db: Database, lake_uri: str, *, step: Step | None = None, replica: bool = True) -> ExportResult:
+    """Export every row committed since the lake's last export (finishing an interrupted run first); read on
+    ``db``'s replica when one is configured and caught up, unless ``replica=False``."""
     step = step or _quiet
     lake = Lake(lake_uri)
     with ledger.lake_lock(db, lake_uri):
-        recovered = _recover(db, lake, step)
-        with SnapshotReader(db.url) as reader:
+        recovered = _recover(db, lake, step, replica=replica)
+        with _snapshot(db, replica=replica) as (reader, read_from):
             from_tx = ledger.last_export_bound(db, lake_uri)
+            # max(): a standby behind the primary that took the last run gives a lower xmin; the range is then
+            # empty, never reversed.
             to_tx = max(reader.xmin(), from_tx)
             run = ledger.start_run(db, lake_uri, kind="export", from_tx=from_tx, to_tx=to_tx)
-            staged = _stage(lake, reader, run, step)
+            try:
+                staged = _stage(lake, reader, run, step)
+            except Exception as e:  # any failure: the primary decides whether it was the standby's
+                if read_from != "replica":
+                    raise
+                cut_off: Exception | None = e
+            else:
+                cut_off = None
+        if cut_off is not None:
+            # The standby cut the read short: a recovery conflict cancels a standby query that holds back replay
+            # (https://www.postgresql.org/docs/current/hot-standby.html#HOT-STANDBY-CONFLICT), or it went away.
+            # The same range is staged again from the primary, whose snapshot covers it (staging starts afresh).
+            log.warning("the export's read on the replica failed (%s); staging snapshot %d from the primary",
+                        str(cut_off).splitlines()[0], run.snapshot_id)
+            with _snapshot(db, replica=False) as (reader, read_from):
+                if reader.xmin() < to_tx:  # cannot happen: the primary is ahead of its standby; guard anyway
+                    raise ExportError(f"snapshot {run.snapshot_id}: its range is not complete on the primary")
+                staged = _stage(lake, reader, run, step)
         result = publish_run(db, lake, run, staged, [], step)
     result.recovered = recovered
+    result.read_from = read_from
     return result
+
+
+@contextlib.contextmanager
+def _snapshot(db: Database, *, replica: bool, covering: int = 0) -> Iterator[tuple[SnapshotReader, str]]:
+    """``(reader, "replica" | "primary")``: a snapshot on the replica when asked for and usable (and, with
+    ``covering``, when its ``xmin`` reaches that bound — a run started on the primary may be ahead of the standby),
+    else on the primary."""
+    url = replicas.snapshot_url(db) if replica else db.url
+    if url != db.url:
+        with SnapshotReader(url) as reader:
+            if reader.xmin() >= covering:
+                yield reader, "replica"
+                return
+        log.warning("the replica's snapshot does not cover the interrupted run (xmin below %d): reading the primary",
+                    covering)
+    with SnapshotReader(db.url) as reader:
+        yield reader, "primary"
 
 
 def run_compaction(db: Database, lake_uri: str, *, min_files: int = 8, target_bytes: int = TARGET_FILE_BYTES,
@@ -218,7 +267,7 @@ def publish_run(db: Database, lake: Lake, run: ledger.SnapshotRow, files: list[L
     return result
 
 
-def _recover(db: Database, lake: Lake, step: Step) -> list[int]:
+def _recover(db: Database, lake: Lake, step: Step, *, replica: bool = True) -> list[int]:
     """Finish the lake's interrupted run, if any: roll a publishing run forward, redo a writing export."""
     run = ledger.open_run(db, lake.uri)
     if run is None:
@@ -231,8 +280,8 @@ def _recover(db: Database, lake: Lake, step: Step) -> list[int]:
         lake.discard_staging(run.snapshot_id)
         ledger.abandon(db, run.snapshot_id)
     else:
-        with SnapshotReader(db.url) as reader:
-            assert run.to_tx is not None, "an export run has its range (start_run sets it)"
+        assert run.to_tx is not None, "an export run has its range (start_run sets it)"
+        with _snapshot(db, replica=replica, covering=run.to_tx) as (reader, _):
             if reader.xmin() < run.to_tx:  # cannot happen for a later snapshot; guard the invariant anyway
                 raise ExportError(f"snapshot {run.snapshot_id}: its range is not complete in the current snapshot")
             staged = _stage(lake, reader, run, step)

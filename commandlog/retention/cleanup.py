@@ -26,6 +26,6 @@ def run_cleanup(db: Database, bus: CommandBus, policy: RetentionPolicy, *, dry_r
     Rerun-safe: the export resumes from the last snapshot and an interrupted purge is finished first.
     """
     if lake_uri and export_first and not dry_run:
-        run_export(db, lake_uri)
+        run_export(db, lake_uri, replica=False)  # retention works on the primary (storage.replica)
     return run_purge(db, bus, policy, as_of=as_of, lake_uri=lake_uri, dry_run=dry_run)
 

@@ -51,5 +51,6 @@ async def get_journal(
     page = await run_in_threadpool(
         journal.timeline, request.app.state.db, tenant=scope_tenant, admin=admin, subject=subject, actor=actor,
         cmd_class=cmd_class,
-        status=status, since=since, until=until, correlation_id=correlation_id, cursor=cursor, limit=limit)
+        status=status, since=since, until=until, correlation_id=correlation_id, cursor=cursor, limit=limit,
+        replica=True)
     return JournalPage(entries=page.entries, next_cursor=page.next_cursor)
