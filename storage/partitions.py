@@ -117,7 +117,7 @@ def drop_connection(url: str, *, lock_timeout_ms: int = 2000) -> psycopg.Connect
     return conn
 
 
-def _next_index(conn: psycopg.Connection, name: str) -> sql.Composable | None:
+def _next_index(conn: psycopg.Connection, name: str) -> sql.Composed | None:
     """The statement dropping the biggest index left on the detached table ``name`` (``DROP CONSTRAINT`` for one
     backing a primary key, unique or exclusion constraint); None when none is left."""
     row = conn.execute(
