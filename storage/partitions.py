@@ -146,9 +146,9 @@ def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempt
     ``conn``: from ``drop_connection``. ``lock_key``: a session advisory lock held meanwhile (legal holds take it
     too, so no hold appears while the leaf goes). ``prepare(conn)`` runs under that lock before an attached leaf
     is touched; when it returns False nothing is done and None is returned. Otherwise returns the bytes the table
-    and its indexes occupied. After each step (detach, each index, the table) the call rests ``rest`` times as long
-    as the step took, at most ``max_rest_s`` (``rest=0``: no pause); ``on_step(kind, seconds)`` is told of each
-    (``detach``, ``index``, ``table``).
+    and its indexes occupied. After each step that removes files (each index, the table) the call rests ``rest``
+    times as long as the step took, at most ``max_rest_s`` (``rest=0``: no pause); ``on_step(kind, seconds)`` is
+    told of each step (``detach``, ``index``, ``table``).
     """
     retry = Retry(attempts=attempts, pause=lambda n: min(0.05 * n, 1.0),
                   give_up=lambda n, e: PartitionBusyError(f"{name}: still locked after {n} attempts ({e})"))
@@ -187,7 +187,7 @@ def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempt
             took = time.perf_counter() - t0
             if on_step is not None:
                 on_step(kind, took)
-            if rest > 0:
+            if rest > 0 and kind != "detach":  # a detach removes no file: it waits for the writers, not the disk
                 time.sleep(min(took * rest, max_rest_s))
 
         while state != "gone":

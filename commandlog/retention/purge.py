@@ -15,7 +15,7 @@ A crash anywhere leaves the run ``running``; the next call finishes it with the 
 own, so nothing is deleted twice or beyond what the interrupted run would have deleted.
 
 A leaf goes in paced steps (``partitions.detach_and_drop``): detach, then — for a leaf above
-``RetentionPolicy.drop_step_mb`` — its biggest index at a time, then the table, each step followed by a rest as long
+``RetentionPolicy.drop_step_mb`` — its biggest index at a time, then the table, each followed by a rest as long
 as it took (``drop_rest``), so the file removals — synchronous discards on this machine's file system, on the device
 the writers' WAL flushes wait for — never come in one burst.
 Future partitions are not created here: that is an earlier, separate step of the cleanup
