@@ -2,12 +2,19 @@
 
 The log tables are ``LIST (retention)`` → ``RANGE (time)`` partitioned (migration 0001):
 ``<table>_short_lived_pYYYYMMDD`` by day, ``<table>_long_lived_pYYYYMM`` by month, ``<table>_permanent`` as one
-table. Retention removes a whole leaf with ``ALTER TABLE … DETACH PARTITION … CONCURRENTLY`` then ``DROP TABLE``:
-the concurrent detach takes only a ``SHARE UPDATE EXCLUSIVE`` lock on the parent, which inserts (``ROW EXCLUSIVE``)
-do not conflict with, and it cannot run inside a transaction block, hence the autocommit connection
+table. Retention removes a whole leaf with ``ALTER TABLE … DETACH PARTITION … CONCURRENTLY``, then drops its files
+in steps (a big leaf's indexes one at a time, then the table with its TOAST) with a rest after each step: the
+concurrent detach takes only a ``SHARE UPDATE EXCLUSIVE`` lock on the parent, which inserts (``ROW EXCLUSIVE``) do
+not conflict with, and it cannot run inside a transaction block, hence the autocommit connection
 (https://www.postgresql.org/docs/current/sql-altertable.html#SQL-ALTERTABLE-DETACH-PARTITION). An interrupted
 concurrent detach leaves the partition "detach pending"; ``DETACH PARTITION … FINALIZE`` completes it. Every step
 runs under ``lock_timeout`` and is retried, so a purge waits in short slices instead of queueing writers behind it.
+
+Why the files go in steps, paced: a commit that drops a relation truncates its files at once, and on a file system
+mounted with ``discard`` (this machine's ext4) ``truncate(2)`` issues the discards synchronously, ~1 ms per MB, on
+the device the writers' WAL ``fdatasync`` waits on. A month-sized leaf dropped whole (heap and eight indexes, ~0.9 GB
+at 3M commands) was one such burst; in steps of at most one file or 64 MB, with a rest as long as each step took,
+the writers' flushes are served in between (``benchmarks.retention --trace``, docs/retention.md).
 Future leaves are added the same way round (``ensure_ahead``: create a plain table, then ``ATTACH PARTITION``).
 """
 
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -109,15 +117,38 @@ def drop_connection(url: str, *, lock_timeout_ms: int = 2000) -> psycopg.Connect
     return conn
 
 
+def _next_index(conn: psycopg.Connection, name: str) -> sql.Composed | None:
+    """The statement dropping the biggest index left on the detached table ``name`` (``DROP CONSTRAINT`` for one
+    backing a primary key, unique or exclusion constraint); None when none is left."""
+    row = conn.execute(
+        "SELECT i.relname, con.conname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid AND con.conrelid = x.indrelid "
+        "AND con.contype IN ('p', 'u', 'x') WHERE x.indrelid = %s::regclass "
+        "ORDER BY pg_relation_size(x.indexrelid) DESC, i.relname LIMIT 1", (name,)).fetchone()
+    if row is None:
+        return None
+    if row[1] is not None:
+        return sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(name), sql.Identifier(row[1]))
+    return sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(row[0]))
+
+
 def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempts: int = 60,
                     lock_key: int | None = None,
-                    prepare: Callable[[psycopg.Connection], bool] | None = None) -> int | None:
-    """Detach ``name`` from ``parent`` concurrently, then drop it; resumes from whatever state it is in.
+                    prepare: Callable[[psycopg.Connection], bool] | None = None,
+                    rest: float = 1.0, max_rest_s: float = 0.5, step_bytes: int = 64 << 20,
+                    on_step: Callable[[str, float], None] | None = None) -> int | None:
+    """Detach ``name`` from ``parent`` concurrently, then drop it — a leaf of more than ``step_bytes`` (table and
+    indexes) in steps: its biggest index at a time while more than ``step_bytes`` are left, then the table with the
+    rest. Resumes from whatever state it is in (a crash between two steps leaves a detached table with fewer
+    indexes: the next call goes on from there). Each step is one transaction, and each such commit is flushed to the
+    WAL whatever ``synchronous_commit`` says, so a small leaf goes in one.
 
     ``conn``: from ``drop_connection``. ``lock_key``: a session advisory lock held meanwhile (legal holds take it
     too, so no hold appears while the leaf goes). ``prepare(conn)`` runs under that lock before an attached leaf
     is touched; when it returns False nothing is done and None is returned. Otherwise returns the bytes the table
-    and its indexes occupied.
+    and its indexes occupied. After each step that removes files (each index, the table) the call rests ``rest``
+    times as long as the step took, at most ``max_rest_s`` (``rest=0``: no pause); ``on_step(kind, seconds)`` is
+    told of each step (``detach``, ``index``, ``table``).
     """
     retry = Retry(attempts=attempts, pause=lambda n: min(0.05 * n, 1.0),
                   give_up=lambda n, e: PartitionBusyError(f"{name}: still locked after {n} attempts ({e})"))
@@ -137,16 +168,27 @@ def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempt
 
         def advance() -> None:
             nonlocal state
-            stmt, after = {"attached": (sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY"), "detached"),
-                           "pending": (sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE"), "detached"),
-                           "detached": (sql.SQL("DROP TABLE IF EXISTS {1}"), "gone")}[state]
+            if state == "detached":  # a big leaf sheds its biggest index at a time, then goes with the rest
+                index = _next_index(conn, name) if relation_size(conn, name) > step_bytes else None
+                stmt, kind, after = (index, "index", "detached") if index is not None else (
+                    sql.SQL("DROP TABLE IF EXISTS {}").format(ident), "table", "gone")
+            else:
+                stmt, kind, after = ({"attached": sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY"),
+                                      "pending": sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE")}[state]
+                                     .format(par, ident), "detach", "detached")
+            t0 = time.perf_counter()
             try:
                 with translated():
-                    conn.execute(stmt.format(par, ident))
+                    conn.execute(stmt)
             except OperationalError:
                 state = relation_state(conn, name)  # a cancelled concurrent detach may be left pending
                 raise
             state = after
+            took = time.perf_counter() - t0
+            if on_step is not None:
+                on_step(kind, took)
+            if rest > 0 and kind != "detach":  # a detach removes no file: it waits for the writers, not the disk
+                time.sleep(min(took * rest, max_rest_s))
 
         while state != "gone":
             retry(advance)

@@ -197,13 +197,17 @@ def count_by_tenant(conn: psycopg.Connection, leaf: str, *, slice_above: int = 1
     A leaf of more than ``slice_above`` rows (by its statistics) is counted one tenant at a time — index-only scans
     of the leaf's ``(tenant_id, …)`` index, tenants found by a skip scan — resting after each count as long as it
     took (at most ``max_rest_s``): counting a month of a busy log in one statement kept a core and the buffer pool
-    busy for seconds, and writers felt it; in slices they are served in between. On ``conn`` in autocommit each
+    busy for seconds, and writers felt it; in slices they are served in between. A smaller leaf is counted in one
+    statement, followed by the same rest. On ``conn`` in autocommit each
     slice is its own statement: exact for a leaf nobody writes (a leaf before the cutoff), like the single count."""
     ident = sql.Identifier(leaf)
     est = one_row(conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (leaf,)))[0]
-    if est is None or est < slice_above:
-        return {t: int(n)
-                for t, n in conn.execute(sql.SQL("SELECT tenant_id, count(*) FROM {} GROUP BY 1").format(ident))}
+    if est is None or est < slice_above:  # one statement, then the same rest
+        t0 = time.perf_counter()
+        whole = {t: int(n)
+                 for t, n in conn.execute(sql.SQL("SELECT tenant_id, count(*) FROM {} GROUP BY 1").format(ident))}
+        time.sleep(min(time.perf_counter() - t0, max_rest_s))
+        return whole
     tenants = [r[0] for r in conn.execute(sql.SQL(
         "WITH RECURSIVE k(t) AS (SELECT min(tenant_id) FROM {0} UNION ALL "
         "SELECT (SELECT min(tenant_id) FROM {0} WHERE tenant_id > k.t) FROM k WHERE k.t IS NOT NULL) "

@@ -67,6 +67,12 @@ class RetentionPolicy(BaseModel):
                                                         description="Per-tenant maximum ages.")
     batch_size: int = Field(5000, ge=100, le=100_000, description="Rows per batch delete (holds, overrides).")
     lock_timeout_ms: int = Field(2000, ge=10, le=60_000, description="lock_timeout of each step; retried.")
+    drop_rest: float = Field(1.0, ge=0, le=10, description=(
+        "After each step that removes a leaf's files (each index, the table), rest this many times as long as the "
+        "step took, at most 0.5 s (0: no pause): the writers' WAL flushes are served between the file removals."))
+    drop_step_mb: int = Field(64, ge=0, le=1_000_000, description=(
+        "A leaf bigger than this (table and indexes, MB) is dropped in steps: its biggest index at a time while more "
+        "is left, then the table (0: every leaf in steps)."))
 
     _positive = field_validator("short_lived_days", "long_lived_days")(_positive_days)
 

@@ -12,9 +12,15 @@ One run (a ``retention_run`` row fixing ``as_of``, the policy and the lake's exp
    ``finished`` mark commit together.
 
 A crash anywhere leaves the run ``running``; the next call finishes it with the same cutoffs before starting its
-own, so nothing is deleted twice or beyond what the interrupted run would have deleted. Future partitions are
-created ahead at every call (``partitions.ensure_ahead``: create, then ``ATTACH PARTITION`` — writers never wait on
-it) so writers never miss one.
+own, so nothing is deleted twice or beyond what the interrupted run would have deleted.
+
+A leaf goes in paced steps (``partitions.detach_and_drop``): detach, then — for a leaf above
+``RetentionPolicy.drop_step_mb`` — its biggest index at a time, then the table, each followed by a rest as long
+as it took (``drop_rest``), so the file removals — synchronous discards on this machine's file system, on the device
+the writers' WAL flushes wait for — never come in one burst.
+Future partitions are not created here: that is an earlier, separate step of the cleanup
+(``commandlog.retention.cleanup.ensure_partitions_ahead``), so its ``ATTACH PARTITION`` statements do not fall in the
+purge's window.
 """
 
 from __future__ import annotations
@@ -39,7 +45,6 @@ from storage.postgres import Connection, Database
 
 Step = Callable[[str, str], None]
 """``step(phase, detail)``: progress callback (tests inject crashes here)."""
-DAYS_AHEAD = 14
 MAX_LOGGED_COUNTS = 1000
 """Above this many (table, class, tenant) counts the Purge command logs totals per table and class (tenant ``*``)."""
 
@@ -100,8 +105,6 @@ def run_purge(db: Database, bus: CommandBus, policy: RetentionPolicy, *, as_of: 
     """
     step = step or (lambda phase, detail: None)
     as_of = as_of or rp.now()
-    created = partitions.ensure_ahead(db.url, days=DAYS_AHEAD)
-    step("partitions ahead", f"{created} created")
     bound = export_ledger.last_export_bound(db, lake_uri) if lake_uri else None
     if dry_run:
         return _dry_run(db, policy, as_of=as_of, lake_uri=lake_uri, bound=bound)
@@ -133,7 +136,9 @@ def _execute(db: Database, bus: CommandBus, run: store.RunRow, step: Step) -> Pu
         pending = store.pending_drops(conn, run.run_id)
     with contextlib.closing(partitions.drop_connection(db.url, lock_timeout_ms=policy.lock_timeout_ms)) as dconn:
         for table, retention, leaf in pending:  # started by an interrupted attempt: finish exactly those
-            nbytes = partitions.detach_and_drop(dconn, parent=f"{table}_{retention}", name=leaf)
+            nbytes = partitions.detach_and_drop(dconn, parent=f"{table}_{retention}", name=leaf,
+                                                rest=policy.drop_rest, step_bytes=policy.drop_step_mb << 20,
+                                                on_step=_on_step(step, leaf))
             _dropped(dconn, run, table=table, leaf=leaf, nbytes=nbytes or 0)
             step("dropped", leaf)
         _walk(db, dconn, run, policy, step)
@@ -159,7 +164,7 @@ def _walk(db: Database, dconn: Connection, run: store.RunRow, policy: RetentionP
                 if leaf.detach_pending:
                     continue  # half-detached by someone else's command: not ours to finish
                 if not (cut.default is not None and leaf.upper <= cut.default
-                        and _drop(dconn, run, leaf, cut, step)):
+                        and _drop(dconn, run, leaf, cut, step, policy=policy)):
                     _sweep(db, run, policy, leaf, cut, step)
 
 
@@ -169,7 +174,13 @@ def _keep_tenants(leaf: Partition, cut: store.ClassCutoffs) -> list[str]:
     return sorted(t for t, c in cut.overrides.items() if c is None or c < leaf.upper)
 
 
-def _drop(dconn: Connection, run: store.RunRow, leaf: Partition, cut: store.ClassCutoffs, step: Step) -> bool:
+def _on_step(step: Step, leaf: str) -> Callable[[str, float], None]:
+    """Reports each file step of a drop as ``step("dropping", "<leaf> <detach|index|table> <ms>")``."""
+    return lambda kind, seconds: step("dropping", f"{leaf} {kind} {seconds * 1000:.1f}")
+
+
+def _drop(dconn: Connection, run: store.RunRow, leaf: Partition, cut: store.ClassCutoffs, step: Step, *,
+          policy: RetentionPolicy) -> bool:
     """Detach and drop ``leaf`` if it is still droppable under the holds' lock; False when it is not."""
     def prepare(conn: Connection) -> bool:
         if not store.leaf_is_droppable(conn, leaf.name, keep_tenants=_keep_tenants(leaf, cut),
@@ -181,7 +192,8 @@ def _drop(dconn: Connection, run: store.RunRow, leaf: Partition, cut: store.Clas
         return True
 
     nbytes = partitions.detach_and_drop(dconn, parent=leaf.parent, name=leaf.name, lock_key=store.HOLD_LOCK_KEY,
-                                        prepare=prepare)
+                                        prepare=prepare, rest=policy.drop_rest,
+                                        step_bytes=policy.drop_step_mb << 20, on_step=_on_step(step, leaf.name))
     if nbytes is None:
         return False
     _dropped(dconn, run, table=leaf.table, leaf=leaf.name, nbytes=nbytes)

@@ -538,3 +538,125 @@ def test_a_subject_hold_keeps_its_rows_in_postgres_and_in_the_lake_while_the_res
         con.close()
     lake_removed = sum(r["rows"] for r in report.counts if r["table"] == "lake:commands" and r["tenant_id"] == "subj")
     assert lake_removed == 3 + 2  # the lake partition was rewritten, not left alone
+
+
+# -- drops in paced steps, partitions ahead as a step of their own (issue 16) -------------------------------------
+
+def _leaf_indexes(db, name: str) -> int:
+    with db.connection() as conn:
+        return conn.execute("SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass", (name,)).fetchone()[0]
+
+
+def _drop_steps(seen: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """``{leaf: [detach, index, …, table]}`` from the purge's ``dropping`` steps (detail ``<leaf> <kind> <ms>``)."""
+    out: dict[str, list[str]] = {}
+    for phase, detail in seen:
+        if phase == "dropping":
+            leaf, kind, _ms = detail.split()
+            out.setdefault(leaf, []).append(kind)
+    return out
+
+
+@pytest.mark.slow  # a clone of the database and two purges
+def test_leaves_dropped_index_by_index_remove_the_same_rows_with_the_same_bookkeeping_as_whole_drops(fresh):
+    """``drop_step_mb=0``: every leaf goes as detach, each index (biggest first), then the table. The rows removed,
+    the held rows kept, the counts logged and the steps' bookkeeping are those of the same purge dropping whole
+    leaves (a twin database)."""
+    db, bus = fresh
+    _seed_mix(db, bus, tenants=("t1", "t2", "t3"))
+    add_hold(bus, tenant="t3", subject="customer:1", reason="dispute")  # t3's leaves: batch deletes, not drops
+    with db.connection() as conn:
+        held = {r[0] for r in conn.execute("SELECT cmd_uuid FROM command_log WHERE tenant_id = 't3' "
+                                           "AND cmd_class LIKE 'billing.%%' "
+                                           "AND 'customer:1' = ANY (subjects)")}
+    parent_indexes = {t: _leaf_indexes(db, f"{t}_short_lived") for t in TABLES}
+    twin = _clone(db, f"twin_{uuid.uuid4().hex[:8]}")
+    twin_bus = retention_setup(billing_setup(CommandBus(twin), install_schema=False))
+    try:
+        seen: list[tuple[str, str]] = []
+        stepped = run_purge(db, bus, POLICY.model_copy(update={"drop_step_mb": 0, "drop_rest": 0.2}), as_of=AS_OF,
+                            dry_run=False, step=lambda phase, detail: seen.append((phase, detail)))
+        whole = run_purge(twin, twin_bus, POLICY, as_of=AS_OF, dry_run=False)
+        assert _snapshot(db) == _snapshot(twin)
+        assert stepped.counts == whole.counts and stepped.partitions_dropped == whole.partitions_dropped > 0
+        assert held and held <= _snapshot(db)["command_log"]
+        steps = _drop_steps(seen)
+        assert len(steps) == stepped.partitions_dropped
+        for leaf, kinds in steps.items():
+            table = next(t for t in sorted(TABLES, key=len, reverse=True) if leaf.startswith(t + "_"))
+            if "_short_lived_" in leaf:
+                assert kinds == ["detach"] + ["index"] * parent_indexes[table] + ["table"], (leaf, kinds)
+            else:
+                assert kinds[0] == "detach" and kinds[-1] == "table" and kinds.count("index") > 1, (leaf, kinds)
+        with db.connection() as conn:
+            drops = conn.execute("SELECT status, bytes, rows FROM retention_step WHERE run_id = %s "
+                                 "AND action = 'drop'", (stepped.run_id,)).fetchall()
+            gone = conn.execute("SELECT count(*) FROM pg_class WHERE relname = ANY (%s)", (list(steps),)).fetchone()[0]
+        assert len(drops) == stepped.partitions_dropped and gone == 0
+        assert all(status == "done" and nbytes > 0 for status, nbytes, _rows in drops)
+        assert stepped.bytes_freed == sum(nbytes for _s, nbytes, _r in drops) > 0
+    finally:
+        twin.close()
+
+
+def test_a_crash_between_two_index_drops_leaves_a_detached_leaf_the_next_run_finishes(fresh):
+    db, bus = fresh
+    _seed_mix(db, bus)
+    leaf = f"command_log_short_lived_p{OLD:%Y%m%d}"
+    with db.connection() as conn:
+        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(leaf))).fetchone()[0]
+    indexes = _leaf_indexes(db, leaf)
+    assert rows > 0 and indexes >= 3
+    seen = []
+
+    def crash(phase, detail):
+        if phase == "dropping" and detail.startswith(leaf + " index"):
+            seen.append(detail)
+            if len(seen) == 2:
+                raise Crash(f"injected after {detail}")
+
+    policy = POLICY.model_copy(update={"drop_step_mb": 0, "drop_rest": 0})
+    with pytest.raises(Crash):
+        run_purge(db, bus, policy, as_of=AS_OF, step=crash, dry_run=False)
+    with db.connection() as conn:  # detached, two of its indexes gone, its step still 'detaching'
+        pending = conn.execute("SELECT c.relispartition, (SELECT count(*) FROM pg_index x WHERE x.indrelid = c.oid) "
+                               "FROM pg_class c WHERE c.relname = %s", (leaf,)).fetchone()
+        step_row = conn.execute("SELECT status, rows FROM retention_step WHERE partition_name = %s", (leaf,)).fetchone()
+    assert pending == (False, indexes - 2) and step_row == ("detaching", rows)
+    later = run_purge(db, bus, RetentionPolicy(short_lived_days="never", long_lived_days="never"),
+                      as_of=AS_OF + timedelta(days=1), dry_run=False)
+    assert later.resumed
+    with db.connection() as conn:
+        assert conn.execute("SELECT to_regclass(%s)", (leaf,)).fetchone()[0] is None
+        status, nbytes, n = conn.execute("SELECT status, bytes, rows FROM retention_step WHERE partition_name = %s",
+                                         (leaf,)).fetchone()
+        assert conn.execute("SELECT count(*) FROM retention_run WHERE status = 'running'").fetchone()[0] == 0
+        logged = conn.execute("SELECT cmd_body->'counts' FROM command_log WHERE cmd_class = 'retention.Purge' "
+                              "ORDER BY started_at LIMIT 1").fetchone()[0]
+    assert status == "done" and nbytes > 0 and n == rows
+    assert sum(r["rows"] for r in logged if r["table"] == "command_log") >= rows
+
+
+def test_the_purge_creates_no_partition_and_the_cleanup_creates_them_before_it(fresh):
+    """Partitions ahead are a step of their own (``cleanup.ensure_partitions_ahead``), run by the cleanup before the
+    export and the purge; ``run_purge`` itself attaches nothing, so no ``ATTACH PARTITION`` falls in its window."""
+    from commandlog.retention.cleanup import DAYS_AHEAD, ensure_partitions_ahead, run_cleanup
+    from storage.partitions import list_partitions
+
+    db, bus = fresh
+
+    def leaves() -> set[str]:
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            return {p.name for t in TABLES for r in ("short_lived", "long_lived") for p in list_partitions(conn, t, r)}
+
+    keep_all = RetentionPolicy(short_lived_days="never", long_lived_days="never")
+    before = leaves()
+    run_purge(db, bus, keep_all, dry_run=False)
+    assert leaves() == before
+    run_cleanup(db, bus, keep_all, dry_run=True)
+    after = leaves()
+    assert after > before
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        ahead = max(p.upper for p in list_partitions(conn, "command_log", "short_lived"))
+    assert ahead >= datetime.now(UTC) + timedelta(days=DAYS_AHEAD - 1)
+    assert ensure_partitions_ahead(db) == 0 and leaves() == after  # nothing left to create

@@ -53,4 +53,8 @@ def test_the_flow_form_rejects_ages_below_one_day_and_unknown_fields():
         RetentionPolicy.model_validate({"permanent_days": 10})
     schema = RetentionPolicy.model_json_schema()
     assert set(schema["properties"]) == {"short_lived_days", "long_lived_days", "tenant_overrides", "batch_size",
-                                         "lock_timeout_ms"}
+                                         "lock_timeout_ms", "drop_rest", "drop_step_mb"}
+    with pytest.raises(ValidationError, match="drop_rest"):
+        RetentionPolicy.model_validate({"drop_rest": -1})
+    with pytest.raises(ValidationError, match="drop_step_mb"):
+        RetentionPolicy.model_validate({"drop_step_mb": -64})
