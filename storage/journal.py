@@ -91,7 +91,10 @@ def timeline_page(db: Database, flt: TimelineFilter, *, tenant: str | None, limi
     session = db.connection() if tenant is None else db.tenant_session(tenant)
     rows: list[dict] = []
     with session as conn, conn.cursor(row_factory=dict_row) as cur:
-        for window in _windows(flt, floor=floor):
+        # A correlation holds a handful of commands: walking recent windows first only adds statements.
+        walk = [_Window(flt.since, None, tail=True)] if flt.correlation_id is not None \
+            else _windows(flt, floor=floor)
+        for window in walk:
             want = limit + 1 - len(rows)
             with _tail(cur, window.tail):
                 if keyed:
