@@ -8,7 +8,11 @@ and encodes the cursor; this module turns checked values into SQL.
 from __future__ import annotations
 
 import datetime as dt
+import re
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +35,7 @@ _EVENTS = ("SELECT cmd_uuid, event_uuid, event_type, payload, occurred_at FROM d
            "WHERE cmd_uuid = ANY(%s) AND retention = ANY(%s) AND occurred_at >= %s AND occurred_at <= %s "
            "ORDER BY occurred_at, event_uuid")
 _EVENT_SLACK = dt.timedelta(minutes=5)
+_LOWER = re.compile(r"FROM \('([^']+)'\)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,32 +76,164 @@ class TimelineRows:
 
 def timeline_page(db: Database, flt: TimelineFilter, *, tenant: str | None, limit: int) -> TimelineRows:
     """Rows matching ``flt``, newest first, and their events: read in ``tenant``'s session (row-level security),
-    or the global ``command_log`` when ``tenant`` is None (admin)."""
+    or the global ``command_log`` when ``tenant`` is None (admin).
+
+    The page is read window by window, newest first (``_windows``), until it holds ``limit + 1`` rows. The recent
+    windows carry literal time bounds, so Postgres plans and probes only their partitions: a page of a busy filter
+    costs the day partitions it reads, whatever the size of the log. The last window (everything older) is read
+    with a generic plan prepared once per connection, which prunes at execution instead of planning every old
+    partition (see ``_tail``).
+    """
     keyed = flt.subject is not None and tenant is not None
     where, params = _where(flt, subject=not keyed)
     table = "command_log" if tenant is None else "tenant_command_log"
+    floor = _oldest_bound(db, table)
     session = db.connection() if tenant is None else db.tenant_session(tenant)
+    rows: list[dict] = []
     with session as conn, conn.cursor(row_factory=dict_row) as cur:
-        if keyed:  # see cmdlog_subject_keys in migration 0002: RLS keeps @> from using the index
-            only_subject = flt.actor_id is None and flt.cmd_class is None and flt.status is None \
-                and flt.correlation_id is None
-            keys = _subject_keys(cur, flt, limit=limit + 1 if only_subject else None)
-            if not keys:
-                return TimelineRows()
-            # Literal time bounds prune partitions; uuid equality is leakproof, so the key index serves it.
-            where += [sql.SQL("cmd_uuid = ANY(%s)"), sql.SQL("started_at >= %s"), sql.SQL("started_at <= %s")]
-            params += [[k[0] for k in keys], min(k[1] for k in keys), max(k[1] for k in keys)]
-        page = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY started_at DESC, cmd_uuid DESC LIMIT {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, TIMELINE_COLUMNS)), sql.Identifier(table),
-            sql.SQL(" AND ").join(where) if where else sql.SQL("true"),
-            sql.Literal(int(limit) + 1))  # literal: plans for a small limit
-        # Unprepared on purpose: a prepared statement soon runs a generic plan, which cannot skip the partitions a
-        # custom plan prunes or sizes for its values — measured 23 ms against 5 ms for a class timeline at 2M rows.
-        rows = cur.execute(page, params, prepare=False).fetchall()
+        # A correlation holds a handful of commands: walking recent windows first only adds statements.
+        walk = [_Window(flt.since, None, tail=True)] if flt.correlation_id is not None \
+            else _windows(flt, floor=floor)
+        for window in walk:
+            want = limit + 1 - len(rows)
+            with _tail(cur, window.tail):
+                if keyed:
+                    rows += _subject_window(cur, flt, where, params, table, window, want)
+                else:
+                    rows += _window_rows(cur, where, params, table, window, want)
+            if len(rows) > limit:
+                break
         more = len(rows) > limit
         rows = rows[:limit]
         events = _events(cur, rows) if rows else {}
     return TimelineRows(rows=rows, events=events, more=more)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A slice of time read by one statement: ``lo <= started_at < hi`` (None: unbounded on that side)."""
+
+    lo: dt.datetime | None
+    hi: dt.datetime | None
+    tail: bool = False
+    """The open-ended last window over the old partitions: read with a generic plan (``_tail``)."""
+
+
+_FIRST_SPAN = dt.timedelta(days=2)
+_GROWTH = 4
+_PLANNED_WINDOWS = 3
+"""Windows planned with literal bounds before the tail (2, 8 and 32 days: the last month or so)."""
+_FLOOR_TTL = 30.0
+_floors: dict[tuple[str, str], tuple[float, dt.datetime | None]] = {}
+
+
+def _windows(flt: TimelineFilter, *, floor: dt.datetime | None) -> Iterator[_Window]:
+    """Time windows covering the filter's range newest first, without gap or overlap, each ``_GROWTH`` times longer
+    than the one before; after ``_PLANNED_WINDOWS`` of them, one tail window holds everything older.
+
+    The first window starts a day before the UTC day holding the newest possible row (today, the cursor's or
+    ``until``'s day) and is open above, so rows stamped in the future are not missed. ``floor`` (the oldest
+    partition bound) only decides when the walk can stop early: the last window has no lower bound (``since``
+    aside), so a stale floor costs time, never rows. Days are aligned on UTC midnight, the daily partitions' bounds.
+    """
+    hi = flt.until
+    if flt.before is not None:
+        hi = flt.before[0] if hi is None else min(hi, flt.before[0])
+    now = dt.datetime.now(dt.UTC)
+    anchor = now if hi is None else min(hi, now)
+    edge = dt.datetime.combine(anchor.astimezone(dt.UTC).date(), dt.time(), tzinfo=dt.UTC) + dt.timedelta(days=1)
+    upper: dt.datetime | None = None  # the first window is bounded above by the filter itself (until, cursor)
+    span = _FIRST_SPAN
+    for n in range(_PLANNED_WINDOWS + 1):
+        edge = edge - span
+        if (flt.since is not None and edge <= flt.since) or floor is None or edge <= floor:
+            yield _Window(flt.since, upper)  # the rest fits in one planned window
+            return
+        if n == _PLANNED_WINDOWS:
+            break
+        yield _Window(edge, upper)
+        upper, span = edge, span * _GROWTH
+    yield _Window(flt.since, upper, tail=True)
+
+
+@contextmanager
+def _tail(cur: psycopg.Cursor[dict[str, Any]], on: bool) -> Iterator[None]:
+    """Within (when ``on``): statements are prepared and run with a generic plan (``plan_cache_mode``).
+
+    A custom plan of the tail window would plan every old partition on every page (tens of milliseconds at a few
+    hundred partitions); the generic plan is made once per connection and prunes at executor start-up, leaving
+    the cost of locking and probing the partitions. ``SET LOCAL``, put back right after: the session's setting
+    is untouched.
+    """
+    if not on:
+        yield
+        return
+    cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+    yield
+    cur.execute("SET LOCAL plan_cache_mode = DEFAULT")
+
+
+def _bounds(window: _Window) -> tuple[list[sql.Composable], list]:
+    where: list[sql.Composable] = []
+    params: list = []
+    if window.lo is not None:
+        where.append(sql.SQL("started_at >= %s"))
+        params.append(window.lo)
+    if window.hi is not None:
+        where.append(sql.SQL("started_at < %s"))
+        params.append(window.hi)
+    return where, params
+
+
+def _window_rows(cur: psycopg.Cursor[dict[str, Any]], where: list[sql.Composable], params: list, table: str,
+                 window: _Window, want: int) -> list[dict]:
+    extra, extra_params = _bounds(window)
+    clauses = where + extra
+    page = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY started_at DESC, cmd_uuid DESC LIMIT {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, TIMELINE_COLUMNS)), sql.Identifier(table),
+        sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("true"),
+        sql.Literal(int(want)))  # literal: plans for a small limit
+    # Unprepared outside the tail on purpose: a prepared statement soon runs a generic plan, which cannot skip the
+    # partitions a custom plan prunes or sizes for its values — measured 23 ms against 5 ms for a class timeline
+    # at 2M rows.
+    return cur.execute(page, params + extra_params, prepare=window.tail).fetchall()
+
+
+def _subject_window(cur: psycopg.Cursor[dict[str, Any]], flt: TimelineFilter, where: list[sql.Composable],
+                    params: list, table: str, window: _Window, want: int) -> list[dict]:
+    """A subject's rows in one window of a tenant session: keys from ``cmdlog_subject_keys`` (the GIN index, see
+    migrations 0002 and 0011), then the rows by key under row-level security."""
+    only_subject = flt.actor_id is None and flt.cmd_class is None and flt.status is None \
+        and flt.correlation_id is None
+    before = flt.before or (None, None)
+    keys = cur.execute("SELECT cmd_uuid, started_at FROM cmdlog_subject_keys(%s, %s, %s, %s, %s, %s)",
+                       (flt.subject, window.lo, window.hi if window.hi is not None else flt.until, *before,
+                        want if only_subject else None),
+                       prepare=False).fetchall()
+    if not keys:
+        return []
+    # Time bounds prune partitions; uuid equality is leakproof, so the key index serves it.
+    where = [*where, sql.SQL("cmd_uuid = ANY(%s)"), sql.SQL("started_at >= %s"), sql.SQL("started_at <= %s")]
+    params = [*params, [k["cmd_uuid"] for k in keys], min(k["started_at"] for k in keys),
+              max(k["started_at"] for k in keys)]
+    return _window_rows(cur, where, params, table, _Window(None, None, tail=window.tail), want)
+
+
+def _oldest_bound(db: Database, table: str) -> dt.datetime | None:
+    """The lower bound of ``table``'s oldest time partition (cached a few seconds; None: no time partition)."""
+    key = (db.url, table)
+    hit = _floors.get(key)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    with db.connection() as conn:
+        bounds = conn.execute(
+            "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent IN (to_regclass(%s), to_regclass(%s)) AND c.relkind = 'r'",
+            (f"public.{table}_short_lived", f"public.{table}_long_lived")).fetchall()
+    found = [dt.datetime.fromisoformat(m.group(1)) for (b,) in bounds if (m := _LOWER.search(b or ""))]
+    floor = min(found) if found else None
+    _floors[key] = (time.monotonic() + _FLOOR_TTL, floor)
+    return floor
 
 
 def _where(flt: TimelineFilter, *, subject: bool) -> tuple[list[sql.Composable], list]:
@@ -123,20 +260,15 @@ def _where(flt: TimelineFilter, *, subject: bool) -> tuple[list[sql.Composable],
     return where, params
 
 
-def _subject_keys(cur: psycopg.Cursor[dict[str, Any]], flt: TimelineFilter, *, limit: int | None) -> list[tuple]:
-    before = flt.before or (None, None)
-    rows = cur.execute("SELECT cmd_uuid, started_at FROM cmdlog_subject_keys(%s, %s, %s, %s, %s, %s)",
-                       (flt.subject, flt.since, flt.until, *before, limit), prepare=False).fetchall()
-    return [(r["cmd_uuid"], r["started_at"]) for r in rows]
-
-
 def _events(cur: psycopg.Cursor[dict[str, Any]], rows: list[dict]) -> dict:
     lo = min(r["started_at"] for r in rows) - _EVENT_SLACK
     hi = max(r["finished_at"] or r["started_at"] for r in rows) + _EVENT_SLACK
     params = ([r["cmd_uuid"] for r in rows], sorted({r["retention"] for r in rows}), lo, hi)
     by_cmd: dict = {}
-    for e in cur.execute(_EVENTS, params, prepare=False).fetchall():
-        by_cmd.setdefault(e["cmd_uuid"], []).append(e)
+    wide = hi - lo > _FIRST_SPAN * _GROWTH  # the rows of a sparse filter, spread over many partitions
+    with _tail(cur, wide):
+        for e in cur.execute(_EVENTS, params, prepare=wide).fetchall():
+            by_cmd.setdefault(e["cmd_uuid"], []).append(e)
     return by_cmd
 
 
