@@ -43,7 +43,7 @@ tenant's records (same policy and a column grant), so its own verification can t
 from alembic import op
 
 revision = "0017"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
