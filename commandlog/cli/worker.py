@@ -50,7 +50,11 @@ def worker_environment(env: dict[str, str], home: Path) -> dict[str, str]:
         raise ValueError("CMDLOG_DATABASE_URL is not set: a worker must use the platform's Postgres (without it each "
                          "flow run would start an empty embedded database of its own)")
     out = {**env, **local_client_settings(home, env)}
-    if not out.get("PREFECT_API_URL"):
+    if not out.get("PREFECT_API_URL"):  # a Prefect profile may name the server instead of the environment
+        from prefect.settings import PREFECT_API_URL  # noqa: PLC0415 — start-up cost: Prefect
+
+        out["PREFECT_API_URL"] = PREFECT_API_URL.value() or ""
+    if not out["PREFECT_API_URL"]:
         raise ValueError("PREFECT_API_URL is not set: point it at your Prefect server (e.g. http://host:4200/api)")
     return out
 
@@ -92,4 +96,4 @@ def worker(
     _common.console.print(f"starting: {' '.join(argv)}", highlight=False)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execvpe(argv[0], argv, env)  # noqa: S606 — the worker replaces us: signals and exit code are its own
+    os.execvpe(argv[0], argv, env)  # the worker replaces us: signals and exit code are its own

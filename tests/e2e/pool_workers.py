@@ -5,7 +5,6 @@ compared with Postgres row by row."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,7 +21,6 @@ BIN = Path(sys.executable).parent
 DATASETS = (("command_log", "commands", "cmd_uuid"),
             ("tenant_command_log", "tenant_commands", "cmd_uuid"),
             ("domain_event", "events", "event_uuid"))
-SUBMITTED = re.compile(r"Worker '(?P<worker>[^']+)' submitting flow run '(?P<run>[0-9a-f-]+)'")
 
 
 @dataclass
@@ -132,25 +130,30 @@ def wait_state(run_id, predicate, *, timeout: float = 180):
             time.sleep(0.3)
 
 
-def takers(run_ids, *, timeout: float = 60) -> dict:
-    """``{run id: worker name}`` as the Prefect server recorded it: the worker's "submitting flow run" log line,
-    which each worker sends to the server as a log of the run it takes (logs arrive in batches: polled)."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+def takers(run_ids, *, timeout: float = 120) -> dict:
+    """``{run id: {worker names}}`` as the Prefect server recorded it: the ``prefect.worker.executed-flow-run`` events
+    (resource ``prefect.worker.process.<name>``, related ``prefect.flow-run.<id>``) the worker that ran a flow run
+    emits when its process ends. (Every polling worker logs "submitting flow run" before the race for the run's
+    Pending state is decided, so the logs name the losers too.) Events arrive asynchronously: polled."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
 
+    wanted = {f"prefect.flow-run.{r}": str(r) for r in run_ids}
+    body = {"filter": {"event": {"name": ["prefect.worker.executed-flow-run"]}, "related": {"id": list(wanted)}},
+            "limit": 50}  # the server's page size (at most 50)
     deadline = time.monotonic() + timeout
-    found: dict = {}
-    with get_client(sync_client=True) as client:
-        while True:
-            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=list(run_ids))))
-            found = {}
-            for log in logs:
-                m = SUBMITTED.search(log.message)
-                if m:
-                    found.setdefault(str(log.flow_run_id), set()).add(m["worker"])
-            if set(found) >= {str(r) for r in run_ids} or time.monotonic() > deadline:
-                return found
-            time.sleep(1)
+    while True:
+        reply = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=30)
+        reply.raise_for_status()
+        found: dict[str, set[str]] = {}
+        for event in reply.json()["events"]:
+            worker = event["resource"].get("prefect.resource.name") or event["resource"]["prefect.resource.id"]
+            for related in event["related"]:
+                if related["prefect.resource.id"] in wanted:
+                    found.setdefault(wanted[related["prefect.resource.id"]], set()).add(worker)
+        if set(found) >= set(wanted.values()) or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
 
 
 def lake_ids(lake: Path, dataset: str, column: str) -> list[str]:
