@@ -117,6 +117,7 @@ def test_two_exports_started_together_on_two_workers_write_each_row_once(pool):
     for state in states.values():
         assert state.is_completed() or "another export or compaction is running" in (state.message or ""), state
     assert any(s.is_completed() for s in states.values()), states
+    print("concurrent exports:", {str(k): (v.type.value, v.message) for k, v in states.items()})
     took = takers([first.id, second.id])
     assert took[str(first.id)] | took[str(second.id)] == {"worker-a", "worker-b"}, took  # one on each worker
     counts = assert_lake_is_postgres(pool.db_url, pool.tmp / "lake")
