@@ -102,6 +102,8 @@ def test_every_deployment_completes_on_a_pool_of_two_workers_and_both_take_work(
 
 
 def test_two_exports_started_together_on_two_workers_write_each_row_once(pool):
+    import threading
+
     from prefect.deployments import run_deployment
 
     pool.deploy("export-snapshot/hourly")
@@ -109,22 +111,51 @@ def test_two_exports_started_together_on_two_workers_write_each_row_once(pool):
     pool.start_worker("worker-b", limit=1)
     pool.wait_online("worker-a", "worker-b")
 
-    first = run_deployment("export-snapshot/hourly", timeout=0)
-    second = run_deployment("export-snapshot/hourly", timeout=0)
-    states = wait_final([first.id, second.id], timeout=600, pool=pool)
+    # commands keep committing on the primary while both exports run
+    stop, written = threading.Event(), []
+
+    def writer() -> None:
+        db = Database(url=pool.db_url)
+        bus = setup(CommandBus(db))
+        ctx = ExecutionContext(tenant_id=f"t-{uuid.uuid4().hex[:8]}", actor_id="writer")
+        while not stop.is_set():
+            n = len(written) + 1
+            bus.execute(c.CreateCustomer(customer_id=n, name=f"Customer {n}", email=f"c{n}@w.example"), ctx)
+            written.append(n)
+            time.sleep(0.02)
+        db.close()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        first = run_deployment("export-snapshot/hourly", timeout=0)
+        second = run_deployment("export-snapshot/hourly", timeout=0)
+        states = wait_final([first.id, second.id], timeout=600, pool=pool)
+    finally:
+        stop.set()
+        thread.join(60)
     # The lake's lock is not waited for: a run that finds it held retries its task (twice, 5 s apart) and, if the
     # other still holds it, fails saying so. Either way nothing is written twice; at least one run exports.
     for state in states.values():
         assert state.is_completed() or "another export or compaction is running" in (state.message or ""), state
     assert any(s.is_completed() for s in states.values()), states
-    print("concurrent exports:", {str(k): (v.type.value, v.message) for k, v in states.items()})
+    print("concurrent exports:", {str(k): (v.type.value, v.message) for k, v in states.items()},
+          f"{len(written)} commands written meanwhile")
     took = takers([first.id, second.id])
     assert took[str(first.id)] | took[str(second.id)] == {"worker-a", "worker-b"}, took  # one on each worker
+    assert written, "the writer wrote nothing while the exports ran"
+
+    # A last export after the writers stopped: the lake is then the log exactly — seeded rows, rows committed
+    # during the two runs, nothing twice; and the published ranges of commit order follow each other without overlap.
+    last = run_deployment("export-snapshot/hourly", timeout=0)
+    assert wait_final([last.id], timeout=600, pool=pool)[last.id].is_completed()
     counts = assert_lake_is_postgres(pool.db_url, pool.tmp / "lake")
-    assert counts["commands"] == 3000
-    with psycopg.connect(pool.db_url) as conn:  # the runs did not both publish the same rows
-        published = conn.execute("SELECT count(*) FROM export_snapshot WHERE status = 'published'").fetchone()[0]
-    assert published >= 1
+    assert counts["commands"] == 3000 + len(written)
+    with psycopg.connect(pool.db_url) as conn:
+        ranges = conn.execute("SELECT from_tx::text::bigint, to_tx::text::bigint FROM export_snapshot "
+                              "WHERE status = 'published' AND kind = 'export' ORDER BY from_tx, to_tx").fetchall()
+    assert ranges and ranges[0][0] == 0, ranges
+    assert all(prev[1] == nxt[0] for prev, nxt in zip(ranges, ranges[1:], strict=False)), ranges
 
 
 def test_a_worker_killed_mid_export_leaves_a_run_the_operator_reruns_to_the_same_lake(pool):
