@@ -17,6 +17,7 @@ from commandlog.cli import retention as _retention
 from commandlog.cli import sql_login as _sql_login
 from commandlog.cli import token as _token
 from commandlog.cli import up as _up
+from commandlog.cli import worker as _worker
 from commandlog.cli._common import run
 
 app = typer.Typer(help="commandlog: record every command, and turn the log into products.", no_args_is_help=True,
@@ -26,6 +27,7 @@ app.add_typer(_demo.app, name="demo")
 app.add_typer(_log.app, name="log")
 app.add_typer(_up.app, name="up")
 app.add_typer(_deploy.app, name="deploy")
+app.add_typer(_worker.app, name="worker")
 app.add_typer(_token.app, name="token")
 app.command("replay")(_replay.replay)
 app.add_typer(_journal.app, name="journal")

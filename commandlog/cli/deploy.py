@@ -32,4 +32,4 @@ def deploy(
         _common.fail(str(e))
     for name in names:
         _common.console.print(f"registered {name} on work pool {pool}")
-    _common.console.print(f"start workers with: prefect worker start --pool {pool}")
+    _common.console.print(f"start workers with: cmdlog worker --pool {pool}  (or: prefect worker start --pool {pool})")
