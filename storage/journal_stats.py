@@ -10,12 +10,11 @@ those rows. The caller (``commandlog.journal.stats``) checks the window, the buc
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import contextlib
-from collections.abc import Iterator
 
 import psycopg
 import pyarrow as pa
