@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from activity_data import assert_figures, expected, hour_floor, plan, write
 from fastapi.testclient import TestClient
+from psycopg.conninfo import conninfo_to_dict
 
 from commandlog.auth.tokens import create_token
 from commandlog.bus import CommandBus
@@ -24,6 +25,7 @@ from examples.billing import setup
 from storage import journal_stats as store
 from storage.lake.datasets import Lake
 from storage.postgres import Database
+from storage.replica import Replica
 
 HOURS = 6
 
@@ -200,3 +202,31 @@ def test_lake_windows_beyond_the_gate_wait_then_get_503_while_postgres_ones_go_o
         assert _get(world, world["a"], source="postgres").status_code == 200
     freed = _get(world, world["a"], source="lake")
     assert freed.status_code == 200 and freed.json()["source"] == "lake"
+
+
+def test_the_postgres_figures_are_read_on_a_configured_standby(database_factory, standby):
+    url = database_factory()
+    db = Database(url=url)
+    db.replica = Replica(url=standby.uri(conninfo_to_dict(url)["dbname"]), max_lag_s=30)
+    bus = setup(CommandBus(db))
+    base = hour_floor(dt.datetime.now(dt.UTC)) - dt.timedelta(days=3)
+    window = {"since": base, "until": base + dt.timedelta(hours=2), "source": "postgres"}
+    first = plan("acme-standby", base, hours=2, n=20, seed=5, actors=["alice", "bob"])
+    write(bus, first)
+    standby.wait_replayed()
+    primary = Database(url=url)  # the same database without a replica: what the primary holds
+    try:
+        with psycopg.connect(standby.uri("postgres"), autocommit=True) as control:
+            control.execute("SELECT pg_wal_replay_pause()")
+            try:
+                write(bus, plan("acme-standby", base, hours=2, n=7, seed=6, actors=["carol"]))
+                for tenant in ("acme-standby", None):
+                    on_standby = stats.activity(db, tenant=tenant, **window).to_json()
+                    assert_figures(on_standby, expected(first, base, 2))  # the standby's (older) state
+                    assert sum(stats.activity(primary, tenant=tenant, **window).total) == 27
+            finally:
+                control.execute("SELECT pg_wal_replay_resume()")
+        standby.wait_replayed()
+    finally:
+        primary.close()
+        db.close()
