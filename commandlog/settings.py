@@ -27,6 +27,9 @@ class Settings:
     (``storage.replica``); None reads the primary."""
     replica_max_lag_s: float = 30.0
     """``CMDLOG_REPLICA_MAX_LAG``: seconds; a standby further behind is not read (the primary is, with a warning)."""
+    stats_timeout_s: float = 10.0
+    """``CMDLOG_STATS_TIMEOUT``: seconds each Postgres statement of ``GET /api/journal/stats`` may run
+    (``statement_timeout``); past it the request is answered 503."""
     max_body_bytes: int = 256 * 1024
     """``CMDLOG_MAX_BODY_BYTES``: a larger command body is rejected."""
     apps: tuple[str, ...] = DEFAULT_APPS
@@ -50,6 +53,12 @@ class Settings:
             raise ConfigurationError("CMDLOG_REPLICA_MAX_LAG must be a number of seconds") from None
         if not 0 < max_lag < float("inf"):
             raise ConfigurationError("CMDLOG_REPLICA_MAX_LAG must be a positive number of seconds")
+        try:
+            stats_timeout = float(env.get("CMDLOG_STATS_TIMEOUT", 10))
+        except ValueError:
+            raise ConfigurationError("CMDLOG_STATS_TIMEOUT must be a number of seconds") from None
+        if not 0 < stats_timeout < float("inf"):
+            raise ConfigurationError("CMDLOG_STATS_TIMEOUT must be a positive number of seconds")
         apps = tuple(a.strip() for a in env.get("CMDLOG_APPS", ",".join(DEFAULT_APPS)).split(",") if a.strip())
         return cls(
             home=Path(env.get("CMDLOG_HOME") or ".cmdlog").expanduser(),
@@ -57,6 +66,7 @@ class Settings:
             lake_uri=env.get("CMDLOG_LAKE_URI") or None,
             replica_url=env.get("CMDLOG_REPLICA_URL") or None,
             replica_max_lag_s=max_lag,
+            stats_timeout_s=stats_timeout,
             max_body_bytes=max_body,
             apps=apps,
             extra={k: v for k, v in env.items() if k.startswith("CMDLOG_")},

@@ -10,13 +10,17 @@ those rows. The caller (``commandlog.journal.stats``) checks the window, the buc
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import psycopg
 import pyarrow as pa
 from psycopg import sql
 
+from storage.errors import OperationalError
 from storage.postgres import Database
 from storage.rows import one_row
 
@@ -44,6 +48,15 @@ FROM ({rows}) AS r GROUP BY actor_id ORDER BY commands DESC, actor_id LIMIT {top
 """
 
 
+class StatsTimeoutError(OperationalError):
+    """A statistics statement ran past its ``statement_timeout`` and was cancelled by the server."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(f"the activity figures took longer than {timeout_s:g} s and were cancelled: narrow "
+                         f"since/until, or try again when the database is less busy")
+
+
 @dataclass(kw_only=True)
 class StatsRows:
     """What the two statements returned, as plain tuples (either engine)."""
@@ -66,18 +79,36 @@ def _rows_sql(*, tenant: str | None, unexported: bool) -> sql.Composed:
         sql.SQL(", ").join(map(sql.Identifier, ROW_COLUMNS)), sql.Identifier(table), sql.SQL(" AND ").join(conds))
 
 
+@contextlib.contextmanager
+def _session(db: Database, tenant: str | None, timeout_s: float | None) -> Iterator[psycopg.Connection]:
+    """A transaction in ``tenant``'s session (None: the primary role) whose statements are cancelled after
+    ``timeout_s`` seconds each (``SET LOCAL statement_timeout``; None: no limit), a cancel raised as
+    ``StatsTimeoutError``."""
+    session = db.connection() if tenant is None else db.tenant_session(tenant)
+    try:
+        with session as conn, conn.transaction():
+            if timeout_s is not None:
+                conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                             (f"{max(1, round(timeout_s * 1000))}ms",))
+            yield conn
+    except psycopg.errors.QueryCanceled:
+        if timeout_s is None:
+            raise
+        raise StatsTimeoutError(timeout_s) from None
+
+
 def postgres_stats(db: Database, *, tenant: str | None, since: dt.datetime, until: dt.datetime, bucket: Bucket,
-                   top: int) -> StatsRows:
+                   top: int, timeout_s: float | None = None) -> StatsRows:
     """Both statements over ``since <= started_at < until`` on Postgres, one after the other in one transaction.
 
     ``tenant``: read in that tenant's session (row-level security); None: the lean global ``command_log``. Read
     committed: a command committed between the two statements may count in the actors and not in the classes.
+    ``timeout_s``: each statement's limit (``StatsTimeoutError`` past it); None: no limit.
     """
     rows = _rows_sql(tenant=tenant, unexported=False)
     trunc = sql.SQL("date_trunc({}, started_at, 'UTC')").format(sql.Literal(bucket))  # UTC whatever the session
     params = {"tenant": tenant, "since": since, "until": until}
-    session = db.connection() if tenant is None else db.tenant_session(tenant)
-    with session as conn, conn.cursor() as cur:
+    with _session(db, tenant, timeout_s) as conn, conn.cursor() as cur:
         classes = cur.execute(sql.SQL(CLASS_BUCKETS).format(bucket=trunc, rows=rows), params,
                               prepare=False).fetchall()
         actors = cur.execute(sql.SQL(ACTORS).format(rows=rows, top=sql.Literal(int(top))), params,
@@ -86,14 +117,19 @@ def postgres_stats(db: Database, *, tenant: str | None, since: dt.datetime, unti
 
 
 def unexported_rows(db: Database, *, tenant: str | None, since: dt.datetime, until: dt.datetime,
-                    from_tx: int) -> pa.Table:
+                    from_tx: int, max_rows: int, timeout_s: float | None = None) -> pa.Table | None:
     """Rows in the window written by transactions at or after ``from_tx`` (the lake's export bound): the rows an
-    export has not copied to the lake yet, as ``TAIL_SCHEMA``."""
-    rows = _rows_sql(tenant=tenant, unexported=True)
+    export has not copied to the lake yet, as ``TAIL_SCHEMA``; None when there are more than ``max_rows`` of them
+    (the export is behind: the caller reads Postgres alone rather than load them all). ``timeout_s``: as in
+    ``postgres_stats``."""
+    if max_rows < 0:
+        raise ValueError("max_rows must be >= 0")
+    rows = sql.SQL("{} LIMIT {}").format(_rows_sql(tenant=tenant, unexported=True), sql.Literal(int(max_rows) + 1))
     params = {"tenant": tenant, "since": since, "until": until, "from_tx": str(int(from_tx))}
-    session = db.connection() if tenant is None else db.tenant_session(tenant)
-    with session as conn, conn.cursor() as cur:
+    with _session(db, tenant, timeout_s) as conn, conn.cursor() as cur:
         fetched = cur.execute(rows, params, prepare=False).fetchall()
+    if len(fetched) > max_rows:
+        return None
     columns: list[list[Any]] = [[r[i] for r in fetched] for i in range(len(ROW_COLUMNS))]
     arrays = [pa.array([_naive_utc(v) for v in columns[0]], pa.timestamp("us")),
               pa.array([_naive_utc(v) for v in columns[1]], pa.timestamp("us")),

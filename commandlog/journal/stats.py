@@ -16,17 +16,34 @@ Where the figures come from (``source="auto"``):
   exactly once whatever its ``started_at``; the unexported rows are usually the last hour's.
 
 ``source="postgres"`` or ``"lake"`` forces one path (both give the same figures; tests compare them).
+
+Limits (the web endpoint sets them; the CLI report runs without the first two):
+
+- ``timeout_s``: each Postgres statement's ``statement_timeout`` (``CMDLOG_STATS_TIMEOUT``, 10 s for the web, see
+  ``commandlog.settings``); past it ``StatsTimeoutError`` (503).
+- ``lake_gate``: a ``LakeGate`` bounding how many lake connections (each up to 1 GB of DuckDB memory) are open at
+  once in the process; a request finding no slot within its wait gets ``StatsBusyError`` (503).
+- ``max_unexported``: at most this many rows are read from Postgres past the lake's export bound (``MAX_UNEXPORTED``);
+  when the export is further behind, ``auto`` answers from Postgres alone and a forced ``lake`` is refused.
+
+The Postgres reads go to the hot standby when one is configured and usable (``storage.replica.read``), as the
+journal timelines do; the export bound is read on the primary (the export ledger). A lagging standby only misses
+the newest rows: every row below the bound is in the lake, so none is counted twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from commandlog.errors import CommandLogError
 from commandlog.journal.entries import InvalidFilterError, TimeBound, parse_time
 from storage import journal_stats as store
+from storage import replica as replicas
 from storage.lake.datasets import Lake
 from storage.lake.duckdb_journal import NoLakeError, UnknownTenantError, open_journal
 from storage.lake.reports import activity_stats as lake_stats
@@ -46,6 +63,38 @@ RECENT = dt.timedelta(hours=48)
 """Windows starting this close to now are read from Postgres (``source="auto"``); see the module docstring."""
 SOURCES = ("auto", "postgres", "lake")
 Source = Literal["auto", "postgres", "lake"]
+MAX_UNEXPORTED = 100_000
+"""At most this many rows past the lake's export bound are loaded into a lake answer (see the module docstring)."""
+StatsTimeoutError = store.StatsTimeoutError
+
+
+class StatsBusyError(CommandLogError):
+    """Every lake slot stayed taken for the whole wait: the server is answering as many lake windows as it may."""
+
+    def __init__(self, slots: int, wait_s: float) -> None:
+        self.slots, self.wait_s = slots, wait_s
+        super().__init__(f"source: {slots} lake windows are being computed and none finished within {wait_s:g} s: "
+                         f"try again shortly, or ask for a window in the last 48 hours (read from Postgres)")
+
+
+class LakeGate:
+    """At most ``slots`` lake connections open at once; a request waits up to ``wait_s`` s for one."""
+
+    def __init__(self, *, slots: int = 2, wait_s: float = 5.0) -> None:
+        if slots < 1 or wait_s < 0:
+            raise ValueError("slots must be >= 1 and wait_s >= 0")
+        self.slots, self.wait_s = slots, wait_s
+        self._sem = threading.BoundedSemaphore(slots)
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one slot (``StatsBusyError`` when none frees up within ``wait_s``)."""
+        if not self._sem.acquire(timeout=self.wait_s):
+            raise StatsBusyError(self.slots, self.wait_s)
+        try:
+            yield
+        finally:
+            self._sem.release()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,10 +195,12 @@ def window(*, since: TimeBound = None, until: TimeBound = None, bucket: str = "h
 
 def activity(db: Database, *, tenant: str | None, since: TimeBound = None, until: TimeBound = None,
              bucket: str = "hour", top: int = 10, source: str = "auto", lake_uri: str | None = None,
-             now: Callable[[], dt.datetime] | None = None) -> ActivityStats:
+             now: Callable[[], dt.datetime] | None = None, timeout_s: float | None = None,
+             lake_gate: LakeGate | None = None, max_unexported: int = MAX_UNEXPORTED) -> ActivityStats:
     """The activity figures of ``tenant`` (None: every tenant, lean rows) over the window; see the module docstring.
 
     ``lake_uri``: the lake to read for long windows (None: Postgres only, as when nothing was exported yet).
+    ``timeout_s``, ``lake_gate``, ``max_unexported``: the limits of the module docstring (None: none).
     """
     if tenant is not None and (not isinstance(tenant, str) or not tenant.strip()):
         raise InvalidFilterError("tenant", "must be a non-empty string")
@@ -163,18 +214,22 @@ def activity(db: Database, *, tenant: str | None, since: TimeBound = None, until
             if source == "lake":
                 raise InvalidFilterError("source", "no lake is configured")
         else:
-            lake = _from_lake(db, lake_uri, tenant=tenant, win=win, top=top, forced=source == "lake")
+            with lake_gate.slot() if lake_gate is not None else contextlib.nullcontext():
+                lake = _from_lake(db, lake_uri, tenant=tenant, win=win, top=top, forced=source == "lake",
+                                  timeout_s=timeout_s, max_unexported=max_unexported)
             if lake is not None:
                 return lake
-    rows = store.postgres_stats(db, tenant=tenant, since=win.since, until=win.until,
-                                bucket=cast(store.Bucket, win.bucket), top=top)
+    rows = replicas.read(db, lambda d: store.postgres_stats(
+        d, tenant=tenant, since=win.since, until=win.until, bucket=cast(store.Bucket, win.bucket), top=top,
+        timeout_s=timeout_s))
     return _assemble(rows, tenant=tenant, win=win, source="postgres")
 
 
 def _from_lake(db: Database, lake_uri: str, *, tenant: str | None, win: StatsWindow, top: int,
-               forced: bool) -> ActivityStats | None:
+               forced: bool, timeout_s: float | None, max_unexported: int) -> ActivityStats | None:
     """The figures from the lake plus the unexported rows; None (read Postgres) when the lake holds nothing of the
-    tenant yet — then every row of it Postgres holds is past the export bound, or was purged from both sides."""
+    tenant yet — then every row of it Postgres holds is past the export bound, or was purged from both sides — or
+    when more than ``max_unexported`` rows are past the bound (and the lake is not ``forced``)."""
     lake = Lake(lake_uri)
     for _ in range(3):  # a manifest published between the reads below is retried: the bound must be the manifest's
         current = lake.manifest()
@@ -194,7 +249,14 @@ def _from_lake(db: Database, lake_uri: str, *, tenant: str | None, win: StatsWin
     else:
         raise InvalidFilterError("source", "the lake changed three times while it was being opened: try again")
     try:
-        tail = store.unexported_rows(db, tenant=tenant, since=win.since, until=win.until, from_tx=bound)
+        tail = replicas.read(db, lambda d: store.unexported_rows(
+            d, tenant=tenant, since=win.since, until=win.until, from_tx=bound, max_rows=max_unexported,
+            timeout_s=timeout_s))
+        if tail is None:
+            if forced:
+                raise InvalidFilterError("source", f"the lake's export is more than {max_unexported:,} rows behind "
+                                                   f"in this window: use source=postgres or auto")
+            return None
         rows = lake_stats(con, source="commands" if tenant is None else "tenant_commands", since=win.since,
                           until=win.until, bucket=win.bucket, top=top, unexported=tail)
     finally:

@@ -34,11 +34,13 @@ from commandlog.errors import (
     UnstorableValueError,
 )
 from commandlog.journal.entries import InvalidFilterError
+from commandlog.journal.stats import StatsBusyError
 from commandlog.monitor.filters import ActivityFilterError
 from commandlog.monitor.frontend_actions import ActionTooLargeError, FrontendActionError
 from commandlog.monitor.ratelimit import RateLimitedError
 from storage.drafts import ApprovalLockTimeoutError
 from storage.errors import DatabaseUnavailableError, StorageError, TenantIsolationError
+from storage.journal_stats import StatsTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     NoHandlerError: 501,
     ConfigurationError: 500,
     DatabaseUnavailableError: 503,
+    StatsTimeoutError: 503,
+    StatsBusyError: 503,
     StorageError: 500,
     CommandLogError: 400,
 }

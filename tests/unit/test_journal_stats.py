@@ -6,12 +6,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import threading
+import time
 
 import pytest
 
 from commandlog.journal.entries import InvalidFilterError
 from commandlog.journal.export_report import MAX_PARTITION_ROWS, export_markdown
-from commandlog.journal.stats import MAX_BUCKETS, MAX_CLASS_SERIES, OTHER, _assemble, window
+from commandlog.journal.stats import (
+    MAX_BUCKETS,
+    MAX_CLASS_SERIES,
+    OTHER,
+    LakeGate,
+    StatsBusyError,
+    _assemble,
+    window,
+)
 from commandlog.web.report import render_html
 from storage.journal_stats import StatsRows
 
@@ -106,3 +116,46 @@ def test_the_export_summary_lists_datasets_partitions_and_the_compaction():
     assert "merged 9 files into 3" in md
     assert "Compaction: nothing to merge." in export_markdown({**exported, "partitions": [], "files": 0,
                                                                 "rows": {"commands": 0}}, {"snapshot_id": None})
+
+
+def test_the_lake_gate_admits_its_slots_and_refuses_the_next_after_its_wait():
+    gate = LakeGate(slots=2, wait_s=0.05)
+    with gate.slot(), gate.slot():
+        started = time.monotonic()
+        with pytest.raises(StatsBusyError, match=r"^source: 2 lake windows are being computed"), gate.slot():
+            pass
+        assert time.monotonic() - started >= 0.04
+    with gate.slot(), gate.slot():  # both were given back, even after the refusal
+        pass
+
+
+def test_a_slot_freed_during_the_wait_is_taken():
+    gate = LakeGate(slots=1, wait_s=5.0)
+    held, done = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with gate.slot():
+            held.set()
+            time.sleep(0.1)
+        done.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert held.wait(5)
+    with gate.slot():
+        assert done.is_set()  # admitted only once the other request let go
+    thread.join()
+
+
+@pytest.mark.parametrize(("value", "ok"), [("2.5", True), ("0", False), ("-1", False), ("soon", False),
+                                           ("inf", False)])
+def test_the_stats_timeout_setting_is_checked(value, ok):
+    from commandlog.errors import ConfigurationError
+    from commandlog.settings import Settings
+
+    if ok:
+        assert Settings.from_env({"CMDLOG_STATS_TIMEOUT": value}).stats_timeout_s == 2.5
+    else:
+        with pytest.raises(ConfigurationError, match="CMDLOG_STATS_TIMEOUT"):
+            Settings.from_env({"CMDLOG_STATS_TIMEOUT": value})
+    assert Settings.from_env({}).stats_timeout_s == 10.0
