@@ -41,13 +41,16 @@ class CreatedLogin:
 
 
 def create_login(db: Database, *, tenant: str, name: str | None = None, created_by: str) -> CreatedLogin:
-    """Create a login bound to ``tenant`` (named ``name``, or ``tenant_<tenant>_<random>``); return it with its URI."""
+    """Create a login bound to ``tenant``; return it with its URI.
+
+    Named ``name``, or by default ``tl_<16 random hex digits>``: role names are visible to every role of the server
+    (``pg_roles``), so the default says nothing of the tenant (a name chosen by hand should not either).
+    """
     if not isinstance(tenant, str) or not _TENANT.match(tenant):
         raise SqlLoginError(f"tenant: letters, digits, . _ : @ - (at most 128, starting with a letter or digit), "
                             f"got {tenant!r}")
     if name is None:
-        slug = re.sub(r"[^a-z0-9]+", "_", tenant.lower()).strip("_")[:40] or "t"
-        name = f"tenant_{slug}_{secrets.token_hex(3)}"
+        name = f"tl_{secrets.token_hex(8)}"
     elif not _NAME.match(name) or name.startswith(_RESERVED):
         raise SqlLoginError(f"name: 3-63 lower-case letters, digits and _, starting with a letter and not with "
                             f"{' or '.join(_RESERVED)}, got {name!r}")

@@ -21,7 +21,8 @@ app = typer.Typer(help="SQL logins bound to one tenant (row-level security takes
 @app.command("create")
 def create(
     tenant: str = typer.Option(..., "--tenant", help="The tenant whose rows the login sees (and nothing else)."),
-    name: str | None = typer.Option(None, "--name", help="Role name (default: tenant_<tenant>_<random>)."),
+    name: str | None = typer.Option(None, "--name", help="Role name; every role of the server can read role names, "
+                                    "so put no tenant id in it (default: tl_<random>)."),
 ) -> None:
     """Create a login and print its connection URI once; keep it, the password cannot be shown again."""
     with _common.database() as db:
