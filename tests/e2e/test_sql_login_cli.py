@@ -40,6 +40,8 @@ def test_create_list_and_revoke_a_login_from_the_command_line(database_factory, 
     assert again.returncode == 2 and "name: a role named 'bi_dashboard' already exists" in again.stderr
     bad = cmdlog("sql-login", "create", "--tenant", "", env=env)
     assert bad.returncode == 2 and "tenant:" in bad.stderr
+    no_sessions = cmdlog("sql-login", "create", "--tenant", "acme", "--connection-limit", "0", env=env)
+    assert no_sessions.returncode == 2 and "connection_limit: a whole number of sessions" in no_sessions.stderr
 
     gone = cmdlog("sql-login", "revoke", "bi_dashboard", env=env)
     assert gone.returncode == 0 and "revoked bi_dashboard" in gone.stdout

@@ -16,7 +16,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from commandlog import ExecutionContext
-from commandlog.auth.sql_logins import SqlLoginError, create_login, list_logins, revoke_login
+from commandlog.auth.sql_logins import DEFAULT_CONNECTION_LIMIT, SqlLoginError, create_login, list_logins, revoke_login
 from commandlog.bus import CommandBus
 from examples.billing import commands as c
 from storage import server_admin
@@ -325,6 +325,29 @@ def test_a_default_login_name_says_nothing_of_its_tenant(secured):
     finally:
         for x in created:
             revoke_login(db, x.login.role_name)
+
+
+def test_a_login_holds_at_most_its_connection_limit_of_sessions(secured):
+    db, (mine, _) = secured
+    created = create_login(db, tenant=mine, connection_limit=2, created_by="test")
+    try:
+        with psycopg.connect(created.uri), psycopg.connect(created.uri):
+            with pytest.raises(psycopg.OperationalError, match="too many connections for role"):
+                psycopg.connect(created.uri).close()
+        with db.connection() as conn:
+            assert conn.execute("SELECT rolconnlimit FROM pg_roles WHERE rolname = %s",
+                                (created.login.role_name,)).fetchone() == (2,)
+            default = create_login(db, tenant=mine, created_by="test")
+            try:
+                assert conn.execute("SELECT rolconnlimit FROM pg_roles WHERE rolname = %s",
+                                    (default.login.role_name,)).fetchone() == (DEFAULT_CONNECTION_LIMIT,)
+            finally:
+                revoke_login(db, default.login.role_name)
+    finally:
+        revoke_login(db, created.login.role_name)
+    for bad in (0, -1, 1001, True, "5"):
+        with pytest.raises(SqlLoginError, match="^connection_limit: "):
+            create_login(db, tenant=mine, connection_limit=bad, created_by="test")  # type: ignore[arg-type]
 
 
 def test_names_and_tenants_are_checked_before_anything_is_created(secured):
