@@ -43,15 +43,19 @@ class LoginRow:
     """Sessions connected as the login right now."""
 
 
-def create_login(db: Database, *, role_name: str, tenant_id: str, password: str, created_by: str) -> LoginRow:
-    """Create the role and its binding in one transaction; raises SqlLoginExistsError if the name is taken."""
+def create_login(db: Database, *, role_name: str, tenant_id: str, password: str, created_by: str,
+                 connection_limit: int = -1) -> LoginRow:
+    """Create the role (at most ``connection_limit`` sessions at once; -1, Postgres' default: no limit) and its
+    binding in one transaction; raises SqlLoginExistsError if the name is taken."""
     role = sql.Identifier(role_name)
     try:
         with db.connection() as conn, translated(), conn.transaction():
             verifier = conn.pgconn.encrypt_password(password.encode(), role_name.encode(), b"scram-sha-256")
             conn.execute(sql.SQL(
                 "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT "
-                "PASSWORD {} IN ROLE {}").format(role, sql.Literal(verifier.decode()), sql.Identifier(LOGIN_GROUP)))
+                "CONNECTION LIMIT {} PASSWORD {} IN ROLE {}").format(
+                    role, sql.Literal(int(connection_limit)), sql.Literal(verifier.decode()),
+                    sql.Identifier(LOGIN_GROUP)))
             conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
                 sql.Identifier(conn.info.dbname), role))
             row = one_row(conn.execute(

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from commandlog.auth.sql_logins import create_login, list_logins, revoke_login
+from commandlog.auth.sql_logins import DEFAULT_CONNECTION_LIMIT, create_login, list_logins, revoke_login
 from commandlog.cli import _common
 
 app = typer.Typer(help="SQL logins bound to one tenant (row-level security takes the tenant from the login).",
@@ -21,11 +21,15 @@ app = typer.Typer(help="SQL logins bound to one tenant (row-level security takes
 @app.command("create")
 def create(
     tenant: str = typer.Option(..., "--tenant", help="The tenant whose rows the login sees (and nothing else)."),
-    name: str | None = typer.Option(None, "--name", help="Role name (default: tenant_<tenant>_<random>)."),
+    name: str | None = typer.Option(None, "--name", help="Role name; every role of the server can read role names, "
+                                    "so put no tenant id in it (default: tl_<random>)."),
+    connection_limit: int = typer.Option(DEFAULT_CONNECTION_LIMIT, "--connection-limit",
+                                         help="Sessions the login may hold at once (CONNECTION LIMIT of the role)."),
 ) -> None:
     """Create a login and print its connection URI once; keep it, the password cannot be shown again."""
     with _common.database() as db:
-        created = create_login(db, tenant=tenant, name=name, created_by=f"cli:{getpass.getuser()}")
+        created = create_login(db, tenant=tenant, name=name, connection_limit=connection_limit,
+                               created_by=f"cli:{getpass.getuser()}")
     _common.err_console.print(f"login {escape(created.login.role_name)} bound to tenant "
                               f"{escape(created.login.tenant_id)}; its URI (shown once):", highlight=False)
     # Plain print: the URI is the one line on stdout, so scripts can capture it.

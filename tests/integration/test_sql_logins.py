@@ -3,8 +3,11 @@ it SETs, RESETs or calls. Every test is an attack run through psycopg with the l
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import stat
+import time
 import uuid
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from commandlog import ExecutionContext
-from commandlog.auth.sql_logins import SqlLoginError, create_login, list_logins, revoke_login
+from commandlog.auth.sql_logins import DEFAULT_CONNECTION_LIMIT, SqlLoginError, create_login, list_logins, revoke_login
 from commandlog.bus import CommandBus
 from examples.billing import commands as c
 from storage import server_admin
@@ -183,6 +186,75 @@ def test_statistics_do_not_show_a_login_other_tenants_values(secured, login):
             == (0,)
 
 
+# What a login could learn of the other tenants' activity from the server's cumulative statistics (migration 0018):
+# per-leaf insert counts, per-database totals, the other sessions and their locks, and the functions behind them.
+STATS_PROBES = [
+    "SELECT relname, n_tup_ins, n_live_tup FROM pg_stat_user_tables ORDER BY relname",
+    "SELECT relname, n_tup_ins FROM pg_stat_all_tables ORDER BY relid",
+    "SELECT relname, n_tup_ins FROM pg_stat_xact_user_tables ORDER BY relname",
+    "SELECT relname, heap_blks_read, heap_blks_hit FROM pg_statio_user_tables ORDER BY relname",
+    "SELECT indexrelname, idx_blks_hit FROM pg_statio_user_indexes ORDER BY indexrelname",
+    "SELECT datname, xact_commit, tup_inserted FROM pg_stat_database ORDER BY datname",
+    "SELECT pid, usename, application_name, state FROM pg_stat_activity WHERE pid <> pg_backend_pid() ORDER BY pid",
+    "SELECT relation::regclass::text, mode FROM pg_locks WHERE pid <> pg_backend_pid()",
+    "SELECT pg_stat_get_tuples_inserted('tenant_command_log'::regclass)",
+    "SELECT sum(pg_stat_get_tuples_inserted(inhrelid)) FROM pg_inherits",
+    "SELECT pg_stat_get_db_tuples_inserted(oid) FROM pg_database WHERE datname = current_database()",
+    "SELECT count(*) FROM pg_stat_get_activity(NULL)",
+    "SELECT count(*) FROM pg_lock_status()",
+]
+
+
+def _stats_as_seen(uri: str) -> dict[str, object]:
+    """Each probe's answer to the login: its rows, or the error class it got."""
+    seen: dict[str, object] = {}
+    with psycopg.connect(uri, autocommit=True) as conn:
+        for probe in STATS_PROBES:
+            try:
+                seen[probe] = conn.execute(probe).fetchall()
+            except psycopg.Error as e:
+                seen[probe] = type(e).__name__
+    return seen
+
+
+def _leaf_inserts(db: Database) -> int:
+    """Rows inserted into the leaves of ``tenant_command_log`` so far, as the owner's statistics count them."""
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        return int(conn.execute(
+            "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables s "
+            "JOIN pg_partition_tree('tenant_command_log') t ON t.relid = s.relid AND t.isleaf").fetchone()[0])
+
+
+def test_server_statistics_tell_a_login_nothing_of_another_tenants_activity(secured, login):
+    """Every statistics view and function is refused to the login, and what it reads is the same before and after
+    another tenant writes — which the owner's own statistics show (so the probes would have seen it)."""
+    db, _ = secured
+    uri, role, _, other = login
+    before = _stats_as_seen(uri)
+    assert before == {probe: "InsufficientPrivilege" for probe in STATS_PROBES}
+    owner_before = _leaf_inserts(db)
+    writer = Database(url=db.url)  # another tenant's writes through the platform's bus, in sessions of their own
+    from examples.billing import setup
+
+    bus = setup(CommandBus(writer))
+    ctx = ExecutionContext(tenant_id=other, actor_id=f"bob@{other}")
+    for i in range(5):
+        bus.execute(c.CreateCustomer(customer_id=100 + i, name="n", email=f"n{i}@{other}.io"), ctx)
+    writer.close()  # a backend reports its pending statistics when it ends
+    for _ in range(100):  # the ended backends' reports arrive shortly after their clients close
+        if _leaf_inserts(db) >= owner_before + 5:
+            break
+        time.sleep(0.1)
+    assert _leaf_inserts(db) >= owner_before + 5
+    with psycopg.connect(db.url, autocommit=True, application_name="another-tenants-session") as busy:
+        busy.execute("BEGIN; LOCK TABLE tenant_command_log IN ACCESS SHARE MODE")
+        assert _stats_as_seen(uri) == before
+        busy.execute("ROLLBACK")
+    # The platform keeps what it reads through pg_stat_activity: the login's open sessions in `sql-login list`.
+    with psycopg.connect(uri):
+        assert [x.active_sessions for x in list_logins(db) if x.role_name == role] == [1]
+
+
 def test_revoking_a_login_stops_its_uri_and_ends_its_sessions(secured, login):
     db, _ = secured
     uri, role, mine, _ = login
@@ -211,6 +283,71 @@ def test_the_server_keeps_only_a_scram_verifier_and_list_shows_no_password(secur
     assert member_of == {"cmdlog_sql_login"}
     listed = [x for x in list_logins(db, tenant=mine) if x.role_name == role]
     assert len(listed) == 1 and password not in repr(listed[0])
+
+
+def test_a_migrating_role_that_is_not_a_superuser_is_told_the_statistics_stay_open(secured):
+    """Only a superuser may change the catalog's privileges: 0018's step then warns and changes nothing."""
+    db, _ = secured
+    path = Path(__file__).parents[2] / "storage/migrations/versions/0018_stats_views.py"
+    spec = importlib.util.spec_from_file_location("stats_views_0018", path)
+    assert spec and spec.loader
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    notices: list[str | None] = []
+    acl = "SELECT relacl::text FROM pg_class WHERE oid = 'pg_catalog.pg_stat_activity'::regclass"
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        before = conn.execute(acl).fetchone()
+        conn.execute("CREATE ROLE stats_probe_not_super NOLOGIN")
+        try:
+            conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+            conn.execute("SET ROLE stats_probe_not_super")
+            conn.execute(migration.UPGRADE)
+            conn.execute("RESET ROLE")
+        finally:
+            conn.execute("DROP ROLE stats_probe_not_super")
+        assert conn.execute(acl).fetchone() == before
+    assert [n for n in notices if n and "stats_probe_not_super is not a superuser: cannot revoke the statistics" in n]
+
+
+def test_a_default_login_name_says_nothing_of_its_tenant(secured):
+    """Role names are public to every role (pg_roles): the default one is random, and another tenant's login reads
+    none of this tenant's id in any role name."""
+    db, (mine, other) = secured
+    created = [create_login(db, tenant=t, created_by="test") for t in (mine, other)]
+    try:
+        names = [x.login.role_name for x in created]
+        assert all(re.fullmatch(r"tl_[0-9a-f]{16}", n) for n in names), names
+        with psycopg.connect(created[0].uri) as conn:
+            roles = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles")]
+        assert names[1] in roles  # the other tenant's login is listed — under a name that does not say whose
+        for spelling in (other, other.replace("-", "_"), other.split("-")[0]):
+            assert not [r for r in roles if spelling in r], spelling
+    finally:
+        for x in created:
+            revoke_login(db, x.login.role_name)
+
+
+def test_a_login_holds_at_most_its_connection_limit_of_sessions(secured):
+    db, (mine, _) = secured
+    created = create_login(db, tenant=mine, connection_limit=2, created_by="test")
+    try:
+        with psycopg.connect(created.uri), psycopg.connect(created.uri):
+            with pytest.raises(psycopg.OperationalError, match="too many connections for role"):
+                psycopg.connect(created.uri).close()
+        with db.connection() as conn:
+            assert conn.execute("SELECT rolconnlimit FROM pg_roles WHERE rolname = %s",
+                                (created.login.role_name,)).fetchone() == (2,)
+            default = create_login(db, tenant=mine, created_by="test")
+            try:
+                assert conn.execute("SELECT rolconnlimit FROM pg_roles WHERE rolname = %s",
+                                    (default.login.role_name,)).fetchone() == (DEFAULT_CONNECTION_LIMIT,)
+            finally:
+                revoke_login(db, default.login.role_name)
+    finally:
+        revoke_login(db, created.login.role_name)
+    for bad in (0, -1, 1001, True, "5"):
+        with pytest.raises(SqlLoginError, match="^connection_limit: "):
+            create_login(db, tenant=mine, connection_limit=bad, created_by="test")  # type: ignore[arg-type]
 
 
 def test_names_and_tenants_are_checked_before_anything_is_created(secured):

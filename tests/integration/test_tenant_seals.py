@@ -1,6 +1,9 @@
 """A tenant verifies its own rows (issue [integrity], point 4; migration 0017) — through its tenant-bound SQL login or
-the platform's tenant session, with the public key only — and learns nothing of another tenant: not its seals, not
-its hashes, not its row counts, not that it wrote anything. Every attack is run with the login's own URI."""
+the platform's tenant session, with the public key only — and learns nothing of another tenant's seals or hashes,
+and no activity counter (``pg_stat_*``, migration 0018). What it still reads are the planner's estimates Postgres
+shows every role: ``pg_class.reltuples``/``relpages`` of ``log_seal``, ``log_removed`` and the leaves (all tenants
+together, as of the last VACUUM/ANALYZE), so a tenant can tell roughly how many rows and seals the others have —
+a residual leak, see "Not defended (yet)" in docs/security.md. Every attack is run with the login's own URI."""
 
 from __future__ import annotations
 
@@ -207,6 +210,15 @@ def test_statistics_and_deletion_records_show_a_login_nothing_of_another_tenant(
         assert conn.execute("SELECT count(*) FROM pg_stats WHERE tablename IN ('log_seal', 'log_removed')"
                             ).fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM log_removed").fetchone() == (0,)
+        # the cumulative statistics would count B's seals and deletes (n_tup_ins, n_tup_del): refused (0018)
+        for view in ("pg_stat_user_tables", "pg_stat_xact_user_tables", "pg_statio_user_tables"):
+            with pytest.raises(DENIED):
+                conn.execute(f"SELECT n_tup_ins FROM {view} WHERE relname IN ('log_seal', 'log_removed')"
+                             if "statio" not in view else f"SELECT heap_blks_hit FROM {view}")
+            conn.rollback()
+        with pytest.raises(DENIED):
+            conn.execute("SELECT pg_stat_get_tuples_deleted('log_removed'::regclass)")
+        conn.rollback()
         for column in ("tx", "removed_at", "*"):
             with pytest.raises(DENIED):
                 conn.execute(f"SELECT {column} FROM log_removed")
