@@ -161,6 +161,11 @@ def test_log_tail_piped_keeps_whole_columns(seeded_env):
     out = cmdlog("log", "tail", "-n", "5", env=env)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    for _, cmd_class, _tenant_id, actor_id, body in _newest(url, 5):
-        detail = json.dumps(json.loads(body), ensure_ascii=False)[:160] if body else "(body excluded)"
+    with psycopg.connect(url) as conn:  # a failed command shows its error message, a succeeded one its body
+        errors = dict(conn.execute("SELECT cmd_uuid::text, error_message FROM command_log WHERE status <> 'succeeded'"))
+    for cmd_uuid, cmd_class, _tenant_id, actor_id, body in _newest(url, 5):
+        if cmd_uuid in errors:
+            detail = (errors[cmd_uuid] or "")[:160]
+        else:
+            detail = json.dumps(json.loads(body), ensure_ascii=False)[:160] if body else "(body excluded)"
         assert any(actor_id in line and cmd_class in line and detail in line for line in lines), (detail, out.stdout)
