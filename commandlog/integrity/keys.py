@@ -23,6 +23,7 @@ import hashlib
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -57,23 +58,32 @@ def existing_signing_key(settings: Settings) -> Ed25519PrivateKey:
     return _load_private(key_path(settings))
 
 
-def _create(path: Path, *, base: Path) -> None:
-    private_dir(path.parent, base=base if base in path.parents else path.parent)
+def _new_key_file(path: Path, place: Callable[[Path, Path], None]) -> None:
+    """A new private key written whole under a temporary name beside ``path``, then ``place(tmp, path)``: another
+    process never reads half a key."""
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    # written whole under a temporary name, then linked into place: another process never reads half a key, and
-    # two processes creating the key at once keep the first one's (``link`` fails on an existing name), never two
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
     try:
         with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW), "wb") as f:
             f.write(pem)
             f.flush()
             os.fsync(f.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
+        place(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _link_unless_present(tmp: Path, path: Path) -> None:
+    # two processes creating the key at once keep the first one's (``link`` fails on an existing name), never two
+    with contextlib.suppress(FileExistsError):
+        os.link(tmp, path)
+
+
+def _create(path: Path, *, base: Path) -> None:
+    private_dir(path.parent, base=base if base in path.parents else path.parent)
+    _new_key_file(path, _link_unless_present)
 
 
 def _read_private(path: Path) -> bytes:
@@ -156,18 +166,7 @@ def rotate(settings: Settings) -> tuple[str, str]:
     if not kept.exists():
         with os.fdopen(open_private(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW), "wb") as f:
             f.write(public_pem(old))
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
-    try:
-        with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW), "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: a sealing run reads the old key or the new one, never half of one
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    _new_key_file(path, os.replace)  # atomic: a sealing run reads the old key or the new one
     return old_id, fingerprint(_load_private(path).public_key())
 
 
