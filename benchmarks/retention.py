@@ -1,6 +1,7 @@
 """Retention purge vs. a batched DELETE of the same rows, and what concurrent writers feel during the purge.
 
-    python -m benchmarks.retention [--rows 3000000] [--repeat 3] [--writers 2] [--trace] [--url postgresql://…]
+    python -m benchmarks.retention [--rows 3000000] [--repeat 3] [--writers 2] [--reclaim-mb-per-s 4] [--trace]
+                                   [--no-delete] [--url postgresql://…]
 
 Seeds ``--rows`` commands (``command_log`` rows; each also has its tenant row and ~0.75 events) spread over 90 days,
 through the bus's batch path (``bus.import_history`` of ``examples.billing.demo.history``; beyond 200k commands the
@@ -9,15 +10,18 @@ seeded block is replicated server-side with fresh ids and shifted times to save 
 reused by later invocations while the row count and the data's end date match). The policy (60 days for both
 classes, as of the data's end, which lands the cutoff on a month boundary) makes the oldest third expired.
 
-Each of the ``--repeat`` runs works on a fresh copy (``CREATE DATABASE … TEMPLATE … STRATEGY FILE_COPY``):
-``--writers`` threads execute traced commands through the bus (one connection each, ~4 ms pause between commands);
-their p99 during ``run_purge`` (detach + drop of whole partitions) is compared with their p99 over the
-``--before-seconds`` just before it (``writer_p99_ratio``). The partitions ahead are created first, before the
-writers start (in production, the cleanup's first step, ``retention.cleanup.ensure_partitions_ahead``; the purge no
-longer creates any). Two writers give ≥ 1000 samples in a purge window of
-128 partitions (each run prints ``writer_samples_before`` and ``writer_samples_during``). The purge runs in its own
-process, as it does in production (a flow run): in the writers' process its Python would hold the GIL the writer
-threads need, a delay that has nothing to do with the database.
+Each of the ``--repeat`` runs works on a fresh copy (``CREATE DATABASE … TEMPLATE … STRATEGY FILE_COPY``, brought
+to the current schema): ``--writers`` threads execute traced commands through the bus (one connection each, ~4 ms
+pause between commands) from before ``run_purge`` starts until it returns. ``run_purge`` has two phases: the purge
+proper (each expired leaf detached concurrently and parked, its rows gone from the log: ``purge_seconds``, the time
+``speedup_vs_delete`` divides) and the paced reclaim of the parked leaves' files at ``--reclaim-mb-per-s`` (default:
+the policy's; ``reclaim_seconds``). ``writer_p99_ratio`` is the writers' p99 over the whole of ``run_purge`` — from
+its start until the last file is gone — against their p99 over the ``--before-seconds`` just before it;
+``writer_p99_ratio_purge`` and ``writer_p99_ratio_reclaim`` are the same over each phase alone (each run prints its
+sample counts: ``writer_samples_purge``, ``writer_samples_reclaim``). The partitions ahead are created first, before
+the writers start (in production, the cleanup's first step, ``retention.cleanup.ensure_partitions_ahead``; the purge
+no longer creates any). The purge runs in its own process, as it does in production (a flow run): in the writers'
+process its Python would hold the GIL the writer threads need, a delay that has nothing to do with the database.
 
 The baseline, a batched ``DELETE`` (5,000 rows per transaction) of the same rows, takes minutes at full size: it is
 measured **once per invocation**, on its own fresh copy after the purge runs, with one writer running; each run's
@@ -32,6 +36,7 @@ events the writers' slow samples fell on. Ends with one JSON line: medians and m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -333,6 +338,8 @@ def purge_run(admin: str, end: datetime, args) -> dict:
     """One run on a fresh copy of the seed: writers before and during ``run_purge``."""
     _recreate(admin, RUN_DB, template=seed_name(args.rows))
     url = _url(admin, RUN_DB)
+    with contextlib.closing(Database(url=url)) as db:  # a seed made by an earlier version: bring it to head
+        upgrade(db)
     t0 = time.perf_counter()  # the cleanup's earlier step, before the writers' window as before the purge
     created = ensure_ahead(url, days=DAYS_AHEAD)
     print(f"  partitions ahead (the cleanup's first step, not timed with the purge): {created} created in "
@@ -341,7 +348,8 @@ def purge_run(admin: str, end: datetime, args) -> dict:
     writers = [Writer(_url(admin, RUN_DB, application_name=f"bench_writer{k}")) for k in range(args.writers)]
     sampler = WaitSampler(url) if args.trace else None
     purge = subprocess.Popen([sys.executable, "-m", "benchmarks.retention", "--child-purge",
-                              _url(admin, RUN_DB, application_name="bench_purge"), "--as-of", end.isoformat()],
+                              _url(admin, RUN_DB, application_name="bench_purge"), "--as-of", end.isoformat(),
+                              "--reclaim-mb-per-s", str(args.reclaim_mb_per_s)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     if purge.stdout.readline().strip() != "ready":
         raise SystemExit("the purge process did not start")
@@ -366,20 +374,30 @@ def purge_run(admin: str, end: datetime, args) -> dict:
     purged: dict[str, int] = {}
     for row in report["counts"]:
         purged[row["table"]] = purged.get(row["table"], 0) + row["rows"]
+    pr = next((t for t, phase, _ in steps if phase == "reclaiming"), p1)  # rows gone: the paced reclaim starts
     before, during = latencies(writers, w0, p0), latencies(writers, p0, p1)
+    in_purge, in_reclaim = latencies(writers, p0, pr), latencies(writers, pr, p1)
     p99_before, p99_during = percentile(before, 99), percentile(during, 99)
-    print(f"  purge: {p1 - p0:.2f} s, {report['partitions_dropped']} partitions dropped, "
-          f"{report['bytes_freed'] / 2**20:.1f} MB freed, rows {purged}", flush=True)
+    print(f"  purge: {pr - p0:.2f} s (rows gone), reclaim: {p1 - pr:.2f} s, {report['partitions_dropped']} "
+          f"partitions dropped, {report['reclaimed_bytes'] / 2**20:.1f} MB freed, rows {purged}", flush=True)
     if args.sizes:
         _print_sizes("before", sizes_before)
         _print_sizes("after purge", _sizes(url))
+
+    def ratio(xs: list[float]) -> float | None:
+        return round(percentile(xs, 99) / p99_before, 3) if xs else None
+
     figures = {
-        "purge_seconds": round(p1 - p0, 3), "partitions_dropped": report["partitions_dropped"],
-        "bytes_freed": report["bytes_freed"], "purged": purged,
+        "purge_seconds": round(pr - p0, 3), "reclaim_seconds": round(p1 - pr, 3),
+        "partitions_dropped": report["partitions_dropped"],
+        "bytes_freed": report["reclaimed_bytes"], "purged": purged,
         "writer_p50_before_ms": round(percentile(before, 50) * 1000, 3),
         "writer_p99_before_ms": round(p99_before * 1000, 3), "writer_p99_during_ms": round(p99_during * 1000, 3),
-        "writer_p99_ratio": round(p99_during / p99_before, 3), "writer_max_during_ms": round(max(during) * 1000, 1),
+        "writer_p99_ratio": round(p99_during / p99_before, 3),
+        "writer_p99_ratio_purge": ratio(in_purge), "writer_p99_ratio_reclaim": ratio(in_reclaim),
+        "writer_max_during_ms": round(max(during) * 1000, 1),
         "writer_samples_before": len(before), "writer_samples_during": len(during),
+        "writer_samples_purge": len(in_purge), "writer_samples_reclaim": len(in_reclaim),
         "writer_errors": sum(len(w.errors) for w in writers),
     }
     if sampler:
@@ -392,7 +410,7 @@ def purge_run(admin: str, end: datetime, args) -> dict:
     return figures
 
 
-def child_purge(url: str, as_of: datetime) -> None:
+def child_purge(url: str, as_of: datetime, reclaim_mb_per_s: float) -> None:
     """The purge in its own process, as in production (a flow run, not the writers' process): the writers' Python
     threads then never wait for the GIL behind the purge's Python. Starts on 'go' from stdin; prints its report
     with ``time.perf_counter`` stamps (CLOCK_MONOTONIC: comparable across processes on Linux)."""
@@ -402,12 +420,14 @@ def child_purge(url: str, as_of: datetime) -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     p0 = time.perf_counter()
-    report = run_purge(db, bus, POLICY, as_of=as_of, dry_run=False,
+    policy = POLICY.model_copy(update={"reclaim_mb_per_s": reclaim_mb_per_s})
+    report = run_purge(db, bus, policy, as_of=as_of, dry_run=False,
                        step=lambda phase, detail: steps.append((time.perf_counter(), phase, detail)))
     p1 = time.perf_counter()
     db.close()
     print(json.dumps({"p0": p0, "p1": p1, "steps": steps, "counts": report.counts,
-                      "partitions_dropped": report.partitions_dropped, "bytes_freed": report.bytes_freed}))
+                      "partitions_dropped": report.partitions_dropped, "bytes_freed": report.bytes_freed,
+                      "reclaimed_bytes": report.reclaimed_bytes}))
 
 
 def delete_run(admin: str, end: datetime, rows: int) -> dict:
@@ -439,11 +459,13 @@ def main() -> None:
     parser.add_argument("--sizes", action="store_true", help="print table and index sizes before and after")
     parser.add_argument("--no-delete", action="store_true", help="skip the batched DELETE baseline")
     parser.add_argument("--seed-only", action="store_true", help="seed (or check) the template database and stop")
+    parser.add_argument("--reclaim-mb-per-s", type=float, default=POLICY.reclaim_mb_per_s,
+                        help="RetentionPolicy.reclaim_mb_per_s of the purge (default: the policy's default)")
     parser.add_argument("--child-purge", help=argparse.SUPPRESS)
     parser.add_argument("--as-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_purge:
-        return child_purge(args.child_purge, datetime.fromisoformat(args.as_of))
+        return child_purge(args.child_purge, datetime.fromisoformat(args.as_of), args.reclaim_mb_per_s)
 
     load_start = loadavg()
     if args.url is None:
@@ -468,9 +490,11 @@ def main() -> None:
         for name in (RUN_DB, DELETE_DB):
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     print_summary("retention", runs, load_start=load_start,
-                  keys=("writer_p99_ratio", "speedup_vs_delete", "purge_seconds", "writer_p99_before_ms",
+                  keys=("writer_p99_ratio", "speedup_vs_delete", "purge_seconds", "reclaim_seconds",
+                        "writer_p99_ratio_purge", "writer_p99_ratio_reclaim", "writer_p99_before_ms",
                         "writer_p99_during_ms", "writer_samples_during"),
                   extra={"rows": total, "expired_rows": expired, "writers": args.writers,
+                         "reclaim_mb_per_s": args.reclaim_mb_per_s,
                          "delete_measured": "once, on its own copy after the purge runs" if baseline else "skipped",
                          **{k: v for k, v in baseline.items() if k != "deleted"},
                          "same_rows": all(r.get("same_rows", False) for r in runs) if baseline else None,

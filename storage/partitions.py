@@ -2,19 +2,20 @@
 
 The log tables are ``LIST (retention)`` → ``RANGE (time)`` partitioned (migration 0001):
 ``<table>_short_lived_pYYYYMMDD`` by day, ``<table>_long_lived_pYYYYMM`` by month, ``<table>_permanent`` as one
-table. Retention removes a whole leaf with ``ALTER TABLE … DETACH PARTITION … CONCURRENTLY``, then drops its files
-in steps (a big leaf's indexes one at a time, then the table with its TOAST) with a rest after each step: the
-concurrent detach takes only a ``SHARE UPDATE EXCLUSIVE`` lock on the parent, which inserts (``ROW EXCLUSIVE``) do
-not conflict with, and it cannot run inside a transaction block, hence the autocommit connection
+table. Retention removes a whole leaf with ``ALTER TABLE … DETACH PARTITION … CONCURRENTLY`` and parks it in the
+``retention_reclaim`` schema (``detach_and_park``: catalog rows only, no file touched); ``reclaim`` removes the parked
+tables' files later, one at a time and paced: the concurrent detach takes only a ``SHARE UPDATE EXCLUSIVE`` lock on
+the parent, which inserts (``ROW EXCLUSIVE``) do not conflict with, and it cannot run inside a transaction block,
+hence the autocommit connection
 (https://www.postgresql.org/docs/current/sql-altertable.html#SQL-ALTERTABLE-DETACH-PARTITION). An interrupted
 concurrent detach leaves the partition "detach pending"; ``DETACH PARTITION … FINALIZE`` completes it. Every step
 runs under ``lock_timeout`` and is retried, so a purge waits in short slices instead of queueing writers behind it.
 
-Why the files go in steps, paced: a commit that drops a relation truncates its files at once, and on a file system
-mounted with ``discard`` (this machine's ext4) ``truncate(2)`` issues the discards synchronously, ~1 ms per MB, on
-the device the writers' WAL ``fdatasync`` waits on. A month-sized leaf dropped whole (heap and eight indexes, ~0.9 GB
-at 3M commands) was one such burst; in steps of at most one file or 64 MB, with a rest as long as each step took,
-the writers' flushes are served in between (``benchmarks.retention --trace``, docs/retention.md).
+Why the files go later, paced by bytes: a commit that drops a relation truncates its files at once, and on a file
+system mounted with ``discard`` (this machine's ext4) ``truncate(2)`` issues the discards synchronously, ~1 ms per
+MB, on the device the writers' WAL ``fdatasync`` waits on. 1.7 GB freed in 2 s (3M commands, 128 leaves) made the
+writers' p99 8.5× for those seconds; the same files removed at 4 MB/s hold up under 1 % of the writers' flushes
+(``benchmarks.retention``, docs/retention.md).
 Future leaves are added the same way round (``ensure_ahead``: create a plain table, then ``ATTACH PARTITION``).
 """
 
@@ -99,7 +100,7 @@ def relation_state(conn: psycopg.Connection, name: str) -> str:
 
 
 def relation_size(conn: psycopg.Connection, name: str) -> int:
-    """Bytes the table ``name`` and its indexes occupy (``pg_total_relation_size``)."""
+    """Bytes the table ``name`` (in ``public``) and its indexes occupy (``pg_total_relation_size``)."""
     return int(one_row(conn.execute("SELECT pg_total_relation_size(%s::regclass)", (name,)))[0])
 
 
@@ -117,38 +118,47 @@ def drop_connection(url: str, *, lock_timeout_ms: int = 2000) -> psycopg.Connect
     return conn
 
 
-def _next_index(conn: psycopg.Connection, name: str) -> sql.Composed | None:
-    """The statement dropping the biggest index left on the detached table ``name`` (``DROP CONSTRAINT`` for one
+RECLAIM_SCHEMA = "retention_reclaim"
+"""Where a purged leaf waits for its files to be removed (migration 0022): no privilege for anyone but its owner."""
+
+
+def _next_index(conn: psycopg.Connection, table: sql.Composable, oid: int) -> sql.Composed | None:
+    """The statement dropping the biggest index left on the detached table ``oid`` (``DROP CONSTRAINT`` for one
     backing a primary key, unique or exclusion constraint); None when none is left."""
     row = conn.execute(
-        "SELECT i.relname, con.conname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "SELECT i.oid::regclass::text, con.conname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
         "LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid AND con.conrelid = x.indrelid "
-        "AND con.contype IN ('p', 'u', 'x') WHERE x.indrelid = %s::regclass "
-        "ORDER BY pg_relation_size(x.indexrelid) DESC, i.relname LIMIT 1", (name,)).fetchone()
+        "AND con.contype IN ('p', 'u', 'x') WHERE x.indrelid = %s "
+        "ORDER BY pg_relation_size(x.indexrelid) DESC, i.relname LIMIT 1", (oid,)).fetchone()
     if row is None:
         return None
     if row[1] is not None:
-        return sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(name), sql.Identifier(row[1]))
-    return sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(row[0]))
+        return sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(row[1]))
+    return sql.SQL("DROP INDEX IF EXISTS {}").format(sql.SQL(row[0]))  # regclass text: quoted where needed
 
 
-def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempts: int = 60,
+def _parked(conn: psycopg.Connection, name: str) -> int | None:
+    """The oid of the table ``name`` parked in ``RECLAIM_SCHEMA``, if there is one."""
+    row = conn.execute("SELECT c.oid FROM pg_class c WHERE c.relname = %s AND c.relkind = 'r' "
+                       "AND c.relnamespace = to_regnamespace(%s)", (name, RECLAIM_SCHEMA)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def detach_and_park(conn: psycopg.Connection, *, parent: str, name: str, attempts: int = 60,
                     lock_key: int | None = None,
                     prepare: Callable[[psycopg.Connection], bool] | None = None,
-                    rest: float = 1.0, max_rest_s: float = 0.5, step_bytes: int = 64 << 20,
                     on_step: Callable[[str, float], None] | None = None) -> int | None:
-    """Detach ``name`` from ``parent`` concurrently, then drop it — a leaf of more than ``step_bytes`` (table and
-    indexes) in steps: its biggest index at a time while more than ``step_bytes`` are left, then the table with the
-    rest. Resumes from whatever state it is in (a crash between two steps leaves a detached table with fewer
-    indexes: the next call goes on from there). Each step is one transaction, and each such commit is flushed to the
-    WAL whatever ``synchronous_commit`` says, so a small leaf goes in one.
+    """Detach ``name`` from ``parent`` concurrently, then move it to ``RECLAIM_SCHEMA`` — metadata only: no file is
+    removed here, that is ``reclaim``'s paced work. Its rows leave the log at the detach; the move takes the table out
+    of every reader's reach (nobody but its owner may use that schema). Resumes from whatever state it is in (a crash
+    between the steps leaves a pending or detached leaf: the next call goes on from there; a leaf already parked is
+    done).
 
     ``conn``: from ``drop_connection``. ``lock_key``: a session advisory lock held meanwhile (legal holds take it
     too, so no hold appears while the leaf goes). ``prepare(conn)`` runs under that lock before an attached leaf
     is touched; when it returns False nothing is done and None is returned. Otherwise returns the bytes the table
-    and its indexes occupied. After each step that removes files (each index, the table) the call rests ``rest``
-    times as long as the step took, at most ``max_rest_s`` (``rest=0``: no pause); ``on_step(kind, seconds)`` is
-    told of each step (``detach``, ``index``, ``table``).
+    and its indexes occupy (what ``reclaim`` will free). ``on_step(kind, seconds)`` is told of each step
+    (``detach``, ``park``).
     """
     retry = Retry(attempts=attempts, pause=lambda n: min(0.05 * n, 1.0),
                   give_up=lambda n, e: PartitionBusyError(f"{name}: still locked after {n} attempts ({e})"))
@@ -163,15 +173,21 @@ def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempt
         state = relation_state(conn, name)
         if prepare is not None and state == "attached" and not prepare(conn):
             return None
-        size = relation_size(conn, name) if state != "gone" else 0
+        if state == "gone":
+            oid = _parked(conn, name)
+            return 0 if oid is None else int(one_row(conn.execute("SELECT pg_total_relation_size(%s)", (oid,)))[0])
+        size = relation_size(conn, name)
         ident, par = sql.Identifier(name), sql.Identifier(parent)
 
         def advance() -> None:
             nonlocal state
-            if state == "detached":  # a big leaf sheds its biggest index at a time, then goes with the rest
-                index = _next_index(conn, name) if relation_size(conn, name) > step_bytes else None
-                stmt, kind, after = (index, "index", "detached") if index is not None else (
-                    sql.SQL("DROP TABLE IF EXISTS {}").format(ident), "table", "gone")
+            if state == "detached":
+                stale = _parked(conn, name)
+                if stale is not None:  # a leaf of the same name purged before and not reclaimed yet: it goes now
+                    with translated():
+                        conn.execute(sql.SQL("DROP TABLE {}.{}").format(sql.Identifier(RECLAIM_SCHEMA), ident))
+                stmt, kind, after = (sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                    ident, sql.Identifier(RECLAIM_SCHEMA)), "park", "gone")
             else:
                 stmt, kind, after = ({"attached": sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY"),
                                       "pending": sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE")}[state]
@@ -184,11 +200,8 @@ def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempt
                 state = relation_state(conn, name)  # a cancelled concurrent detach may be left pending
                 raise
             state = after
-            took = time.perf_counter() - t0
             if on_step is not None:
-                on_step(kind, took)
-            if rest > 0 and kind != "detach":  # a detach removes no file: it waits for the writers, not the disk
-                time.sleep(min(took * rest, max_rest_s))
+                on_step(kind, time.perf_counter() - t0)
 
         while state != "gone":
             retry(advance)
@@ -196,6 +209,66 @@ def detach_and_drop(conn: psycopg.Connection, *, parent: str, name: str, attempt
     finally:
         if lock_key is not None and not conn.closed:
             conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key,))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reclaimed:
+    """What ``reclaim`` removed."""
+
+    tables: int
+    """Parked tables dropped."""
+    files: int
+    """Drop statements (each index, then each table with its TOAST)."""
+    nbytes: int
+    """Bytes freed."""
+    seconds: float
+    """Wall time, rests included."""
+
+
+def reclaim(conn: psycopg.Connection, *, mb_per_s: float, attempts: int = 60,
+            on_step: Callable[[str, str, float], None] | None = None) -> Reclaimed:
+    """Remove the files of every table parked in ``RECLAIM_SCHEMA``, one file at a time — each index, biggest
+    first, then the table with its TOAST — paced so that the bytes freed never run ahead of ``mb_per_s`` (MB per
+    second, averaged from the start; ``0``: unpaced). Each step is one committed statement, so a crash loses
+    nothing: the next call goes on with what is left. ``on_step(table, kind, seconds)`` is told of each step
+    (``index``, ``table``).
+    """
+    retry = Retry(attempts=attempts, pause=lambda n: min(0.05 * n, 1.0),
+                  give_up=lambda n, e: PartitionBusyError(f"reclaim: still locked after {n} attempts ({e})"))
+    rate = mb_per_s * (1 << 20)
+    t_start = time.perf_counter()
+    freed = files = tables = 0
+    parked = conn.execute("SELECT c.oid, c.relname FROM pg_class c WHERE c.relkind = 'r' "
+                          "AND c.relnamespace = to_regnamespace(%s) ORDER BY c.relname", (RECLAIM_SCHEMA,)).fetchall()
+
+    def advance(oid: int, name: str) -> bool:
+        """Drops the next file of the parked table ``oid``; True when that was the table itself."""
+        nonlocal freed, files
+        table = sql.SQL("{}.{}").format(sql.Identifier(RECLAIM_SCHEMA), sql.Identifier(name))
+        index = _next_index(conn, table, oid)
+        if index is not None:
+            nbytes = int(one_row(conn.execute(
+                "SELECT pg_relation_size(x.indexrelid) FROM pg_index x WHERE x.indrelid = %s "
+                "ORDER BY pg_relation_size(x.indexrelid) DESC LIMIT 1", (oid,)))[0])
+            stmt, kind = index, "index"
+        else:
+            nbytes = int(one_row(conn.execute("SELECT pg_total_relation_size(%s)", (oid,)))[0])
+            stmt, kind = sql.SQL("DROP TABLE IF EXISTS {}").format(table), "table"
+        t0 = time.perf_counter()
+        with translated():
+            conn.execute(stmt)
+        freed, files = freed + nbytes, files + 1
+        if on_step is not None:
+            on_step(name, kind, time.perf_counter() - t0)
+        if rate > 0:  # sleep until the average since the start is back at the rate
+            time.sleep(max(0.0, freed / rate - (time.perf_counter() - t_start)))
+        return kind == "table"
+
+    for oid, name in parked:
+        while not retry(functools.partial(advance, oid, name)):
+            pass
+        tables += 1
+    return Reclaimed(tables=tables, files=files, nbytes=freed, seconds=time.perf_counter() - t_start)
 
 
 PARTITIONS_LOCK_KEY = 0x636D6C61  # 'cmla': one process creating partitions ahead at a time

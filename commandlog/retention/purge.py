@@ -14,10 +14,14 @@ One run (a ``retention_run`` row fixing ``as_of``, the policy and the lake's exp
 A crash anywhere leaves the run ``running``; the next call finishes it with the same cutoffs before starting its
 own, so nothing is deleted twice or beyond what the interrupted run would have deleted.
 
-A leaf goes in paced steps (``partitions.detach_and_drop``): detach, then — for a leaf above
-``RetentionPolicy.drop_step_mb`` — its biggest index at a time, then the table, each followed by a rest as long
-as it took (``drop_rest``), so the file removals — synchronous discards on this machine's file system, on the device
-the writers' WAL flushes wait for — never come in one burst.
+A leaf goes in two phases. The purge detaches it concurrently and parks it in the ``retention_reclaim`` schema
+(``partitions.detach_and_park``): metadata only, so its rows leave the log in milliseconds and no reader can reach
+them. Its files are removed afterwards by ``reclaim`` (step 5), one file at a time and paced to
+``RetentionPolicy.reclaim_mb_per_s``: on a file system that discards freed blocks synchronously (this machine's ext4,
+mounted ``discard``) removing a file occupies the device ~1 ms per MB, and every writer's WAL flush during that
+time waits behind it (docs/retention.md).
+5. reclaims the parked leaves' space (also those an interrupted earlier run left parked).
+
 Future partitions are not created here: that is an earlier, separate step of the cleanup
 (``commandlog.retention.cleanup.ensure_partitions_ahead``), so its ``ATTACH PARTITION`` statements do not fall in the
 purge's window.
@@ -26,6 +30,7 @@ purge's window.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,6 +78,10 @@ class PurgeReport:
     """Runs interrupted earlier that this call finished first."""
     purge_cmd_uuid: str | None = None
     """The ``retention.Purge`` command recording the run."""
+    reclaimed_bytes: int = 0
+    """Bytes of parked leaves' files removed after the purge (this run's and any left parked before)."""
+    reclaim_seconds: float = 0.0
+    """Time the paced file removal took (the rows were gone before it started)."""
 
     @property
     def total_rows(self) -> int:
@@ -93,6 +102,8 @@ def summary_line(report: Mapping[str, Any]) -> str:
     line += f"; lake {report['lake_uri']}: {lake_rows:,} rows" if report["lake_uri"] else "; lake: none"
     if report.get("purge_cmd_uuid"):
         line += f"; logged as cmd {report['purge_cmd_uuid']}"
+    if report.get("reclaimed_bytes"):
+        line += f"; {report['reclaimed_bytes'] / 2**20:,.1f} MB of files removed in {report['reclaim_seconds']:,.1f} s"
     return line
 
 
@@ -121,7 +132,13 @@ def run_purge(db: Database, bus: CommandBus, policy: RetentionPolicy, *, as_of: 
             run = store.start_run(conn, as_of=as_of, policy=policy.model_dump(mode="json"), lake_uri=lake_uri,
                                   export_bound=bound)
         report = _execute(db, bus, run, step)
-    report.resumed = resumed
+        report.resumed = resumed
+        step("reclaiming", f"{report.bytes_freed} bytes")
+        with contextlib.closing(partitions.drop_connection(db.url, lock_timeout_ms=policy.lock_timeout_ms)) as dconn:
+            done = partitions.reclaim(dconn, mb_per_s=policy.reclaim_mb_per_s,
+                                      on_step=lambda leaf, kind, s: step("reclaim", f"{leaf} {kind} {s * 1000:.1f}"))
+        report.reclaimed_bytes, report.reclaim_seconds = done.nbytes, round(done.seconds, 3)
+        step("reclaimed", f"{done.tables} tables, {done.files} files, {done.nbytes} bytes in {done.seconds:.1f} s")
     return report
 
 
@@ -131,13 +148,12 @@ def _purge_lock(db: Database) -> contextlib.AbstractContextManager[None]:
 
 
 def _execute(db: Database, bus: CommandBus, run: store.RunRow, step: Step) -> PurgeReport:
-    policy = RetentionPolicy.model_validate(run.policy)
+    policy = rp.stored_policy(run.policy)
     with db.connection() as conn:
         pending = store.pending_drops(conn, run.run_id)
     with contextlib.closing(partitions.drop_connection(db.url, lock_timeout_ms=policy.lock_timeout_ms)) as dconn:
         for table, retention, leaf in pending:  # started by an interrupted attempt: finish exactly those
-            nbytes = partitions.detach_and_drop(dconn, parent=f"{table}_{retention}", name=leaf,
-                                                rest=policy.drop_rest, step_bytes=policy.drop_step_mb << 20,
+            nbytes = partitions.detach_and_park(dconn, parent=f"{table}_{retention}", name=leaf,
                                                 on_step=_on_step(step, leaf))
             _dropped(dconn, run, table=table, leaf=leaf, nbytes=nbytes or 0)
             step("dropped", leaf)
@@ -175,7 +191,7 @@ def _keep_tenants(leaf: Partition, cut: store.ClassCutoffs) -> list[str]:
 
 
 def _on_step(step: Step, leaf: str) -> Callable[[str, float], None]:
-    """Reports each file step of a drop as ``step("dropping", "<leaf> <detach|index|table> <ms>")``."""
+    """Reports each step of a drop as ``step("dropping", "<leaf> <detach|park> <ms>")``."""
     return lambda kind, seconds: step("dropping", f"{leaf} {kind} {seconds * 1000:.1f}")
 
 
@@ -191,13 +207,14 @@ def _drop(dconn: Connection, run: store.RunRow, leaf: Partition, cut: store.Clas
         step("detaching", leaf.name)
         return True
 
-    nbytes = partitions.detach_and_drop(dconn, parent=leaf.parent, name=leaf.name, lock_key=store.HOLD_LOCK_KEY,
-                                        prepare=prepare, rest=policy.drop_rest,
-                                        step_bytes=policy.drop_step_mb << 20, on_step=_on_step(step, leaf.name))
+    t0 = time.perf_counter()
+    nbytes = partitions.detach_and_park(dconn, parent=leaf.parent, name=leaf.name, lock_key=store.HOLD_LOCK_KEY,
+                                        prepare=prepare, on_step=_on_step(step, leaf.name))
     if nbytes is None:
         return False
     _dropped(dconn, run, table=leaf.table, leaf=leaf.name, nbytes=nbytes)
     step("dropped", leaf.name)
+    time.sleep((time.perf_counter() - t0) * policy.purge_rest)  # the writers' turn (RetentionPolicy.purge_rest)
     return True
 
 

@@ -36,7 +36,7 @@ AS_OF = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 OLD = AS_OF - timedelta(days=100)      # expired under POLICY for short_lived and long_lived
 MID = AS_OF - timedelta(days=20)       # short_lived expired, long_lived not
 NEW = AS_OF - timedelta(days=2)        # nothing expired
-POLICY = RetentionPolicy(short_lived_days=10, long_lived_days=60)
+POLICY = RetentionPolicy(short_lived_days=10, long_lived_days=60, purge_rest=0, reclaim_mb_per_s=0)  # unpaced
 TABLES = ("command_log", "tenant_command_log", "domain_event", "frontend_action")
 
 
@@ -547,59 +547,88 @@ def _leaf_indexes(db, name: str) -> int:
         return conn.execute("SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass", (name,)).fetchone()[0]
 
 
-def _drop_steps(seen: list[tuple[str, str]]) -> dict[str, list[str]]:
-    """``{leaf: [detach, index, …, table]}`` from the purge's ``dropping`` steps (detail ``<leaf> <kind> <ms>``)."""
+def _steps(seen: list[tuple[str, str]], phase: str) -> dict[str, list[str]]:
+    """``{leaf: [kind, …]}`` from the purge's ``phase`` steps (detail ``<leaf> <kind> <ms>``)."""
     out: dict[str, list[str]] = {}
-    for phase, detail in seen:
-        if phase == "dropping":
+    for ph, detail in seen:
+        if ph == phase:
             leaf, kind, _ms = detail.split()
             out.setdefault(leaf, []).append(kind)
     return out
 
 
-@pytest.mark.slow  # a clone of the database and two purges
-def test_leaves_dropped_index_by_index_remove_the_same_rows_with_the_same_bookkeeping_as_whole_drops(fresh):
-    """``drop_step_mb=0``: every leaf goes as detach, each index (biggest first), then the table. The rows removed,
-    the held rows kept, the counts logged and the steps' bookkeeping are those of the same purge dropping whole
-    leaves (a twin database)."""
-    db, bus = fresh
-    _seed_mix(db, bus, tenants=("t1", "t2", "t3"))
-    add_hold(bus, tenant="t3", subject="customer:1", reason="dispute")  # t3's leaves: batch deletes, not drops
+def _parked(db) -> list[str]:
     with db.connection() as conn:
-        held = {r[0] for r in conn.execute("SELECT cmd_uuid FROM command_log WHERE tenant_id = 't3' "
-                                           "AND cmd_class LIKE 'billing.%%' "
-                                           "AND 'customer:1' = ANY (subjects)")}
+        return [r[0] for r in conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'retention_reclaim'::regnamespace AND relkind = 'r' "
+            "ORDER BY relname")]
+
+
+def test_purged_leaves_are_parked_out_of_reach_then_their_files_go_one_at_a_time(fresh):
+    """A purged leaf is detached and moved to ``retention_reclaim`` (its rows gone from the log, no role but the
+    owner can reach it, even one granted SELECT on the leaf itself), then ``reclaim`` drops each index, biggest
+    first, then the table; the bytes reclaimed are the bytes the steps recorded."""
+    db, bus = fresh
+    _seed_mix(db, bus, tenants=("t1", "t2"))
+    reader = f"reader_{uuid.uuid4().hex[:8]}"
+    with db.connection() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(reader)))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(reader)))
     parent_indexes = {t: _leaf_indexes(db, f"{t}_short_lived") for t in TABLES}
-    twin = _clone(db, f"twin_{uuid.uuid4().hex[:8]}")
-    twin_bus = retention_setup(billing_setup(CommandBus(twin), install_schema=False))
+    seen: list[tuple[str, str]] = []
+    parked_while: list[str] = []
+
+    def step(phase: str, detail: str) -> None:
+        seen.append((phase, detail))
+        if phase == "reclaiming":  # every leaf parked, none reclaimed yet: the reader tries one
+            parked_while.extend(_parked(db))
+            with db.connection() as conn, pytest.raises(psycopg.errors.InsufficientPrivilege,
+                                                        match="schema retention_reclaim"):
+                conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(reader)))
+                conn.execute(sql.SQL("SELECT count(*) FROM retention_reclaim.{}").format(
+                    sql.Identifier(parked_while[0])))
+
     try:
-        seen: list[tuple[str, str]] = []
-        stepped = run_purge(db, bus, POLICY.model_copy(update={"drop_step_mb": 0, "drop_rest": 0.2}), as_of=AS_OF,
-                            dry_run=False, step=lambda phase, detail: seen.append((phase, detail)))
-        whole = run_purge(twin, twin_bus, POLICY, as_of=AS_OF, dry_run=False)
-        assert _snapshot(db) == _snapshot(twin)
-        assert stepped.counts == whole.counts and stepped.partitions_dropped == whole.partitions_dropped > 0
-        assert held and held <= _snapshot(db)["command_log"]
-        steps = _drop_steps(seen)
-        assert len(steps) == stepped.partitions_dropped
-        for leaf, kinds in steps.items():
+        report = run_purge(db, bus, POLICY, as_of=AS_OF, dry_run=False, step=step)
+        dropped = _steps(seen, "dropping")
+        assert set(parked_while) == set(dropped) and len(dropped) == report.partitions_dropped > 0
+        assert all(kinds == ["detach", "park"] for kinds in dropped.values()), dropped
+        reclaimed = _steps(seen, "reclaim")
+        assert set(reclaimed) == set(dropped) and _parked(db) == []
+        for leaf, kinds in reclaimed.items():
             table = next(t for t in sorted(TABLES, key=len, reverse=True) if leaf.startswith(t + "_"))
             if "_short_lived_" in leaf:
-                assert kinds == ["detach"] + ["index"] * parent_indexes[table] + ["table"], (leaf, kinds)
+                assert kinds == ["index"] * parent_indexes[table] + ["table"], (leaf, kinds)
             else:
-                assert kinds[0] == "detach" and kinds[-1] == "table" and kinds.count("index") > 1, (leaf, kinds)
+                assert kinds[-1] == "table" and kinds.count("index") > 1, (leaf, kinds)
         with db.connection() as conn:
-            drops = conn.execute("SELECT status, bytes, rows FROM retention_step WHERE run_id = %s "
-                                 "AND action = 'drop'", (stepped.run_id,)).fetchall()
-            gone = conn.execute("SELECT count(*) FROM pg_class WHERE relname = ANY (%s)", (list(steps),)).fetchone()[0]
-        assert len(drops) == stepped.partitions_dropped and gone == 0
-        assert all(status == "done" and nbytes > 0 for status, nbytes, _rows in drops)
-        assert stepped.bytes_freed == sum(nbytes for _s, nbytes, _r in drops) > 0
+            drops = conn.execute("SELECT status, bytes FROM retention_step WHERE run_id = %s AND action = 'drop'",
+                                 (report.run_id,)).fetchall()
+            left = conn.execute("SELECT count(*) FROM pg_class WHERE relname = ANY (%s)", (list(dropped),)).fetchone()
+        assert left[0] == 0 and all(status == "done" and nbytes > 0 for status, nbytes in drops)
+        assert report.bytes_freed == sum(nbytes for _s, nbytes in drops) == report.reclaimed_bytes > 0
     finally:
-        twin.close()
+        with db.connection() as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(reader)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(reader)))
 
 
-def test_a_crash_between_two_index_drops_leaves_a_detached_leaf_the_next_run_finishes(fresh):
+def test_the_reclaim_keeps_to_its_rate(fresh):
+    """At ``reclaim_mb_per_s`` the file removal takes at least bytes / rate (it sleeps between files)."""
+    db, bus = fresh
+    _seed_mix(db, bus)
+    rate = 2.0
+    report = run_purge(db, bus, POLICY.model_copy(update={"reclaim_mb_per_s": rate}), as_of=AS_OF, dry_run=False)
+    floor = report.reclaimed_bytes / (rate * 2**20)
+    assert report.reclaimed_bytes > 0 and _parked(db) == []
+    assert report.reclaim_seconds >= floor * 0.95, (report.reclaim_seconds, floor)
+
+
+@pytest.mark.parametrize("crash_in", ["park", "reclaim"])
+def test_a_crash_before_the_park_or_between_two_file_drops_is_finished_by_the_next_run(fresh, crash_in):
+    """Crash after the detach, before the park: the next run parks and reclaims the leaf, with the counts taken
+    before the detach. Crash after the second index drop of the reclaim: the parked table keeps its other files
+    until the next run reclaims them; the rows were gone either way and nothing is counted twice."""
     db, bus = fresh
     _seed_mix(db, bus)
     leaf = f"command_log_short_lived_p{OLD:%Y%m%d}"
@@ -610,30 +639,36 @@ def test_a_crash_between_two_index_drops_leaves_a_detached_leaf_the_next_run_fin
     seen = []
 
     def crash(phase, detail):
-        if phase == "dropping" and detail.startswith(leaf + " index"):
+        if crash_in == "park" and phase == "dropping" and detail.startswith(leaf + " detach"):
+            raise Crash(f"injected after {detail}")
+        if crash_in == "reclaim" and phase == "reclaim" and detail.startswith(leaf + " index"):
             seen.append(detail)
             if len(seen) == 2:
                 raise Crash(f"injected after {detail}")
 
-    policy = POLICY.model_copy(update={"drop_step_mb": 0, "drop_rest": 0})
     with pytest.raises(Crash):
-        run_purge(db, bus, policy, as_of=AS_OF, step=crash, dry_run=False)
-    with db.connection() as conn:  # detached, two of its indexes gone, its step still 'detaching'
-        pending = conn.execute("SELECT c.relispartition, (SELECT count(*) FROM pg_index x WHERE x.indrelid = c.oid) "
-                               "FROM pg_class c WHERE c.relname = %s", (leaf,)).fetchone()
-        step_row = conn.execute("SELECT status, rows FROM retention_step WHERE partition_name = %s", (leaf,)).fetchone()
-    assert pending == (False, indexes - 2) and step_row == ("detaching", rows)
-    later = run_purge(db, bus, RetentionPolicy(short_lived_days="never", long_lived_days="never"),
-                      as_of=AS_OF + timedelta(days=1), dry_run=False)
-    assert later.resumed
+        run_purge(db, bus, POLICY, as_of=AS_OF, step=crash, dry_run=False)
     with db.connection() as conn:
-        assert conn.execute("SELECT to_regclass(%s)", (leaf,)).fetchone()[0] is None
+        where = conn.execute("SELECT n.nspname, c.relispartition, (SELECT count(*) FROM pg_index x "
+                             "WHERE x.indrelid = c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                             "WHERE c.relname = %s AND c.relkind = 'r'", (leaf,)).fetchone()
+        step_row = conn.execute("SELECT status, rows FROM retention_step WHERE partition_name = %s", (leaf,)).fetchone()
+        running = conn.execute("SELECT count(*) FROM retention_run WHERE status = 'running'").fetchone()[0]
+    if crash_in == "park":  # detached in public, its step still 'detaching', the run unfinished
+        assert where == ("public", False, indexes) and step_row == ("detaching", rows) and running == 1
+    else:  # parked with two indexes gone; the run itself had finished (rows gone, Purge logged)
+        assert where == ("retention_reclaim", False, indexes - 2) and step_row == ("done", rows) and running == 0
+    later = run_purge(db, bus, RetentionPolicy(short_lived_days="never", long_lived_days="never",
+                                               reclaim_mb_per_s=0), as_of=AS_OF + timedelta(days=1), dry_run=False)
+    assert bool(later.resumed) == (crash_in == "park") and later.reclaimed_bytes > 0
+    with db.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relname = %s", (leaf,)).fetchone()[0] == 0
         status, nbytes, n = conn.execute("SELECT status, bytes, rows FROM retention_step WHERE partition_name = %s",
                                          (leaf,)).fetchone()
         assert conn.execute("SELECT count(*) FROM retention_run WHERE status = 'running'").fetchone()[0] == 0
         logged = conn.execute("SELECT cmd_body->'counts' FROM command_log WHERE cmd_class = 'retention.Purge' "
                               "ORDER BY started_at LIMIT 1").fetchone()[0]
-    assert status == "done" and nbytes > 0 and n == rows
+    assert status == "done" and nbytes > 0 and n == rows and _parked(db) == []
     assert sum(r["rows"] for r in logged if r["table"] == "command_log") >= rows
 
 

@@ -34,6 +34,9 @@ def test_purge_summary_says_dry_run_lake_and_purge_command():
     done = report | {"dry_run": False, "partitions_dropped": 1, "lake_uri": None, "purge_cmd_uuid": "0190-x"}
     assert purge_summary(done) == ("retention: purged 12,000 rows, 1 partition dropped whole; lake: none; "
                                    "logged as cmd 0190-x")
+    reclaimed = done | {"reclaimed_bytes": 3 * 2**20 // 2, "reclaim_seconds": 0.4}
+    assert purge_summary(reclaimed) == ("retention: purged 12,000 rows, 1 partition dropped whole; lake: none; "
+                                        "logged as cmd 0190-x; 1.5 MB of files removed in 0.4 s")
 
 
 def test_draft_summary_names_the_decider_and_the_executed_command():
