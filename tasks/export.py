@@ -18,8 +18,8 @@ from prefect.runtime import deployment, flow_run
 
 from commandlog.bootstrap import runtime
 from commandlog.journal.export import Step, run_compaction, run_export, summary_line
-from commandlog.journal.export_units import LEASE_S, TAKERS, Launch, help_export, owner_name
 from commandlog.journal.export_report import export_markdown
+from commandlog.journal.export_units import LEASE_S, TAKERS, Launch, help_export, owner_name
 
 _PHASE_PROGRESS = {"recovering": 5.0, "planned": 10.0, "publishing": 70.0, "published": 80.0, "compacting": 85.0}
 

@@ -11,14 +11,16 @@ An export run (one ``export_snapshot`` ledger row):
    datasets, writes the manifest and marks the run ``published``.
 
 With a replica configured (``CMDLOG_REPLICA_URL``), step 1 reads the standby once it has replayed what the
-primary had written when the run started, and the units of step 2 read it when its snapshot covers the range (``storage.replica``: why the ``xmin`` watermark holds there); the ledger
-stays on the primary. ``replica=False`` (retention's export) reads the primary.
+primary had written when the run started, and the units of step 2 read it when its snapshot covers the range
+(``storage.replica``: why the ``xmin`` watermark holds there); the ledger stays on the primary. ``replica=False``
+(retention's export) reads the primary.
 
 A crash during 2 leaves only staging files, which no reader sees; the next run finishes the same range under the
 same snapshot id, keeping the units already done and redoing the others. A crash during 3 is rolled forward from
-the ledger's file list. Either way each row ends up in exactly one published file. Compaction merges a partition's small files into files of up to
-``storage.lake.parquet.TARGET_FILE_BYTES``, rows sorted, and swaps them through the same ledger/manifest steps,
-checking that the merged row count equals the replaced one (``run_compaction`` says which partitions it merges).
+the ledger's file list. Either way each row ends up in exactly one published file. Compaction merges a partition's
+small files into files of up to ``storage.lake.parquet.TARGET_FILE_BYTES``, rows sorted, and swaps them through the
+same ledger/manifest steps, checking that the merged row count equals the replaced one (``run_compaction`` says
+which partitions it merges).
 """
 
 from __future__ import annotations
