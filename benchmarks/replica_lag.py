@@ -19,17 +19,19 @@ primary's CPU alone); ``lag_p99_ms_export_on_primary`` tells the export's own ef
 
     python -m benchmarks.replica_lag [--rows 200000] [--repeat 3]
 
-``replica_lag_p99_ms(primary_url, standby_url, work)`` is the measuring function (for ``benchmarks/scale_out.py``).
+``replica_lag_p99_ms(primary_url, standby_url, work)`` is the measuring function; ``primary_and_standby`` and
+``lag_run`` are the setup and one run, which ``benchmarks/scale_out.py`` reuses for its ``replica_lag_p99_ms``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -109,8 +111,22 @@ def main() -> None:
     args = parser.parse_args()
     load_start = loadavg()
 
+    with primary_and_standby(args.rows, standby_delay=args.standby_delay) as (db, bus, standby_url, base):
+        runs = repeat(args.repeat, lambda i: lag_run(db, bus, standby_url, base / f"lakes-{i}",
+                                                     baseline_s=args.baseline_s), label="replica_lag")
+        print_summary("replica_lag", runs, keys=("replica_lag_p99_ms", "replica_lag_p50_ms", "replica_lag_max_ms",
+                                                 "baseline_lag_p99_ms", "lag_p99_ms_export_on_primary",
+                                                 "lag_ratio", "export_s_replica",
+                                                 "export_s_primary", "export_replica_to_primary"),
+                      load_start=load_start, extra={"rows_seeded": args.rows, "standby_delay": args.standby_delay,
+                                                    "read_from": [r["read_from"] for r in runs]})
+
+
+@contextlib.contextmanager
+def primary_and_standby(rows: int, *, standby_delay: str = "30s") -> Iterator[tuple]:
+    """``(db, bus, standby_url, folder)``: a throwaway embedded primary seeded with ``rows`` commands, its hot
+    standby attached as ``db.replica``; everything is stopped and deleted at the end."""
     from commandlog.bus import CommandBus
-    from commandlog.journal.export import run_export
     from examples.billing import setup
     from examples.billing.demo import seed
     from storage import embedded
@@ -123,52 +139,46 @@ def main() -> None:
     server = embedded.start_server(base / "data", delete_on_exit=True)
     standby = None
     try:
-        url = embedded.ensure_database(server, "bench")
-        db = Database(url=url)
+        db = Database(url=embedded.ensure_database(server, "bench"))
         upgrade(db)
         bus = setup(CommandBus(db))
-        seed(bus, tenants=20, commands=args.rows, days=30)
-        standby = start_standby(server, base / "standby",
-                                settings={"max_standby_streaming_delay": args.standby_delay})
+        seed(bus, tenants=20, commands=rows, days=30)
+        standby = start_standby(server, base / "standby", settings={"max_standby_streaming_delay": standby_delay})
         standby.wait_replayed(timeout=600)
         standby_url = standby.uri("bench")
         db.replica = Replica(url=standby_url, max_lag_s=60)
-
-        def run(i: int) -> dict:
-            lakes, out = base / f"lakes-{i}", {}
-            with _Writer(bus):  # the same write load in all three phases
-                idle = replica_lag_p99_ms(url, standby_url, lambda: time.sleep(args.baseline_s))
-                during = replica_lag_p99_ms(url, standby_url,
-                                            lambda: out.update(r=run_export(db, str(lakes / "replica"))))
-                primary = replica_lag_p99_ms(url, standby_url, lambda: out.update(
-                    p=run_export(db, str(lakes / "primary"), replica=False)))
-            assert out["p"].read_from == "primary"
-            shutil.rmtree(lakes, ignore_errors=True)
-            # read_from "primary": the standby cut the export short (a recovery conflict) and the primary redid it.
-            return {"rows": sum(out["r"].rows.values()), "rows_primary": sum(out["p"].rows.values()),
-                    "read_from": out["r"].read_from,
-                    "replica_lag_p99_ms": during["replica_lag_p99_ms"],
-                    "replica_lag_p50_ms": during["replica_lag_p50_ms"],
-                    "replica_lag_max_ms": during["replica_lag_max_ms"], "probes": during["probes"],
-                    "baseline_lag_p99_ms": idle["replica_lag_p99_ms"],
-                    "lag_p99_ms_export_on_primary": primary["replica_lag_p99_ms"],
-                    "lag_ratio": round(during["replica_lag_p99_ms"] / max(idle["replica_lag_p99_ms"], 0.001), 2),
-                    "export_s_replica": during["work_s"], "export_s_primary": primary["work_s"],
-                    "export_replica_to_primary": round(during["work_s"] / primary["work_s"], 2)}
-
-        runs = repeat(args.repeat, run, label="replica_lag")
-        print_summary("replica_lag", runs, keys=("replica_lag_p99_ms", "replica_lag_p50_ms", "replica_lag_max_ms",
-                                                 "baseline_lag_p99_ms", "lag_p99_ms_export_on_primary",
-                                                 "lag_ratio", "export_s_replica",
-                                                 "export_s_primary", "export_replica_to_primary"),
-                      load_start=load_start, extra={"rows_seeded": args.rows, "standby_delay": args.standby_delay,
-                                                    "read_from": [r["read_from"] for r in runs]})
+        yield db, bus, standby_url, base
         db.close()
     finally:
         if standby is not None:
             standby.stop()
         embedded.stop_server(server)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def lag_run(db, bus, standby_url: str, lakes: Path, *, baseline_s: float) -> dict:  # noqa: ANN001 — Database, bus
+    """One run, writer on: the lag without an export, during an export reading the standby, during one reading the
+    primary (into lakes under ``lakes``, deleted after)."""
+    from commandlog.journal.export import run_export
+
+    out: dict = {}
+    with _Writer(bus):  # the same write load in all three phases
+        idle = replica_lag_p99_ms(db.url, standby_url, lambda: time.sleep(baseline_s))
+        during = replica_lag_p99_ms(db.url, standby_url, lambda: out.update(r=run_export(db, str(lakes / "replica"))))
+        primary = replica_lag_p99_ms(db.url, standby_url, lambda: out.update(
+            p=run_export(db, str(lakes / "primary"), replica=False)))
+    assert out["p"].read_from == "primary"
+    shutil.rmtree(lakes, ignore_errors=True)
+    # read_from "primary": the standby cut the export short (a recovery conflict) and the primary redid it.
+    return {"rows": sum(out["r"].rows.values()), "rows_primary": sum(out["p"].rows.values()),
+            "read_from": out["r"].read_from,
+            "replica_lag_p99_ms": during["replica_lag_p99_ms"], "replica_lag_p50_ms": during["replica_lag_p50_ms"],
+            "replica_lag_max_ms": during["replica_lag_max_ms"], "probes": during["probes"],
+            "baseline_lag_p99_ms": idle["replica_lag_p99_ms"],
+            "lag_p99_ms_export_on_primary": primary["replica_lag_p99_ms"],
+            "lag_ratio": round(during["replica_lag_p99_ms"] / max(idle["replica_lag_p99_ms"], 0.001), 2),
+            "export_s_replica": during["work_s"], "export_s_primary": primary["work_s"],
+            "export_replica_to_primary": round(during["work_s"] / primary["work_s"], 2)}
 
 
 if __name__ == "__main__":

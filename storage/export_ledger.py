@@ -31,6 +31,8 @@ class SnapshotRow:
 
     snapshot_id: int
     """Identity of the run; also names its files."""
+    lake_uri: str
+    """The lake it changes."""
     kind: str
     """``export`` or ``compaction``."""
     status: str
@@ -49,7 +51,7 @@ class SnapshotRow:
     """How many times the run was started (1 + resumptions after a crash)."""
 
 
-_COLS = ("snapshot_id, kind, status, from_tx::text AS from_tx, to_tx::text AS to_tx, files, replaced_files, "
+_COLS = ("snapshot_id, lake_uri, kind, status, from_tx::text AS from_tx, to_tx::text AS to_tx, files, replaced_files, "
          "row_counts, attempts")
 
 
@@ -67,10 +69,11 @@ def _row(d: dict[str, Any] | None) -> SnapshotRow | None:
 
 
 @contextlib.contextmanager
-def lake_lock(db: Database, lake_uri: str) -> Iterator[None]:
-    """Hold the lake's advisory lock for the block; ExportBusyError when another run holds it."""
+def lake_lock(db: Database, lake_uri: str, *, wait: float | None = None) -> Iterator[None]:
+    """Hold the lake's advisory lock for the block; ExportBusyError when another run holds it (after ``wait``
+    seconds with one; at once without)."""
     key = int.from_bytes(hashlib.sha256(f"cmdlog-lake:{lake_uri}".encode()).digest()[:8], "big", signed=True)
-    with advisory_lock(db.url, key,
+    with advisory_lock(db.url, key, wait=wait,
                        busy=lambda: ExportBusyError(f"another export or compaction is running on {lake_uri}")):
         yield
 
@@ -82,6 +85,13 @@ def open_run(db: Database, lake_uri: str) -> SnapshotRow | None:
             "UPDATE export_snapshot SET attempts = attempts + 1 WHERE lake_uri = %s "
             "AND status IN ('writing', 'publishing') "
             f"RETURNING {_COLS}", (lake_uri,)).fetchone())
+
+
+def run_of(db: Database, snapshot_id: int) -> SnapshotRow | None:
+    """The ledger row ``snapshot_id`` (None when there is none)."""
+    with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        return _row(cur.execute(f"SELECT {_COLS} FROM export_snapshot WHERE snapshot_id = %s",
+                                (snapshot_id,)).fetchone())
 
 
 def last_export_bound(db: Database, lake_uri: str) -> int:

@@ -4,43 +4,47 @@ An export run (one ``export_snapshot`` ledger row):
 
 1. takes a repeatable-read snapshot and its ``xmin``; the run covers ``last_bound <= tx_id < xmin``
    (see ``storage.lake.arrow_export`` for why that range is commit-order safe);
-2. streams each dataset Postgres → Arrow (ADBC) → Parquet under ``_staging`` (``writing``);
-3. records the staged files in the ledger (``publishing``), renames them into the datasets, writes the manifest
-   and marks the run ``published``.
+2. splits the work into units — dataset × Postgres leaf partition — and has them staged, Postgres → Arrow (ADBC) →
+   Parquet under ``_staging``, by its own takers and any helpers on other workers (``writing``;
+   ``commandlog.journal.export_units``);
+3. once every unit is done, records the staged files in the ledger (``publishing``), renames them into the
+   datasets, writes the manifest and marks the run ``published``.
 
-With a replica configured (``CMDLOG_REPLICA_URL``), step 1 and 2 read the standby once it has replayed what the
-primary had written when the run started (``storage.replica``: why the ``xmin`` watermark holds there); the ledger
-stays on the primary. ``replica=False`` (retention's export) reads the primary.
+With a replica configured (``CMDLOG_REPLICA_URL``), step 1 reads the standby once it has replayed what the
+primary had written when the run started, and the units of step 2 read it when its snapshot covers the range
+(``storage.replica``: why the ``xmin`` watermark holds there); the ledger stays on the primary. ``replica=False``
+(retention's export) reads the primary.
 
-A crash during 2 leaves only staging files, which no reader sees; the next run redoes the same range under the
-same snapshot id. A crash during 3 is rolled forward from the ledger's file list. Either way each row ends up in
-exactly one published file. Compaction merges a partition's small files into files of up to
-``storage.lake.parquet.TARGET_FILE_BYTES``, rows sorted, and swaps them through the same ledger/manifest steps,
-checking that the merged row count equals the replaced one (``run_compaction`` says which partitions it merges).
+A crash during 2 leaves only staging files, which no reader sees; the next run finishes the same range under the
+same snapshot id, keeping the units already done and redoing the others. A crash during 3 is rolled forward from
+the ledger's file list. Either way each row ends up in exactly one published file. Compaction merges a partition's
+small files into files of up to ``storage.lake.parquet.TARGET_FILE_BYTES``, rows sorted, and swaps them through the
+same ledger/manifest steps, checking that the merged row count equals the replaced one (``run_compaction`` says
+which partitions it merges).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import posixpath
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from commandlog.errors import CommandLogError
+from commandlog.journal import export_units as units
+from commandlog.journal.snapshots import read_snapshot
 from storage import export_ledger as ledger
-from storage import replica as replicas
-from storage.lake.arrow_export import DATASETS, SnapshotReader
+from storage import export_units as unit_store
+from storage.lake.arrow_export import DATASETS
 from storage.lake.datasets import Lake, LakeFile, partition_of
 from storage.lake.parquet import TARGET_FILE_BYTES
 from storage.postgres import Database
 
 log = logging.getLogger(__name__)
 
-Step = Callable[[str, str], None]
-"""``step(phase, detail)``: called as a run advances (progress reporting; tests inject crashes here)."""
+Step = units.Step
 
 
 class ExportError(CommandLogError):
@@ -92,58 +96,69 @@ def _plural(n: int, word: str) -> str:
     return word if n == 1 else f"{word}s"
 
 
-def run_export(db: Database, lake_uri: str, *, step: Step | None = None, replica: bool = True) -> ExportResult:
+def run_export(db: Database, lake_uri: str, *, step: Step | None = None, replica: bool = True,
+               takers: int = units.TAKERS, lease_s: float = units.LEASE_S, launch: units.Launch | None = None,
+               owner: str | None = None) -> ExportResult:
     """Export every row committed since the lake's last export (finishing an interrupted run first); read on
-    ``db``'s replica when one is configured and caught up, unless ``replica=False``."""
+    ``db``'s replica when one is configured and caught up, unless ``replica=False``.
+
+    The run's units (``commandlog.journal.export_units``) are worked on by ``takers`` threads of this process and,
+    with ``launch``, by the helpers it starts elsewhere; the run publishes once every unit is done. ``owner`` names
+    this process's takers in the unit ledger. A second export of the same lake finds the lake's lock taken and
+    fails at once (``ExportBusyError``): it never writes a row; its caller retries or leaves it to the next run.
+    """
+    units.check(takers=takers, lease_s=lease_s)
     step = step or _quiet
     lake = Lake(lake_uri)
+    fan = _FanOut(takers=takers, lease_s=lease_s, launch=launch, owner=owner, replica=replica)
     with ledger.lake_lock(db, lake_uri):
-        recovered = _recover(db, lake, step, replica=replica)
-        with _snapshot(db, replica=replica) as (reader, read_from):
+        recovered = _recover(db, lake, step, fan=fan)
+        with read_snapshot(db, replica=replica) as (reader, read_from):
             from_tx = ledger.last_export_bound(db, lake_uri)
             # max(): a standby behind the primary that took the last run gives a lower xmin; the range is then
             # empty, never reversed.
             to_tx = max(reader.xmin(), from_tx)
             run = ledger.start_run(db, lake_uri, kind="export", from_tx=from_tx, to_tx=to_tx)
-            try:
-                staged = _stage(lake, reader, run, step)
-            except Exception as e:  # any failure: the primary decides whether it was the standby's
-                if read_from != "replica":
-                    raise
-                cut_off: Exception | None = e
-            else:
-                cut_off = None
-        if cut_off is not None:
-            # The standby cut the read short: a recovery conflict cancels a standby query that holds back replay
-            # (https://www.postgresql.org/docs/current/hot-standby.html#HOT-STANDBY-CONFLICT), or it went away.
-            # The same range is staged again from the primary, whose snapshot covers it (staging starts afresh).
-            log.warning("the export's read on the replica failed (%s); staging snapshot %d from the primary",
-                        str(cut_off).splitlines()[0], run.snapshot_id)
-            with _snapshot(db, replica=False) as (reader, read_from):
-                if reader.xmin() < to_tx:  # cannot happen: the primary is ahead of its standby; guard anyway
-                    raise ExportError(f"snapshot {run.snapshot_id}: its range is not complete on the primary")
-                staged = _stage(lake, reader, run, step)
-        result = publish_run(db, lake, run, staged, [], step)
+        result = _finish_export(db, lake, run, step, fan, range_read_from=read_from)
     result.recovered = recovered
-    result.read_from = read_from
     return result
 
 
-@contextlib.contextmanager
-def _snapshot(db: Database, *, replica: bool, covering: int = 0) -> Iterator[tuple[SnapshotReader, str]]:
-    """``(reader, "replica" | "primary")``: a snapshot on the replica when asked for and usable (and, with
-    ``covering``, when its ``xmin`` reaches that bound — a run started on the primary may be ahead of the standby),
-    else on the primary."""
-    url = replicas.snapshot_url(db) if replica else db.url
-    if url != db.url:
-        with SnapshotReader(url) as reader:
-            if reader.xmin() >= covering:
-                yield reader, "replica"
-                return
-        log.warning("the replica's snapshot does not cover the interrupted run (xmin below %d): reading the primary",
-                    covering)
-    with SnapshotReader(db.url) as reader:
-        yield reader, "primary"
+@dataclass(frozen=True, kw_only=True)
+class _FanOut:
+    """How an export's units are worked on (``run_export``'s arguments)."""
+
+    takers: int
+    lease_s: float
+    launch: units.Launch | None
+    owner: str | None
+    replica: bool
+
+
+def _finish_export(db: Database, lake: Lake, run: ledger.SnapshotRow, step: Step, fan: _FanOut, *,
+                   range_read_from: str = "primary") -> ExportResult:
+    """Plan the run's units (unless an earlier attempt did), have them staged, publish: a new run and an
+    interrupted one alike (done units are kept, the others taken again). ``range_read_from``: where the run's range
+    was read."""
+    assert run.to_tx is not None, "an export run has its range (start_run sets it)"
+    if not unit_store.has_plan(db, run.snapshot_id):
+        # Any snapshot covering the range holds the same rows of it: the range is closed (see export_units).
+        with read_snapshot(db, replica=fan.replica, covering=run.to_tx) as (reader, _):
+            if reader.xmin() < run.to_tx:  # cannot happen for a later snapshot; guard the invariant anyway
+                raise ExportError(f"snapshot {run.snapshot_id}: its range is not complete in the current snapshot")
+            planned = units.plan(db, reader, run)
+    else:
+        planned = unit_store.units_of(db, run.snapshot_id)
+    step("planned", f"{len(planned)} units")
+    if fan.launch is not None and any(u.state != "done" for u in planned):
+        fan.launch(run.snapshot_id)
+    done = units.work(db, lake, run, takers=fan.takers, lease_s=fan.lease_s, owner=fan.owner, replica=fan.replica,
+                      progress=lambda n, total: step("units", f"{n}/{total}"), step=step)
+    result = publish_run(db, lake, run, [LakeFile.from_json(d) for u in done for d in u.files], [], step)
+    # where the run read: the primary as soon as its range or one unit was read there
+    primary = range_read_from == "primary" or any(u.read_from == "primary" for u in done)
+    result.read_from = "primary" if primary else "replica"
+    return result
 
 
 def run_compaction(db: Database, lake_uri: str, *, min_files: int = 8, target_bytes: int = TARGET_FILE_BYTES,
@@ -218,24 +233,12 @@ def plan_compaction(lake: Lake, files: list[LakeFile], *, min_files: int, target
     return todo
 
 
-def recover_lake(db: Database, lake_uri: str) -> list[int]:
-    """Finish the lake's interrupted run (export, compaction or purge), if any, and nothing else; its snapshot ids."""
+def recover_lake(db: Database, lake_uri: str, *, wait: float | None = None) -> list[int]:
+    """Finish the lake's interrupted run (export, compaction or purge), if any, and nothing else; its snapshot ids.
+    ``wait``: seconds to wait for a run in progress to release the lake (default: fail at once)."""
     lake = Lake(lake_uri)
-    with ledger.lake_lock(db, lake_uri):
+    with ledger.lake_lock(db, lake_uri, wait=wait):
         return _recover(db, lake, _quiet)
-
-
-def _stage(lake: Lake, reader: SnapshotReader, run: ledger.SnapshotRow, step: Step) -> list[LakeFile]:
-    """Write every dataset of the run's range under staging (redoing a previous attempt from scratch)."""
-    lake.discard_staging(run.snapshot_id)
-    staged: list[LakeFile] = []
-    assert run.from_tx is not None and run.to_tx is not None, "an export run has its range (start_run sets it)"
-    for spec in DATASETS.values():
-        src = reader.batches(spec, from_tx=run.from_tx, to_tx=run.to_tx)
-        staged += lake.write_dataset(src, dataset=spec.name, partition_by=list(spec.partition_by),
-                                     snapshot_id=run.snapshot_id)
-        step("staged", spec.name)
-    return staged
 
 
 def publish_run(db: Database, lake: Lake, run: ledger.SnapshotRow, files: list[LakeFile], replaced: list[LakeFile],
@@ -267,7 +270,7 @@ def publish_run(db: Database, lake: Lake, run: ledger.SnapshotRow, files: list[L
     return result
 
 
-def _recover(db: Database, lake: Lake, step: Step, *, replica: bool = True) -> list[int]:
+def _recover(db: Database, lake: Lake, step: Step, *, fan: _FanOut | None = None) -> list[int]:
     """Finish the lake's interrupted run, if any: roll a publishing run forward, redo a writing export."""
     run = ledger.open_run(db, lake.uri)
     if run is None:
@@ -280,12 +283,8 @@ def _recover(db: Database, lake: Lake, step: Step, *, replica: bool = True) -> l
         lake.discard_staging(run.snapshot_id)
         ledger.abandon(db, run.snapshot_id)
     else:
-        assert run.to_tx is not None, "an export run has its range (start_run sets it)"
-        with _snapshot(db, replica=replica, covering=run.to_tx) as (reader, _):
-            if reader.xmin() < run.to_tx:  # cannot happen for a later snapshot; guard the invariant anyway
-                raise ExportError(f"snapshot {run.snapshot_id}: its range is not complete in the current snapshot")
-            staged = _stage(lake, reader, run, step)
-        publish_run(db, lake, run, staged, [], step)
+        _finish_export(db, lake, run, step, fan or _FanOut(takers=units.TAKERS, lease_s=units.LEASE_S, launch=None,
+                                                           owner=None, replica=True))
     return [run.snapshot_id]
 
 

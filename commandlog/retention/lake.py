@@ -29,6 +29,9 @@ from storage.lake.datasets import Lake, LakeFile, partition_of
 from storage.partitions import PURGEABLE_CLASSES
 from storage.postgres import Database
 
+LAKE_WAIT_S = 900.0
+"""How long the purge waits for an export (or compaction) holding the lake: it purges the lake after it, reading the
+manifest that export published, so a row the export just published is purged if expired and never comes back."""
 Removed = dict[tuple[str, str], dict[str, int]]
 """``{(dataset, retention): {tenant_id: rows}}``."""
 
@@ -39,11 +42,11 @@ def purge_lake(db: Database, lake_uri: str, policy: RetentionPolicy, *, as_of: d
     lake = Lake(lake_uri)
     if lake.manifest() is None:
         return {}
-    if not dry_run:
-        recover_lake(db, lake_uri)  # finishes an interrupted export/compaction/purge
+    if not dry_run:  # waits for an export in progress, then finishes an interrupted export/compaction/purge
+        recover_lake(db, lake_uri, wait=LAKE_WAIT_S)
     holds = _holds(db)
     removed: Removed = defaultdict(dict)
-    with ledger.lake_lock(db, lake_uri) if not dry_run else contextlib.nullcontext():
+    with ledger.lake_lock(db, lake_uri, wait=LAKE_WAIT_S) if not dry_run else contextlib.nullcontext():
         current = lake.manifest()
         groups: dict[tuple[str, str], list[LakeFile]] = defaultdict(list)
         for f in (current[1] if current else []):

@@ -14,13 +14,16 @@ Batches stream from the driver's binary COPY (``fetch_record_batch``); their siz
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 
 from storage.errors import DatabaseUnavailableError, StorageError
+from storage.export_units import LeafRange
 from storage.partitions import TIME_COLUMN
 
 _DAY = "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
@@ -99,20 +102,67 @@ class SnapshotReader:
         self._cur.execute(sql)
         return self._cur.fetch_arrow_table().column(0)[0].as_py()
 
-    def batches(self, spec: DatasetSpec, *, from_tx: int, to_tx: int) -> pa.RecordBatchReader:
-        """The rows of ``spec`` inserted by transactions ``from_tx <= tx_id < to_tx``, as streamed batches."""
-        sql = (f"SELECT {spec.columns} FROM {spec.table} "
-               f"WHERE tx_id >= '{int(from_tx)}'::xid8 AND tx_id < '{int(to_tx)}'::xid8")
+    def batches(self, spec: DatasetSpec, *, from_tx: int, to_tx: int,
+                leaf: LeafRange | None = None) -> pa.RecordBatchReader:
+        """The rows of ``spec`` inserted by transactions ``from_tx <= tx_id < to_tx``, as streamed batches (only
+        those of one leaf partition with ``leaf``: the planner then reads that leaf alone)."""
+        sql = f"SELECT {spec.columns} FROM {spec.table} WHERE {_where(spec, from_tx, to_tx, leaf)}"
         try:
             self._cur.execute(sql)
             return _plain(self._cur.fetch_record_batch())
         except adbc.Error as e:
             raise StorageError(f"cannot read {spec.table} for the export: {e}") from e
 
-    def count(self, spec: DatasetSpec, *, from_tx: int, to_tx: int) -> int:
+    def count(self, spec: DatasetSpec, *, from_tx: int, to_tx: int, leaf: LeafRange | None = None) -> int:
         """How many rows ``batches`` would return (for tests and progress)."""
-        return int(self._scalar(f"SELECT count(*) FROM {spec.table} "
-                                f"WHERE tx_id >= '{int(from_tx)}'::xid8 AND tx_id < '{int(to_tx)}'::xid8"))
+        return int(self._scalar(f"SELECT count(*) FROM {spec.table} WHERE {_where(spec, from_tx, to_tx, leaf)}"))
+
+    def leaves(self, spec: DatasetSpec, *, from_tx: int, to_tx: int) -> list[LeafRange]:
+        """The leaf partitions of ``spec``'s table holding rows of the range (one index probe per leaf), by class
+        and time: the export's units. Every leaf of the table's tree is listed (``pg_partition_tree``); one whose
+        bound is not a retention class or a time range of one is an error, never skipped."""
+        self._cur.execute(
+            "SELECT c.relname::text, p.relname::text, pg_get_expr(c.relpartbound, c.oid, true) "
+            f"FROM pg_partition_tree('{spec.table}') t JOIN pg_class c ON c.oid = t.relid "
+            "JOIN pg_class p ON p.oid = t.parentrelid WHERE t.isleaf")
+        table = self._cur.fetch_arrow_table()
+        found: list[LeafRange] = []
+        for name, parent, bound in zip(*(table.column(i).to_pylist() for i in range(3)), strict=True):
+            m = _RANGE.search(bound or "")
+            if parent == spec.table and bound == "FOR VALUES IN ('permanent')":
+                found.append(LeafRange(retention="permanent"))
+            elif m is not None and parent in (f"{spec.table}_short_lived", f"{spec.table}_long_lived"):
+                found.append(LeafRange(retention=parent[len(spec.table) + 1:], lower=_instant(m.group(1)),
+                                       upper=_instant(m.group(2))))
+            else:
+                raise StorageError(f"cannot split the export of {spec.table}: leaf {name} ({bound}) is neither the "
+                                   "permanent leaf nor a time range of a retention class")
+        found.sort(key=lambda leaf: (leaf.retention, leaf.lower or datetime.min.replace(tzinfo=UTC)))
+        return [leaf for leaf in found if self._scalar(
+            f"SELECT EXISTS (SELECT 1 FROM {spec.table} WHERE {_where(spec, from_tx, to_tx, leaf)})")]
+
+
+_RANGE = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
+
+
+def _instant(text: str) -> datetime:
+    """A partition bound as the catalog prints it (in the session's zone, offset included) → an aware datetime."""
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _where(spec: DatasetSpec, from_tx: int, to_tx: int, leaf: LeafRange | None) -> str:
+    """The range filter, plus the leaf's partition keys (literals from our own catalog and ``LeafRange``'s checked
+    fields: an integer, a class name out of three, ISO instants)."""
+    where = f"tx_id >= '{int(from_tx)}'::xid8 AND tx_id < '{int(to_tx)}'::xid8"
+    if leaf is None:
+        return where
+    where += f" AND retention = '{leaf.retention}'"
+    if leaf.lower is not None and leaf.upper is not None:
+        col = spec.time_column
+        where += (f" AND {col} >= '{leaf.lower.isoformat()}'::timestamptz"
+                  f" AND {col} < '{leaf.upper.isoformat()}'::timestamptz")
+    return where
 
 
 def _plain(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:

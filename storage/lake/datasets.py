@@ -109,15 +109,20 @@ class Lake:
         return f"{STAGING}/{snapshot_id:010d}"
 
     def write_dataset(self, source: pa.RecordBatchReader, *, dataset: str, partition_by: list[str],
-                      snapshot_id: int, prefix: str = "s") -> list[LakeFile]:
+                      snapshot_id: int, prefix: str = "s", tag: str = "",
+                      budget_bytes: int = 128 * 1024 * 1024, max_open: int = 64) -> list[LakeFile]:
         """Stream ``source`` into staging, Hive-partitioned by ``partition_by``; the files written, unpublished.
 
-        Memory stays within the writer's fixed budget (``storage.lake.parquet``), whatever the row count.
+        Files are named ``<prefix><snapshot>-<tag><n>.parquet``: an export unit's attempt passes its own ``tag``
+        (``u3a2-``), so writers of one snapshot never share a file name. Memory stays within the writer's fixed
+        budget (``budget_bytes`` of pending rows, ``max_open`` files: ``storage.lake.parquet``), whatever the row
+        count.
         """
         base = self.abspath(self.staging_dir(snapshot_id), dataset)
         writer = PartitionedWriter(self.fs, base, schema=source.schema, partition_by=partition_by,
-                                   name=lambda n: f"{prefix}{snapshot_id:010d}-{n}.parquet",
+                                   name=lambda n: f"{prefix}{snapshot_id:010d}-{tag}{n}.parquet",
                                    sort_by=tuple(sort_keys(dataset, source.schema)),
+                                   budget_bytes=budget_bytes, max_open=max_open,
                                    mkdir=self.make_dir, created=self.seal)
         try:
             for batch in source:

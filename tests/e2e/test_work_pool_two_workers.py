@@ -1,7 +1,9 @@
 """A work pool served by TWO process workers (``cmdlog worker``, real subprocesses on the session's temporary Prefect
 server): every deployment the platform registers completes a run and both workers take work; two export runs
 started together leave each row exactly once in the lake; a worker SIGKILLed in the middle of an export leaves a
-run that the operator marks Crashed and re-runs, to the same lake as an uninterrupted export."""
+run that the operator marks Crashed and re-runs, to the same lake as an uninterrupted export; one export's units are
+staged by both workers (the run's own taker and the helper run it submits), and a unit whose worker is SIGKILLed
+mid-unit is taken again by the run and redone to the same lake."""
 
 from __future__ import annotations
 
@@ -224,3 +226,100 @@ def test_cmdlog_worker_refuses_an_environment_that_cannot_serve_the_platform(pre
     assert no_pool.returncode == 2, no_pool.stderr
     assert f"no work pool named '{pool.name}'" in no_pool.stderr
     assert f"cmdlog deploy --pool {pool.name}" in " ".join(no_pool.stderr.split())
+
+
+def _units(db_url: str, run_id) -> list[dict]:
+    """The unit rows of the export run that flow run ``run_id`` started (its takers' owners name it)."""
+    with psycopg.connect(db_url) as conn:
+        cur = conn.execute(
+            "SELECT unit_no, state, attempt, owner, taken_by, files FROM export_unit WHERE snapshot_id = "
+            "(SELECT snapshot_id FROM export_unit WHERE taken_by::text LIKE %s LIMIT 1) ORDER BY unit_no",
+            (f"%{run_id}/%",))
+        names = [c.name for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _pid(owner: str) -> int:
+    """The process of a unit's owner ``<flow run>/<host>:<pid>#<taker>``."""
+    return int(owner.split("/", 1)[1].split(":")[1].split("#")[0])
+
+
+def _worker_of(pool, pid: int) -> str:
+    """The worker whose process tree holds ``pid`` (its ancestors, read from /proc)."""
+    by_pid = {proc.pid: name for name, proc in pool.workers.items()}
+    while pid > 1:
+        if pid in by_pid:
+            return by_pid[pid]
+        pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    raise AssertionError("not a worker's process")
+
+
+def test_one_export_is_staged_by_both_workers_and_a_unit_of_a_killed_worker_is_redone_by_the_other(pool):
+    import os
+    import signal
+
+    from prefect.deployments import run_deployment
+
+    lake = pool.tmp / "lake"
+    pool.deploy("export-snapshot/hourly")
+    pool.start_worker("worker-a", limit=1)
+    pool.start_worker("worker-b", limit=1)
+    pool.wait_online("worker-a", "worker-b")
+    parent = run_deployment("export-snapshot/hourly", timeout=0)
+
+    def wait_for(predicate, what: str, timeout: float = 300):
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = _units(pool.db_url, parent.id)
+            if predicate(rows):
+                return rows
+            assert time.monotonic() < deadline, f"{what}: {rows}\n" + "".join(
+                f"\n--- {n}:\n{pool.log(n)[-3000:]}" for n in pool.workers)
+            time.sleep(0.02)
+
+    # The run planned its units and its own taker works on one: freeze the run's process there (its unit stays
+    # locked), so that the helper run it submitted — on the other worker, the only free slot — takes the others.
+    rows = wait_for(lambda rows: any(r["state"] == "running" for r in rows), "the run's first unit")
+    parent_pid = _pid(next(r["owner"] for r in rows if r["state"] == "running"))
+    parent_worker = _worker_of(pool, parent_pid)
+    os.kill(parent_pid, signal.SIGSTOP)
+    try:
+        def helper_busy(rows) -> bool:
+            mine = [r for r in rows if r["owner"] and str(parent.id) not in r["owner"]]
+            return any(r["state"] == "done" for r in mine) and any(r["state"] == "running" for r in mine)
+
+        rows = wait_for(helper_busy, "the helper's units")
+        helper_pid = _pid(next(r["owner"] for r in rows
+                               if r["state"] == "running" and str(parent.id) not in r["owner"]))
+        helper_worker = _worker_of(pool, helper_pid)
+        os.kill(helper_pid, signal.SIGKILL)  # in the middle of a unit: no cleanup, no release
+        pool.kill(helper_worker)  # and its worker (SIGKILL to the process group)
+        killed = [r for r in _units(pool.db_url, parent.id)  # read while the run is still frozen
+                  if r["state"] == "running" and _pid(r["owner"]) == helper_pid]
+    finally:
+        os.kill(parent_pid, signal.SIGCONT)
+    assert killed, "the helper was not in the middle of a unit when killed"
+    assert {parent_worker, helper_worker} == {"worker-a", "worker-b"}
+
+    state = wait_final([parent.id], timeout=600, pool=pool)[parent.id]
+    assert state.is_completed(), f"{state}\n{pool.log(parent_worker)[-3000:]}"
+    rows = _units(pool.db_url, parent.id)
+    assert all(r["state"] == "done" for r in rows)
+    workers = {parent_pid: parent_worker, helper_pid: helper_worker}
+    finishers = {workers[_pid(r["owner"])] for r in rows}
+    assert finishers == {"worker-a", "worker-b"}, rows  # one export, staged by both workers
+    for unit in killed:  # taken again by the run, right away (its taker's session ended), and redone under attempt 2
+        redone = next(r for r in rows if r["unit_no"] == unit["unit_no"])
+        assert redone["attempt"] == unit["attempt"] + 1 and _pid(redone["owner"]) == parent_pid, redone
+        assert [t["owner"] for t in redone["taken_by"]][-2:] == [unit["owner"], redone["owner"]]
+        assert all(f"a{redone['attempt']}-" in f["path"] for f in redone["files"])
+    counts = assert_lake_is_postgres(pool.db_url, lake)
+    assert counts["commands"] == 3000
+    assert not glob.glob(f"{lake}/_staging/**/*.parquet", recursive=True)
+
+    # the same lake as one process exporting alone
+    other = pool.tmp / "lake-alone"
+    out = subprocess.run([str(BIN / "cmdlog"), "export", "--json"], env={**pool.env, "CMDLOG_LAKE_URI": str(other)},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert assert_lake_is_postgres(pool.db_url, other) == counts

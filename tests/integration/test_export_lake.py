@@ -65,7 +65,7 @@ def test_export_while_writers_run_matches_postgres_exactly(fresh, tmp_path):
 
 def test_crash_while_staging_leaves_nothing_visible_and_rerun_is_exact(fresh, tmp_path):
     def crash(phase, detail):
-        if phase == "staged" and detail == "tenant_commands":
+        if phase == "units":  # the run's main thread, while (or once) its units are staged
             raise Crash(detail)
 
     with pytest.raises(Crash):

@@ -236,12 +236,12 @@ def test_an_export_cut_off_on_the_standby_is_staged_again_from_the_primary(on_st
     write(bus, "globex", 5)
     dbname = conninfo_to_dict(replica.url)["dbname"]
 
-    def cut_off(phase, detail):  # after the first dataset, the standby ends the export's session (as a conflict would)
-        if (phase, detail) == ("staged", "commands"):
+    def cut_off(phase, detail):  # a unit's snapshot is open on the standby: it ends the session (as a conflict would)
+        if (phase, detail) == ("reading", "commands:replica"):
             with psycopg.connect(standby.uri("postgres"), autocommit=True) as conn:
                 conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
 
-    with caplog.at_level(logging.WARNING, logger="commandlog.journal.export"):
+    with caplog.at_level(logging.WARNING, logger="commandlog.journal.export_units"):
         result = run_export(bus.db, str(tmp_path), step=cut_off)
     assert result.read_from == "primary" and result.rows["commands"] == 25 and result.rows["tenant_commands"] == 25
     assert any("failed" in r.getMessage() and "from the primary" in r.getMessage() for r in caplog.records)
