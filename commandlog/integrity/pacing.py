@@ -3,7 +3,7 @@
 Sealing is background work that reads every new row; the writers it runs beside are not. Two settings (read from
 ``CMDLOG_*`` variables, a bad value is a ``ConfigurationError`` naming the variable):
 
-- ``CMDLOG_SEAL_NICE`` (0–19, default 10): the run's thread and — when the database server is on this machine,
+- ``CMDLOG_SEAL_NICE`` (0 to 19, default 10): the run's thread and — when the database server is on this machine,
   reached through its Unix socket, and the OS allows it — its Postgres backend get this niceness, so on a busy
   machine the scheduler serves the writers (and their backends) first, while on an idle one the run is as fast as
   ever (niceness only matters when tasks compete for a core). 10 is ``nice``'s own default: a weight of about a
