@@ -19,6 +19,8 @@ Seeds (or reuses) ``bench_<rows>`` like ``benchmarks.export``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,7 @@ from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
 from commandlog.integrity import seal, verify
 from commandlog.integrity.keys import existing_signing_key
+from commandlog.integrity.pacing import BUDGET_ENV, NICE_ENV, Pacing
 from commandlog.settings import Settings
 from examples.billing import commands as c
 from examples.billing import setup
@@ -74,8 +77,15 @@ def _empty_seals(url: str) -> None:
             conn.execute("ALTER TABLE log_seal ENABLE TRIGGER log_seal_no_truncate")
 
 
+def _settings(home: Path) -> Settings:
+    """The benchmark's settings: its own home, and the sealing's pacing variables of the environment
+    (``CMDLOG_SEAL_NICE``, ``CMDLOG_SEAL_BUDGET``; the product's defaults when unset)."""
+    pacing = {k: os.environ[k] for k in (NICE_ENV, BUDGET_ENV) if k in os.environ}
+    return Settings.from_env({**pacing, "CMDLOG_HOME": str(home)})
+
+
 def _run(url: str, home: Path) -> dict:
-    settings = Settings.from_env({"CMDLOG_HOME": str(home)})
+    settings = _settings(home)
     db = Database(url=url)
     try:
         _empty_seals(url)
@@ -99,13 +109,12 @@ def _run(url: str, home: Path) -> dict:
 _SEALER = """
 import sys
 from pathlib import Path
-from benchmarks.seal import _empty_seals
+from benchmarks.seal import _empty_seals, _settings
 from commandlog.integrity import seal
-from commandlog.settings import Settings
 from storage.postgres import Database
 url, home = sys.argv[1], sys.argv[2]
 db = Database(url=url)
-settings = Settings.from_env({"CMDLOG_HOME": home})
+settings = _settings(Path(home))
 print("sealing", flush=True)
 while True:
     _empty_seals(url)
@@ -166,7 +175,8 @@ def main() -> None:
                   keys=("seal_ratio_to_scan", "verify_ratio_to_scan", "writer_p50_ratio", "writer_p99_ratio",
                         "seal_seconds", "verify_seconds", "scan_seconds", "seal_rows_per_s", "writer_p99_ms",
                         "writer_sealing_p99_ms"),
-                  extra={"rows": args.rows, "rows_all_tables": runs[0]["rows_all_tables"]})
+                  extra={"rows": args.rows, "rows_all_tables": runs[0]["rows_all_tables"],
+                         "pacing": dataclasses.asdict(Pacing.from_env(os.environ))})
 
 
 if __name__ == "__main__":

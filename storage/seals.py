@@ -12,8 +12,11 @@ keys sorted, no whitespace (``separators=(",", ":")``), non-ASCII written as UTF
 whole encoded as UTF-8. Values: ``uuid`` as lowercase hyphenated text; ``timestamptz`` as UTC
 ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (``infinity`` and ``-infinity`` as those words, so they stay distinct); ``jsonb`` as
 a *string* holding Postgres's text output of the value (canonical for a jsonb value: keys de-duplicated and ordered,
-numbers as stored); ``text[]`` as an array of strings; integers, booleans and NULL as JSON. The values are rendered
-by the SELECT below, so every read gives the same bytes.
+numbers as stored); ``text[]`` as an array of strings; integers, booleans and NULL as JSON. Postgres rows are
+encoded and hashed by the server (``_canonical_sql``, ``_leaf_hash_sql``: a reader receives each row's uuid, tenant
+and 32-byte leaf hash, aggregated per seal, instead of its rendered columns); ``canonical`` is the same encoding in
+Python, for rows read from the lake — the two give the same bytes (tests/integration/test_seal_encoding.py checks
+hostile values), so the encoding, and every seal made before the server computed it, is unchanged.
 
 **Order**: by leaf partition name (``COLLATE "C"``), then (``tenant_command_log`` only, sealed per tenant since
 migration 0017) the tenant (``COLLATE "C"``), then the row's uuid and time column: the primary key within a leaf, so
@@ -28,11 +31,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import os
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psutil
 import psycopg
 from psycopg import sql
 
@@ -87,8 +93,27 @@ class LeafRow:
     """Its uuid (``cmd_uuid``, ``event_uuid``, ``action_uuid``)."""
     tenant_id: str
     """Its tenant."""
-    data: bytes
-    """Its canonical encoding."""
+    hash: bytes
+    """Its leaf hash, ``SHA-256(0x00 || canonical encoding)``."""
+    data: bytes | None = None
+    """Its canonical encoding (read by ``SealSession.locate`` for a proof; None where only the hash is read)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeafGroup:
+    """The rows one seal covers, in sealing order: a leaf partition's rows in a transaction range — for a table
+    sealed per tenant, one tenant's rows in it."""
+
+    partition: str
+    """The leaf partition."""
+    tenant_id: str | None
+    """The tenant of every row, for a table sealed per tenant (``PER_TENANT``); None otherwise."""
+    keys: tuple[str, ...]
+    """Each row's uuid."""
+    tenants: tuple[str, ...]
+    """Each row's tenant."""
+    hashes: bytes
+    """The rows' leaf hashes, 32 bytes each, concatenated."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,39 +208,75 @@ _TENANT_SEAL_NAMES = tuple(c.strip().split(" AS ")[-1] for c in _TENANT_SEAL_COL
 _NOTHING = sql.SQL("")
 
 
-def _render(col: str, kind: str) -> sql.Composable:
-    ident = sql.Identifier(col)
-    if kind in (_UUID, _JSON):
-        return sql.SQL("{}::text AS {}").format(ident, ident)
-    if kind == _TS:
-        return sql.SQL("CASE WHEN isfinite({i}) THEN to_char({i} AT TIME ZONE 'UTC', "
-                       "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') ELSE {i}::text END AS {i}").format(i=ident)
-    return ident
-
-
 def canonical(names: tuple[str, ...], values: tuple[Any, ...]) -> bytes:
-    """The canonical encoding of one row from its rendered column values (see the module docstring)."""
+    """The canonical encoding of one row from its rendered column values (see the module docstring): the Python
+    definition, used for rows read from the lake; ``_canonical_sql`` builds the same bytes in Postgres."""
     return json.dumps(dict(zip(names, values, strict=True)), sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False).encode()
 
 
-def _leaf_query(table: str, where: sql.Composable, *, extra: sql.Composable = _NOTHING) -> sql.Composed:
-    cols = COLUMNS[table]
+def _json_value(col: str, kind: str) -> sql.Composable:
+    """SQL: one column's value as the JSON text ``canonical`` writes for it (``null`` for NULL). ``to_json`` escapes
+    a string as Python's ``json.dumps(ensure_ascii=False)`` does (``\\"``, ``\\\\``, ``\\b \\f \\n \\r \\t``, other
+    characters below U+0020 as lowercase ``\\u00xx``, everything else as is: ``escape_json`` in Postgres's
+    ``src/backend/utils/adt/json.c``), writes integers and booleans as JSON does and ``text[]`` as ``["a","b"]``
+    (``array_to_json``, no spaces)."""
+    i = sql.Identifier(col)
+    if kind in (_UUID, _JSON):  # uuid as lowercase text; jsonb as a string holding its text output
+        value = sql.SQL("pg_catalog.to_json({}::text)").format(i)
+    elif kind == _TS:
+        value = sql.SQL("pg_catalog.to_json(CASE WHEN pg_catalog.isfinite({i}) THEN pg_catalog.to_char({i} AT TIME "
+                        "ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') ELSE {i}::text END)").format(i=i)
+    else:
+        value = sql.SQL("pg_catalog.to_json({})").format(i)
+    return sql.SQL("coalesce({}::text, 'null')").format(value)
+
+
+def _canonical_sql(table: str) -> sql.Composable:
+    """SQL: a row's canonical encoding as UTF-8 bytes — the keys in sorted order, built by one ``concat`` (an
+    allocation per row, where a chain of ``||`` would copy the growing text once per column)."""
+    args: list[sql.Composable] = []
+    for n, (col, kind) in enumerate(sorted(COLUMNS[table])):
+        args += [sql.Literal(("{" if n == 0 else ",") + json.dumps(col) + ":"), _json_value(col, kind)]
+    return sql.SQL("pg_catalog.convert_to(pg_catalog.concat({}, '}}'), 'UTF8')").format(sql.SQL(", ").join(args))
+
+
+def _leaf_hash_sql(table: str) -> sql.Composable:
+    """SQL: a row's leaf hash, ``SHA-256(0x00 || canonical encoding)`` (RFC 6962), computed by the server so that a
+    row costs the reader 32 bytes instead of its rendered columns."""
+    return sql.SQL("pg_catalog.sha256('\\x00'::bytea || {})").format(_canonical_sql(table))
+
+
+def _tx_range(from_tx: int, to_tx: int) -> sql.Composable:
+    return sql.SQL("tx_id >= {}::text::xid8 AND tx_id < {}::text::xid8").format(
+        sql.Literal(str(int(from_tx))), sql.Literal(str(int(to_tx))))
+
+
+def _row_query(table: str, where: sql.Composable, *, data: bool = False) -> sql.Composed:
+    """Rows as ``(partition, key, tenant, leaf hash[, canonical bytes], tx_id)``, in sealing order."""
+    key = sql.Identifier(COLUMNS[table][0][0])
     tenant = sql.SQL("tenant_id COLLATE \"C\", ") if table in PER_TENANT else _NOTHING
-    return sql.SQL("SELECT tableoid::regclass::text AS part, {cols}{extra} FROM {table} WHERE {where} "
-                   "ORDER BY tableoid::regclass::text COLLATE \"C\", {tenant}{key}, {time}").format(
-        cols=sql.SQL(", ").join(_render(c, k) for c, k in cols), extra=extra, table=sql.Identifier(table),
-        where=where, tenant=tenant, key=sql.Identifier(cols[0][0]), time=sql.Identifier(_TIME[table]))
+    return sql.SQL("SELECT tableoid::regclass::text, {key}::text, tenant_id, {hash}{data}, tx_id::text FROM {table} "
+                   "WHERE {where} ORDER BY tableoid::regclass::text COLLATE \"C\", {tenant}{key}, {time}").format(
+        key=key, hash=_leaf_hash_sql(table), data=sql.SQL(", {}").format(_canonical_sql(table)) if data else _NOTHING,
+        table=sql.Identifier(table), where=where, tenant=tenant, time=sql.Identifier(_TIME[table]))
 
 
-_NAMES = {table: tuple(c for c, _ in cols) for table, cols in COLUMNS.items()}
-_TENANT = {table: names.index("tenant_id") for table, names in _NAMES.items()}
-
-
-def _leaf(table: str, row: tuple[Any, ...]) -> LeafRow:
-    values = row[1:]
-    return LeafRow(partition=row[0], key=values[0], tenant_id=values[_TENANT[table]],
-                   data=canonical(_NAMES[table], values))
+def _group_query(table: str, leaf: sql.Composable, where: sql.Composable) -> sql.Composed:
+    """One leaf partition's rows in ``where`` aggregated in sealing order: ``(tenant, keys, tenants, hashes)`` per
+    tenant for a table sealed per tenant, else one row (``HAVING``: none when the range holds no row). A leaf holds
+    one retention class, so ordering by (uuid, retention, time) is the sealing order (uuid, time) and the primary
+    key's: the server may read it from the index instead of sorting."""
+    order = sql.SQL("{}, retention, {}").format(sql.Identifier(COLUMNS[table][0][0]), sql.Identifier(_TIME[table]))
+    fields = dict(key=sql.Identifier(COLUMNS[table][0][0]), order=order, hash=_leaf_hash_sql(table), leaf=leaf,
+                  where=where)
+    if table in PER_TENANT:
+        return sql.SQL("SELECT tenant_id, array_agg({key}::text ORDER BY {order}), NULL::text[], "
+                       "string_agg({hash}, ''::bytea ORDER BY {order}) FROM ONLY {leaf} WHERE {where} "
+                       "GROUP BY tenant_id ORDER BY tenant_id COLLATE \"C\"").format(**fields)
+    return sql.SQL("SELECT NULL::text, array_agg({key}::text ORDER BY {order}), array_agg(tenant_id ORDER BY {order}), "
+                   "string_agg({hash}, ''::bytea ORDER BY {order}) FROM ONLY {leaf} WHERE {where} "
+                   "HAVING count(*) > 0").format(**fields)
 
 
 class SealSession:
@@ -230,26 +291,40 @@ class SealSession:
         with translated():
             return int(one_row(self.conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))[0])
 
-    def leaves(self, table: str, *, from_tx: int, to_tx: int) -> Iterator[LeafRow]:
-        """The rows of ``table`` inserted by transactions ``from_tx <= tx_id < to_tx``, in sealing order, streamed
-        from a server-side cursor."""
-        where = sql.SQL("tx_id >= {}::text::xid8 AND tx_id < {}::text::xid8").format(
-            sql.Literal(str(int(from_tx))), sql.Literal(str(int(to_tx))))
-        with translated(f"cannot read {table} for sealing"), self.conn.cursor(name=f"cmdlog_seal_{table}") as cur:
-            cur.itersize = 5000
-            cur.execute(_leaf_query(table, where))
-            for row in cur:
-                yield _leaf(table, row)
+    def leaf_partitions(self, table: str) -> list[tuple[str, sql.Composable]]:
+        """``table``'s leaf partitions as ``(name, identifier)``, in sealing order (the name as
+        ``tableoid::regclass::text`` gives it, ``COLLATE "C"``: Python's order of ``str`` is the same)."""
+        with translated():
+            rows = self.conn.execute(
+                "SELECT t.relid::regclass::text, n.nspname, c.relname FROM pg_partition_tree(%s::regclass) t "
+                "JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE t.isleaf", (table,)).fetchall()
+        return sorted((name, sql.Identifier(nsp, rel)) for name, nsp, rel in rows)
+
+    def leaf_groups(self, table: str, *, from_tx: int, to_tx: int,
+                    pause: Callable[[], None] | None = None) -> Iterator[LeafGroup]:
+        """The rows of ``table`` inserted by transactions ``from_tx <= tx_id < to_tx``, as one group per seal, in
+        sealing order: each leaf partition is read by one statement that leaves the server only each row's uuid,
+        tenant and leaf hash, aggregated. ``pause`` is called after each leaf (a sealing run's pacing)."""
+        where = _tx_range(from_tx, to_tx)
+        for name, leaf in self.leaf_partitions(table):
+            with translated(f"cannot read {name} for sealing"), self.conn.cursor(binary=True) as cur:
+                rows = cur.execute(_group_query(table, leaf, where)).fetchall()
+            for tenant, keys, tenants, hashes in rows:
+                yield LeafGroup(partition=name, tenant_id=tenant, keys=tuple(keys),
+                                tenants=tuple(tenants) if tenants is not None else (tenant,) * len(keys),
+                                hashes=bytes(hashes))
+            if pause is not None:
+                pause()
 
     def leaves_with_tx(self, table: str, *, from_tx: int, to_tx: int) -> Iterator[tuple[LeafRow, int]]:
-        """``leaves``, each with its row's ``tx_id``."""
-        where = sql.SQL("tx_id >= {}::text::xid8 AND tx_id < {}::text::xid8").format(
-            sql.Literal(str(int(from_tx))), sql.Literal(str(int(to_tx))))
+        """The rows of ``table`` inserted by transactions ``from_tx <= tx_id < to_tx`` in sealing order, each with
+        its ``tx_id``, streamed from a server-side cursor (what a tenant session may read: through its parent)."""
         with translated(f"cannot read {table}"), self.conn.cursor(name=f"cmdlog_seal_tx_{table}") as cur:
             cur.itersize = 5000
-            cur.execute(_leaf_query(table, where, extra=sql.SQL(", tx_id::text")))
-            for row in cur:
-                yield _leaf(table, row[:-1]), int(row[-1])
+            cur.execute(_row_query(table, _tx_range(from_tx, to_tx)))
+            for part, key, tenant, digest, tx in cur:
+                yield LeafRow(partition=part, key=key, tenant_id=tenant, hash=bytes(digest)), int(tx)
 
     def last_seal(self) -> SealRow | None:
         """The newest seal (highest ``seal_id``), or None before the first run."""
@@ -272,19 +347,19 @@ class SealSession:
             return int(one_row(self.conn.execute(sql.SQL("SELECT {}").format(parts)))[0])
 
     def insert(self, seals: list[SealRow]) -> None:
-        """Append ``seals`` (committed with the session)."""
-        with translated("cannot record the seals"), self.conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO log_seal (seal_id, table_name, partition_name, from_tx, to_tx, row_count, merkle_root, "
+        """Append ``seals`` (committed with the session), in order, by one ``COPY``: the chain triggers still check
+        each row (a ``BEFORE`` row trigger makes ``COPY`` insert row by row, and each sees the rows before it)."""
+        with translated("cannot record the seals"), self.conn.cursor() as cur, cur.copy(
+                "COPY log_seal (seal_id, table_name, partition_name, from_tx, to_tx, row_count, merkle_root, "
                 "leaf_hashes, leaf_keys, leaf_tenants, keys_digest, prev_hash, seal_hash, signature, key_id, "
                 "created_at, tenant_id, tenant_seq, tenant_since, tenant_prev, tenant_hash, tenant_signature) "
-                "VALUES (%s, %s, %s, %s::text::xid8, %s::text::xid8, %s, %s, %s, %s::uuid[], %s, %s, %s, "
-                "%s, %s, %s, %s, %s, %s, %s::text::xid8, %s, %s, %s)",
-                [(s.seal_id, s.table_name, s.partition_name, str(s.from_tx), str(s.to_tx), s.row_count,
-                  s.merkle_root, s.leaf_hashes, list(s.leaf_keys), list(s.leaf_tenants), s.keys_digest, s.prev_hash,
-                  s.seal_hash, s.signature, s.key_id, s.created_at, s.tenant_id, s.tenant_seq,
-                  str(s.tenant_since) if s.tenant_since is not None else None, s.tenant_prev,
-                  s.tenant_hash, s.tenant_signature) for s in seals])
+                "FROM STDIN") as copy:
+            for s in seals:
+                copy.write_row((s.seal_id, s.table_name, s.partition_name, str(s.from_tx), str(s.to_tx), s.row_count,
+                                s.merkle_root, s.leaf_hashes, list(s.leaf_keys), list(s.leaf_tenants), s.keys_digest,
+                                s.prev_hash, s.seal_hash, s.signature, s.key_id, s.created_at, s.tenant_id,
+                                s.tenant_seq, str(s.tenant_since) if s.tenant_since is not None else None,
+                                s.tenant_prev, s.tenant_hash, s.tenant_signature))
 
     def tenant_heads(self) -> dict[str, tuple[int, bytes]]:
         """``{tenant: (tenant_seq, tenant_hash)}`` of each tenant's newest tenant seal."""
@@ -329,11 +404,15 @@ class SealSession:
                 yield _seal(row)
 
     def locate(self, table: str, key: str) -> tuple[LeafRow, int] | None:
-        """The row of ``table`` whose uuid is ``key`` and its ``tx_id`` (None when there is none)."""
+        """The row of ``table`` whose uuid is ``key`` (with its canonical encoding) and its ``tx_id`` (None when
+        there is none)."""
         where = sql.SQL("{} = {}::uuid").format(sql.Identifier(COLUMNS[table][0][0]), sql.Literal(key))
         with translated():
-            row = self.conn.execute(_leaf_query(table, where, extra=sql.SQL(", tx_id::text"))).fetchone()
-        return (_leaf(table, row[:-1]), int(row[-1])) if row else None
+            row = self.conn.execute(_row_query(table, where, data=True)).fetchone()
+        if row is None:
+            return None
+        part, key, tenant, digest, data, tx = row
+        return LeafRow(partition=part, key=key, tenant_id=tenant, hash=bytes(digest), data=bytes(data)), int(tx)
 
     def seal_covering(self, table: str, partition: str, tx_id: int, tenant: str) -> SealRow | None:
         """The seal of ``table``'s ``partition`` whose range holds ``tx_id`` — for a table sealed per tenant, the
@@ -441,11 +520,33 @@ def _seal(row: tuple[Any, ...]) -> SealRow:
     return SealRow(**d)
 
 
-@contextlib.contextmanager
-def _session(url: str, *, read_only: bool, tenant: str | None = None) -> Iterator[SealSession]:
-    with translated("cannot connect to Postgres"):
-        conn = psycopg.connect(url)
+def _lower_backend(conn: psycopg.Connection, nice: int) -> bool:
+    """Give this connection's backend niceness ``nice`` when the server is on this machine — reached through a Unix
+    socket, and the process is a ``postgres`` one (over TCP the pid could be another machine's or container's) —
+    and the OS allows it (the same user, or ``CAP_SYS_NICE``); False when it was left as it was. The backend ends
+    with the connection, so nothing outlives the session (unless a pooler keeps it: see
+    ``commandlog.integrity.pacing``)."""
+    if nice <= 0 or not sys.platform.startswith("linux") or not (conn.info.host or "").startswith("/"):
+        return False
+    with translated():
+        pid = int(one_row(conn.execute("SELECT pg_backend_pid()"))[0])
     try:
+        if psutil.Process(pid).name() != "postgres":
+            return False
+        if os.getpriority(os.PRIO_PROCESS, pid) < nice:
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except (OSError, psutil.Error):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _session(url: str, *, read_only: bool, tenant: str | None = None, nice: int = 0) -> Iterator[SealSession]:
+    with translated("cannot connect to Postgres"):
+        conn = psycopg.connect(url, autocommit=True)
+    try:
+        _lower_backend(conn, nice)
+        conn.autocommit = False
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = read_only
         with translated():
@@ -461,11 +562,12 @@ def _session(url: str, *, read_only: bool, tenant: str | None = None) -> Iterato
 
 
 @contextlib.contextmanager
-def sealing_session(url: str) -> Iterator[SealSession]:
+def sealing_session(url: str, *, nice: int = 0) -> Iterator[SealSession]:
     """The sealing lock (``SealBusyError`` when another run holds it), then a session whose snapshot is taken after
-    the lock was granted, so it sees every earlier run's seals; committed at the end of the block."""
+    the lock was granted, so it sees every earlier run's seals; committed at the end of the block. ``nice``: the
+    session's backend niceness where it can be set (``_lower_backend``)."""
     with advisory_lock(url, _LOCK_KEY, busy=lambda: SealBusyError("another sealing run is in progress")), \
-            _session(url, read_only=False) as session:
+            _session(url, read_only=False, nice=nice) as session:
         yield session
 
 

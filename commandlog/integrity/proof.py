@@ -36,13 +36,15 @@ def inclusion_proof(db: Database, key: str, *, table: str = "command_log") -> di
     if row.key not in seal.leaf_keys:
         raise ProofError(table, key, f"not among the leaves of seal {seal.seal_id} (inserted after sealing)")
     leaves = merkle.split(seal.leaf_hashes)
-    # the leaf of this very row (uuid and time: its whole content), not the first leaf with its uuid
-    mine = merkle.leaf_hash(row.data)
+    data = row.data
+    assert data is not None  # ``locate`` reads the row's encoding
+    # the leaf of this very row (uuid and time: its whole content), hashed here from the bytes the proof prints
+    mine = merkle.leaf_hash(data)
     index = next((i for i, (k, h) in enumerate(zip(seal.leaf_keys, leaves, strict=True))
                   if k == row.key and h == mine), None)
     if index is None:
         raise ProofError(table, key, f"its content differs from what seal {seal.seal_id} sealed")
-    return {"format": FORMAT, "table": table, "key": row.key, "row": row.data.decode(), "leaf_index": index,
+    return {"format": FORMAT, "table": table, "key": row.key, "row": data.decode(), "leaf_index": index,
             "tree_size": len(leaves), "audit_path": [h.hex() for h in merkle.audit_path(leaves, index)],
             "seal": header.fields(seal), "seal_hash": seal.seal_hash.hex(), "signature": seal.signature.hex()}
 

@@ -6,25 +6,27 @@ partition with rows in the range (``tenant_command_log``: each leaf partition an
 own seals without seeing anyone else's, ``storage.seals.PER_TENANT``) it builds the Merkle tree over the rows'
 canonical encodings, and appends a seal whose header (``commandlog.integrity.header``) names the previous seal's
 hash and is signed with the Ed25519 key (``commandlog.integrity.keys``). All seals of a run commit together or not
-at all, so a crash leaves the previous run's state and a rerun covers the same rows. Writers are not touched:
-sealing only reads rows that are already committed.
+at all (one ``COPY``), so a crash leaves the previous run's state and a rerun covers the same rows. Writers are not
+touched: sealing only reads rows that are already committed, the server computes their leaf hashes (one statement
+per leaf partition), and the run yields the CPU to them (``commandlog.integrity.pacing``: a lowered priority, and a
+share of time it may be busy).
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from commandlog.integrity import head, header, keys, merkle
+from commandlog.integrity import head, header, keys, merkle, pacing
 from commandlog.settings import Settings
 from storage.lake.datasets import LakeError
 from storage.lake.sealed_rows import exported_through, write_seals
 from storage.postgres import Database
-from storage.seals import LOG_TABLES, PER_TENANT, LeafRow, SealRow, SealSession, reading_session, sealing_session
+from storage.seals import LOG_TABLES, LeafGroup, SealRow, SealSession, reading_session, sealing_session
 
 
 @dataclass(kw_only=True)
@@ -65,15 +67,21 @@ def summary_line(report: SealReport) -> str:
 
 def seal(db: Database, settings: Settings) -> SealReport:
     """Seal every row committed since the last run (one seal per log table and partition), with the key of
-    ``settings``."""
+    ``settings``, paced as ``settings`` say (``commandlog.integrity.pacing``: a lowered priority by default)."""
+    p = pacing.Pacing.from_settings(settings)
+    return pacing.in_lowered_thread(functools.partial(_seal, db, settings, p), nice=p.nice)
+
+
+def _seal(db: Database, settings: Settings, p: pacing.Pacing) -> SealReport:
     key = keys.signing_key(settings)
     key_id = keys.fingerprint(key.public_key())
-    with sealing_session(db.url) as session:
+    with sealing_session(db.url, nice=p.nice) as session:
         last = session.last_seal()
         from_tx = last.to_tx if last else 0
         to_tx = max(session.xmin(), from_tx)
         report = SealReport(from_tx=from_tx, to_tx=to_tx, key_id=key_id, rows=dict.fromkeys(LOG_TABLES, 0))
-        made = _seal_range(session, key, key_id, last, from_tx=from_tx, to_tx=to_tx) if to_tx > from_tx else []
+        made = (_seal_range(session, key, key_id, last, from_tx=from_tx, to_tx=to_tx, pause=pacing.Pacer(p.budget))
+                if to_tx > from_tx else [])
         if made:
             session.insert(made)
     newest = made[-1] if made else last
@@ -103,30 +111,24 @@ def export_seals(db: Database, lake_uri: str) -> str | None:
     return write_seals(lake_uri, new)
 
 
-def _group(table: str, row: LeafRow) -> tuple[str, str | None]:
-    """What one seal covers: a leaf partition — and, for a table sealed per tenant, one tenant's rows in it."""
-    return row.partition, row.tenant_id if table in PER_TENANT else None
-
-
 def _seal_range(session: SealSession, key: Ed25519PrivateKey, key_id: str, last: SealRow | None, *,
-                from_tx: int, to_tx: int) -> list[SealRow]:
+                from_tx: int, to_tx: int, pause: Callable[[], None] | None = None) -> list[SealRow]:
     made: list[SealRow] = []
     prev_id, prev_hash = (last.seal_id, last.seal_hash) if last else (0, header.ZERO_HASH)
     tenant_heads: dict[str, tuple[int, bytes]] | None = None
     since = 0
     now = datetime.now(UTC)
     for table in LOG_TABLES:
-        rows = session.leaves(table, from_tx=from_tx, to_tx=to_tx)
-        for (partition, tenant), group in itertools.groupby(rows, key=functools.partial(_group, table)):
+        for group in session.leaf_groups(table, from_tx=from_tx, to_tx=to_tx, pause=pause):
+            tenant = group.tenant_id
             tenant_prev: tuple[int, bytes] | None = None
             if tenant is not None:
                 if tenant_heads is None:  # each tenant's newest tenant seal: read once, then followed in memory
                     tenant_heads = session.tenant_heads()
                     since = session.shared_to(table)
                 tenant_prev = tenant_heads.get(tenant, (0, header.ZERO_HASH))
-            s = make_seal(list(group), key, key_id=key_id, seal_id=prev_id + 1, prev_hash=prev_hash, table=table,
-                          partition=partition, from_tx=from_tx, to_tx=to_tx, created_at=now, tenant=tenant,
-                          tenant_prev=tenant_prev, tenant_since=since)
+            s = make_seal(group, key, key_id=key_id, seal_id=prev_id + 1, prev_hash=prev_hash, table=table,
+                          from_tx=from_tx, to_tx=to_tx, created_at=now, tenant_prev=tenant_prev, tenant_since=since)
             made.append(s)
             prev_id, prev_hash = s.seal_id, s.seal_hash
             if tenant is not None and tenant_heads is not None and s.tenant_seq is not None and s.tenant_hash:
@@ -134,21 +136,22 @@ def _seal_range(session: SealSession, key: Ed25519PrivateKey, key_id: str, last:
     return made
 
 
-def make_seal(rows: list[LeafRow], key: Ed25519PrivateKey, *, key_id: str, seal_id: int, prev_hash: bytes,
-              table: str, partition: str, from_tx: int, to_tx: int, created_at: datetime,
-              tenant: str | None = None, tenant_prev: tuple[int, bytes] | None = None,
-              tenant_since: int = 0) -> SealRow:
-    """The signed seal over ``rows`` (one partition's, in sealing order). With ``tenant`` (all ``rows`` are that
-    tenant's) and ``tenant_prev`` (the tenant's newest ``(tenant_seq, tenant_hash)``, ``(0, zeros)`` before its
-    first): a tenant seal, whose tenant header is signed first and bound into the global header."""
-    leaves = [merkle.leaf_hash(r.data) for r in rows]
-    leaf_keys, tenants = tuple(r.key for r in rows), tuple(r.tenant_id for r in rows)
-    unsigned = SealRow(seal_id=seal_id, table_name=table, partition_name=partition, from_tx=from_tx, to_tx=to_tx,
-                       row_count=len(rows), merkle_root=merkle.root(leaves), leaf_hashes=b"".join(leaves),
-                       leaf_keys=leaf_keys, leaf_tenants=tenants, keys_digest=header.keys_digest(leaf_keys, tenants),
-                       prev_hash=prev_hash, seal_hash=b"", signature=b"", key_id=key_id, created_at=created_at)
+def make_seal(group: LeafGroup, key: Ed25519PrivateKey, *, key_id: str, seal_id: int, prev_hash: bytes,
+              table: str, from_tx: int, to_tx: int, created_at: datetime,
+              tenant_prev: tuple[int, bytes] | None = None, tenant_since: int = 0) -> SealRow:
+    """The signed seal over ``group`` (one partition's rows, in sealing order). A group of one tenant's rows
+    (``group.tenant_id``, with ``tenant_prev``: the tenant's newest ``(tenant_seq, tenant_hash)``, ``(0, zeros)``
+    before its first) makes a tenant seal, whose tenant header is signed first and bound into the global header."""
+    leaves, tenant = merkle.split(group.hashes), group.tenant_id
+    unsigned = SealRow(seal_id=seal_id, table_name=table, partition_name=group.partition, from_tx=from_tx,
+                       to_tx=to_tx, row_count=len(leaves), merkle_root=merkle.root(leaves), leaf_hashes=group.hashes,
+                       leaf_keys=group.keys, leaf_tenants=group.tenants,
+                       keys_digest=header.keys_digest(group.keys, group.tenants), prev_hash=prev_hash, seal_hash=b"",
+                       signature=b"", key_id=key_id, created_at=created_at)
+    if len(group.keys) != len(leaves) or len(group.tenants) != len(leaves):
+        raise ValueError(f"a seal of {len(leaves)} leaves needs as many keys and tenants")
     if tenant is not None:
-        if set(tenants) != {tenant} or tenant_prev is None:
+        if set(group.tenants) != {tenant} or tenant_prev is None:
             raise ValueError(f"a tenant seal of {tenant!r} covers that tenant's rows only, after its previous seal")
         unsigned = replace(unsigned, tenant_id=tenant, tenant_seq=tenant_prev[0] + 1, tenant_since=tenant_since,
                            tenant_prev=tenant_prev[1])

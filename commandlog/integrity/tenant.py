@@ -100,7 +100,7 @@ def verify_tenant(url: str, public_keys: list[Ed25519PublicKey], *, tenant: str 
             part = ends.get(row.partition, [])
             i = bisect.bisect_right(part, tx)
             current[row.partition, part[i] if i < len(part) else None].append(
-                Leaf(row.key, row.tenant_id, merkle.leaf_hash(row.data)))
+                Leaf(row.key, row.tenant_id, row.hash))
         gone = {s.partition_name for s in trusted if s.retired_at is not None
                 and not session.partition_exists(s.partition_name)}
         diffs: list[Finding] = []

@@ -39,7 +39,7 @@ from commandlog.integrity import header, keys, merkle
 from commandlog.integrity.head import Head
 from storage.partitions import PURGEABLE_CLASSES
 from storage.postgres import Database
-from storage.seals import LOG_TABLES, PER_TENANT, Removal, SealRow, SealSession, reading_session
+from storage.seals import LOG_TABLES, PER_TENANT, LeafGroup, Removal, SealRow, SealSession, reading_session
 
 Kind = Literal["changed", "inserted", "removed", "broken_chain", "bad_signature", "key_mismatch", "bad_leaves",
                "truncated", "unsealed", "retired_but_present"]
@@ -253,26 +253,28 @@ def _check_rows(session: SealSession, run: list[SealRow], found: list[Finding]) 
         sealed = {(s.partition_name, s.tenant_id): s for s in run if s.table_name == table}
         # sealed per tenant (since 0017) unless this run sealed the table's partitions whole (before 0017)
         per_tenant = table in PER_TENANT and all(tenant is not None for _, tenant in sealed)
-        current: dict[tuple[str, str | None], list[Leaf]] = defaultdict(list)
-        for row in session.leaves(table, from_tx=from_tx, to_tx=to_tx):
-            current[row.partition, row.tenant_id if per_tenant else None].append(
-                Leaf(row.key, row.tenant_id, merkle.leaf_hash(row.data)))
+        current: dict[tuple[str, str | None], list[LeafGroup]] = defaultdict(list)
+        for g in session.leaf_groups(table, from_tx=from_tx, to_tx=to_tx):
+            current[g.partition, g.tenant_id if per_tenant else None].append(g)
         diffs: list[Finding] = []
         for group in sorted(set(sealed) | set(current), key=lambda g: (g[0], g[1] or "")):
-            partition = group[0]
+            partition, now = group[0], current.get(group, [])
             seal = sealed.get(group)
             if seal is not None and not trusted(seal, found):
                 continue
             if seal is not None and seal.retired_by_run is not None:
                 if session.retirement_backed(seal, PURGEABLE_CLASSES):
                     continue  # retention dropped the partition and said so: removed by retention, not tampered
-                if current.get(group) and session.partition_exists(partition):
+                if now and session.partition_exists(partition):
                     diffs.append(Finding(kind="retired_but_present", seal_id=seal.seal_id, table=table,
                                          partition=partition, tenant_id=seal.tenant_id,
                                          detail=f"retired by retention run {seal.retired_by_run}, but the partition "
-                                                f"still holds {len(current[group])} sealed-range rows"))
+                                                f"still holds {sum(len(g.keys) for g in now)} sealed-range rows"))
+            if seal is not None and b"".join(g.hashes for g in now) == seal.leaf_hashes:
+                continue  # the same leaves in the same order (the seal is trusted: they give its signed root)
             diffs += diff_leaves(table, partition, seal.seal_id if seal else None, seal.merkle_root if seal else None,
-                           _stored(seal), current.get(group, []))
+                                 _stored(seal), [Leaf(k, t, h) for g in now for k, t, h in zip(
+                                     g.keys, g.tenants, merkle.split(g.hashes), strict=True)])
         out += merge_moves(diffs)
     return out
 
