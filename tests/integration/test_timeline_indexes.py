@@ -5,6 +5,7 @@ them — a tenant session (row-level security adds its policy to the plan) or th
 history on fixed dates, in a database of their own. Sequential scans are disabled for the EXPLAIN: at test size a
 scan of a small leaf is cheaper than any index, at the log's real size it is not; with them off the planner still
 chooses among the indexes, so a dropped index, or a statement whose shape no longer matches its index, fails here.
+(Leaves the window barely touches may be read through another index: each test asserts its index is in the plan.)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ LO, HI = MIDNIGHT - dt.timedelta(days=2), MIDNIGHT + dt.timedelta(days=1)
 @pytest.fixture(scope="module")
 def written(database_factory):
     """A database with 3000 demo commands of 6 tenants; yields (db, the filter values: a tenant with failures, one
-    of its actors, classes and correlations, its rarest subject, and an event's command)."""
+    of its actors and classes, its rarest correlation and subject, and an event's command)."""
     db = Database(url=database_factory(), max_connections=4)
     ensure_partitions_between(db, f"'{LO - dt.timedelta(days=1):%Y-%m-%d}'::date", f"'{HI:%Y-%m-%d}'::date")
     bus = setup(CommandBus(db))
@@ -46,8 +47,10 @@ def written(database_factory):
             return found
 
         (tenant,) = one("SELECT tenant_id FROM command_log WHERE status = 'failed' ORDER BY tenant_id LIMIT 1")
-        (actor, cmd_class, correlation) = one("SELECT actor_id, cmd_class, correlation_id FROM command_log "
-                                              "WHERE tenant_id = %s ORDER BY cmd_uuid LIMIT 1", tenant)
+        (actor, cmd_class) = one("SELECT actor_id, cmd_class FROM command_log WHERE tenant_id = %s "
+                                 "ORDER BY cmd_uuid LIMIT 1", tenant)
+        (correlation,) = one("SELECT correlation_id FROM command_log WHERE tenant_id = %s GROUP BY 1 "
+                             "ORDER BY count(*), 1 LIMIT 1", tenant)
         (subject,) = one("SELECT s FROM command_log, unnest(subjects) AS s WHERE tenant_id = %s GROUP BY s "
                          "ORDER BY count(*), s LIMIT 1", tenant)
         event = one("SELECT cmd_uuid, retention, occurred_at FROM domain_event ORDER BY event_uuid LIMIT 1")
@@ -113,7 +116,7 @@ def test_a_tenant_timeline_reads_its_filter_index_under_row_level_security(writt
     with db.tenant_session(v["tenant"]) as conn:
         assert conn.execute(statement, params).fetchall(), "the filter matches rows of the tenant"
         names = _indexes(conn, statement, params)
-    assert _roots(db, names) == {index}
+    assert index in _roots(db, names)
 
 
 @pytest.mark.parametrize("kind", sorted(ADMIN_PAGES))
@@ -124,7 +127,7 @@ def test_an_admin_timeline_reads_its_filter_index(written, kind):
     with db.connection() as conn:
         assert conn.execute(statement, params).fetchall()
         names = _indexes(conn, statement, params)
-    assert _roots(db, names) == {ADMIN_PAGES[kind]}
+    assert ADMIN_PAGES[kind] in _roots(db, names)
 
 
 def test_a_tenant_subject_timeline_finds_its_keys_in_the_shared_subjects_index(written):
@@ -137,7 +140,7 @@ def test_a_tenant_subject_timeline_finds_its_keys_in_the_shared_subjects_index(w
         assert conn.execute(statement, params).fetchall()
         names = _indexes(conn, statement, params)
         source = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'cmdlog_subject_keys'").fetchone()[0]
-    assert _roots(db, names) == {"command_log_tenant_subjects_idx"}
+    assert "command_log_tenant_subjects_idx" in _roots(db, names)
     assert "public.command_log t" in source and "tenant_command_log" not in source
 
 
@@ -148,4 +151,4 @@ def test_a_page_reads_its_events_by_command(written):
     params = ([cmd_uuid], [retention], occurred_at - dt.timedelta(minutes=5), occurred_at + dt.timedelta(minutes=5))
     with db.connection() as conn:
         names = _indexes(conn, statement, params)
-    assert _roots(db, names) == {"domain_event_cmd_idx"}
+    assert "domain_event_cmd_idx" in _roots(db, names)
