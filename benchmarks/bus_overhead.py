@@ -11,7 +11,9 @@ ratio_to_handwritten (traced / hand-written p50: what our Python costs over the 
 single_row_p50_ratio (hand-written and prototype / untraced), the CPU each variant spends per execution in this
 thread and in the server's backends (``*_cpu_ms``; unlike latency, hardly moved by the machine's load; the server
 part needs a local server whose /proc entries this user may read), and batch_vs_copy (raw COPY time / batch path
-time; 1.0 means the batch path costs nothing over COPY), with the load average at the start and end. Uses a
+time; 1.0 means the batch path costs nothing over COPY), WAL bytes per execution of each variant (``*_wal_bytes``:
+the server's WAL insert position before and after each execution, read untimed after the timed loop;
+``traced_wal_bytes_over_untraced`` is what the log rows add), with the load average at the start and end. Uses a
 throwaway embedded Postgres unless CMDLOG_BENCH_DATABASE_URL names a database (whose log tables it truncates).
 """
 
@@ -175,6 +177,30 @@ def _server_cpu_ns(pids: list[int]) -> int | None:
     return total
 
 
+def _lsn(conn: Any) -> int:
+    """The server's WAL insert position in bytes (``pg_current_wal_insert_lsn``, text ``X/Y``)."""
+    hi, lo = str(conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]).split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def wal_per_execution(db: Database, variants: dict[str, Callable[[c.RenameCustomer], Any]], runs: int) -> dict:
+    """WAL bytes each variant writes per execution: the insert position read before and after each execution on a
+    connection of its own (autocommit), variants interleaved as in the timed loop so that checkpoints (and the
+    full-page images after them) fall on all alike. Untimed. Includes the variant's handler UPDATE and commit."""
+    names = list(variants)
+    total = dict.fromkeys(names, 0)
+    with db.connection() as probe:
+        probe.autocommit = True
+        for i in range(runs):
+            cmd = c.RenameCustomer(customer_id=1, name=f"wal{i}")
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                start = _lsn(probe)
+                variants[name](cmd)
+                total[name] += _lsn(probe) - start
+        probe.autocommit = False
+    return {f"{k}_wal_bytes": round(v / runs) for k, v in total.items()}
+
+
 def measure_overhead(db: Database, bus: CommandBus, rows: int) -> dict:
     ctx = ExecutionContext(tenant_id="bench", actor_id="bench@bench")
     with db.connection() as conn:
@@ -205,6 +231,7 @@ def measure_overhead(db: Database, bus: CommandBus, rows: int) -> dict:
             spent = server_ns[name]
             server_ns[name] = None if None in (spent, server_start, server_end) else \
                 spent + server_end - server_start  # type: ignore[operator]
+    wal = wal_per_execution(db, variants, max(100, rows // 10))
     with db.connection() as conn:
         conn.execute(f"DROP TABLE {SINGLE_TABLE}")
     p50 = {k: percentile(v, 50) for k, v in ms.items()}
@@ -228,6 +255,9 @@ def measure_overhead(db: Database, bus: CommandBus, rows: int) -> dict:
     base = out["untraced_client_cpu_ms"] + (out["untraced_server_cpu_ms"] or 0)
     for k in ("traced", "handwritten", "single_row"):
         out[f"{k}_cpu_over_untraced_ms"] = round(out[f"{k}_client_cpu_ms"] + (out[f"{k}_server_cpu_ms"] or 0) - base, 4)
+    out.update(wal)
+    for k in ("traced", "handwritten", "single_row"):
+        out[f"{k}_wal_bytes_over_untraced"] = out[f"{k}_wal_bytes"] - out["untraced_wal_bytes"]
     out["executions_each"] = rows
     return out
 
@@ -278,7 +308,9 @@ def main() -> None:
                         "traced_cpu_over_untraced_ms", "handwritten_cpu_over_untraced_ms",
                         "single_row_cpu_over_untraced_ms", "traced_client_cpu_ms", "handwritten_client_cpu_ms",
                         "untraced_client_cpu_ms", "traced_server_cpu_ms", "handwritten_server_cpu_ms",
-                        "untraced_server_cpu_ms", "batch_rows_per_s"),
+                        "untraced_server_cpu_ms", "traced_wal_bytes", "untraced_wal_bytes",
+                        "handwritten_wal_bytes", "single_row_wal_bytes", "traced_wal_bytes_over_untraced",
+                        "batch_rows_per_s"),
                   extra={"executions_each": args.rows, "batch_rows": args.batch_rows})
 
 

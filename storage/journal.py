@@ -84,7 +84,7 @@ def timeline_page(db: Database, flt: TimelineFilter, *, tenant: str | None, limi
     with a generic plan prepared once per connection, which prunes at execution instead of planning every old
     partition (see ``_tail``).
     """
-    keyed = flt.subject is not None and tenant is not None
+    keyed = tenant is not None and (flt.subject is not None or flt.correlation_id is not None)
     where, params = _where(flt, subject=not keyed)
     table = "command_log" if tenant is None else "tenant_command_log"
     floor = _oldest_bound(db, table)
@@ -98,7 +98,7 @@ def timeline_page(db: Database, flt: TimelineFilter, *, tenant: str | None, limi
             want = limit + 1 - len(rows)
             with _tail(cur, window.tail):
                 if keyed:
-                    rows += _subject_window(cur, flt, where, params, table, window, want)
+                    rows += _keyed_window(cur, flt, where, params, table, window, want)
                 else:
                     rows += _window_rows(cur, where, params, table, window, want)
             if len(rows) > limit:
@@ -185,31 +185,56 @@ def _bounds(window: _Window) -> tuple[list[sql.Composable], list]:
     return where, params
 
 
-def _window_rows(cur: psycopg.Cursor[dict[str, Any]], where: list[sql.Composable], params: list, table: str,
-                 window: _Window, want: int) -> list[dict]:
+def window_statement(flt: TimelineFilter, *, table: str, lo: dt.datetime | None, hi: dt.datetime | None,
+                     limit: int, keys_only: bool = False) -> tuple[sql.Composed, list]:
+    """The statement (and its parameters) reading one window ``lo <= started_at < hi`` of a timeline page of
+    ``table``, with every filter of ``flt`` in SQL (the subject as ``subjects @> …``): what a page sends, for
+    EXPLAIN (tests/integration/test_timeline_indexes.py). ``keys_only``: ``(cmd_uuid, started_at)`` only."""
+    where, params = _where(flt, subject=True)
+    return _window_sql(where, params, table, _Window(lo, hi), limit,
+                       ("cmd_uuid", "started_at") if keys_only else TIMELINE_COLUMNS)
+
+
+def _window_sql(where: list[sql.Composable], params: list, table: str, window: _Window, want: int,
+                columns: tuple[str, ...]) -> tuple[sql.Composed, list]:
     extra, extra_params = _bounds(window)
     clauses = where + extra
     page = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY started_at DESC, cmd_uuid DESC LIMIT {}").format(
-        sql.SQL(", ").join(map(sql.Identifier, TIMELINE_COLUMNS)), sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(table),
         sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("true"),
         sql.Literal(int(want)))  # literal: plans for a small limit
+    return page, params + extra_params
+
+
+def _window_rows(cur: psycopg.Cursor[dict[str, Any]], where: list[sql.Composable], params: list, table: str,
+                 window: _Window, want: int, *, columns: tuple[str, ...] = TIMELINE_COLUMNS) -> list[dict]:
+    page, values = _window_sql(where, params, table, window, want, columns)
     # Unprepared outside the tail on purpose: a prepared statement soon runs a generic plan, which cannot skip the
     # partitions a custom plan prunes or sizes for its values — measured 23 ms against 5 ms for a class timeline
     # at 2M rows.
-    return cur.execute(page, params + extra_params, prepare=window.tail).fetchall()
+    return cur.execute(page, values, prepare=window.tail).fetchall()
 
 
-def _subject_window(cur: psycopg.Cursor[dict[str, Any]], flt: TimelineFilter, where: list[sql.Composable],
-                    params: list, table: str, window: _Window, want: int) -> list[dict]:
-    """A subject's rows in one window of a tenant session: keys from ``cmdlog_subject_keys`` (the GIN index, see
-    migrations 0002 and 0011), then the rows by key under row-level security."""
-    only_subject = flt.actor_id is None and flt.cmd_class is None and flt.status is None \
-        and flt.correlation_id is None
-    before = flt.before or (None, None)
-    keys = cur.execute("SELECT cmd_uuid, started_at FROM cmdlog_subject_keys(%s, %s, %s, %s, %s, %s)",
-                       (flt.subject, window.lo, window.hi if window.hi is not None else flt.until, *before,
-                        want if only_subject else None),
-                       prepare=False).fetchall()
+def _keyed_window(cur: psycopg.Cursor[dict[str, Any]], flt: TimelineFilter, where: list[sql.Composable],
+                  params: list, table: str, window: _Window, want: int) -> list[dict]:
+    """A subject's or a correlation's rows in one window of a tenant session: the keys from an index of the global
+    log, then the rows by key under row-level security.
+
+    Subject: ``cmdlog_subject_keys`` (the GIN on ``command_log (tenant_id, subjects)``, see migrations 0002, 0011 and
+    0021). Correlation: ``command_log_correlation_idx``, read in the same tenant session (``command_log`` has the
+    same policy; uuid equality is leakproof, so the index serves it below the policy) with every filter of the page —
+    the two logs hold the same key, tenant, actor, class, status, subjects, correlation and time for each command.
+    """
+    if flt.subject is not None:
+        only_subject = flt.actor_id is None and flt.cmd_class is None and flt.status is None \
+            and flt.correlation_id is None
+        before = flt.before or (None, None)
+        keys = cur.execute("SELECT cmd_uuid, started_at FROM cmdlog_subject_keys(%s, %s, %s, %s, %s, %s)",
+                           (flt.subject, window.lo, window.hi if window.hi is not None else flt.until, *before,
+                            want if only_subject else None),
+                           prepare=False).fetchall()
+    else:
+        keys = _window_rows(cur, where, params, "command_log", window, want, columns=("cmd_uuid", "started_at"))
     if not keys:
         return []
     # Time bounds prune partitions; uuid equality is leakproof, so the key index serves it.

@@ -119,11 +119,14 @@ def _filter(*, tenant_id: str | None, cmd_class: str | None, status: str | None,
             include_replayed: bool) -> tuple[sql.Composable, list]:
     clauses: list[sql.Composable] = [sql.SQL("t.replay_of IS NULL")]
     params: list[object] = []
-    for column, value in (("tenant_id", tenant_id), ("cmd_class", cmd_class), ("status", status),
-                          ("correlation_id", correlation_id)):
+    for column, value in (("tenant_id", tenant_id), ("cmd_class", cmd_class), ("status", status)):
         if value is not None:
             clauses.append(sql.SQL("t.{} = %s").format(sql.Identifier(column)))
             params.append(value)
+    if correlation_id is not None:  # the keys from the global log's correlation index (migration 0021)
+        clauses.append(sql.SQL("t.cmd_uuid IN (SELECT c.cmd_uuid FROM command_log c WHERE c.correlation_id = %s) "
+                               "AND t.correlation_id = %s"))
+        params += [correlation_id, correlation_id]
     if since is not None:
         clauses.append(sql.SQL("t.started_at >= %s"))
         params.append(since)

@@ -118,3 +118,22 @@ def test_subject_keys_function_answers_only_for_the_session_tenant(bus, tenant):
     with bus.db.tenant_session(other) as conn:
         assert conn.execute("SELECT count(*) FROM cmdlog_subject_keys('customer:77', NULL, NULL, NULL, NULL, NULL)"
                             ).fetchone()[0] == 1
+
+
+def test_a_correlation_timeline_shows_the_tenants_own_full_rows_only(bus, tenant):
+    """The keys come from the global log's correlation index (migration 0021), read under the tenant's RLS: a
+    correlation id another tenant also used shows this tenant's commands only, with their full bodies, paged."""
+    other = f"t-{uuid.uuid4().hex[:12]}"
+    shared = uuid.uuid4()
+    for who, n in ((tenant, 3), (other, 2)):
+        ctx = ExecutionContext(tenant_id=who, actor_id=f"alice@{who}", correlation_id=shared)
+        for i in range(n):
+            bus.execute(c.CreateCustomer(customer_id=300 + i, name=f"C{i}", email=f"c{i}@example.com"), ctx)
+    first = timeline(bus.db, tenant=tenant, correlation_id=shared, limit=2)
+    rest = timeline(bus.db, tenant=tenant, correlation_id=shared, limit=2, cursor=first.next_cursor)
+    entries = first.entries + rest.entries
+    assert rest.next_cursor is None and len(entries) == 3
+    assert {e["tenant_id"] for e in entries} == {tenant}
+    assert all(e["cmd_body"]["email"].endswith("@example.com") and e["events"] for e in entries)
+    assert len(timeline(bus.db, tenant=other, correlation_id=shared).entries) == 2
+    assert len(timeline(bus.db, tenant=None, admin=True, correlation_id=shared).entries) == 5

@@ -1,0 +1,154 @@
+"""Every timeline filter's statement is served by the index kept for it (migrations 0001, 0002 and 0021).
+
+The statements are those a page sends (``storage.journal.window_statement``), EXPLAINed in the session that sends
+them — a tenant session (row-level security adds its policy to the plan) or the owner's — over two days of demo
+history on fixed dates, in a database of their own. Sequential scans are disabled for the EXPLAIN: at test size a
+scan of a small leaf is cheaper than any index, at the log's real size it is not; with them off the planner still
+chooses among the indexes, so a dropped index, or a statement whose shape no longer matches its index, fails here.
+(Leaves the window barely touches may be read through another index: each test asserts its index is in the plan.)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from commandlog.bus import CommandBus
+from examples.billing import setup
+from examples.billing.demo import history
+from storage import journal as store
+from storage.migrate import ensure_partitions_between
+from storage.postgres import Database
+
+MIDNIGHT = dt.datetime(2024, 2, 1, tzinfo=dt.UTC)
+"""The history covers the two days before this instant (a day and a month boundary)."""
+LO, HI = MIDNIGHT - dt.timedelta(days=2), MIDNIGHT + dt.timedelta(days=1)
+"""The window EXPLAINed: the whole history."""
+
+
+@pytest.fixture(scope="module")
+def written(database_factory):
+    """A database with 3000 demo commands of 6 tenants; yields (db, the filter values: a tenant with failures, one
+    of its actors and classes, its rarest correlation and subject, and an event's command)."""
+    db = Database(url=database_factory(), max_connections=4)
+    ensure_partitions_between(db, f"'{LO - dt.timedelta(days=1):%Y-%m-%d}'::date", f"'{HI:%Y-%m-%d}'::date")
+    bus = setup(CommandBus(db))
+    assert bus.import_history(history(tenants=6, commands=3000, days=2, seed=11, now=MIDNIGHT)) == 3000
+    with db.connection() as conn:
+        conn.execute("ANALYZE command_log, tenant_command_log, domain_event")
+
+        def one(query: str, *params: object) -> tuple:
+            found = conn.execute(query, params).fetchone()
+            assert found is not None, query
+            return found
+
+        (tenant,) = one("SELECT tenant_id FROM command_log WHERE status = 'failed' ORDER BY tenant_id LIMIT 1")
+        (actor, cmd_class) = one("SELECT actor_id, cmd_class FROM command_log WHERE tenant_id = %s "
+                                 "ORDER BY cmd_uuid LIMIT 1", tenant)
+        (correlation,) = one("SELECT correlation_id FROM command_log WHERE tenant_id = %s GROUP BY 1 "
+                             "ORDER BY count(*), 1 LIMIT 1", tenant)
+        (subject,) = one("SELECT s FROM command_log, unnest(subjects) AS s WHERE tenant_id = %s GROUP BY s "
+                         "ORDER BY count(*), s LIMIT 1", tenant)
+        event = one("SELECT cmd_uuid, retention, occurred_at FROM domain_event ORDER BY event_uuid LIMIT 1")
+    yield db, {"tenant": tenant, "actor": actor, "cmd_class": cmd_class, "correlation": correlation,
+               "subject": subject, "event": event}
+    db.close()
+
+
+def _indexes(conn, statement, params) -> set[str]:
+    """The indexes a statement's plan reads (EXPLAIN with the values bound as literals, as the custom plan of an
+    unprepared statement sees them)."""
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_seqscan = off")
+        explain = sql.SQL("EXPLAIN (FORMAT JSON) {}").format(statement)
+        plan = psycopg.ClientCursor(conn).execute(explain, params).fetchone()[0]
+    names: set[str] = set()
+
+    def walk(node: dict) -> None:
+        if "Index Name" in node:
+            names.add(node["Index Name"])
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk((plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"])
+    return names
+
+
+def _roots(db: Database, names: set[str]) -> set[str]:
+    """Each index named by its partitioned parent (the leaves' indexes have generated names)."""
+    with db.connection() as conn:
+        return {r[0] for r in conn.execute(
+            "SELECT coalesce(pg_partition_root(c.oid), c.oid)::regclass::text FROM pg_class c "
+            "WHERE c.relname = ANY(%s)", (sorted(names),))}
+
+
+def _filters(v: dict) -> dict[str, dict]:
+    return {"none": {}, "actor": {"actor_id": v["actor"]}, "class": {"cmd_class": v["cmd_class"]},
+            "status": {"status": "failed"}, "window": {"since": LO, "until": HI}, "subject": {"subject": v["subject"]},
+            "correlation": {"correlation_id": v["correlation"]}, "tenant": {"tenant_id": v["tenant"]}}
+
+
+TENANT_PAGES = {  # filter -> (table read, keys only, index)
+    "none": ("tenant_command_log", False, "tenant_command_log_tenant_time_idx"),
+    "window": ("tenant_command_log", False, "tenant_command_log_tenant_time_idx"),
+    "actor": ("tenant_command_log", False, "tenant_command_log_actor_idx"),
+    "class": ("tenant_command_log", False, "tenant_command_log_class_idx"),
+    "status": ("tenant_command_log", False, "tenant_command_log_failed_idx"),
+    "correlation": ("command_log", True, "command_log_correlation_idx"),
+}
+ADMIN_PAGES = {
+    "none": "command_log_time_idx", "actor": "command_log_actor_idx", "class": "command_log_class_idx",
+    "subject": "command_log_tenant_subjects_idx", "correlation": "command_log_correlation_idx",
+    "tenant": "command_log_tenant_time_idx",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TENANT_PAGES))
+def test_a_tenant_timeline_reads_its_filter_index_under_row_level_security(written, kind):
+    db, v = written
+    table, keys_only, index = TENANT_PAGES[kind]
+    flt = store.TimelineFilter(tenant_id=v["tenant"], **_filters(v)[kind])
+    statement, params = store.window_statement(flt, table=table, lo=LO, hi=HI, limit=51, keys_only=keys_only)
+    with db.tenant_session(v["tenant"]) as conn:
+        assert conn.execute(statement, params).fetchall(), "the filter matches rows of the tenant"
+        names = _indexes(conn, statement, params)
+    assert index in _roots(db, names)
+
+
+@pytest.mark.parametrize("kind", sorted(ADMIN_PAGES))
+def test_an_admin_timeline_reads_its_filter_index(written, kind):
+    db, v = written
+    flt = store.TimelineFilter(**_filters(v)[kind])
+    statement, params = store.window_statement(flt, table="command_log", lo=LO, hi=HI, limit=51)
+    with db.connection() as conn:
+        assert conn.execute(statement, params).fetchall()
+        names = _indexes(conn, statement, params)
+    assert ADMIN_PAGES[kind] in _roots(db, names)
+
+
+def test_a_tenant_subject_timeline_finds_its_keys_in_the_shared_subjects_index(written):
+    """What ``cmdlog_subject_keys`` runs (as its owner, for the session's tenant): the tenant and the subject
+    together in the one GIN of ``command_log``, which the admin's subject timeline reads too."""
+    db, v = written
+    flt = store.TimelineFilter(tenant_id=v["tenant"], subject=v["subject"])
+    statement, params = store.window_statement(flt, table="command_log", lo=LO, hi=HI, limit=51, keys_only=True)
+    with db.connection() as conn:
+        assert conn.execute(statement, params).fetchall()
+        names = _indexes(conn, statement, params)
+        source = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'cmdlog_subject_keys'").fetchone()[0]
+    assert "command_log_tenant_subjects_idx" in _roots(db, names)
+    assert "public.command_log t" in source and "tenant_command_log" not in source
+
+
+def test_a_page_reads_its_events_by_command(written):
+    db, v = written
+    cmd_uuid, retention, occurred_at = v["event"]
+    statement = sql.SQL(store._EVENTS)
+    params = ([cmd_uuid], [retention], occurred_at - dt.timedelta(minutes=5), occurred_at + dt.timedelta(minutes=5))
+    with db.connection() as conn:
+        names = _indexes(conn, statement, params)
+    assert "domain_event_cmd_idx" in _roots(db, names)
