@@ -1,7 +1,7 @@
 """Fewer index entries per command (issue [journal-scale], point 4: the write path pays for the journal).
 
 Revision ID: 0021
-Revises: 0018
+Revises: 0019
 
 Every command writes one ``command_log`` row and one ``tenant_command_log`` row carrying the same key, tenant,
 actor, class, status, subjects, correlation and start time, so an index on a filter column of one table can find
@@ -30,7 +30,7 @@ import importlib
 from alembic import op
 
 revision = "0021"
-down_revision = "0018"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """A schema for purged leaves waiting for their files to be removed (retention's paced reclaim).
 
 Revision ID: 0022
-Revises: 0019
+Revises: 0021
 
 The purge detaches an expired leaf concurrently and moves it here (``ALTER TABLE … SET SCHEMA``: catalog rows only,
 no file touched), so its rows leave the log at once; ``storage.partitions.reclaim`` then removes its files one at a
@@ -13,7 +13,7 @@ it, so a tenant login or any reader sees nothing of the purged rows while they w
 from alembic import op
 
 revision = "0022"
-down_revision = "0019"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
