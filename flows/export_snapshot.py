@@ -13,7 +13,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.states import Completed, State
 
-from commandlog.journal.export_units import LEASE_S, TAKERS
+from commandlog.journal.export_units import LEASE_S, TAKERS, check
 from commandlog.settings import Settings
 from tasks.export import compact_lake, export_lake, report_export, start_progress, take_export_units
 
@@ -27,6 +27,7 @@ def export_snapshot(lake_uri: str | None = None, compact: bool = True, min_files
     ``units_of``: be a helper of that running export instead (stage its units until none is left, then end).
     Ends Completed with the summary line as its message; calling the flow returns ``{lake, export, compaction}``.
     """
+    check(takers=takers, lease_s=lease_seconds, helpers=helpers)  # before anything: the field named, nothing written
     lake = lake_uri or Settings.from_env().lake
     if units_of is not None:
         return Completed(message=take_export_units(lake, units_of, lease_s=lease_seconds))

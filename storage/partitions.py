@@ -101,7 +101,8 @@ def relation_state(conn: psycopg.Connection, name: str) -> str:
 
 def relation_size(conn: psycopg.Connection, name: str) -> int:
     """Bytes the table ``name`` (in ``public``) and its indexes occupy (``pg_total_relation_size``)."""
-    return int(one_row(conn.execute("SELECT pg_total_relation_size(%s::regclass)", (name,)))[0])
+    return int(one_row(conn.execute("SELECT pg_total_relation_size(format('%%I.%%I', 'public', %s::text)::regclass)",
+                                    (name,)))[0])
 
 
 def drop_connection(url: str, *, lock_timeout_ms: int = 2000) -> psycopg.Connection:
@@ -126,15 +127,16 @@ def _next_index(conn: psycopg.Connection, table: sql.Composable, oid: int) -> sq
     """The statement dropping the biggest index left on the detached table ``oid`` (``DROP CONSTRAINT`` for one
     backing a primary key, unique or exclusion constraint); None when none is left."""
     row = conn.execute(
-        "SELECT i.oid::regclass::text, con.conname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "SELECT n.nspname, i.relname, con.conname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "JOIN pg_namespace n ON n.oid = i.relnamespace "
         "LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid AND con.conrelid = x.indrelid "
         "AND con.contype IN ('p', 'u', 'x') WHERE x.indrelid = %s "
         "ORDER BY pg_relation_size(x.indexrelid) DESC, i.relname LIMIT 1", (oid,)).fetchone()
     if row is None:
         return None
-    if row[1] is not None:
-        return sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(row[1]))
-    return sql.SQL("DROP INDEX IF EXISTS {}").format(sql.SQL(row[0]))  # regclass text: quoted where needed
+    if row[2] is not None:
+        return sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(row[2]))
+    return sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(row[0], row[1]))
 
 
 def _parked(conn: psycopg.Connection, name: str) -> int | None:
@@ -177,7 +179,7 @@ def detach_and_park(conn: psycopg.Connection, *, parent: str, name: str, attempt
             oid = _parked(conn, name)
             return 0 if oid is None else int(one_row(conn.execute("SELECT pg_total_relation_size(%s)", (oid,)))[0])
         size = relation_size(conn, name)
-        ident, par = sql.Identifier(name), sql.Identifier(parent)
+        ident, par = sql.Identifier("public", name), sql.Identifier("public", parent)
 
         def advance() -> None:
             nonlocal state
@@ -185,13 +187,16 @@ def detach_and_park(conn: psycopg.Connection, *, parent: str, name: str, attempt
                 stale = _parked(conn, name)
                 if stale is not None:  # a leaf of the same name purged before and not reclaimed yet: it goes now
                     with translated():
-                        conn.execute(sql.SQL("DROP TABLE {}.{}").format(sql.Identifier(RECLAIM_SCHEMA), ident))
-                stmt, kind, after = (sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
-                    ident, sql.Identifier(RECLAIM_SCHEMA)), "park", "gone")
-            else:
-                stmt, kind, after = ({"attached": sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY"),
-                                      "pending": sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE")}[state]
-                                     .format(par, ident), "detach", "detached")
+                        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(RECLAIM_SCHEMA, name)))
+                t0 = time.perf_counter()
+                with translated(), conn.transaction():
+                    _park(conn, name)
+                state = "gone"
+                if on_step is not None:
+                    on_step("park", time.perf_counter() - t0)
+                return
+            stmt = {"attached": sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY"),
+                    "pending": sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE")}[state].format(par, ident)
             t0 = time.perf_counter()
             try:
                 with translated():
@@ -199,9 +204,9 @@ def detach_and_park(conn: psycopg.Connection, *, parent: str, name: str, attempt
             except OperationalError:
                 state = relation_state(conn, name)  # a cancelled concurrent detach may be left pending
                 raise
-            state = after
+            state = "detached"
             if on_step is not None:
-                on_step(kind, time.perf_counter() - t0)
+                on_step("detach", time.perf_counter() - t0)
 
         while state != "gone":
             retry(advance)
@@ -209,6 +214,22 @@ def detach_and_park(conn: psycopg.Connection, *, parent: str, name: str, attempt
     finally:
         if lock_key is not None and not conn.closed:
             conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key,))
+
+
+def _park(conn: psycopg.Connection, name: str) -> None:
+    """Move the detached table ``public.name`` into ``RECLAIM_SCHEMA``, its indexes renamed ``rr_<oid>`` first: the
+    names Postgres generated for them are cut to 63 characters (the date cut off) and made unique only within
+    ``public``, so a leaf created after this one is parked may get the same index name — and could not be parked
+    beside it. Oids are unique; in one transaction."""
+    for nsp, index, oid in conn.execute(
+            "SELECT n.nspname, i.relname, i.oid FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+            "JOIN pg_namespace n ON n.oid = i.relnamespace "
+            "WHERE x.indrelid = (SELECT c.oid FROM pg_class c WHERE c.relname = %s AND c.relkind = 'r' "
+            "AND c.relnamespace = 'public'::regnamespace)", (name,)).fetchall():
+        conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(nsp, index),
+                                                                  sql.Identifier(f"rr_{oid}")))
+    conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(sql.Identifier("public", name),
+                                                                sql.Identifier(RECLAIM_SCHEMA)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,6 +246,13 @@ class Reclaimed:
     """Wall time, rests included."""
 
 
+def parked(conn: psycopg.Connection) -> list[tuple[int, str]]:
+    """``(oid, name)`` of every table parked in ``RECLAIM_SCHEMA``, by name."""
+    return [(int(oid), name) for oid, name in conn.execute(
+        "SELECT c.oid, c.relname FROM pg_class c WHERE c.relkind = 'r' AND c.relnamespace = to_regnamespace(%s) "
+        "ORDER BY c.relname", (RECLAIM_SCHEMA,)).fetchall()]
+
+
 def reclaim(conn: psycopg.Connection, *, mb_per_s: float, attempts: int = 60,
             on_step: Callable[[str, str, float], None] | None = None) -> Reclaimed:
     """Remove the files of every table parked in ``RECLAIM_SCHEMA``, one file at a time — each index, biggest
@@ -237,9 +265,8 @@ def reclaim(conn: psycopg.Connection, *, mb_per_s: float, attempts: int = 60,
                   give_up=lambda n, e: PartitionBusyError(f"reclaim: still locked after {n} attempts ({e})"))
     rate = mb_per_s * (1 << 20)
     t_start = time.perf_counter()
-    freed = files = tables = 0
-    parked = conn.execute("SELECT c.oid, c.relname FROM pg_class c WHERE c.relkind = 'r' "
-                          "AND c.relnamespace = to_regnamespace(%s) ORDER BY c.relname", (RECLAIM_SCHEMA,)).fetchall()
+    freed = files = 0
+    tables = parked(conn)
 
     def advance(oid: int, name: str) -> bool:
         """Drops the next file of the parked table ``oid``; True when that was the table itself."""
@@ -264,11 +291,10 @@ def reclaim(conn: psycopg.Connection, *, mb_per_s: float, attempts: int = 60,
             time.sleep(max(0.0, freed / rate - (time.perf_counter() - t_start)))
         return kind == "table"
 
-    for oid, name in parked:
+    for oid, name in tables:
         while not retry(functools.partial(advance, oid, name)):
             pass
-        tables += 1
-    return Reclaimed(tables=tables, files=files, nbytes=freed, seconds=time.perf_counter() - t_start)
+    return Reclaimed(tables=len(tables), files=files, nbytes=freed, seconds=time.perf_counter() - t_start)
 
 
 PARTITIONS_LOCK_KEY = 0x636D6C61  # 'cmla': one process creating partitions ahead at a time

@@ -68,12 +68,22 @@ def owner_name(label: str | None = None) -> str:
     return f"{label or '-'}/{socket.gethostname()}:{os.getpid()}"
 
 
-def check(*, takers: int, lease_s: float) -> None:
-    """``UnitError`` naming the field when ``takers`` or ``lease_s`` cannot work."""
-    if takers < 1:
-        raise UnitError(f"takers: must be at least 1, not {takers}")
-    if not lease_s > 0:
-        raise UnitError(f"lease_seconds: must be positive, not {lease_s}")
+MAX_TAKERS = 16
+"""Takers per process: each holds a Postgres connection, so the bound keeps a run from starving the writers."""
+MAX_HELPERS = 32
+"""Helper runs one export may submit to its pool."""
+LEASE_RANGE = (5.0, 3600.0)
+"""Seconds a unit's lease may last: renewed every third of it, so shorter would renew in a loop."""
+
+
+def check(*, takers: int, lease_s: float, helpers: int = 0) -> None:
+    """``UnitError`` naming the field when ``takers``, ``helpers`` or ``lease_s`` cannot work."""
+    if not 1 <= takers <= MAX_TAKERS:
+        raise UnitError(f"takers: must be between 1 and {MAX_TAKERS}, not {takers}")
+    if not 0 <= helpers <= MAX_HELPERS:
+        raise UnitError(f"helpers: must be between 0 and {MAX_HELPERS}, not {helpers}")
+    if not LEASE_RANGE[0] <= lease_s <= LEASE_RANGE[1]:  # also refuses NaN and infinities
+        raise UnitError(f"lease_seconds: must be between {LEASE_RANGE[0]:g} and {LEASE_RANGE[1]:g} s, not {lease_s}")
 
 
 def plan(db: Database, reader: SnapshotReader, run: ledger.SnapshotRow) -> list[store.UnitRow]:
@@ -116,6 +126,7 @@ def work(db: Database, lake: Lake, run: ledger.SnapshotRow, *, takers: int = TAK
 def help_export(db: Database, lake_uri: str, snapshot_id: int, *, owner: str, lease_s: float = LEASE_S) -> int:
     """A helper's work: take units of the export run ``snapshot_id`` of ``lake_uri`` until none is left to take
     (none at all when the run is finished or is not an export of that lake); how many it staged."""
+    check(takers=1, lease_s=lease_s)
     run = ledger.run_of(db, snapshot_id)
     if run is None or run.kind != "export" or run.status != "writing" or run.lake_uri != lake_uri:
         log.info("snapshot %d: not an export of %s in progress; nothing to take", snapshot_id, lake_uri)

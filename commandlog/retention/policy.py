@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from commandlog.bus import CommandBus
 from commandlog.commands import Command
@@ -58,6 +58,10 @@ class TenantOverride(BaseModel):
     _positive = field_validator("short_lived_days", "long_lived_days")(_positive_days)
 
 
+RETIRED_FIELDS = frozenset({"drop_rest", "drop_step_mb"})
+"""Policy fields of earlier versions, ignored where they still come in (stored runs, deployments' parameters)."""
+
+
 class RetentionPolicy(BaseModel):
     """Maximum age per retention class (``permanent`` is never purged) and per-tenant overrides."""
 
@@ -78,6 +82,15 @@ class RetentionPolicy(BaseModel):
         "mounted with 'discard') holds up every WAL flush meanwhile; at 4 MB/s that is under 1% of the time."))
 
     _positive = field_validator("short_lived_days", "long_lived_days")(_positive_days)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _without_retired(cls, data: Any) -> Any:
+        """Fields of earlier versions (``RETIRED_FIELDS``) are ignored, not refused: a deployment registered, a run
+        scheduled or a purge stored before the upgrade still carries them."""
+        if isinstance(data, Mapping):
+            return {k: v for k, v in data.items() if k not in RETIRED_FIELDS}
+        return data
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetentionPolicy:
@@ -257,11 +270,3 @@ def now() -> datetime:
     """The current time (UTC)."""
     return datetime.now(UTC)
 
-
-RETIRED_FIELDS = frozenset({"drop_rest", "drop_step_mb"})
-"""Policy fields of earlier versions (a run started before an upgrade stores them): ignored when such a run resumes."""
-
-
-def stored_policy(raw: Mapping[str, Any]) -> RetentionPolicy:
-    """The policy a ``retention_run`` row stored, without the fields earlier versions had (``RETIRED_FIELDS``)."""
-    return RetentionPolicy.model_validate({k: v for k, v in raw.items() if k not in RETIRED_FIELDS})

@@ -121,6 +121,7 @@ def run_purge(db: Database, bus: CommandBus, policy: RetentionPolicy, *, as_of: 
         return _dry_run(db, policy, as_of=as_of, lake_uri=lake_uri, bound=bound)
     rp.setup(bus)
     with _purge_lock(db):
+        left = _reclaim(db, policy, step, phase="reclaiming-left")  # parked by a run whose reclaim was interrupted
         resumed = []
         with db.connection() as conn:
             old = store.open_run(conn)
@@ -133,13 +134,23 @@ def run_purge(db: Database, bus: CommandBus, policy: RetentionPolicy, *, as_of: 
                                   export_bound=bound)
         report = _execute(db, bus, run, step)
         report.resumed = resumed
-        step("reclaiming", f"{report.bytes_freed} bytes")
-        with contextlib.closing(partitions.drop_connection(db.url, lock_timeout_ms=policy.lock_timeout_ms)) as dconn:
-            done = partitions.reclaim(dconn, mb_per_s=policy.reclaim_mb_per_s,
-                                      on_step=lambda leaf, kind, s: step("reclaim", f"{leaf} {kind} {s * 1000:.1f}"))
-        report.reclaimed_bytes, report.reclaim_seconds = done.nbytes, round(done.seconds, 3)
-        step("reclaimed", f"{done.tables} tables, {done.files} files, {done.nbytes} bytes in {done.seconds:.1f} s")
+        done = _reclaim(db, policy, step, phase="reclaiming")
+        report.reclaimed_bytes = left.nbytes + done.nbytes
+        report.reclaim_seconds = round(left.seconds + done.seconds, 3)
     return report
+
+
+def _reclaim(db: Database, policy: RetentionPolicy, step: Step, *, phase: str) -> partitions.Reclaimed:
+    """Remove the parked leaves' files, paced (``partitions.reclaim``); steps ``phase`` (when anything is parked),
+    ``reclaim`` per file and ``reclaimed``."""
+    with contextlib.closing(partitions.drop_connection(db.url, lock_timeout_ms=policy.lock_timeout_ms)) as dconn:
+        if phase == "reclaiming-left" and not partitions.parked(dconn):
+            return partitions.Reclaimed(tables=0, files=0, nbytes=0, seconds=0.0)
+        step(phase, f"{len(partitions.parked(dconn))} parked tables")
+        done = partitions.reclaim(dconn, mb_per_s=policy.reclaim_mb_per_s,
+                                  on_step=lambda leaf, kind, s: step("reclaim", f"{leaf} {kind} {s * 1000:.1f}"))
+    step("reclaimed", f"{done.tables} tables, {done.files} files, {done.nbytes} bytes in {done.seconds:.1f} s")
+    return done
 
 
 def _purge_lock(db: Database) -> contextlib.AbstractContextManager[None]:
@@ -148,7 +159,7 @@ def _purge_lock(db: Database) -> contextlib.AbstractContextManager[None]:
 
 
 def _execute(db: Database, bus: CommandBus, run: store.RunRow, step: Step) -> PurgeReport:
-    policy = rp.stored_policy(run.policy)
+    policy = RetentionPolicy.model_validate(run.policy)  # fields of earlier versions ignored (RETIRED_FIELDS)
     with db.connection() as conn:
         pending = store.pending_drops(conn, run.run_id)
     with contextlib.closing(partitions.drop_connection(db.url, lock_timeout_ms=policy.lock_timeout_ms)) as dconn:

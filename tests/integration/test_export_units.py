@@ -200,10 +200,17 @@ def test_a_crash_mid_unit_leaves_no_partial_file_visible_and_the_unit_is_redone(
 
 
 def test_bad_fan_out_settings_are_refused_before_anything_is_written(fresh, tmp_path):
-    with pytest.raises(units.UnitError, match="takers: must be at least 1"):
+    with pytest.raises(units.UnitError, match="takers: must be between 1 and 16, not 0"):
         run_export(fresh.db, str(tmp_path), takers=0)
-    with pytest.raises(units.UnitError, match="lease_seconds: must be positive"):
-        run_export(fresh.db, str(tmp_path), lease_s=0)
+    with pytest.raises(units.UnitError, match="takers: must be between 1 and 16, not 5000"):
+        run_export(fresh.db, str(tmp_path), takers=5000)  # each taker holds a connection: the writers' to lose
+    for lease in (0, 0.01, -5, float("inf"), float("nan")):
+        with pytest.raises(units.UnitError, match="lease_seconds: must be between 5 and 3600 s"):
+            run_export(fresh.db, str(tmp_path), lease_s=lease)
+    with pytest.raises(units.UnitError, match="helpers: must be between 0 and 32, not 100000"):
+        units.check(takers=2, lease_s=60, helpers=100_000)
+    with pytest.raises(units.UnitError, match="lease_seconds"):  # a helper run checks too
+        units.help_export(fresh.db, str(tmp_path), 1, owner="h", lease_s=0)
     assert export_ledger.runs(fresh.db, str(tmp_path)) == []
 
 

@@ -583,6 +583,11 @@ def test_purged_leaves_are_parked_out_of_reach_then_their_files_go_one_at_a_time
         seen.append((phase, detail))
         if phase == "reclaiming":  # every leaf parked, none reclaimed yet: the reader tries one
             parked_while.extend(_parked(db))
+            with db.connection() as conn:  # parked indexes carry names no later leaf can be given (rr_<oid>)
+                names = conn.execute("SELECT i.relname, i.oid FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+                                     "JOIN pg_class t ON t.oid = x.indrelid "
+                                     "WHERE t.relnamespace = 'retention_reclaim'::regnamespace").fetchall()
+            assert names and all(name == f"rr_{oid}" for name, oid in names)
             with db.connection() as conn, pytest.raises(psycopg.errors.InsufficientPrivilege,
                                                         match="schema retention_reclaim"):
                 conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(reader)))
@@ -659,9 +664,13 @@ def test_a_crash_before_the_park_or_between_two_file_drops_is_finished_by_the_ne
         assert where == ("public", False, indexes) and step_row == ("detaching", rows) and running == 1
     else:  # parked with two indexes gone; the run itself had finished (rows gone, Purge logged)
         assert where == ("retention_reclaim", False, indexes - 2) and step_row == ("done", rows) and running == 0
+    seen_later: list[tuple[str, str]] = []
     later = run_purge(db, bus, RetentionPolicy(short_lived_days="never", long_lived_days="never",
-                                               reclaim_mb_per_s=0), as_of=AS_OF + timedelta(days=1), dry_run=False)
+                                               reclaim_mb_per_s=0), as_of=AS_OF + timedelta(days=1), dry_run=False,
+                      step=lambda phase, detail: seen_later.append((phase, detail)))
     assert bool(later.resumed) == (crash_in == "park") and later.reclaimed_bytes > 0
+    if crash_in == "reclaim":  # the left-over reclaim comes first, before anything of the new run
+        assert [p for p, _ in seen_later if p.startswith("reclaiming")][:1] == ["reclaiming-left"]
     with db.connection() as conn:
         assert conn.execute("SELECT count(*) FROM pg_class WHERE relname = %s", (leaf,)).fetchone()[0] == 0
         status, nbytes, n = conn.execute("SELECT status, bytes, rows FROM retention_step WHERE partition_name = %s",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from commandlog import ExecutionContext
@@ -158,6 +159,31 @@ def test_our_security_definer_functions_answer_a_login_only_for_its_tenant(secur
         conn.execute("SELECT set_config('cmdlog.tenant_id', %s, true)", (mine,))
         keys = conn.execute("SELECT count(*) FROM cmdlog_subject_keys('customer:1', NULL, NULL, NULL, NULL, 50)")
         assert keys.fetchone()[0] >= 1
+
+
+def test_a_bound_login_granted_the_platforms_tenant_role_by_mistake_still_gets_only_its_own_subject_keys(secured,
+                                                                                                       login):
+    """Drift: an administrator grants a bound login ``cmdlog_tenant``. It may then execute ``cmdlog_subject_keys``
+    and SET ``cmdlog.tenant_id`` to another tenant, but the function names the tenant as the policies do (the
+    binding first, migration 0021), so it answers with the login's own keys only."""
+    db, _ = secured
+    uri, role, mine, other = login
+    with db.connection() as conn:
+        own = {r[0] for r in conn.execute("SELECT cmd_uuid FROM command_log WHERE tenant_id = %s "
+                                          "AND 'customer:1' = ANY (subjects)", (mine,))}
+        theirs = conn.execute("SELECT count(*) FROM command_log WHERE tenant_id = %s "
+                              "AND 'customer:1' = ANY (subjects)", (other,)).fetchone()[0]
+        conn.execute(sql.SQL("GRANT cmdlog_tenant TO {}").format(sql.Identifier(role)))
+    try:
+        assert own and theirs
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("SELECT set_config('cmdlog.tenant_id', %s, false)", (other,))
+            got = {r[0] for r in conn.execute(
+                "SELECT cmd_uuid FROM cmdlog_subject_keys('customer:1', NULL, NULL, NULL, NULL, 50)")}
+        assert got == own
+    finally:
+        with db.connection() as conn:
+            conn.execute(sql.SQL("REVOKE cmdlog_tenant FROM {}").format(sql.Identifier(role)))
 
 
 def test_a_login_cannot_connect_to_the_servers_other_databases(login, db):

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from commandlog.errors import ConfigurationError
-from commandlog.retention.policy import RetentionPolicy, stored_policy
+from commandlog.retention.policy import RetentionPolicy
 from commandlog.settings import Settings
 
 AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
@@ -58,7 +58,8 @@ def test_the_flow_form_rejects_ages_below_one_day_and_unknown_fields():
         RetentionPolicy.model_validate({"purge_rest": -0.5})
     with pytest.raises(ValidationError, match="reclaim_mb_per_s"):
         RetentionPolicy.model_validate({"reclaim_mb_per_s": -1})
-    with pytest.raises(ValidationError, match="drop_rest"):  # a field of earlier versions: refused in new input …
-        RetentionPolicy.model_validate({"drop_rest": 1.0})
-    # … but a run stored before the upgrade resumes with its other settings
-    assert stored_policy({"short_lived_days": 7, "drop_rest": 1.0, "drop_step_mb": 64}).short_lived_days == 7
+    # fields of earlier versions are ignored (a deployment's stored parameters, a stored run), the rest still checked
+    old = RetentionPolicy.model_validate({"short_lived_days": 7, "drop_rest": 1.0, "drop_step_mb": 64})
+    assert old.short_lived_days == 7 and "drop_rest" not in old.model_dump()
+    with pytest.raises(ValidationError, match="drop_steps"):
+        RetentionPolicy.model_validate({"drop_steps": 1})

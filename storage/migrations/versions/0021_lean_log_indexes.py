@@ -38,9 +38,21 @@ _WINDOWED = importlib.import_module("storage.migrations.versions.0011_timeline_w
 """``cmdlog_subject_keys`` as migration 0011 wrote it (reading ``public.tenant_command_log``)."""
 
 
+def _on_command_log() -> str:
+    """0011's function reading ``public.command_log``, with the tenant named as every policy names it
+    (``cmdlog_current_tenant()``: a login's binding first, the setting only for ``cmdlog_tenant`` members — 0008),
+    not by the raw setting 0011 used: a session that may SET the setting but is bound elsewhere gets only its own
+    keys even if it is ever granted EXECUTE."""
+    text = _WINDOWED.replace("public.tenant_command_log", "public.command_log")
+    for raw in ("current_setting('cmdlog.tenant_id', true)", "current_setting(''cmdlog.tenant_id'', true)"):
+        assert raw in text, raw
+        text = text.replace(raw, "(SELECT public.cmdlog_current_tenant())")
+    return text
+
+
 def upgrade() -> None:
     op.execute("CREATE INDEX command_log_tenant_subjects_idx ON command_log USING gin (tenant_id, subjects)")
-    op.execute(_WINDOWED.replace("public.tenant_command_log", "public.command_log"))
+    op.execute(_on_command_log())
     op.execute("DROP INDEX tenant_command_log_subjects_idx, command_log_subjects_idx, "
                "tenant_command_log_correlation_idx")
 

@@ -20,7 +20,20 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("CREATE SCHEMA IF NOT EXISTS retention_reclaim")
+    # a schema of that name made earlier by someone else: the migrating role (which owns the log tables, and so the
+    # parked leaves) must own it, or parking fails on every purge; an explicit grant to any other role is refused
+    op.execute("ALTER SCHEMA retention_reclaim OWNER TO CURRENT_USER")
     op.execute("REVOKE ALL ON SCHEMA retention_reclaim FROM PUBLIC")
+    op.execute("""
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(n.nspacl) a
+               WHERE n.nspname = 'retention_reclaim' AND a.grantee <> n.nspowner) THEN
+        RAISE EXCEPTION 'schema retention_reclaim: privileges granted to roles other than its owner; '
+                        'revoke them (REVOKE ALL ON SCHEMA retention_reclaim FROM <role>) and migrate again';
+    END IF;
+END
+$$""")
 
 
 def downgrade() -> None:
