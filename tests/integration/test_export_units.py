@@ -75,17 +75,21 @@ def _open_run(bus, lake: str) -> export_ledger.SnapshotRow:
     return run
 
 
-def test_units_are_one_per_dataset_and_leaf_and_together_make_the_lake_the_log(fresh, tmp_path):
+def test_units_are_ranges_of_leaves_per_dataset_and_class_and_together_make_the_lake_the_log(fresh, tmp_path):
     lake = str(tmp_path)
     result = run_export(fresh.db, lake, takers=3)
     planned = store.units_of(fresh.db, result.snapshot_id)
     assert planned and all(u.state == "done" and u.attempt == 1 for u in planned)
     keys = [(u.dataset, u.leaf) for u in planned]
     assert len(keys) == len(set(keys))
-    with fresh.db.connection() as conn:  # one unit per leaf partition holding rows, per dataset
+    with fresh.db.connection() as conn:  # per dataset and class: at most UNITS_PER_CLASS ranges of leaves
         for table, dataset, _ in KEYS:
             leaves = conn.execute(f"SELECT count(DISTINCT tableoid) FROM {table}").fetchone()[0]
-            assert sum(1 for u in planned if u.dataset == dataset) == leaves, dataset
+            mine = [u for u in planned if u.dataset == dataset]
+            assert len(mine) <= min(leaves, 2 * units.UNITS_PER_CLASS + 1) and bool(mine) == bool(leaves), dataset
+            for retention in {u.leaf.retention for u in mine}:  # ranges of one class never overlap
+                spans = sorted((u.leaf.lower, u.leaf.upper) for u in mine if u.leaf.retention == retention)
+                assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False) if a[1] is not None)
     assert len(planned) > len(KEYS)  # several per dataset: the seed spans days (short_lived leaves are days)
     with read_snapshot(fresh.db, replica=False) as (reader, _):
         for u in planned:  # each unit wrote exactly the rows of its leaf in the run's range
