@@ -8,17 +8,14 @@ import os
 
 import pyarrow.dataset as ds
 import pytest
+from dbhelpers import seeded_bus
 from writers import write, writers_running
 
-from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
 from commandlog.journal.export import run_compaction, run_export
 from examples.billing import commands as c
-from examples.billing import setup
-from examples.billing.demo import seed
 from storage import export_ledger
 from storage.lake.datasets import Lake
-from storage.postgres import Database
 
 
 class Crash(Exception):
@@ -28,11 +25,7 @@ class Crash(Exception):
 @pytest.fixture
 def fresh(database_factory):
     """A bus on a fresh database (exact row counts), with a little seeded history."""
-    db = Database(url=database_factory())
-    bus = setup(CommandBus(db))
-    seed(bus, tenants=3, commands=600, days=3)
-    yield bus
-    db.close()
+    yield from seeded_bus(database_factory(), tenants=3, commands=600, days=3)
 
 
 def _pg_uuids(db, table="command_log", col="cmd_uuid") -> list[str]:

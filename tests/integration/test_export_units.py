@@ -8,20 +8,17 @@ import threading
 import time
 
 import pytest
+from dbhelpers import seeded_bus
 from writers import writers_running
 
-from commandlog.bus import CommandBus
 from commandlog.journal import export_units as units
 from commandlog.journal.export import run_export
 from commandlog.journal.snapshots import read_snapshot
-from examples.billing import setup
-from examples.billing.demo import seed
 from storage import export_ledger
 from storage import export_units as store
 from storage.export_ledger import ExportBusyError
 from storage.lake.arrow_export import DATASETS
 from storage.lake.datasets import Lake
-from storage.postgres import Database
 
 KEYS = (("command_log", "commands", "cmd_uuid"), ("tenant_command_log", "tenant_commands", "cmd_uuid"),
         ("domain_event", "events", "event_uuid"), ("frontend_action", "frontend_actions", "action_uuid"))
@@ -34,11 +31,7 @@ class Crash(Exception):
 @pytest.fixture
 def fresh(database_factory):
     """A bus on a fresh database with three days of seeded history (exact counts)."""
-    db = Database(url=database_factory())
-    bus = setup(CommandBus(db))
-    seed(bus, tenants=3, commands=600, days=3)
-    yield bus
-    db.close()
+    yield from seeded_bus(database_factory(), tenants=3, commands=600, days=3)
 
 
 def _pg(db, table: str, col: str) -> list[str]:

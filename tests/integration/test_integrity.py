@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from dbhelpers import superuser_sql
 from writers import write, writers_running
 
 from commandlog.bus import CommandBus
@@ -46,11 +47,7 @@ def fresh(database_factory, tmp_path):
     db.close()
 
 
-def _sql(db, statement, params=()):
-    """Run ``statement`` as the test server's superuser, outside the platform's code (the attacker's path)."""
-    with psycopg.connect(db.url, autocommit=True) as conn:
-        cur = conn.execute(statement, params)
-        return cur.fetchall() if cur.description else None
+_sql = superuser_sql
 
 
 def _public(settings):

@@ -12,6 +12,7 @@ import uuid
 import psutil
 import psycopg
 import pytest
+from dbhelpers import superuser_sql
 
 from commandlog.bus import CommandBus
 from commandlog.integrity import inclusion_proof, keys, merkle, proof_valid, seal, verify
@@ -54,10 +55,7 @@ def fresh(database_factory, tmp_path):
     db.close()
 
 
-def _sql(db, statement, params=()):
-    with psycopg.connect(db.url, autocommit=True) as conn:
-        cur = conn.execute(statement, params)
-        return cur.fetchall() if cur.description else None
+_sql = superuser_sql
 
 
 def _nasty_rows(db) -> dict[str, str]:
