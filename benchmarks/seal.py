@@ -11,9 +11,11 @@ and without a sealing process running alongside — a child process that empties
 log again, over and over (the worst case: every pass reads every row). ``writer_p50_ratio``/``writer_p99_ratio`` =
 latency with sealing / without (1.0 = writers pay nothing).
 
-    python -m benchmarks.seal [--rows 200000] [--commands 2000] [--repeat 3] [--database-url URL]
+    python -m benchmarks.seal [--rows 200000] [--commands 4000] [--repeat 3] [--database-url URL]
 
-Seeds (or reuses) ``bench_<rows>`` like ``benchmarks.export``.
+Seeds (or reuses) ``bench_<rows>`` like ``benchmarks.export`` and works on a fresh copy of it, ``bench_seal_<rows>``
+(the writers add rows, and the seeded database must keep exactly its count for the next benchmark). With
+``--database-url`` it works on that database itself.
 """
 
 from __future__ import annotations
@@ -66,6 +68,21 @@ def _scan(url: str) -> tuple[float, int]:
                 for _ in cur:
                     rows += 1
     return time.perf_counter() - t0, rows
+
+
+def working_copy(url: str) -> str:
+    """A fresh copy of the database at ``url`` named ``bench_seal_<…>`` (dropped first if left by an earlier run)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(url)
+    source = params["dbname"]
+    params["dbname"] = source.replace("bench_", "bench_seal_", 1)
+    admin = make_conninfo(**{**params, "dbname": "postgres"})
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(params["dbname"])))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(params["dbname"]),
+                                                                     sql.Identifier(source)))
+    return make_conninfo(**params)
 
 
 def _empty_seals(url: str) -> None:
@@ -162,12 +179,13 @@ def main() -> None:
     """Seed (or reuse), then run scan, seal and verify ``--repeat`` times; print one JSON line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=200_000)
-    p.add_argument("--commands", type=int, default=2000)
+    p.add_argument("--commands", type=int, default=4000,
+                   help="Writer commands per run, half of them with sealing alongside (p99 of 2,000 samples).")
     add_repeat_argument(p)
     p.add_argument("--database-url")
     args = p.parse_args()
     load_start = loadavg()
-    url = bench_database(args.rows, url=args.database_url)
+    url = args.database_url or working_copy(bench_database(args.rows))
     with tempfile.TemporaryDirectory(prefix="cmdlog-seal-bench-") as home:
         runs = repeat(args.repeat, lambda i: {**_run(url, Path(home)), **_writers(url, Path(home), args.commands)},
                       label="seal-run")
