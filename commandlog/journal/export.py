@@ -274,6 +274,7 @@ def _recover(db: Database, lake: Lake, step: Step, *, fan: _FanOut | None = None
     """Finish the lake's interrupted run, if any: roll a publishing run forward, redo a writing export."""
     run = ledger.open_run(db, lake.uri)
     if run is None:
+        _sweep_staging(lake, step)
         return []
     step("recovering", f"snapshot {run.snapshot_id} ({run.kind}, {run.status})")
     if run.status == "publishing":
@@ -285,7 +286,19 @@ def _recover(db: Database, lake: Lake, step: Step, *, fan: _FanOut | None = None
     else:
         _finish_export(db, lake, run, step, fan or _FanOut(takers=units.TAKERS, lease_s=units.LEASE_S, launch=None,
                                                            owner=None, replica=True))
+    _sweep_staging(lake, step)
     return [run.snapshot_id]
+
+
+def _sweep_staging(lake: Lake, step: Step) -> None:
+    """Remove the staging folders of closed runs (called under the lake lock, with no run of the lake open).
+
+    A run's own staging folder goes when it publishes or is abandoned, but a taker that lost its unit (its lease ran
+    out, its worker was cut off) may still write its files afterwards; they were never published, and nothing reads
+    under ``_staging``. Sweeping at the start of every run keeps them from piling up."""
+    for snapshot_id in lake.staged_snapshots():
+        step("sweeping", f"staging files of closed snapshot {snapshot_id}")
+        lake.discard_staging(snapshot_id)
 
 
 def _result(run: ledger.SnapshotRow, files: list[LakeFile], replaced: list[LakeFile]) -> ExportResult:

@@ -152,6 +152,12 @@ class Lake:
             self._remove(moved)
         return len(moved)
 
+    def staged_snapshots(self) -> list[int]:
+        """The snapshot ids that have a folder (S3: a prefix) under ``_staging``, in order."""
+        info = self.fs.get_file_info(pafs.FileSelector(self.abspath(STAGING), allow_not_found=True))
+        return sorted(int(i.base_name) for i in info
+                      if i.type == pafs.FileType.Directory and i.base_name.isdigit())
+
     def discard_staging(self, snapshot_id: int) -> None:
         """Remove a snapshot's staging folder (leftovers of a crashed run)."""
         path = self.abspath(self.staging_dir(snapshot_id))

@@ -4,6 +4,7 @@ taken again when their taker died, never redone once done, no partial file visib
 from __future__ import annotations
 
 import glob
+import os
 import threading
 import time
 
@@ -236,3 +237,21 @@ def test_two_exports_started_together_while_writers_run_write_each_row_once(fres
     published = [r for r in export_ledger.runs(fresh.db, lake, limit=10) if r.kind == "export"]
     ranges = sorted((r.from_tx, r.to_tx) for r in published)
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False)), ranges
+
+
+def test_files_a_lost_taker_writes_after_its_run_published_are_swept_by_the_next_run(fresh, tmp_path):
+    lake = str(tmp_path)
+    first = run_export(fresh.db, lake)
+    # A taker that lost its unit of the first run writes its file afterwards, into the run's staging folder.
+    late = Lake(lake).abspath(Lake(lake).staging_dir(first.snapshot_id), "commands", "day=2000-01-01",
+                              f"s{first.snapshot_id:010d}-u1a1-0.parquet")
+    os.makedirs(os.path.dirname(late))
+    with open(late, "wb") as f:
+        f.write(b"PAR1 late")
+    assert Lake(lake).staged_snapshots() == [first.snapshot_id]
+    assert _lake(lake, "commands", "cmd_uuid") == _pg(fresh.db, "command_log", "cmd_uuid")  # never read
+    steps: list[tuple[str, str]] = []
+    run_export(fresh.db, lake, step=lambda phase, detail: steps.append((phase, detail)))
+    assert not os.path.exists(late) and Lake(lake).staged_snapshots() == []
+    assert ("sweeping", f"staging files of closed snapshot {first.snapshot_id}") in steps
+    assert_lake_is_the_log(fresh.db, lake)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import boto3
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -321,4 +322,21 @@ def test_a_retention_purge_removes_expired_rows_from_the_s3_lake_and_keeps_the_r
     keys_ = _keys(s3_server, bucket)
     assert {k for k in keys_ if k.endswith(".parquet")} == {f"lake/{d}/{p}" for d, p in after}
     assert not [k for k in keys_ if k.endswith("/")]
+    db.close()
+
+
+def test_late_staging_objects_of_a_published_run_are_swept_by_the_next_run_on_s3(database_factory, s3_lake):
+    db = Database(url=database_factory())
+    bus = setup(CommandBus(db))
+    seed(bus, tenants=2, commands=40, days=2, now=dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.UTC))
+    first = run_export(db, s3_lake)
+    lake = Lake(s3_lake)
+    late = lake.abspath(lake.staging_dir(first.snapshot_id), "commands", "day=2026-06-15",
+                        f"s{first.snapshot_id:010d}-u1a1-0.parquet")
+    with lake.fs.open_output_stream(late) as f:  # a taker that lost its unit writes after the run published
+        f.write(b"PAR1 late")
+    assert lake.staged_snapshots() == [first.snapshot_id]
+    run_export(db, s3_lake)
+    assert lake.staged_snapshots() == []
+    assert lake.fs.get_file_info(late).type == pafs.FileType.NotFound
     db.close()
