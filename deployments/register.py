@@ -4,11 +4,19 @@
 (type ``process``) and applies each deployment of ``all_deployments`` to it. Entrypoints are module paths, so a
 worker only needs the ``commandlog`` package installed and ``CMDLOG_DATABASE_URL``/``CMDLOG_LAKE_URI`` set; it
 runs ``prefect worker start --pool NAME``. Re-running updates the deployments in place (safe to repeat).
+
+It also creates (or updates) one automation on the server, ``ZOMBIE_AUTOMATION``: a flow run that is Running and
+has sent no heartbeat for ``ZOMBIE_AFTER_S`` seconds is set to Crashed (Prefect's documented "zombie flow runs"
+automation). A worker killed with its runs (SIGKILL, a lost machine) reports nothing, and the open-source server
+does not crash such runs by itself; without it they stay Running — holding the ``concurrency_limit=1`` slot of
+``seal-log``, ``retention-cleanup`` and ``replay-commands`` — until an operator marks them. ``cmdlog worker`` gives
+its runs a heartbeat every ``HEARTBEAT_S`` seconds (Prefect's default is 180).
 """
 
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
@@ -33,9 +41,59 @@ def ensure_pool(name: str, *, pool_type: str = "process") -> bool:
         return True
 
 
+HEARTBEAT_S = 60
+"""Seconds between the heartbeats of a flow run started by ``cmdlog worker`` (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``;
+Prefect's default is 180)."""
+ZOMBIE_AFTER_S = 600
+"""Seconds without a heartbeat after which ``ZOMBIE_AUTOMATION`` sets a Running flow run to Crashed: ten of
+``cmdlog worker``'s heartbeats, and more than three of Prefect's default 180 s, so runs of a plain ``prefect worker
+start`` are not crashed while alive. A worker that dies during an hourly export gets its run crashed within ~10 min."""
+MIN_ZOMBIE_AFTER_S = 10.0
+ZOMBIE_AUTOMATION = "cmdlog: crash flow runs that stopped sending heartbeats"
+_RUN_ENDS = ("Completed", "Failed", "Cancelled", "Crashed")
+
+
+def ensure_zombie_automation(*, after_s: float = ZOMBIE_AFTER_S) -> str:
+    """Create or update ``ZOMBIE_AUTOMATION`` with a silence of ``after_s`` seconds; returns its id.
+
+    Proactive trigger, one per flow run: after a run's heartbeat, expect another heartbeat (or its end) within
+    ``after_s``; if none comes, change the run's state to Crashed. Runs without heartbeats (heartbeats off, runs
+    served by ``cmdlog up``) never start the trigger."""
+    from prefect.automations import Automation  # noqa: PLC0415 — only deploy needs the automations API
+    from prefect.client.schemas.objects import StateType  # noqa: PLC0415
+    from prefect.events.actions import ChangeFlowRunState  # noqa: PLC0415
+    from prefect.events.schemas.automations import EventTrigger, Posture  # noqa: PLC0415
+    from prefect.events.schemas.events import ResourceSpecification  # noqa: PLC0415
+
+    if not after_s >= MIN_ZOMBIE_AFTER_S:
+        raise ValueError(f"zombie_after: at least {MIN_ZOMBIE_AFTER_S:g} seconds (Prefect's least for a proactive "
+                         f"trigger), not {after_s!r}")
+    heartbeat = "prefect.flow-run.heartbeat"
+    wanted = Automation(
+        name=ZOMBIE_AUTOMATION,
+        description=("A Running flow run whose worker is gone sends no heartbeat: crash it so its concurrency slot "
+                     "is free and the operator sees it (commandlog, deployments/register.py)."),
+        trigger=EventTrigger(
+            after={heartbeat}, expect={heartbeat, *(f"prefect.flow-run.{s}" for s in _RUN_ENDS)},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=after_s)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {after_s:g} s: its worker is gone (cmdlog automation)")],
+    )
+    try:
+        current = Automation.read(name=ZOMBIE_AUTOMATION)
+    except ValueError:  # none of that name yet
+        return str(wanted.create().id)
+    wanted.id = current.id
+    wanted.update()
+    return str(current.id)
+
+
 def register(pool: str, *, settings: Settings | None = None, create_pool: bool = True,
-             only: list[str] | None = None) -> list[str]:
-    """Apply every deployment (or those named in ``only``) to work pool ``pool``; return their names."""
+             only: list[str] | None = None, zombie_after_s: float | None = ZOMBIE_AFTER_S) -> list[str]:
+    """Apply every deployment (or those named in ``only``) to work pool ``pool``, and the zombie-run automation
+    (``zombie_after_s`` seconds; None: leave automations alone); return the deployments' names."""
     deployments = all_deployments(settings)
     known = deployment_names(deployments)
     unknown = sorted(set(only or ()) - set(known))
@@ -48,6 +106,8 @@ def register(pool: str, *, settings: Settings | None = None, create_pool: bool =
         if only is None or name in only:
             deployment.apply(work_pool_name=pool)
             names.append(name)
+    if zombie_after_s is not None:
+        ensure_zombie_automation(after_s=zombie_after_s)
     return names
 
 

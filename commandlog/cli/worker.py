@@ -10,7 +10,9 @@ adds over calling Prefect directly, and why it exists:
 - it finds the server and login of a ``cmdlog up`` running on the same ``CMDLOG_HOME`` (as ``cmdlog export
   --flow`` does), so a local worker needs no ``PREFECT_API_*`` of its own;
 - it warns when ``CMDLOG_SEAL_KEY`` is unset: ``seal-log`` runs would create a key per machine's ``CMDLOG_HOME``;
-- it runs the ``prefect`` of this interpreter, so the worker's flow runs import this ``commandlog``.
+- it runs the ``prefect`` of this interpreter, so the worker's flow runs import this ``commandlog``;
+- its flow runs send a heartbeat every ``deployments.register.HEARTBEAT_S`` seconds (unless
+  ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` is set), which the zombie-run automation ``cmdlog deploy`` creates watches.
 
 The worker then *replaces* this process (``exec``): signals, exit code and logs are Prefect's own.
 """
@@ -49,7 +51,11 @@ def worker_environment(env: dict[str, str], home: Path) -> dict[str, str]:
     if not env.get("CMDLOG_DATABASE_URL"):
         raise ValueError("CMDLOG_DATABASE_URL is not set: a worker must use the platform's Postgres (without it each "
                          "flow run would start an empty embedded database of its own)")
+    from deployments.register import HEARTBEAT_S  # noqa: PLC0415 — start-up cost: Prefect (the CLI may reach up)
+
     out = {**env, **local_client_settings(home, env)}
+    # Heartbeats let the server's zombie-run automation (cmdlog deploy) crash this worker's runs if it dies.
+    out.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_S))
     if not out.get("PREFECT_API_URL"):  # a Prefect profile may name the server instead of the environment
         from prefect.settings import PREFECT_API_URL  # noqa: PLC0415 — start-up cost: Prefect
 
