@@ -59,17 +59,16 @@ def ensure_zombie_automation(*, after_s: float = ZOMBIE_AFTER_S) -> str:
     Proactive trigger, one per flow run: after a run's heartbeat, expect another heartbeat (or its end) within
     ``after_s``; if none comes, change the run's state to Crashed. Runs without heartbeats (heartbeats off, runs
     served by ``cmdlog up``) never start the trigger."""
-    from prefect.automations import Automation  # noqa: PLC0415 — only deploy needs the automations API
-    from prefect.client.schemas.objects import StateType  # noqa: PLC0415
+    from prefect.client.schemas.objects import StateType  # noqa: PLC0415 — only deploy needs the automations API
     from prefect.events.actions import ChangeFlowRunState  # noqa: PLC0415
-    from prefect.events.schemas.automations import EventTrigger, Posture  # noqa: PLC0415
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture  # noqa: PLC0415
     from prefect.events.schemas.events import ResourceSpecification  # noqa: PLC0415
 
     if not after_s >= MIN_ZOMBIE_AFTER_S:
         raise ValueError(f"zombie_after: at least {MIN_ZOMBIE_AFTER_S:g} seconds (Prefect's least for a proactive "
                          f"trigger), not {after_s!r}")
     heartbeat = "prefect.flow-run.heartbeat"
-    wanted = Automation(
+    wanted = AutomationCore(
         name=ZOMBIE_AUTOMATION,
         description=("A Running flow run whose worker is gone sends no heartbeat: crash it so its concurrency slot "
                      "is free and the operator sees it (commandlog, deployments/register.py)."),
@@ -81,13 +80,12 @@ def ensure_zombie_automation(*, after_s: float = ZOMBIE_AFTER_S) -> str:
         actions=[ChangeFlowRunState(state=StateType.CRASHED,
                                     message=f"no heartbeat for {after_s:g} s: its worker is gone (cmdlog automation)")],
     )
-    try:
-        current = Automation.read(name=ZOMBIE_AUTOMATION)
-    except ValueError:  # none of that name yet
-        return str(wanted.create().id)
-    wanted.id = current.id
-    wanted.update()
-    return str(current.id)
+    with get_client(sync_client=True) as client:
+        current = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+        if not current:
+            return str(client.create_automation(wanted))
+        client.update_automation(current[0].id, wanted)
+        return str(current[0].id)
 
 
 def register(pool: str, *, settings: Settings | None = None, create_pool: bool = True,
