@@ -162,3 +162,28 @@ def test_cmdlog_retention_holds_and_runs_dry_unless_purge(database_factory, tmp_
     assert _count(url, "cmd_class = 'billing.RecordLogin'") == 0
     # add, remove, 2 purges
     assert _count(url, "cmd_class LIKE 'retention.%' AND retention = 'permanent' AND status = 'succeeded'") == 4
+
+
+def test_bad_fan_out_parameters_fail_the_run_naming_the_field_and_change_nothing(
+        prefect_server, database_factory, tmp_path, monkeypatch):
+    from flows.retention_cleanup import retention_cleanup
+
+    url = database_factory()
+    _seed(url)
+    monkeypatch.setenv("CMDLOG_DATABASE_URL", url)
+    monkeypatch.setenv("CMDLOG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CMDLOG_RETENTION_LAKE", "off")
+    try:
+        for params, field in (({"takers": 0}, "takers"), ({"helpers": 99}, "helpers"),
+                              ({"lease_seconds": 1.0}, "lease_seconds"), ({"units_of": 0}, "units_of")):
+            state = retention_cleanup(policy=RetentionPolicy(), dry_run=False, return_state=True, **params)
+            assert state.is_failed() and f"{field}: must be" in (state.message or ""), (params, state)
+        assert _count(url, "cmd_class = 'billing.RecordLogin'") == 7
+        db = Database(url=url)
+        try:
+            with db.connection() as conn:
+                assert conn.execute("SELECT count(*) FROM retention_run").fetchone()[0] == 0
+        finally:
+            db.close()
+    finally:
+        close_runtimes()
