@@ -3,10 +3,11 @@ taken by any process. Two kinds of run use it (column ``kind``, migration 0023):
 ``export_snapshot`` row; a unit is one dataset × a range of Postgres leaf partitions of its table) and
 ``retention`` (run id: the ``retention_run`` row; a unit is one log table × a range of its leaves, or one lake
 dataset × retention class). Units carry a ``phase``: a unit is taken only once every unit of a lower phase of its
-run is done (retention's ``command_log`` deletes reach into the other tables' leaves, so those come after). A taker (``UnitTaker``, one
-connection of its own) claims a unit: ``running`` under the next ``attempt``, ``lease_until`` ahead, and a session
-advisory lock on it held by the taker's connection. The taker renews the lease while it works (``renew``) and
-records the files it staged (``finish``) — only while it still holds that attempt, so a taker that lost its unit
+run is done (retention's ``command_log`` deletes reach into the other tables' leaves, so those come after).
+
+A taker (``UnitTaker``, one connection of its own) claims a unit: ``running`` under the next ``attempt``,
+``lease_until`` ahead, and a session advisory lock on it held by the taker's connection. The taker renews the lease
+while it works (``renew``) and records what it did (``finish``: the files it staged, the rows) — only while it still holds that attempt, so a taker that lost its unit
 cannot overwrite the new attempt's result. A running unit is taken again when its lock is free (the taker's session
 ended: its process died) or its lease ran out (it hangs). Claims lock the rows they look at and skip rows other
 claims hold (``FOR UPDATE SKIP LOCKED``), so concurrent takers never take the same unit.

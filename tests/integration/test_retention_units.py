@@ -39,7 +39,8 @@ def _seed(db, bus) -> None:
 
 
 def _twin(db, tmp_path) -> tuple:
-    """An identical copy of ``db`` (its bus), each exported to a lake of its own: ``(twin, twin_bus, lake, twin_lake)``."""
+    """An identical copy of ``db`` (and its bus), each exported to a lake of its own:
+    ``(twin, twin_bus, lake, twin_lake)``."""
     twin = _clone(db, f"twin_{uuid.uuid4().hex[:8]}")
     twin_bus = retention_setup(billing_setup(CommandBus(twin), install_schema=False))
     lake, twin_lake = str(tmp_path / "lake"), str(tmp_path / "twin-lake")

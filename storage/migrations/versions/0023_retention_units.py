@@ -3,11 +3,11 @@
 Revision ID: 0023
 Revises: 0022
 
-``export_unit`` (migration 0019) held the units of fanned-out export runs. A retention run now splits its purge the
-same way — one log table × a range of its leaf partitions, or one lake dataset × retention class — and its units are
-taken by the same code (``storage.export_units``, ``commandlog.units``). ``kind`` says whose run a unit belongs to
-(``snapshot_id`` is then an ``export_snapshot`` id or a ``retention_run`` id) and is part of the key. ``phase``: a
-unit is taken only once every unit of a lower phase of its run is done (a retention ``command_log`` batch also
+``export_unit`` (migration 0019) held the units of fanned-out export runs. A retention run now splits its purge
+the same way — one log table × a range of its leaf partitions, or one lake dataset × retention class — and its
+units are taken by the same code (``storage.export_units``, ``commandlog.units``). ``kind`` says whose run a unit
+belongs to (``snapshot_id`` is then an ``export_snapshot`` id or a ``retention_run`` id) and is part of the key.
+``phase``: a unit is taken only once every unit of a lower phase of its run is done (a retention ``command_log`` batch also
 deletes its commands' tenant rows and events, so the units of those tables come after it). Existing rows are export
 units of phase 0.
 """
