@@ -381,6 +381,13 @@ def pending_drops(conn: psycopg.Connection, run_id: int) -> list[tuple[str, str,
         "AND status = 'detaching' ORDER BY step_id", (run_id,))]
 
 
+def swept_leaves(conn: psycopg.Connection, run_id: int) -> set[str]:
+    """Leaves in which the run has batch-deleted rows (a redone unit sweeps them again rather than drop what the
+    batches emptied: the decision an uninterrupted run made stands)."""
+    return {r[0] for r in conn.execute("SELECT DISTINCT partition_name FROM retention_step WHERE run_id = %s "
+                                       "AND action = 'delete'", (run_id,))}
+
+
 def run_steps(conn: psycopg.Connection, run_id: int) -> list[dict]:
     """Every step of a run: action, table, partition, retention, status, rows, bytes, counts."""
     with conn.cursor(row_factory=dict_row) as cur:

@@ -294,8 +294,10 @@ def _finish_drop(dconn: Connection, run: store.RunRow, *, table: str, retention:
 
 def _walk(db: Database, run: store.RunRow, policy: RetentionPolicy, unit: unit_store.UnitRow, step: Step) -> int:
     """Every leaf of the unit's range older than its class's latest cutoff: dropped whole when it can be, else
-    batch-deleted; drops of the run left ``detaching`` by a taker that died in this range are finished first.
-    Rows removed (dropped leaves' rows counted before their detach)."""
+    batch-deleted; drops of the run left ``detaching`` by a taker that died in this range are finished first, and a
+    leaf an earlier attempt started to batch-delete is batch-deleted again, not dropped (its batches may have emptied
+    it: the decision stands, as in a run that was never interrupted). Rows removed (dropped leaves' rows counted
+    before their detach)."""
     table, rng = unit.dataset, unit.leaf
     cut = policy.cutoffs(rng.retention, run.as_of)
     if cut.latest is None:
@@ -307,6 +309,7 @@ def _walk(db: Database, run: store.RunRow, policy: RetentionPolicy, unit: unit_s
         with db.connection() as conn:
             pending = [leaf for t, r, leaf in store.pending_drops(conn, run.run_id)
                        if t == table and r == rng.retention]
+            swept = store.swept_leaves(conn, run.run_id)
         for name in pending:  # still attached or pending: the unit of its range finishes it; detached: any unit
             p = leaves.get(name)
             if p is None or rng.lower <= p.lower < rng.upper:
@@ -319,7 +322,7 @@ def _walk(db: Database, run: store.RunRow, policy: RetentionPolicy, unit: unit_s
             if leaf.name in pending:
                 continue  # finished above
             dropped = None
-            if cut.default is not None and leaf.upper <= cut.default:
+            if cut.default is not None and leaf.upper <= cut.default and leaf.name not in swept:
                 dropped = _drop(dconn, run, leaf, cut, step, policy=policy)
             removed += dropped if dropped is not None else _sweep(db, run, policy, leaf, cut, step)
     return removed
