@@ -7,10 +7,11 @@ run is done (retention's ``command_log`` deletes reach into the other tables' le
 
 A taker (``UnitTaker``, one connection of its own) claims a unit: ``running`` under the next ``attempt``,
 ``lease_until`` ahead, and a session advisory lock on it held by the taker's connection. The taker renews the lease
-while it works (``renew``) and records what it did (``finish``: the files it staged, the rows) — only while it still holds that attempt, so a taker that lost its unit
-cannot overwrite the new attempt's result. A running unit is taken again when its lock is free (the taker's session
-ended: its process died) or its lease ran out (it hangs). Claims lock the rows they look at and skip rows other
-claims hold (``FOR UPDATE SKIP LOCKED``), so concurrent takers never take the same unit.
+while it works (``renew``) and records what it did (``finish``: the files it staged, the rows) — only while it
+still holds that attempt, so a taker that lost its unit cannot overwrite the new attempt's result. A running unit
+is taken again when its lock is free (the taker's session ended: its process died) or its lease ran out (it
+hangs). Claims lock the rows they look at and skip rows other claims hold (``FOR UPDATE SKIP LOCKED``), so
+concurrent takers never take the same unit.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ class UnitTaker:
     def __init__(self, url: str) -> None:
         with translated("cannot connect to Postgres"):
             self.conn = psycopg.connect(url, autocommit=True)
-        self._locked: dict[tuple[int, int], str] = {}
+        self._locked: dict[tuple[str, int, int], str] = {}
 
     def __enter__(self) -> UnitTaker:
         return self

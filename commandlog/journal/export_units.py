@@ -27,20 +27,27 @@ from collections.abc import Callable
 
 from commandlog import units as fanout
 from commandlog.journal.snapshots import read_snapshot
-from commandlog.units import LEASE_S as LEASE_S
-from commandlog.units import TAKERS as TAKERS
-from commandlog.units import UNITS_PER_CLASS as UNITS_PER_CLASS
-from commandlog.units import Launch as Launch
-from commandlog.units import Progress as Progress
-from commandlog.units import UnitError as UnitError
-from commandlog.units import check as check
-from commandlog.units import owner_name as owner_name
-from commandlog.units import ranges as ranges
+from commandlog.units import (
+    LEASE_S,
+    TAKERS,
+    UNITS_PER_CLASS,
+    Launch,
+    Progress,
+    UnitError,
+    check,
+    owner_name,
+    ranges,
+)
 from storage import export_ledger as ledger
 from storage import export_units as store
 from storage.lake.arrow_export import DATASETS, SnapshotReader
 from storage.lake.datasets import Lake, LakeFile
 from storage.postgres import Database
+
+__all__ = ["LEASE_S", "TAKERS", "UNITS_PER_CLASS", "Launch", "Progress", "Step", "UnitError", "check", "help_export",
+           "owner_name", "plan", "ranges", "stage", "take", "work"]
+"""The export's units, and what it shares with every fanned-out run (``commandlog.units``), under the names its
+callers have always used."""
 
 log = logging.getLogger(__name__)
 
