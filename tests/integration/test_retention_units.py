@@ -38,15 +38,19 @@ def _seed(db, bus) -> None:
     add_hold(bus, tenant="t3", subject="customer:1", reason="dispute")  # t3's leaves: batches
 
 
-def _twin(db, tmp_path) -> tuple:
-    """An identical copy of ``db`` (and its bus), each exported to a lake of its own:
-    ``(twin, twin_bus, lake, twin_lake)``."""
+@pytest.fixture
+def twins(fresh, tmp_path):
+    """The seeded database and an identical copy of it, each exported to a lake of its own:
+    ``(db, bus, lake, twin, twin_bus, twin_lake)``."""
+    db, bus = fresh
+    _seed(db, bus)
     twin = _clone(db, f"twin_{uuid.uuid4().hex[:8]}")
     twin_bus = retention_setup(billing_setup(CommandBus(twin), install_schema=False))
     lake, twin_lake = str(tmp_path / "lake"), str(tmp_path / "twin-lake")
     run_export(db, lake)
     run_export(twin, twin_lake)
-    return twin, twin_bus, lake, twin_lake
+    yield db, bus, lake, twin, twin_bus, twin_lake
+    twin.close()
 
 
 def _outcome(db, lake: str, report) -> dict:
@@ -64,37 +68,32 @@ def _outcome(db, lake: str, report) -> dict:
             "logged": {k: logged[k] for k in ("counts", "partitions_dropped", "bytes_freed")}}
 
 
-def test_two_takers_purge_units_at_once_and_leave_what_one_taker_leaves(fresh, tmp_path):
-    db, bus = fresh
-    _seed(db, bus)
-    twin, twin_bus, lake, twin_lake = _twin(db, tmp_path)
-    try:
-        at_once: list[int] = []
+def test_two_takers_purge_units_at_once_and_leave_what_one_taker_leaves(twins):
+    db, bus, lake, twin, twin_bus, twin_lake = twins
+    at_once: list[int] = []
 
-        def step(phase: str, detail: str) -> None:
-            if phase == "unit":  # how many units are being worked on as one starts (the ledger says)
-                time.sleep(0.1)
-                with psycopg.connect(db.url) as conn:
-                    at_once.append(conn.execute("SELECT count(*) FROM export_unit WHERE kind = 'retention' "
-                                                "AND state = 'running'").fetchone()[0])
+    def step(phase: str, detail: str) -> None:
+        if phase == "unit":  # how many units are being worked on as one starts (the ledger says)
+            time.sleep(0.1)
+            with psycopg.connect(db.url) as conn:
+                at_once.append(conn.execute("SELECT count(*) FROM export_unit WHERE kind = 'retention' "
+                                            "AND state = 'running'").fetchone()[0])
 
-        two = run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, dry_run=False, step=step,
-                        fan=FanOut(takers=2, owner="two"))
-        one = run_purge(twin, twin_bus, POLICY, as_of=AS_OF, lake_uri=twin_lake, dry_run=False,
-                        fan=FanOut(takers=1, owner="one"))
-        units = unit_store.units_of(db, two.run_id, kind=KIND)
-        assert len(units) > 8 and all(u.state == "done" and u.attempt == 1 for u in units)
-        assert {u.owner for u in units} == {"two#0", "two#1"}, [u.owner for u in units]  # both took units…
-        assert max(at_once) == 2, at_once  # …at the same time
-        tables = {u.dataset for u in units}
-        assert {"command_log", "tenant_command_log", "domain_event", "frontend_action"} <= tables
-        assert {"lake:commands", "lake:events"} <= tables
-        mine, other = _outcome(db, lake, two), _outcome(twin, twin_lake, one)
-        assert mine == other
-        assert two.total_rows > 0 and two.partitions_dropped > 0
-        assert {c["table"] for c in two.counts} >= {"command_log", "domain_event", "lake:commands"}
-    finally:
-        twin.close()
+    two = run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, dry_run=False, step=step,
+                    fan=FanOut(takers=2, owner="two"))
+    one = run_purge(twin, twin_bus, POLICY, as_of=AS_OF, lake_uri=twin_lake, dry_run=False,
+                    fan=FanOut(takers=1, owner="one"))
+    units = unit_store.units_of(db, two.run_id, kind=KIND)
+    assert len(units) > 8 and all(u.state == "done" and u.attempt == 1 for u in units)
+    assert {u.owner for u in units} == {"two#0", "two#1"}, [u.owner for u in units]  # both took units…
+    assert max(at_once) == 2, at_once  # …at the same time
+    tables = {u.dataset for u in units}
+    assert {"command_log", "tenant_command_log", "domain_event", "frontend_action"} <= tables
+    assert {"lake:commands", "lake:events"} <= tables
+    mine, other = _outcome(db, lake, two), _outcome(twin, twin_lake, one)
+    assert mine == other
+    assert two.total_rows > 0 and two.partitions_dropped > 0
+    assert {c["table"] for c in two.counts} >= {"command_log", "domain_event", "lake:commands"}
 
 
 def _unit_lock_holder(db, run_id: int, unit_no: int) -> int | None:
@@ -108,13 +107,11 @@ def _unit_lock_holder(db, run_id: int, unit_no: int) -> int | None:
 
 
 @pytest.mark.parametrize("kill_at", ["dropped", "batch"])
-def test_a_helper_killed_mid_unit_loses_its_unit_to_the_run_which_ends_as_a_run_alone(fresh, tmp_path, kill_at):
+def test_a_helper_killed_mid_unit_loses_its_unit_to_the_run_which_ends_as_a_run_alone(twins, kill_at):
     """A helper taking units of the run has its session terminated in the middle of a unit (after a leaf was
     dropped, or after a batch): its unit stays ``running`` with no lock, the run's own taker takes it again at once
     and redoes it, and the run ends with the rows, lake, leaves and counts of a run without helper."""
-    db, bus = fresh
-    _seed(db, bus)
-    twin, twin_bus, lake, twin_lake = _twin(db, tmp_path)
+    db, bus, lake, twin, twin_bus, twin_lake = twins
     helper: dict = {}
     mine = threading.local()
 
@@ -144,60 +141,52 @@ def test_a_helper_killed_mid_unit_loses_its_unit_to_the_run_which_ends_as_a_run_
         if phase == "unit":
             time.sleep(0.3)  # the helper, unhindered, takes most units: it is in the middle of one when killed
 
-    try:
-        report = run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, dry_run=False, step=parent_step,
-                           fan=FanOut(takers=1, launch=launch, owner="parent"))
-        helper["thread"].join(60)
-        assert "killed" in helper and "error" in helper, helper  # it died mid-unit
-        units = {u.unit_no: u for u in unit_store.units_of(db, report.run_id, kind=KIND)}
-        killed = units[helper["killed"]]
-        assert killed.state == "done" and killed.attempt >= 2
-        assert [t["owner"] for t in killed.taken_by][:2] == ["helper", "parent#0"], killed.taken_by
-        alone = run_purge(twin, twin_bus, POLICY, as_of=AS_OF, lake_uri=twin_lake, dry_run=False,
-                          fan=FanOut(takers=1))
-        assert _outcome(db, lake, report) == _outcome(twin, twin_lake, alone)
-    finally:
-        twin.close()
+    report = run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, dry_run=False, step=parent_step,
+                       fan=FanOut(takers=1, launch=launch, owner="parent"))
+    helper["thread"].join(60)
+    assert "killed" in helper and "error" in helper, helper  # it died mid-unit
+    units = {u.unit_no: u for u in unit_store.units_of(db, report.run_id, kind=KIND)}
+    killed = units[helper["killed"]]
+    assert killed.state == "done" and killed.attempt >= 2
+    assert [t["owner"] for t in killed.taken_by][:2] == ["helper", "parent#0"], killed.taken_by
+    alone = run_purge(twin, twin_bus, POLICY, as_of=AS_OF, lake_uri=twin_lake, dry_run=False,
+                      fan=FanOut(takers=1))
+    assert _outcome(db, lake, report) == _outcome(twin, twin_lake, alone)
 
 
-def test_a_crash_mid_unit_leaves_the_run_open_and_the_next_run_finishes_it_with_its_cutoffs(fresh, tmp_path):
+def test_a_crash_mid_unit_leaves_the_run_open_and_the_next_run_finishes_it_with_its_cutoffs(twins):
     """A unit that raises stops the run's takers (the run stays ``running``, the unit given back); the next run
     keeps the units done, takes the others again and ends as an uninterrupted run would have."""
-    db, bus = fresh
-    _seed(db, bus)
-    twin, twin_bus, lake, twin_lake = _twin(db, tmp_path)
-    try:
-        seen: list[str] = []
+    db, bus, lake, twin, twin_bus, twin_lake = twins
+    seen: list[str] = []
 
-        def crash(phase: str, detail: str) -> None:
-            if phase == "batch":
-                seen.append(detail)
-                if len(seen) == 2:
-                    raise Crash(detail)
+    def crash(phase: str, detail: str) -> None:
+        if phase == "batch":
+            seen.append(detail)
+            if len(seen) == 2:
+                raise Crash(detail)
 
-        with pytest.raises(Crash):
-            run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, dry_run=False, step=crash, fan=FanOut(takers=2))
-        with db.connection() as conn:
-            run_id, status = conn.execute("SELECT run_id, status FROM retention_run").fetchone()
-        units = unit_store.units_of(db, run_id, kind=KIND)
-        assert status == "running" and any(u.state != "done" for u in units)
-        assert not any(u.state == "running" for u in units)  # given back, not left to its lease
-        done_before = {u.unit_no: u.taken_by for u in units if u.state == "done"}
-        later = run_purge(db, bus, POLICY.model_copy(update={"short_lived_days": "never", "long_lived_days": "never"}),
-                          as_of=AS_OF + timedelta(days=1), lake_uri=lake, dry_run=False)
-        assert later.resumed == [run_id] and later.total_rows == 0
-        after = {u.unit_no: u for u in unit_store.units_of(db, run_id, kind=KIND)}
-        assert all(u.state == "done" for u in after.values())
-        assert all(after[n].taken_by == taken for n, taken in done_before.items())  # a done unit is not redone
-        alone = run_purge(twin, twin_bus, POLICY, as_of=AS_OF, lake_uri=twin_lake, dry_run=False)
-        with db.connection() as conn:
-            first = conn.execute("SELECT cmd_body FROM command_log WHERE cmd_class = 'retention.Purge' "
-                                 "ORDER BY started_at LIMIT 1").fetchone()[0]
-        assert first["counts"] == [dict(c) for c in alone.counts]
-        assert (first["partitions_dropped"], first["bytes_freed"]) == (alone.partitions_dropped, alone.bytes_freed)
-        assert _snapshot(db) == _snapshot(twin)
-    finally:
-        twin.close()
+    with pytest.raises(Crash):
+        run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, dry_run=False, step=crash, fan=FanOut(takers=2))
+    with db.connection() as conn:
+        run_id, status = conn.execute("SELECT run_id, status FROM retention_run").fetchone()
+    units = unit_store.units_of(db, run_id, kind=KIND)
+    assert status == "running" and any(u.state != "done" for u in units)
+    assert not any(u.state == "running" for u in units)  # given back, not left to its lease
+    done_before = {u.unit_no: u.taken_by for u in units if u.state == "done"}
+    later = run_purge(db, bus, POLICY.model_copy(update={"short_lived_days": "never", "long_lived_days": "never"}),
+                      as_of=AS_OF + timedelta(days=1), lake_uri=lake, dry_run=False)
+    assert later.resumed == [run_id] and later.total_rows == 0
+    after = {u.unit_no: u for u in unit_store.units_of(db, run_id, kind=KIND)}
+    assert all(u.state == "done" for u in after.values())
+    assert all(after[n].taken_by == taken for n, taken in done_before.items())  # a done unit is not redone
+    alone = run_purge(twin, twin_bus, POLICY, as_of=AS_OF, lake_uri=twin_lake, dry_run=False)
+    with db.connection() as conn:
+        first = conn.execute("SELECT cmd_body FROM command_log WHERE cmd_class = 'retention.Purge' "
+                             "ORDER BY started_at LIMIT 1").fetchone()[0]
+    assert first["counts"] == [dict(c) for c in alone.counts]
+    assert (first["partitions_dropped"], first["bytes_freed"]) == (alone.partitions_dropped, alone.bytes_freed)
+    assert _snapshot(db) == _snapshot(twin)
 
 
 def test_bad_fan_out_settings_are_refused_before_anything_is_written(fresh):
