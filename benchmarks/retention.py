@@ -56,8 +56,7 @@ from commandlog.context import ExecutionContext
 from commandlog.retention.cleanup import DAYS_AHEAD
 from commandlog.retention.policy import RetentionPolicy
 from commandlog.retention.policy import setup as retention_setup
-from commandlog.retention.purge import FanOut, run_purge
-from commandlog.units import TAKERS
+from commandlog.retention.purge import TAKERS, FanOut, run_purge
 from examples.billing import commands as c
 from examples.billing import setup as billing_setup
 from examples.billing.demo import history

@@ -21,7 +21,8 @@ from prefect import flow
 from prefect.states import Completed, State
 
 from commandlog.retention.policy import DRY_RUN, EXPORT_FIRST, RetentionPolicy
-from commandlog.units import LEASE_S, TAKERS, check
+from commandlog.retention.purge import TAKERS
+from commandlog.units import LEASE_S, check
 from tasks.retention import (
     purge_expired,
     report_purge,

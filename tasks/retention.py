@@ -12,9 +12,9 @@ from prefect.artifacts import create_table_artifact
 from commandlog.bootstrap import runtime
 from commandlog.retention.cleanup import run_cleanup
 from commandlog.retention.policy import RetentionPolicy
-from commandlog.retention.purge import FanOut, help_purge, lake_for, summary_line
+from commandlog.retention.purge import TAKERS, FanOut, help_purge, lake_for, summary_line
 from commandlog.settings import Settings
-from commandlog.units import LEASE_S, TAKERS
+from commandlog.units import LEASE_S
 from tasks.fanout import helper_launcher, owner
 
 

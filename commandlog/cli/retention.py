@@ -13,8 +13,15 @@ import typer
 from rich.table import Table
 
 from commandlog.cli import _common
-from commandlog.retention.policy import DRY_RUN, EXPORT_FIRST, RetentionPolicy, add_hold, list_holds, remove_hold
-from commandlog.units import TAKERS
+from commandlog.retention.policy import (
+    DRY_RUN,
+    EXPORT_FIRST,
+    PURGE_TAKERS,
+    RetentionPolicy,
+    add_hold,
+    list_holds,
+    remove_hold,
+)
 
 app = typer.Typer(help="Retention cleanup and legal holds.", no_args_is_help=True)
 hold_app = typer.Typer(help="Legal holds: held rows are never purged.", no_args_is_help=True)
@@ -35,8 +42,9 @@ def run(
     export_first: bool = typer.Option(EXPORT_FIRST, "--export-first/--no-export-first",
                                       help="Export new rows to the lake before purging."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    takers: int = typer.Option(TAKERS, "--takers",
-                               help="Units of the purge worked on at once by this process (threads)."),
+    takers: int = typer.Option(PURGE_TAKERS, "--takers",
+                               help="Units of the purge worked on at once by this process (threads): more shortens "
+                                    "the purge phase and lengthens the writers' tail."),
 ) -> None:
     """Purge entries older than their class allows (policy from CMDLOG_RETENTION_*), in Postgres and the lake.
 

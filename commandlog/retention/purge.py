@@ -58,7 +58,7 @@ from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
 from commandlog.retention import policy as rp
 from commandlog.retention.lake import purge_lake
-from commandlog.retention.policy import Purge, PurgeCount, RetentionError, RetentionPolicy
+from commandlog.retention.policy import PURGE_TAKERS, Purge, PurgeCount, RetentionError, RetentionPolicy
 from commandlog.settings import Settings
 from storage import export_ledger, partitions, seals
 from storage import export_units as unit_store
@@ -82,6 +82,8 @@ PHASE = {"command_log": 0, "frontend_action": 0, "tenant_command_log": 1, "domai
 those tables' units come after every ``command_log`` unit (their drops count a leaf's rows before detaching it:
 rows a ``command_log`` batch removed meanwhile would be counted twice). Lake units are of phase 0."""
 LAKE_PREFIX = "lake:"
+TAKERS = PURGE_TAKERS
+"""Unit takers of one purge process by default (``commandlog.retention.policy.PURGE_TAKERS``)."""
 
 
 @dataclass(kw_only=True)
@@ -141,7 +143,7 @@ def summary_line(report: Mapping[str, Any]) -> str:
 class FanOut:
     """How a run's units are worked on."""
 
-    takers: int = fanout.TAKERS
+    takers: int = TAKERS
     """Threads of this process taking units."""
     lease_s: float = fanout.LEASE_S
     """Lease of a unit (``commandlog.units``)."""
@@ -157,7 +159,7 @@ def run_purge(db: Database, bus: CommandBus, policy: RetentionPolicy, *, as_of: 
     """Purge expired entries (dry run: count them); an interrupted earlier run is finished first.
 
     ``dry_run`` has no default here: the one default is ``commandlog.retention.policy.DRY_RUN``. ``fan``: who takes
-    the run's units (default: ``TAKERS`` threads here, no helpers); checked before anything is written.
+    the run's units (default: ``TAKERS`` thread here, no helpers); checked before anything is written.
     """
     fan = fan or FanOut()
     fanout.check(takers=fan.takers, lease_s=fan.lease_s)
