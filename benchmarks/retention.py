@@ -56,7 +56,7 @@ from commandlog.context import ExecutionContext
 from commandlog.retention.cleanup import DAYS_AHEAD
 from commandlog.retention.policy import RetentionPolicy
 from commandlog.retention.policy import setup as retention_setup
-from commandlog.retention.purge import run_purge
+from commandlog.retention.purge import TAKERS, FanOut, run_purge
 from examples.billing import commands as c
 from examples.billing import setup as billing_setup
 from examples.billing.demo import history
@@ -349,7 +349,7 @@ def purge_run(admin: str, end: datetime, args) -> dict:
     sampler = WaitSampler(url) if args.trace else None
     purge = subprocess.Popen([sys.executable, "-m", "benchmarks.retention", "--child-purge",
                               _url(admin, RUN_DB, application_name="bench_purge"), "--as-of", end.isoformat(),
-                              "--reclaim-mb-per-s", str(args.reclaim_mb_per_s)],
+                              "--reclaim-mb-per-s", str(args.reclaim_mb_per_s), "--takers", str(args.takers)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     if purge.stdout.readline().strip() != "ready":
         raise SystemExit("the purge process did not start")
@@ -410,7 +410,7 @@ def purge_run(admin: str, end: datetime, args) -> dict:
     return figures
 
 
-def child_purge(url: str, as_of: datetime, reclaim_mb_per_s: float) -> None:
+def child_purge(url: str, as_of: datetime, reclaim_mb_per_s: float, takers: int) -> None:
     """The purge in its own process, as in production (a flow run, not the writers' process): the writers' Python
     threads then never wait for the GIL behind the purge's Python. Starts on 'go' from stdin; prints its report
     with ``time.perf_counter`` stamps (CLOCK_MONOTONIC: comparable across processes on Linux)."""
@@ -421,7 +421,7 @@ def child_purge(url: str, as_of: datetime, reclaim_mb_per_s: float) -> None:
     sys.stdin.readline()
     p0 = time.perf_counter()
     policy = POLICY.model_copy(update={"reclaim_mb_per_s": reclaim_mb_per_s})
-    report = run_purge(db, bus, policy, as_of=as_of, dry_run=False,
+    report = run_purge(db, bus, policy, as_of=as_of, dry_run=False, fan=FanOut(takers=takers),
                        step=lambda phase, detail: steps.append((time.perf_counter(), phase, detail)))
     p1 = time.perf_counter()
     db.close()
@@ -461,11 +461,13 @@ def main() -> None:
     parser.add_argument("--seed-only", action="store_true", help="seed (or check) the template database and stop")
     parser.add_argument("--reclaim-mb-per-s", type=float, default=POLICY.reclaim_mb_per_s,
                         help="RetentionPolicy.reclaim_mb_per_s of the purge (default: the policy's default)")
+    parser.add_argument("--takers", type=int, default=TAKERS,
+                        help="threads of the purge taking its units (default: the purge's default)")
     parser.add_argument("--child-purge", help=argparse.SUPPRESS)
     parser.add_argument("--as-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_purge:
-        return child_purge(args.child_purge, datetime.fromisoformat(args.as_of), args.reclaim_mb_per_s)
+        return child_purge(args.child_purge, datetime.fromisoformat(args.as_of), args.reclaim_mb_per_s, args.takers)
 
     load_start = loadavg()
     if args.url is None:
@@ -494,7 +496,7 @@ def main() -> None:
                         "writer_p99_ratio_purge", "writer_p99_ratio_reclaim", "writer_p99_before_ms",
                         "writer_p99_during_ms", "writer_samples_during"),
                   extra={"rows": total, "expired_rows": expired, "writers": args.writers,
-                         "reclaim_mb_per_s": args.reclaim_mb_per_s,
+                         "reclaim_mb_per_s": args.reclaim_mb_per_s, "takers": args.takers,
                          "delete_measured": "once, on its own copy after the purge runs" if baseline else "skipped",
                          **{k: v for k, v in baseline.items() if k != "deleted"},
                          "same_rows": all(r.get("same_rows", False) for r in runs) if baseline else None,

@@ -64,10 +64,13 @@ def draft_approval_on_demand(settings: Settings) -> RunnerDeployment:
 
 def retention_cleanup_daily(settings: Settings) -> RunnerDeployment:
     """``retention-cleanup/daily``: purge expired entries (cron ``CMDLOG_RETENTION_CRON``, default 03:30, in
-    ``CMDLOG_RETENTION_TIMEZONE``, default UTC); the schedule purges, a manual run defaults to a dry run."""
+    ``CMDLOG_RETENTION_TIMEZONE``, default UTC); the schedule purges, a manual run defaults to a dry run.
+
+    No deployment concurrency limit: a run's helpers are runs of this deployment (``units_of``) and must run beside
+    it. One purge at a time is the purge lock's (a second run is refused, "another retention purge is running")."""
     cron = settings.extra.get("CMDLOG_RETENTION_CRON") or "30 3 * * *"
     tz = settings.extra.get("CMDLOG_RETENTION_TIMEZONE") or "UTC"
-    return _deployment(retention_cleanup, "daily", concurrency_limit=1,
+    return _deployment(retention_cleanup, "daily",
                        parameters={"policy": RetentionPolicy.from_settings(settings).model_dump(mode="json")},
                        schedules=[Cron(cron, timezone=tz, parameters={"dry_run": False})],
                        description="Drop/delete log entries past their retention class, in Postgres and the lake "

@@ -9,7 +9,7 @@ It also creates (or updates) one automation on the server, ``ZOMBIE_AUTOMATION``
 has sent no heartbeat for ``ZOMBIE_AFTER_S`` seconds is set to Crashed (Prefect's documented "zombie flow runs"
 automation). A worker killed with its runs (SIGKILL, a lost machine) reports nothing, and the open-source server
 does not crash such runs by itself; without it they stay Running — holding the ``concurrency_limit=1`` slot of
-``seal-log``, ``retention-cleanup`` and ``replay-commands`` — until an operator marks them. ``cmdlog worker`` gives
+``seal-log`` and ``replay-commands`` — until an operator marks them. ``cmdlog worker`` gives
 its runs a heartbeat every ``HEARTBEAT_S`` seconds (Prefect's default is 180).
 """
 

@@ -70,6 +70,17 @@ def advisory_lock(url: str, key: LockKey, *, wait: float | None = None,
         conn.close()  # ends the session, which releases the lock in any case
 
 
+def lock_held(conn: psycopg.Connection, key: int) -> bool:
+    """True when some session of this database holds the session advisory lock ``key`` (a bigint key: its high
+    and low 32 bits are ``classid`` and ``objid`` in ``pg_locks``, ``objsubid`` 1)."""
+    with translated():
+        return bool(one_row(conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+            "AND classid::bigint = %s AND objid::bigint = %s "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+            (key >> 32, key & 0xFFFFFFFF)))[0])
+
+
 class Retry:
     """The retry loop for statements that wait on locks: ``retry(attempt)`` calls ``attempt()`` until it returns,
     again after each ``OperationalError`` (lock not granted in time, deadlock, cancelled statement), sleeping

@@ -119,6 +119,8 @@ def drop_connection(url: str, *, lock_timeout_ms: int = 2000) -> psycopg.Connect
     return conn
 
 
+PARENT_LOCK_CLASS = 0x636D6C64  # 'cmld': with hashtext(parent), one detach per partitioned table at a time
+
 RECLAIM_SCHEMA = "retention_reclaim"
 """Where a purged leaf waits for its files to be removed (migration 0022): no privilege for anyone but its owner."""
 
@@ -156,64 +158,80 @@ def detach_and_park(conn: psycopg.Connection, *, parent: str, name: str, attempt
     between the steps leaves a pending or detached leaf: the next call goes on from there; a leaf already parked is
     done).
 
-    ``conn``: from ``drop_connection``. ``lock_key``: a session advisory lock held meanwhile (legal holds take it
-    too, so no hold appears while the leaf goes). ``prepare(conn)`` runs under that lock before an attached leaf
-    is touched; when it returns False nothing is done and None is returned. Otherwise returns the bytes the table
-    and its indexes occupy (what ``reclaim`` will free). ``on_step(kind, seconds)`` is told of each step
-    (``detach``, ``park``).
+    ``conn``: from ``drop_connection``. ``lock_key``: a session advisory lock held *shared* meanwhile (legal holds
+    take it exclusively, so no hold appears while the leaf goes; several purge takers share it). Then a session
+    lock on ``parent`` (``PARENT_LOCK_CLASS``) is held until the leaf is parked: at most one partition of a
+    partitioned table can be pending detach at a time — a second concurrent detach on the same parent fails
+    (https://www.postgresql.org/docs/current/sql-altertable.html#SQL-ALTERTABLE-DETACH-PARTITION) — so detaches of
+    one parent go one after another, whichever process runs them; different parents' detaches may overlap.
+    ``prepare(conn)`` runs under both locks before an attached leaf is touched; when it returns False nothing is
+    done and None is returned. Otherwise returns the bytes the table and its indexes occupy (what ``reclaim`` will
+    free). ``on_step(kind, seconds)`` is told of each step (``detach``, ``park``).
     """
     retry = Retry(attempts=attempts, pause=lambda n: min(0.05 * n, 1.0),
                   give_up=lambda n, e: PartitionBusyError(f"{name}: still locked after {n} attempts ({e})"))
 
-    def lock() -> None:
+    def lock(stmt: str, params: tuple) -> None:
         with translated():
-            conn.execute("SELECT pg_advisory_lock(%s)", (lock_key,))
+            conn.execute(stmt, params)
 
     if lock_key is not None:
-        retry(lock)
+        retry(functools.partial(lock, "SELECT pg_advisory_lock_shared(%s)", (lock_key,)))
     try:
-        state = relation_state(conn, name)
-        if prepare is not None and state == "attached" and not prepare(conn):
-            return None
-        if state == "gone":
-            oid = _parked(conn, name)
-            return 0 if oid is None else int(one_row(conn.execute("SELECT pg_total_relation_size(%s)", (oid,)))[0])
-        size = relation_size(conn, name)
-        ident, par = sql.Identifier("public", name), sql.Identifier("public", parent)
-
-        def advance() -> None:
-            nonlocal state
-            if state == "detached":
-                stale = _parked(conn, name)
-                if stale is not None:  # a leaf of the same name purged before and not reclaimed yet: it goes now
-                    with translated():
-                        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(RECLAIM_SCHEMA, name)))
-                t0 = time.perf_counter()
-                with translated(), conn.transaction():
-                    _park(conn, name)
-                state = "gone"
-                if on_step is not None:
-                    on_step("park", time.perf_counter() - t0)
-                return
-            stmt = {"attached": sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY"),
-                    "pending": sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE")}[state].format(par, ident)
-            t0 = time.perf_counter()
-            try:
-                with translated():
-                    conn.execute(stmt)
-            except OperationalError:
-                state = relation_state(conn, name)  # a cancelled concurrent detach may be left pending
-                raise
-            state = "detached"
-            if on_step is not None:
-                on_step("detach", time.perf_counter() - t0)
-
-        while state != "gone":
-            retry(advance)
-        return size
+        retry(functools.partial(lock, "SELECT pg_advisory_lock(%s, hashtext(%s))", (PARENT_LOCK_CLASS, parent)))
+        try:
+            return _detach_and_park(conn, parent=parent, name=name, retry=retry, prepare=prepare, on_step=on_step)
+        finally:
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (PARENT_LOCK_CLASS, parent))
     finally:
         if lock_key is not None and not conn.closed:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key,))
+            conn.execute("SELECT pg_advisory_unlock_shared(%s)", (lock_key,))
+
+
+def _detach_and_park(conn: psycopg.Connection, *, parent: str, name: str, retry: Retry,
+                     prepare: Callable[[psycopg.Connection], bool] | None,
+                     on_step: Callable[[str, float], None] | None) -> int | None:
+    """``detach_and_park``'s steps, under its locks."""
+    state = relation_state(conn, name)
+    if prepare is not None and state == "attached" and not prepare(conn):
+        return None
+    if state == "gone":
+        oid = _parked(conn, name)
+        return 0 if oid is None else int(one_row(conn.execute("SELECT pg_total_relation_size(%s)", (oid,)))[0])
+    size = relation_size(conn, name)
+    ident, par = sql.Identifier("public", name), sql.Identifier("public", parent)
+
+    def advance() -> None:
+        nonlocal state
+        if state == "detached":
+            stale = _parked(conn, name)
+            if stale is not None:  # a leaf of the same name purged before and not reclaimed yet: it goes now
+                with translated():
+                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(RECLAIM_SCHEMA, name)))
+            t0 = time.perf_counter()
+            with translated(), conn.transaction():
+                _park(conn, name)
+            state = "gone"
+            if on_step is not None:
+                on_step("park", time.perf_counter() - t0)
+            return
+        stmt = {"attached": sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY"),
+                "pending": sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE")}[state].format(par, ident)
+        t0 = time.perf_counter()
+        try:
+            with translated():
+                conn.execute(stmt)
+        except OperationalError:
+            state = relation_state(conn, name)  # a cancelled concurrent detach may be left pending
+            raise
+        state = "detached"
+        if on_step is not None:
+            on_step("detach", time.perf_counter() - t0)
+
+    while state != "gone":
+        retry(advance)
+    return size
 
 
 def _park(conn: psycopg.Connection, name: str) -> None:

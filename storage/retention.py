@@ -7,8 +7,9 @@ Which rows are expired (``x`` is a row of a leaf partition):
   ``subjects`` (events: in their command's ``subjects``; frontend actions: tenant-wide holds only);
 * exported, when the lake guard is on: ``x.tx_id`` below the lake's export bound.
 
-Batch deletes run one short transaction per batch, under ``lock_timeout``, holding the holds' advisory lock (so a
-hold is never added between the check and the delete); a ``command_log`` batch deletes the commands' tenant rows
+Batch deletes run one short transaction per batch, under ``lock_timeout``, holding the holds' advisory lock shared
+(so a hold, which takes it exclusively, is never added between the check and the delete, while the purge's takers
+delete at once); a ``command_log`` batch deletes the commands' tenant rows
 and events in the same statement, so the three stay consistent. Each batch records its counts in
 ``retention_step`` in its own transaction: a crash loses no count and never double-counts.
 """
@@ -270,7 +271,8 @@ def delete_batch(conn: psycopg.Connection, *, table: str, leaf: str, sibling: st
     def attempt() -> Counts:
         with translated(), conn.transaction():
             conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout_ms)}ms")))
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (HOLD_LOCK_KEY,))
+            # shared: the purge's takers delete at once; a new hold (exclusive) waits for the batches in progress
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (HOLD_LOCK_KEY,))
             counts: Counts = {}
             for t, tenant, n in conn.execute(q, params).fetchall():
                 counts.setdefault(t, {})[tenant] = int(n)
@@ -334,6 +336,13 @@ def start_run(conn: psycopg.Connection, *, as_of: datetime, policy: dict, lake_u
                                        str(export_bound) if export_bound is not None else None))))
 
 
+def running_run(conn: psycopg.Connection, run_id: int) -> RunRow | None:
+    """The run ``run_id`` while it is ``running`` (a helper's view: the attempt count is left alone); else None."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return _run(cur.execute(f"SELECT {_RUN_COLS} FROM retention_run WHERE run_id = %s AND status = 'running'",
+                                (run_id,)).fetchone())
+
+
 def finish_run(conn: psycopg.Connection, run_id: int, *, purge_cmd: uuid.UUID) -> bool:
     """Mark the run finished (in the transaction that logs its ``retention.Purge`` command)."""
     return conn.execute("UPDATE retention_run SET status = 'finished', finished_at = now(), purge_cmd = %s "
@@ -370,6 +379,13 @@ def pending_drops(conn: psycopg.Connection, run_id: int) -> list[tuple[str, str,
     return [tuple(r) for r in conn.execute(
         "SELECT table_name, retention, partition_name FROM retention_step WHERE run_id = %s AND action = 'drop' "
         "AND status = 'detaching' ORDER BY step_id", (run_id,))]
+
+
+def swept_leaves(conn: psycopg.Connection, run_id: int) -> set[str]:
+    """Leaves in which the run has batch-deleted rows (a redone unit sweeps them again rather than drop what the
+    batches emptied: the decision an uninterrupted run made stands)."""
+    return {r[0] for r in conn.execute("SELECT DISTINCT partition_name FROM retention_step WHERE run_id = %s "
+                                       "AND action = 'delete'", (run_id,))}
 
 
 def run_steps(conn: psycopg.Connection, run_id: int) -> list[dict]:

@@ -6,20 +6,19 @@ from __future__ import annotations
 import dataclasses
 from uuid import UUID
 
-from prefect import get_client, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.deployments import run_deployment
-from prefect.runtime import deployment, flow_run
 
 from commandlog.bootstrap import runtime
 from commandlog.journal.export import Step, run_compaction, run_export, summary_line
 from commandlog.journal.export_report import export_markdown
-from commandlog.journal.export_units import LEASE_S, TAKERS, Launch, help_export, owner_name
+from commandlog.journal.export_units import LEASE_S, TAKERS, Launch, help_export
+from tasks.fanout import helper_launcher, owner
 
 _PHASE_PROGRESS = {"recovering": 5.0, "planned": 10.0, "publishing": 70.0, "published": 80.0, "compacting": 85.0}
 
@@ -38,30 +37,10 @@ def _stepper(progress_id: UUID | None) -> Step:
     return step
 
 
-def _owner() -> str:
-    """This flow run's id and process: who takes units in the unit ledger."""
-    return owner_name(str(flow_run.id) if flow_run.id else None)
-
-
 def _helper_launcher(lake_uri: str, helpers: int, lease_s: float) -> Launch | None:
-    """When this run came from a deployment on a work pool: a ``launch`` submitting ``helpers`` runs of the same
-    deployment (``units_of`` the run) to the pool, for other workers to take units. Else None (the units are worked
-    on in this process only: ``cmdlog export``, a served deployment, a flow called in-process)."""
-    if helpers < 1 or deployment.id is None or flow_run.id is None:
-        return None
-    with get_client(sync_client=True) as client:
-        pool = client.read_flow_run(flow_run.id).work_pool_name
-    if not pool:
-        return None
-    name = f"{flow_run.flow_name}/{deployment.name}"
-
-    def launch(snapshot_id: int) -> None:
-        for _ in range(helpers):  # sub-flow runs of this one; not waited for: the run's own takers go on meanwhile
-            run_deployment(name, parameters={"lake_uri": lake_uri, "units_of": snapshot_id, "lease_seconds": lease_s},
-                           timeout=0)
-        get_run_logger().info("snapshot %d: %d helper run(s) of %s submitted to work pool %s", snapshot_id, helpers,
-                              name, pool)
-    return launch
+    """On a work pool: submit ``helpers`` runs of this deployment staging units of the run (``units_of``)."""
+    return helper_launcher(helpers, lambda snapshot_id: {"lake_uri": lake_uri, "units_of": snapshot_id,
+                                                         "lease_seconds": lease_s}, what="snapshot")
 
 
 @task(name="start-progress")
@@ -81,14 +60,14 @@ def export_lake(lake_uri: str, *, progress_id: UUID | None = None, takers: int =
     db, _ = runtime()
     launch = _helper_launcher(lake_uri, helpers, lease_s)
     return dataclasses.asdict(run_export(db, lake_uri, step=_stepper(progress_id), takers=takers, lease_s=lease_s,
-                                         launch=launch, owner=_owner()))
+                                         launch=launch, owner=owner()))
 
 
 @task(name="take-export-units", retries=2, retry_delay_seconds=5)
 def take_export_units(lake_uri: str, snapshot_id: int, *, lease_s: float = LEASE_S) -> str:
     """Stage units of the running export ``snapshot_id`` until none is left to take (a helper run's work)."""
     db, _ = runtime()
-    done = help_export(db, lake_uri, snapshot_id, owner=_owner(), lease_s=lease_s)
+    done = help_export(db, lake_uri, snapshot_id, owner=owner(), lease_s=lease_s)
     message = f"snapshot {snapshot_id}: staged {done} unit(s) of the export"
     get_run_logger().info(message)
     return message

@@ -13,7 +13,15 @@ import typer
 from rich.table import Table
 
 from commandlog.cli import _common
-from commandlog.retention.policy import DRY_RUN, EXPORT_FIRST, RetentionPolicy, add_hold, list_holds, remove_hold
+from commandlog.retention.policy import (
+    DRY_RUN,
+    EXPORT_FIRST,
+    PURGE_TAKERS,
+    RetentionPolicy,
+    add_hold,
+    list_holds,
+    remove_hold,
+)
 
 app = typer.Typer(help="Retention cleanup and legal holds.", no_args_is_help=True)
 hold_app = typer.Typer(help="Legal holds: held rows are never purged.", no_args_is_help=True)
@@ -34,6 +42,9 @@ def run(
     export_first: bool = typer.Option(EXPORT_FIRST, "--export-first/--no-export-first",
                                       help="Export new rows to the lake before purging."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    takers: int = typer.Option(PURGE_TAKERS, "--takers",
+                               help="Units of the purge worked on at once by this process (threads): more shortens "
+                                    "the purge phase and lengthens the writers' tail."),
 ) -> None:
     """Purge entries older than their class allows (policy from CMDLOG_RETENTION_*), in Postgres and the lake.
 
@@ -41,13 +52,14 @@ def run(
     """
     from commandlog.bootstrap import build_bus  # noqa: PLC0415 — start-up cost: the bus and its connection pool
     from commandlog.retention.cleanup import run_cleanup  # noqa: PLC0415 — start-up cost: ADBC, via the export
-    from commandlog.retention.purge import lake_for  # noqa: PLC0415 — start-up cost: ADBC, via the lake purge
+    from commandlog.retention.purge import FanOut, lake_for  # noqa: PLC0415 — start-up cost: ADBC, via the lake purge
 
     s = _common.settings()
     policy = RetentionPolicy.from_settings(s)
     with _common.database(s) as db:
         uri = None if no_lake else (lake or lake_for(db, s))
-        report = run_cleanup(db, build_bus(db, s), policy, dry_run=dry_run, export_first=export_first, lake_uri=uri)
+        report = run_cleanup(db, build_bus(db, s), policy, dry_run=dry_run, export_first=export_first, lake_uri=uri,
+                             fan=FanOut(takers=takers))
     if as_json:
         out = dataclasses.asdict(report) | {"total_rows": report.total_rows}
         sys.stdout.write(json.dumps(out, default=str) + "\n")

@@ -15,7 +15,8 @@ from datetime import datetime
 from commandlog.bus import CommandBus
 from commandlog.journal.export import run_export
 from commandlog.retention.policy import DRY_RUN, EXPORT_FIRST, RetentionPolicy
-from commandlog.retention.purge import PurgeReport, run_purge
+from commandlog.retention.purge import FanOut, PurgeReport, run_purge
+from commandlog.units import check
 from storage.partitions import ensure_ahead
 from storage.postgres import Database
 
@@ -34,14 +35,18 @@ def ensure_partitions_ahead(db: Database, *, days: int = DAYS_AHEAD) -> int:
 
 def run_cleanup(db: Database, bus: CommandBus, policy: RetentionPolicy, *, dry_run: bool = DRY_RUN,
                 export_first: bool = EXPORT_FIRST,
-                lake_uri: str | None = None, as_of: datetime | None = None) -> PurgeReport:
+                lake_uri: str | None = None, as_of: datetime | None = None,
+                fan: FanOut | None = None) -> PurgeReport:
     """Export new rows to ``lake_uri`` (unless a dry run, no lake or ``export_first=False``), then purge or count.
 
     Rerun-safe: the export resumes from the last snapshot and an interrupted purge is finished first. Partitions
-    ahead are ensured first (``ensure_partitions_ahead``), in a dry run too.
+    ahead are ensured first (``ensure_partitions_ahead``), in a dry run too. ``fan``: who takes the purge's units
+    (``commandlog.retention.purge.FanOut``; checked before anything is done).
     """
+    fan = fan or FanOut()
+    check(takers=fan.takers, lease_s=fan.lease_s)
     ensure_partitions_ahead(db)
     if lake_uri and export_first and not dry_run:
         run_export(db, lake_uri, replica=False)  # retention works on the primary (storage.replica)
-    return run_purge(db, bus, policy, as_of=as_of, lake_uri=lake_uri, dry_run=dry_run)
+    return run_purge(db, bus, policy, as_of=as_of, lake_uri=lake_uri, dry_run=dry_run, fan=fan)
 

@@ -37,8 +37,11 @@ Removed = dict[tuple[str, str], dict[str, int]]
 
 
 def purge_lake(db: Database, lake_uri: str, policy: RetentionPolicy, *, as_of: datetime,
-               dry_run: bool = False) -> Removed:
-    """Remove (dry run: count) the lake's expired rows; what was removed per dataset, class and tenant."""
+               dry_run: bool = False, only: tuple[str, str] | None = None) -> Removed:
+    """Remove (dry run: count) the lake's expired rows; what was removed per dataset, class and tenant.
+
+    ``only=(dataset, retention)``: that dataset's partitions of that class alone (a unit of a fanned-out purge:
+    one ledger run of its own, published under the lake's lock like any other)."""
     lake = Lake(lake_uri)
     if lake.manifest() is None:
         return {}
@@ -50,7 +53,8 @@ def purge_lake(db: Database, lake_uri: str, policy: RetentionPolicy, *, as_of: d
         current = lake.manifest()
         groups: dict[tuple[str, str], list[LakeFile]] = defaultdict(list)
         for f in (current[1] if current else []):
-            groups[(f.dataset, posixpath.dirname(f.path))].append(f)
+            if only is None or (f.dataset == only[0] and f.partition.get("retention") == only[1]):
+                groups[(f.dataset, posixpath.dirname(f.path))].append(f)
         replaced: list[LakeFile] = []
         kept: list[tuple[str, str, pa.Table]] = []
         for (dataset, pdir), files in sorted(groups.items()):

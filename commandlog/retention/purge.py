@@ -2,25 +2,41 @@
 
 One run (a ``retention_run`` row fixing ``as_of``, the policy and the lake's export bound):
 
-1. finishes the leaves an interrupted run had started to detach (``retention_step`` rows still ``detaching``);
-2. for each log table and purgeable class, walks the leaves older than the latest cutoff:
-   a leaf entirely before the class's cutoff, holding no row of a held tenant or of a tenant kept longer by an
-   override, and (lake guard) fully exported, is detached concurrently and dropped — cost independent of its rows;
-   any other leaf gets batch deletes of exactly its expired, unheld, exported rows, block range by block range;
-3. purges the lake (``commandlog.retention.lake``) with the same cutoffs and holds;
-4. executes ``retention.Purge`` through the bus: its log row (counts per table, class and tenant) and the run's
-   ``finished`` mark commit together.
+1. finishes the leaves an interrupted attempt had started to detach (``retention_step`` rows still ``detaching``);
+2. splits its work into units (``plan``, the unit ledger of ``storage.export_units`` with kind ``retention``): per
+   log table and purgeable class, the leaves older than the class's latest cutoff grouped into ranges of
+   consecutive leaves (``commandlog.units.ranges``), and per lake dataset and class the lake purge — never per row.
+   The units are taken by ``takers`` threads of this process and by helper runs elsewhere (``launch``; a helper
+   calls ``help_purge`` under this run's id), through the same taker loop as the export (``commandlog.units``).
+   A unit over a range of leaves walks them: a leaf entirely before the class's cutoff, holding no row of a held
+   tenant or of a tenant kept longer by an override, and (lake guard) fully exported, is detached concurrently and
+   parked — cost independent of its rows; any other leaf gets batch deletes of exactly its expired, unheld,
+   exported rows, block range by block range. A lake unit purges its dataset's partitions of its class
+   (``commandlog.retention.lake``) with the same cutoffs and holds;
+3. once every unit is done, executes ``retention.Purge`` through the bus: its log row (counts per table, class and
+   tenant, added up from the run's steps whoever recorded them) and the run's ``finished`` mark commit together.
+
+Units at once: a ``command_log`` batch also deletes its commands' tenant rows and events, so the units of
+``tenant_command_log`` and ``domain_event`` are of a later phase — taken only once every ``command_log`` unit is
+done, as the one-taker walk did them after it; ``frontend_action`` and the lake units run beside ``command_log``.
+Detaches of one partitioned table go one at a time (``partitions.detach_and_park`` locks the parent); batches and
+drops of the purge hold the holds' lock shared, so takers do not wait for each other there while a new hold still
+waits for them.
 
 A crash anywhere leaves the run ``running``; the next call finishes it with the same cutoffs before starting its
-own, so nothing is deleted twice or beyond what the interrupted run would have deleted.
+own (the units done stay done, the others are taken again), so nothing is deleted twice or beyond what the
+interrupted run would have deleted. A taker that dies mid-unit loses its unit to another taker at once (its session
+lock goes with it) and the unit is redone: a drop resumes from the state its leaf is in, batches delete what is
+left and record their counts in the transaction that deletes, so no count is lost or doubled.
 
 A leaf goes in two phases. The purge detaches it concurrently and parks it in the ``retention_reclaim`` schema
 (``partitions.detach_and_park``): metadata only, so its rows leave the log in milliseconds and no reader can reach
-them. Its files are removed afterwards by ``reclaim`` (step 5), one file at a time and paced to
+them. Its files are removed afterwards by ``reclaim`` (step 4), one file at a time and paced to
 ``RetentionPolicy.reclaim_mb_per_s``: on a file system that discards freed blocks synchronously (this machine's ext4,
 mounted ``discard``) removing a file occupies the device ~1 ms per MB, and every writer's WAL flush during that
-time waits behind it (docs/retention.md).
-5. reclaims the parked leaves' space (also those an interrupted earlier run left parked).
+time waits behind it (docs/retention.md). The reclaim is one paced loop in the run's own process, after every unit
+is done — never split into units: the pacing is a budget of the one disk.
+4. reclaims the parked leaves' space (also those an interrupted earlier run left parked).
 
 Future partitions are not created here: that is an earlier, separate step of the cleanup
 (``commandlog.retention.cleanup.ensure_partitions_ahead``), so its ``ATTACH PARTITION`` statements do not fall in the
@@ -30,28 +46,44 @@ purge's window.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from commandlog import units as fanout
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
 from commandlog.retention import policy as rp
 from commandlog.retention.lake import purge_lake
-from commandlog.retention.policy import Purge, PurgeCount, RetentionError, RetentionPolicy
+from commandlog.retention.policy import PURGE_TAKERS, Purge, PurgeCount, RetentionError, RetentionPolicy
 from commandlog.settings import Settings
 from storage import export_ledger, partitions, seals
+from storage import export_units as unit_store
 from storage import retention as store
-from storage.locks import advisory_lock
+from storage.export_units import LeafRange
+from storage.lake.arrow_export import DATASETS
+from storage.locks import advisory_lock, lock_held
 from storage.partitions import PURGEABLE_CLASSES, TIME_COLUMN, Partition
 from storage.postgres import Connection, Database
+
+log = logging.getLogger(__name__)
 
 Step = Callable[[str, str], None]
 """``step(phase, detail)``: progress callback (tests inject crashes here)."""
 MAX_LOGGED_COUNTS = 1000
 """Above this many (table, class, tenant) counts the Purge command logs totals per table and class (tenant ``*``)."""
+KIND = "retention"
+"""The runs' kind in the unit ledger."""
+PHASE = {"command_log": 0, "frontend_action": 0, "tenant_command_log": 1, "domain_event": 1}
+"""The phase of each table's units: a ``command_log`` batch deletes the commands' tenant rows and events too, so
+those tables' units come after every ``command_log`` unit (their drops count a leaf's rows before detaching it:
+rows a ``command_log`` batch removed meanwhile would be counted twice). Lake units are of phase 0."""
+LAKE_PREFIX = "lake:"
+TAKERS = PURGE_TAKERS
+"""Unit takers of one purge process by default (``commandlog.retention.policy.PURGE_TAKERS``)."""
 
 
 @dataclass(kw_only=True)
@@ -107,13 +139,30 @@ def summary_line(report: Mapping[str, Any]) -> str:
     return line
 
 
+@dataclass(frozen=True, kw_only=True)
+class FanOut:
+    """How a run's units are worked on."""
+
+    takers: int = TAKERS
+    """Threads of this process taking units."""
+    lease_s: float = fanout.LEASE_S
+    """Lease of a unit (``commandlog.units``)."""
+    launch: fanout.Launch | None = None
+    """Starts helpers elsewhere once the units are planned (the Prefect layer: helper runs on the pool)."""
+    owner: str | None = None
+    """Names this process's takers in the unit ledger."""
+
+
 def run_purge(db: Database, bus: CommandBus, policy: RetentionPolicy, *, as_of: datetime | None = None,
               lake_uri: str | None = None,
-              dry_run: bool, step: Step | None = None) -> PurgeReport:
+              dry_run: bool, step: Step | None = None, fan: FanOut | None = None) -> PurgeReport:
     """Purge expired entries (dry run: count them); an interrupted earlier run is finished first.
 
-    ``dry_run`` has no default here: the one default is ``commandlog.retention.policy.DRY_RUN``.
+    ``dry_run`` has no default here: the one default is ``commandlog.retention.policy.DRY_RUN``. ``fan``: who takes
+    the run's units (default: ``TAKERS`` thread here, no helpers); checked before anything is written.
     """
+    fan = fan or FanOut()
+    fanout.check(takers=fan.takers, lease_s=fan.lease_s)
     step = step or (lambda phase, detail: None)
     as_of = as_of or rp.now()
     bound = export_ledger.last_export_bound(db, lake_uri) if lake_uri else None
@@ -127,17 +176,35 @@ def run_purge(db: Database, bus: CommandBus, policy: RetentionPolicy, *, as_of: 
             old = store.open_run(conn)
         if old is not None:
             step("resuming", f"run {old.run_id}")
-            _execute(db, bus, old, step)
+            _execute(db, bus, old, step, fan)
             resumed.append(old.run_id)
         with db.connection() as conn:
             run = store.start_run(conn, as_of=as_of, policy=policy.model_dump(mode="json"), lake_uri=lake_uri,
                                   export_bound=bound)
-        report = _execute(db, bus, run, step)
+        report = _execute(db, bus, run, step, fan)
         report.resumed = resumed
         done = _reclaim(db, policy, step, phase="reclaiming")
         report.reclaimed_bytes = left.nbytes + done.nbytes
         report.reclaim_seconds = round(left.seconds + done.seconds, 3)
     return report
+
+
+def help_purge(db: Database, run_id: int, *, owner: str, lease_s: float = fanout.LEASE_S,
+               step: Step | None = None) -> int:
+    """A helper's work: take units of the retention run ``run_id`` until every unit is done (waiting for a later
+    phase to open); how many it did. Nothing when the run is not running, or when no purge holds the purge lock
+    (its parent is gone: the next run finishes it, with its cutoffs)."""
+    fanout.check(takers=1, lease_s=lease_s, units_of=run_id)
+    with db.connection() as conn:
+        run = store.running_run(conn, run_id)
+        parent = lock_held(conn, store.PURGE_LOCK_KEY)
+    if run is None or not parent:
+        log.info("retention run %d: %s; nothing to take", run_id,
+                 "not running" if run is None else "no purge holds the purge lock")
+        return 0
+    policy = RetentionPolicy.model_validate(run.policy)
+    return fanout.take(db, KIND, run_id, _unit_work(db, run, policy, step or _quiet), owner=owner, lease_s=lease_s,
+                       wait=True)
 
 
 def _reclaim(db: Database, policy: RetentionPolicy, step: Step, *, phase: str) -> partitions.Reclaimed:
@@ -158,41 +225,109 @@ def _purge_lock(db: Database) -> contextlib.AbstractContextManager[None]:
                          busy=lambda: RetentionError("another retention purge is running"))
 
 
-def _execute(db: Database, bus: CommandBus, run: store.RunRow, step: Step) -> PurgeReport:
+def _execute(db: Database, bus: CommandBus, run: store.RunRow, step: Step, fan: FanOut) -> PurgeReport:
     policy = RetentionPolicy.model_validate(run.policy)  # fields of earlier versions ignored (RETIRED_FIELDS)
     with db.connection() as conn:
         pending = store.pending_drops(conn, run.run_id)
     with contextlib.closing(partitions.drop_connection(db.url, lock_timeout_ms=policy.lock_timeout_ms)) as dconn:
         for table, retention, leaf in pending:  # started by an interrupted attempt: finish exactly those
-            nbytes = partitions.detach_and_park(dconn, parent=f"{table}_{retention}", name=leaf,
-                                                on_step=_on_step(step, leaf))
-            _dropped(dconn, run, table=table, leaf=leaf, nbytes=nbytes or 0)
-            step("dropped", leaf)
-        _walk(db, dconn, run, policy, step)
-    if run.lake_uri:
-        removed = purge_lake(db, run.lake_uri, policy, as_of=run.as_of, dry_run=False)
-        with db.connection() as conn:
-            for (dataset, retention), per_tenant in removed.items():
-                store.record_step(conn, run.run_id, action="lake", table=f"lake:{dataset}", partition=None,
-                                  retention=retention, status="done", counts=per_tenant)
-        step("lake", f"{sum(sum(c.values()) for c in removed.values())} rows")
+            _finish_drop(dconn, run, table=table, retention=retention, leaf=leaf, step=step)
+        planned = plan(db, dconn, run, policy)
+    step("planned", f"{len(planned)} units")
+    if fan.launch is not None and any(u.state != "done" for u in planned):
+        fan.launch(run.run_id)
+    fanout.work(db, KIND, run.run_id, _unit_work(db, run, policy, step), takers=fan.takers, lease_s=fan.lease_s,
+                owner=fan.owner, progress=lambda n, total: step("units", f"{n}/{total}"))
     return _finish(db, bus, run)
 
 
-def _walk(db: Database, dconn: Connection, run: store.RunRow, policy: RetentionPolicy, step: Step) -> None:
-    """Every leaf older than its class's latest cutoff: dropped whole when it can be, else batch-deleted."""
+def plan(db: Database, conn: Connection, run: store.RunRow, policy: RetentionPolicy) -> list[unit_store.UnitRow]:
+    """Record the run's units (kept as they are when an earlier attempt recorded them): per log table and class, the
+    leaves older than the class's latest cutoff grouped into ranges; per lake dataset and class, its lake purge."""
+    if unit_store.has_plan(db, run.run_id, kind=KIND):
+        return unit_store.units_of(db, run.run_id, kind=KIND)
+    units: list[tuple[str, LeafRange, int]] = []
     for table in TIME_COLUMN:
         for retention in PURGEABLE_CLASSES:
             cut = policy.cutoffs(retention, run.as_of)
             if cut.latest is None:
                 continue
-            leaves = [p for p in partitions.list_partitions(dconn, table, retention) if p.lower < cut.latest]
-            for leaf in leaves:
-                if leaf.detach_pending:
-                    continue  # half-detached by someone else's command: not ours to finish
-                if not (cut.default is not None and leaf.upper <= cut.default
-                        and _drop(dconn, run, leaf, cut, step, policy=policy)):
-                    _sweep(db, run, policy, leaf, cut, step)
+            leaves = [LeafRange(retention=retention, lower=p.lower, upper=p.upper)
+                      for p in partitions.list_partitions(conn, table, retention) if p.lower < cut.latest]
+            units += [(table, r, PHASE[table]) for r in fanout.ranges(leaves)]
+    if run.lake_uri:
+        units += [(LAKE_PREFIX + dataset, LeafRange(retention=retention), 0) for dataset in DATASETS
+                  for retention in PURGEABLE_CLASSES if policy.cutoffs(retention, run.as_of).latest is not None]
+    return unit_store.plan(db, run.run_id, units, kind=KIND)
+
+
+def _unit_work(db: Database, run: store.RunRow, policy: RetentionPolicy, step: Step) -> fanout.Do:
+    """The work of one unit, for the taker loop (safe to redo: drops resume, batches delete what is left)."""
+    def do(unit: unit_store.UnitRow) -> fanout.Outcome:
+        step("unit", f"{unit.unit_no} {unit.dataset} {unit.leaf.retention}")
+        if unit.dataset.startswith(LAKE_PREFIX):
+            return fanout.Outcome(rows=_purge_lake_unit(db, run, policy, unit, step))
+        return fanout.Outcome(rows=_walk(db, run, policy, unit, step))
+    return do
+
+
+def _purge_lake_unit(db: Database, run: store.RunRow, policy: RetentionPolicy, unit: unit_store.UnitRow,
+                     step: Step) -> int:
+    assert run.lake_uri is not None, "lake units are planned for runs with a lake"
+    dataset = unit.dataset[len(LAKE_PREFIX):]
+    removed = purge_lake(db, run.lake_uri, policy, as_of=run.as_of, dry_run=False,
+                         only=(dataset, unit.leaf.retention))
+    with db.connection() as conn:
+        for (name, retention), per_tenant in removed.items():
+            store.record_step(conn, run.run_id, action="lake", table=f"{LAKE_PREFIX}{name}", partition=None,
+                              retention=retention, status="done", counts=per_tenant)
+    rows = sum(sum(c.values()) for c in removed.values())
+    step("lake", f"{unit.dataset} {unit.leaf.retention} {rows} rows")
+    return rows
+
+
+def _finish_drop(dconn: Connection, run: store.RunRow, *, table: str, retention: str, leaf: str,
+                 step: Step) -> None:
+    """Finish a drop recorded ``detaching`` (an interrupted attempt's): detach and park what is left of it."""
+    nbytes = partitions.detach_and_park(dconn, parent=f"{table}_{retention}", name=leaf, on_step=_on_step(step, leaf))
+    _dropped(dconn, run, table=table, leaf=leaf, nbytes=nbytes or 0)
+    step("dropped", leaf)
+
+
+def _walk(db: Database, run: store.RunRow, policy: RetentionPolicy, unit: unit_store.UnitRow, step: Step) -> int:
+    """Every leaf of the unit's range older than its class's latest cutoff: dropped whole when it can be, else
+    batch-deleted; drops of the run left ``detaching`` by a taker that died in this range are finished first, and a
+    leaf an earlier attempt started to batch-delete is batch-deleted again, not dropped (its batches may have emptied
+    it: the decision stands, as in a run that was never interrupted). Rows removed (dropped leaves' rows counted
+    before their detach)."""
+    table, rng = unit.dataset, unit.leaf
+    cut = policy.cutoffs(rng.retention, run.as_of)
+    if cut.latest is None:
+        return 0
+    assert rng.lower is not None and rng.upper is not None, "a table's units are ranges of leaves"
+    removed = 0
+    with contextlib.closing(partitions.drop_connection(db.url, lock_timeout_ms=policy.lock_timeout_ms)) as dconn:
+        leaves = {p.name: p for p in partitions.list_partitions(dconn, table, rng.retention)}
+        with db.connection() as conn:
+            pending = [leaf for t, r, leaf in store.pending_drops(conn, run.run_id)
+                       if t == table and r == rng.retention]
+            swept = store.swept_leaves(conn, run.run_id)
+        for name in pending:  # still attached or pending: the unit of its range finishes it; detached: any unit
+            p = leaves.get(name)
+            if p is None or rng.lower <= p.lower < rng.upper:
+                _finish_drop(dconn, run, table=table, retention=rng.retention, leaf=name, step=step)
+        for leaf in sorted(leaves.values(), key=lambda p: p.lower):
+            if not (rng.lower <= leaf.lower and leaf.upper <= rng.upper and leaf.lower < cut.latest):
+                continue
+            if leaf.detach_pending and leaf.name not in pending:
+                continue  # half-detached by someone else's command: not ours to finish
+            if leaf.name in pending:
+                continue  # finished above
+            dropped = None
+            if cut.default is not None and leaf.upper <= cut.default and leaf.name not in swept:
+                dropped = _drop(dconn, run, leaf, cut, step, policy=policy)
+            removed += dropped if dropped is not None else _sweep(db, run, policy, leaf, cut, step)
+    return removed
 
 
 def _keep_tenants(leaf: Partition, cut: store.ClassCutoffs) -> list[str]:
@@ -207,14 +342,18 @@ def _on_step(step: Step, leaf: str) -> Callable[[str, float], None]:
 
 
 def _drop(dconn: Connection, run: store.RunRow, leaf: Partition, cut: store.ClassCutoffs, step: Step, *,
-          policy: RetentionPolicy) -> bool:
-    """Detach and drop ``leaf`` if it is still droppable under the holds' lock; False when it is not."""
+          policy: RetentionPolicy) -> int | None:
+    """Detach and park ``leaf`` if it is still droppable under the holds' lock: its rows; None when it is not."""
+    rows: list[int] = []
+
     def prepare(conn: Connection) -> bool:
         if not store.leaf_is_droppable(conn, leaf.name, keep_tenants=_keep_tenants(leaf, cut),
                                        export_bound=run.export_bound):
             return False
+        counts = store.count_by_tenant(conn, leaf.name)
         store.record_step(conn, run.run_id, action="drop", table=leaf.table, partition=leaf.name,
-                          retention=leaf.retention, status="detaching", counts=store.count_by_tenant(conn, leaf.name))
+                          retention=leaf.retention, status="detaching", counts=counts)
+        rows.append(sum(counts.values()))
         step("detaching", leaf.name)
         return True
 
@@ -222,11 +361,11 @@ def _drop(dconn: Connection, run: store.RunRow, leaf: Partition, cut: store.Clas
     nbytes = partitions.detach_and_park(dconn, parent=leaf.parent, name=leaf.name, lock_key=store.HOLD_LOCK_KEY,
                                         prepare=prepare, on_step=_on_step(step, leaf.name))
     if nbytes is None:
-        return False
+        return None
     _dropped(dconn, run, table=leaf.table, leaf=leaf.name, nbytes=nbytes)
     step("dropped", leaf.name)
     time.sleep((time.perf_counter() - t0) * policy.purge_rest)  # the writers' turn (RetentionPolicy.purge_rest)
-    return True
+    return sum(rows)
 
 
 def _dropped(dconn: Connection, run: store.RunRow, *, table: str, leaf: str, nbytes: int) -> None:
@@ -239,8 +378,8 @@ def _dropped(dconn: Connection, run: store.RunRow, *, table: str, leaf: str, nby
 
 
 def _sweep(db: Database, run: store.RunRow, policy: RetentionPolicy, leaf: Partition, cut: store.ClassCutoffs,
-           step: Step) -> None:
-    """Batch-delete the expired rows of a leaf that cannot be dropped whole."""
+           step: Step) -> int:
+    """Batch-delete the expired rows of a leaf that cannot be dropped whole; rows deleted (all tables)."""
     sibling = None
     with db.connection() as conn:
         blocks, per_block = store.leaf_blocks(conn, leaf.name)
@@ -255,6 +394,7 @@ def _sweep(db: Database, run: store.RunRow, policy: RetentionPolicy, leaf: Parti
             store.record_step(conn, run.run_id, action="delete", table=table, partition=leaf.name,
                               retention=leaf.retention, status="done", counts=per_tenant)
 
+    deleted = 0
     for b0 in range(0, blocks + 1, span):
         with db.connection() as conn:
             counts = store.delete_batch(conn, table=leaf.table, leaf=leaf.name, sibling=sibling,
@@ -262,7 +402,10 @@ def _sweep(db: Database, run: store.RunRow, policy: RetentionPolicy, leaf: Parti
                                         export_bound=run.export_bound, blocks=(b0, b0 + span),
                                         lock_timeout_ms=policy.lock_timeout_ms, record=record)
         if counts:
-            step("batch", f"{leaf.name} {sum(sum(c.values()) for c in counts.values())} rows")
+            n = sum(sum(c.values()) for c in counts.values())
+            deleted += n
+            step("batch", f"{leaf.name} {n} rows")
+    return deleted
 
 
 def _aggregate(steps: list[dict]) -> list[dict]:
@@ -294,6 +437,10 @@ def _finish(db: Database, bus: CommandBus, run: store.RunRow) -> PurgeReport:
                       ExecutionContext(tenant_id=rp.SYSTEM_TENANT, actor_id=rp.SYSTEM_ACTOR))
     report.purge_cmd_uuid = str(out.cmd_uuid)
     return report
+
+
+def _quiet(phase: str, detail: str) -> None:
+    return None
 
 
 def _dry_run(db: Database, policy: RetentionPolicy, *, as_of: datetime, lake_uri: str | None,

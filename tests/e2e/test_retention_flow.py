@@ -12,6 +12,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from commandlog.bootstrap import close_runtimes
 from commandlog.bus import CommandBus, HistoricalCommand
 from commandlog.context import ExecutionContext
@@ -74,46 +76,53 @@ def _artifacts(flow_run_id):
     return asyncio.run(go())
 
 
-def test_retention_cleanup_flow_dry_runs_by_default_then_purges_and_reports_counts(
-        prefect_server, flow_run_story, database_factory, tmp_path, monkeypatch):
-    from flows.retention_cleanup import retention_cleanup
-
+@pytest.fixture
+def flow_db(database_factory, tmp_path, monkeypatch):
+    """A seeded fresh database that flows called in-process use (no lake); their runtimes closed afterwards."""
     url = database_factory()
     _seed(url)
     monkeypatch.setenv("CMDLOG_DATABASE_URL", url)
     monkeypatch.setenv("CMDLOG_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CMDLOG_RETENTION_LAKE", "off")
     try:
-        dry = retention_cleanup(policy=RetentionPolicy(), return_state=True)
-        assert dry.is_completed(), dry
-        assert dry.result()["dry_run"] and dry.result()["total_rows"] == 14  # global + tenant rows
-        assert _count(url, "cmd_class = 'billing.RecordLogin'") == 7
-        rows_before, leaves_before, _ = _story_data(url)
-
-        state = retention_cleanup(policy=RetentionPolicy(), dry_run=False, return_state=True)
-        assert state.is_completed(), state
-        rows_after, leaves_after, [purge_cmd] = _story_data(url)
-        removed, dropped = rows_before - rows_after, len(leaves_before - leaves_after)
-        assert removed == 14 and dropped >= 1
-        # Both runs tell their story (final state message and a log line), built from what Postgres lost.
-        for run, expected, tail in (
-                (dry, f"retention dry run: would purge {removed} rows, {dropped} partition{'s' * (dropped != 1)} "
-                      "dropped whole; lake: none", ""),
-                (state, f"retention: purged {removed} rows, {dropped} partition{'s' * (dropped != 1)} dropped whole; "
-                        f"lake: none; logged as cmd {purge_cmd}", r"; [\d,.]+ MB of files removed in [\d,.]+ s")):
-            message, logs = flow_run_story(run.state_details.flow_run_id, expect=expected)
-            assert re.fullmatch(re.escape(expected) + tail, message), message
-            assert message in logs
-        assert state.result()["total_rows"] == 14
-        assert _count(url, "cmd_class = 'billing.RecordLogin'") == 0
-        assert _count(url, "cmd_class = 'billing.CloseMonth'") == 1
-        assert _count(url, "cmd_class = 'retention.Purge' AND retention = 'permanent'") == 1
-        table = {a.key: a for a in _artifacts(state.state_details.flow_run_id)}["retention-cleanup-counts"]
-        rows = json.loads(table.data) if isinstance(table.data, str) else table.data
-        assert {(r["table"], r["tenant_id"], r["rows"]) for r in rows} == {
-            ("command_log", "acme", 7), ("tenant_command_log", "acme", 7)}
+        yield url
     finally:
         close_runtimes()
+
+
+def test_retention_cleanup_flow_dry_runs_by_default_then_purges_and_reports_counts(
+        prefect_server, flow_run_story, flow_db):
+    from flows.retention_cleanup import retention_cleanup
+
+    url = flow_db
+    dry = retention_cleanup(policy=RetentionPolicy(), return_state=True)
+    assert dry.is_completed(), dry
+    assert dry.result()["dry_run"] and dry.result()["total_rows"] == 14  # global + tenant rows
+    assert _count(url, "cmd_class = 'billing.RecordLogin'") == 7
+    rows_before, leaves_before, _ = _story_data(url)
+
+    state = retention_cleanup(policy=RetentionPolicy(), dry_run=False, return_state=True)
+    assert state.is_completed(), state
+    rows_after, leaves_after, [purge_cmd] = _story_data(url)
+    removed, dropped = rows_before - rows_after, len(leaves_before - leaves_after)
+    assert removed == 14 and dropped >= 1
+    # Both runs tell their story (final state message and a log line), built from what Postgres lost.
+    for run, expected, tail in (
+            (dry, f"retention dry run: would purge {removed} rows, {dropped} partition{'s' * (dropped != 1)} "
+                  "dropped whole; lake: none", ""),
+            (state, f"retention: purged {removed} rows, {dropped} partition{'s' * (dropped != 1)} dropped whole; "
+                    f"lake: none; logged as cmd {purge_cmd}", r"; [\d,.]+ MB of files removed in [\d,.]+ s")):
+        message, logs = flow_run_story(run.state_details.flow_run_id, expect=expected)
+        assert re.fullmatch(re.escape(expected) + tail, message), message
+        assert message in logs
+    assert state.result()["total_rows"] == 14
+    assert _count(url, "cmd_class = 'billing.RecordLogin'") == 0
+    assert _count(url, "cmd_class = 'billing.CloseMonth'") == 1
+    assert _count(url, "cmd_class = 'retention.Purge' AND retention = 'permanent'") == 1
+    table = {a.key: a for a in _artifacts(state.state_details.flow_run_id)}["retention-cleanup-counts"]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert {(r["table"], r["tenant_id"], r["rows"]) for r in rows} == {
+        ("command_log", "acme", 7), ("tenant_command_log", "acme", 7)}
 
 
 def test_the_daily_deployment_purges_on_its_schedule_in_the_configured_time_zone():
@@ -162,3 +171,19 @@ def test_cmdlog_retention_holds_and_runs_dry_unless_purge(database_factory, tmp_
     assert _count(url, "cmd_class = 'billing.RecordLogin'") == 0
     # add, remove, 2 purges
     assert _count(url, "cmd_class LIKE 'retention.%' AND retention = 'permanent' AND status = 'succeeded'") == 4
+
+
+def test_bad_fan_out_parameters_fail_the_run_naming_the_field_and_change_nothing(prefect_server, flow_db):
+    from flows.retention_cleanup import retention_cleanup
+
+    for params, field in (({"takers": 0}, "takers"), ({"helpers": 99}, "helpers"),
+                          ({"lease_seconds": 1.0}, "lease_seconds"), ({"units_of": 0}, "units_of")):
+        state = retention_cleanup(policy=RetentionPolicy(), dry_run=False, return_state=True, **params)
+        assert state.is_failed() and f"{field}: must be" in (state.message or ""), (params, state)
+    assert _count(flow_db, "cmd_class = 'billing.RecordLogin'") == 7
+    db = Database(url=flow_db)
+    try:
+        with db.connection() as conn:
+            assert conn.execute("SELECT count(*) FROM retention_run").fetchone()[0] == 0
+    finally:
+        db.close()

@@ -3,7 +3,8 @@ server): every deployment the platform registers completes a run and both worker
 started together leave each row exactly once in the lake; a worker SIGKILLed in the middle of an export leaves a
 run that the operator marks Crashed and re-runs, to the same lake as an uninterrupted export; one export's units are
 staged by both workers (the run's own taker and the helper run it submits), and a unit whose worker is SIGKILLed
-mid-unit is taken again by the run and redone to the same lake."""
+mid-unit is taken again by the run and redone to the same lake; one retention run's units are purged by both
+workers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import glob
 import subprocess
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -228,13 +230,14 @@ def test_cmdlog_worker_refuses_an_environment_that_cannot_serve_the_platform(pre
     assert f"cmdlog deploy --pool {pool.name}" in " ".join(no_pool.stderr.split())
 
 
-def _units(db_url: str, run_id) -> list[dict]:
-    """The unit rows of the export run that flow run ``run_id`` started (its takers' owners name it)."""
+def _units(db_url: str, run_id, kind: str = "export") -> list[dict]:
+    """The unit rows of the export (or retention) run that flow run ``run_id`` started (its takers' owners name
+    it)."""
     with psycopg.connect(db_url) as conn:
         cur = conn.execute(
-            "SELECT unit_no, state, attempt, owner, taken_by, files FROM export_unit WHERE snapshot_id = "
-            "(SELECT snapshot_id FROM export_unit WHERE taken_by::text LIKE %s LIMIT 1) ORDER BY unit_no",
-            (f"%{run_id}/%",))
+            "SELECT unit_no, state, attempt, owner, taken_by, files, phase FROM export_unit WHERE kind = %(k)s AND "
+            "snapshot_id = (SELECT snapshot_id FROM export_unit WHERE kind = %(k)s AND taken_by::text LIKE %(o)s "
+            "LIMIT 1) ORDER BY unit_no", {"k": kind, "o": f"%{run_id}/%"})
         names = [c.name for c in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
@@ -323,3 +326,92 @@ def test_one_export_is_staged_by_both_workers_and_a_unit_of_a_killed_worker_is_r
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert assert_lake_is_postgres(pool.db_url, other) == counts
+
+
+def test_one_retention_run_is_purged_by_both_workers(pool):
+    """The run (one taker) submits a helper run of its own deployment; frozen between two leaves while the helper
+    starts, it leaves the helper units to take; both workers purge units of the one run, the reclaim stays the
+    run's, and every expired row is gone with the counts the run logged."""
+    import os
+    import signal
+
+    from prefect.deployments import run_deployment
+
+    from storage.partitions import PARENT_LOCK_CLASS
+    from storage.retention import HOLD_LOCK_KEY
+
+    pool.deploy("retention-cleanup/daily")
+    pool.start_worker("worker-a", limit=1)
+    pool.start_worker("worker-b", limit=1)
+    pool.wait_online("worker-a", "worker-b")
+    tables = ("command_log", "tenant_command_log", "domain_event", "frontend_action")
+
+    def rows(conn, older_than=None) -> dict[str, int]:
+        """Rows outside ``permanent`` per table (those older than ``older_than``: expired under the policy below)."""
+        return {t: conn.execute(f"SELECT count(*) FROM {t} WHERE retention <> 'permanent' AND "  # noqa: S608
+                                f"{'started_at' if 'command' in t else 'occurred_at'} < %s",
+                                (older_than or datetime.max.replace(tzinfo=UTC),)).fetchone()[0] for t in tables}
+
+    with psycopg.connect(pool.db_url) as conn:
+        before = rows(conn)
+        assert rows(conn, datetime.now(UTC) - timedelta(days=1))["command_log"] > 0  # the seed's 3 days
+    policy = {"short_lived_days": 1, "long_lived_days": 1, "purge_rest": 20, "reclaim_mb_per_s": 0}
+    parent = run_deployment("retention-cleanup/daily", timeout=0,
+                            parameters={"policy": policy, "dry_run": False, "takers": 1, "helpers": 1})
+
+    def wait_for(predicate, what: str, timeout: float = 300):
+        deadline = time.monotonic() + timeout
+        while True:
+            units = _units(pool.db_url, parent.id, kind="retention")
+            if predicate(units):
+                return units
+            assert time.monotonic() < deadline, f"{what}: {units}\n" + "".join(
+                f"\n--- {n}:\n{pool.log(n)[-3000:]}" for n in pool.workers)
+            time.sleep(0.02)
+
+    def purge_locks() -> int:  # a detach (parent lock, holds' lock shared) or a batch (holds' lock) in progress
+        with psycopg.connect(pool.db_url) as conn:
+            return conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                                "AND (classid::bigint = %s OR (classid = 0 AND objid::bigint = %s))",
+                                (PARENT_LOCK_CLASS, HOLD_LOCK_KEY)).fetchone()[0]
+
+    # Freeze the run in the middle of a unit, between two of its statements (resting after a leaf), so that the
+    # helper — on the other worker, starting meanwhile — takes the other units without waiting for its locks.
+    units = wait_for(lambda units: any(u["state"] == "running" for u in units), "the run's first unit")
+    parent_pid = _pid(next(u["owner"] for u in units if u["state"] == "running"))
+    parent_worker = _worker_of(pool, parent_pid)
+    deadline = time.monotonic() + 120
+    while True:
+        os.kill(parent_pid, signal.SIGSTOP)
+        if not purge_locks():
+            time.sleep(0.2)  # a lock asked for just before the stop would be granted by now
+            if not purge_locks():
+                break
+        os.kill(parent_pid, signal.SIGCONT)
+        assert time.monotonic() < deadline, "the run never rested between two statements"
+        time.sleep(0.01)
+    try:
+        units = wait_for(lambda units: any(u["state"] == "done" and str(parent.id) not in u["owner"]
+                                           for u in units), "the helper's units")
+        helper_pid = _pid(next(u["owner"] for u in units if u["state"] == "done" and str(parent.id) not in u["owner"]))
+        helper_worker = _worker_of(pool, helper_pid)  # while its process lives
+    finally:
+        os.kill(parent_pid, signal.SIGCONT)
+
+    state = wait_final([parent.id], timeout=600, pool=pool)[parent.id]
+    assert state.is_completed(), f"{state}\n{pool.log(parent_worker)[-3000:]}"
+    units = _units(pool.db_url, parent.id, kind="retention")
+    assert units and all(u["state"] == "done" for u in units)
+    assert {u["phase"] for u in units} == {0, 1}
+    workers = {parent_pid: parent_worker, helper_pid: helper_worker}
+    assert {workers[_pid(u["owner"])] for u in units} == {"worker-a", "worker-b"}, units  # one run, both workers
+    with psycopg.connect(pool.db_url) as conn:
+        as_of = conn.execute("SELECT as_of FROM retention_run WHERE status = 'finished'").fetchone()[0]
+        after, left = rows(conn), rows(conn, as_of - timedelta(days=1))
+        body = conn.execute("SELECT cmd_body FROM command_log WHERE cmd_class = 'retention.Purge'").fetchone()[0]
+        parked = conn.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'retention_reclaim'::regnamespace"
+                              ).fetchone()[0]
+    assert all(n == 0 for n in left.values()), left  # nothing expired is left
+    logged = {t: sum(c["rows"] for c in body["counts"] if c["table"] == t) for t in tables}
+    assert logged == {t: before[t] - after[t] for t in tables}  # each removed row counted once, whoever removed it
+    assert body["partitions_dropped"] > 0 and parked == 0  # the run reclaimed what the units parked

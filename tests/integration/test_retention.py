@@ -24,9 +24,10 @@ from commandlog.retention.policy import (
     remove_hold,
 )
 from commandlog.retention.policy import setup as retention_setup
-from commandlog.retention.purge import run_purge
+from commandlog.retention.purge import FanOut, help_purge, run_purge
 from examples.billing import commands as c
 from examples.billing import setup as billing_setup
+from storage.export_units import units_of
 from storage.lake.datasets import Lake
 from storage.migrate import ensure_partitions_between
 from storage.partitions import ensure_ahead
@@ -208,7 +209,7 @@ def test_dry_run_deletes_nothing_and_counts_what_would_go(fresh):
     report = run_purge(db, bus, POLICY, as_of=AS_OF, dry_run=True)
     assert _snapshot(db) == before
     assert report.dry_run and report.run_id is None and report.partitions_dropped > 0
-    assert _count(db, "retention_run") == 0
+    assert _count(db, "retention_run") == 0 and _count(db, "export_unit") == 0  # no run, no unit
     real = run_purge(db, bus, POLICY, as_of=AS_OF, dry_run=False)
     assert report.total_rows == real.total_rows == sum(len(before[t] - s) for t, s in _snapshot(db).items())
 
@@ -261,7 +262,8 @@ def test_expired_rows_disappear_from_postgres_and_every_lake_dataset(fresh, tmp_
     assert on_disk == listed
     with db.connection() as conn:
         counts = conn.execute("SELECT row_counts FROM export_snapshot WHERE row_counts->>'purpose' = 'retention' "
-                              "AND status = 'published'").fetchone()[0]
+                              "AND status = 'published' AND row_counts->'removed' ? 'commands/short_lived'"
+                              ).fetchone()[0]  # one lake run per unit: dataset × class
     assert counts["removed"]["commands/short_lived"]["t1"] == 5 + 5 + 3
 
 
@@ -717,8 +719,20 @@ def _expired_ids(db, table: str, key: str, time_col: str, tenants: tuple[str, ..
             (list(tenants), cut["short_lived"], cut["long_lived"]))}
 
 
-def test_a_purge_during_a_fanned_out_export_neither_loses_nor_resurrects_rows(fresh, tmp_path):
+def _helper_thread(db, helpers: list[threading.Thread]):
+    """A ``launch`` starting a helper (``help_purge``) of the purge in a thread of its own, as a helper run would."""
+    def launch(run_id: int) -> None:
+        helpers.append(threading.Thread(target=help_purge, args=(db, run_id), kwargs={"owner": "helper"}))
+        helpers[-1].start()
+    return launch
+
+
+@pytest.mark.parametrize("fan", ["two takers", "a taker and a helper"])
+def test_a_purge_during_a_fanned_out_export_neither_loses_nor_resurrects_rows(fresh, tmp_path, fan):
+    """The export's units and the purge's units at once (the purge's with two takers, or one taker and a helper)."""
     db, bus = fresh
+    helpers: list[threading.Thread] = []
+    purge_fan = FanOut(takers=2) if fan == "two takers" else FanOut(takers=1, launch=_helper_thread(db, helpers))
     lake = str(tmp_path / "lake")
     _seed_mix(db, bus, tenants=("t1", "t2"))
     run_export(db, lake)  # t1, t2 in the lake
@@ -731,7 +745,7 @@ def test_a_purge_during_a_fanned_out_export_neither_loses_nor_resurrects_rows(fr
         if phase != "planned" or "thread" in purge:
             return
         purge["thread"] = threading.Thread(target=lambda: purge.setdefault(
-            "report", run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, dry_run=False)))
+            "report", run_purge(db, bus, POLICY, as_of=AS_OF, lake_uri=lake, dry_run=False, fan=purge_fan)))
         purge["thread"].start()
         deadline = time.monotonic() + 120
         with psycopg.connect(db.url, autocommit=True) as conn:
@@ -744,6 +758,10 @@ def test_a_purge_during_a_fanned_out_export_neither_loses_nor_resurrects_rows(fr
     run_export(db, lake, step=purge_now, takers=2)
     purge["thread"].join(120)
     assert purge["report"].total_rows > 0
+    for helper in helpers:
+        helper.join(60)
+    owners = {u.owner for u in units_of(db, purge["report"].run_id, kind="retention")}
+    assert len(owners) == 2, owners  # the purge's units were taken by both its takers
     keys = (("command_log", "commands", "cmd_uuid", "started_at"),
             ("tenant_command_log", "tenant_commands", "cmd_uuid", "started_at"),
             ("domain_event", "events", "event_uuid", "occurred_at"),
