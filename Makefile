@@ -27,8 +27,13 @@ lint: install
 	$(BIN)/lint-imports || status=1; \
 	exit $$status
 
+# The whole suite in TEST_WORKERS pytest-xdist processes (`make test TEST_WORKERS=0` runs it in one): each worker has
+# its own embedded Postgres and Prefect test server (tests/conftest.py says why), and each test module runs on one
+# worker (`--dist loadscope`: module-scoped fixtures are built once). pytest exits non-zero on any failure or error,
+# and with 5 when no test was collected; the 20 slowest steps are listed at the end.
+TEST_WORKERS ?= 3
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=20
 
 # The developer's loop: unit + integration (real Postgres), no browser, no platform, no Prefect server; the tests
 # marked `slow` are left to `make test`.

@@ -1,5 +1,11 @@
 """Shared test fixtures: one real Postgres per session (embedded unless CMDLOG_TEST_DATABASE_URL names one),
 the billing bus on it, fresh databases on demand, and one Prefect test server per session (started lazily).
+
+Under pytest-xdist (``make test`` runs ``-n 3 --dist loadscope``) each worker is a session of its own, with its own
+embedded server and, when its tests need one, its own Prefect test server: transaction ids and snapshots are
+server-wide, so one worker's open transactions would hold back another's export watermark (``pg_snapshot_xmin``) on a
+shared Postgres, and deployments are looked up by name on a shared Prefect server. ``loadscope`` keeps each module on
+one worker, so a module-scoped fixture (``cmdlog up``, a uvicorn server, a seeded database) is built once.
 """
 
 from __future__ import annotations
@@ -201,3 +207,9 @@ def s3_lake(s3_server) -> str:
     bucket = f"lake-{uuid.uuid4().hex[:12]}"
     s3_server.create_bucket(bucket)
     return f"s3://{bucket}/lake"
+
+
+def pytest_configure(config):
+    if os.environ.get("CMDLOG_TEST_DATABASE_URL") and (config.getoption("numprocesses", None) or 0):
+        raise pytest.UsageError("CMDLOG_TEST_DATABASE_URL names one database for the whole session: xdist workers "
+                                "would share it (their exports' watermarks too); run it with -n 0")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 CMDLOG = str(Path(sys.executable).with_name("cmdlog"))
@@ -23,3 +27,16 @@ def base_env(home: Path) -> dict[str, str]:
            if k not in ("PREFECT_API_URL", "CMDLOG_DATABASE_URL", "CMDLOG_LAKE_URI", "PREFECT_HOME")}
     env["CMDLOG_HOME"] = str(home)
     return env
+
+
+@contextlib.contextmanager
+def server_tmp(prefix: str) -> Iterator[Path]:
+    """A temporary folder outside pytest's basetemp (removed afterwards) for a ``CMDLOG_HOME`` whose embedded Postgres
+    runs as another system user: that user must pass through every folder above its data, and any pytest session
+    starting meanwhile on the machine resets pytest's temporary root to 0700 (as ``tests/conftest.py`` says of the
+    session's own server), which failed an ``initdb`` under ``tmp_path`` with "Permission denied"."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -17,12 +17,16 @@ def cmdlog(*args: str, env: dict[str, str], timeout: int = 180) -> subprocess.Co
 
 
 @pytest.fixture(scope="module")
-def home_env(tmp_path_factory):
-    """Zero config: only CMDLOG_HOME, so the embedded server starts under it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CMDLOG_")}
-    env["CMDLOG_HOME"] = str(tmp_path_factory.mktemp("home"))
-    env["COLUMNS"] = "200"
-    return env
+def home_env():
+    """Zero config: only CMDLOG_HOME, so the embedded server starts under it (outside pytest's basetemp: see
+    ``platform_env.server_tmp``)."""
+    from platform_env import server_tmp
+
+    with server_tmp("cmdlog-test-cli-") as home:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CMDLOG_")}
+        env["CMDLOG_HOME"] = str(home)
+        env["COLUMNS"] = "200"
+        yield env
 
 
 def test_db_upgrade_starts_the_embedded_server_and_is_idempotent(home_env):

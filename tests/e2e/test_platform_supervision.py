@@ -13,7 +13,7 @@ import time
 
 import psutil
 import pytest
-from platform_env import CMDLOG, base_env, free_port
+from platform_env import CMDLOG, base_env, free_port, server_tmp
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,12 @@ def _state(api: str, home, run_id: str):
         return client.read_flow_run(run_id).state
 
 
-def test_a_run_left_running_is_crashed_at_the_next_start_and_a_dead_postgres_stops_the_platform(tmp_path):
+def test_a_run_left_running_is_crashed_at_the_next_start_and_a_dead_postgres_stops_the_platform():
+    with server_tmp("cmdlog-test-supervision-") as tmp_path:
+        _crash_then_dead_postgres(tmp_path)
+
+
+def _crash_then_dead_postgres(tmp_path):
     home = tmp_path / "home"
     first, tree, api = _start(home, tmp_path / "first.out")
     try:

@@ -19,7 +19,7 @@ import psutil
 import psycopg
 import pyarrow.dataset as ds
 import pytest
-from platform_env import CMDLOG, base_env, free_port
+from platform_env import CMDLOG, base_env, free_port, server_tmp
 
 pytestmark = pytest.mark.slow
 
@@ -27,9 +27,13 @@ DEMO_TENANTS = ["acme", "globex", "initech", "umbrella", "hooli"]
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory):
+def platform():
     """A running ``cmdlog up --demo`` on free ports with a temporary CMDLOG_HOME."""
-    home = tmp_path_factory.mktemp("up") / "home"
+    with server_tmp("cmdlog-test-up-") as root:
+        yield from _platform(root / "home")
+
+
+def _platform(home):
     ports = SimpleNamespace(prefect=free_port(), web=free_port())
     out = home.parent / "up.out"
     with open(out, "wb") as f:
@@ -180,7 +184,12 @@ def test_a_busy_port_is_named_with_the_option_to_choose_another(platform, tmp_pa
     assert "stopped" not in done.stdout + done.stderr
 
 
-def test_with_prefect_api_url_set_up_uses_that_server_and_starts_none(platform, tmp_path):
+def test_with_prefect_api_url_set_up_uses_that_server_and_starts_none(platform):
+    with server_tmp("cmdlog-test-up-") as tmp_path:
+        _second_up_on_the_same_prefect_server(platform, tmp_path)
+
+
+def _second_up_on_the_same_prefect_server(platform, tmp_path):
     out = tmp_path / "second.out"
     # That server is not this up's: the auth the user configured for it is used as is.
     env = {**base_env(tmp_path / "second"), "PREFECT_API_URL": platform.api,
