@@ -16,6 +16,7 @@ its runs a heartbeat every ``HEARTBEAT_S`` seconds (Prefect's default is 180).
 from __future__ import annotations
 
 import argparse
+import math
 from datetime import timedelta
 
 from prefect.client.orchestration import get_client
@@ -53,20 +54,31 @@ ZOMBIE_AUTOMATION = "cmdlog: crash flow runs that stopped sending heartbeats"
 _RUN_ENDS = ("Completed", "Failed", "Cancelled", "Crashed")
 
 
-def ensure_zombie_automation(*, after_s: float = ZOMBIE_AFTER_S) -> str:
-    """Create or update ``ZOMBIE_AUTOMATION`` with a silence of ``after_s`` seconds; returns its id.
+def check_zombie_after(after_s: float, *, heartbeat_s: float = HEARTBEAT_S) -> None:
+    """Refuse a silence that would crash live runs or that Prefect cannot take, naming ``--zombie-after``."""
+    least = max(MIN_ZOMBIE_AFTER_S, 3 * heartbeat_s)
+    if not (math.isfinite(after_s) and after_s >= least):
+        raise ValueError(f"--zombie-after: at least {least:g} seconds (three heartbeats of a worker's runs, "
+                         f"{heartbeat_s:g} s apart, and Prefect's least of {MIN_ZOMBIE_AFTER_S:g}), not {after_s!r}")
 
-    Proactive trigger, one per flow run: after a run's heartbeat, expect another heartbeat (or its end) within
-    ``after_s``; if none comes, change the run's state to Crashed. Runs without heartbeats (heartbeats off, runs
-    served by ``cmdlog up``) never start the trigger."""
+
+def ensure_zombie_automation(*, flows: list[str], after_s: float = ZOMBIE_AFTER_S,
+                             heartbeat_s: float = HEARTBEAT_S) -> str:
+    """Create or update ``ZOMBIE_AUTOMATION`` with a silence of ``after_s`` seconds for runs of ``flows``; returns
+    its id.
+
+    Proactive trigger, one per flow run of those flows (the server may run other teams' flows, whose heartbeats are
+    not ours to judge): after a run's heartbeat, expect another heartbeat (or its end) within ``after_s``; if none
+    comes, change the run's state to Crashed. Runs without heartbeats (heartbeats off, runs served by ``cmdlog up``)
+    never start the trigger."""
     from prefect.client.schemas.objects import StateType  # noqa: PLC0415 — only deploy needs the automations API
     from prefect.events.actions import ChangeFlowRunState  # noqa: PLC0415
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture  # noqa: PLC0415
     from prefect.events.schemas.events import ResourceSpecification  # noqa: PLC0415
 
-    if not after_s >= MIN_ZOMBIE_AFTER_S:
-        raise ValueError(f"zombie_after: at least {MIN_ZOMBIE_AFTER_S:g} seconds (Prefect's least for a proactive "
-                         f"trigger), not {after_s!r}")
+    check_zombie_after(after_s, heartbeat_s=heartbeat_s)
+    if not flows:
+        raise ValueError("flows: the automation needs the names of the flows whose runs it watches")
     heartbeat = "prefect.flow-run.heartbeat"
     wanted = AutomationCore(
         name=ZOMBIE_AUTOMATION,
@@ -75,6 +87,8 @@ def ensure_zombie_automation(*, after_s: float = ZOMBIE_AFTER_S) -> str:
         trigger=EventTrigger(
             after={heartbeat}, expect={heartbeat, *(f"prefect.flow-run.{s}" for s in _RUN_ENDS)},
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification({"prefect.resource.role": "flow",
+                                                 "prefect.resource.name": sorted(set(flows))}),
             for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
             within=timedelta(seconds=after_s)),
         actions=[ChangeFlowRunState(state=StateType.CRASHED,
@@ -97,6 +111,8 @@ def register(pool: str, *, settings: Settings | None = None, create_pool: bool =
     unknown = sorted(set(only or ()) - set(known))
     if unknown:
         raise ValueError(f"only: no deployment named {', '.join(unknown)} (known: {', '.join(known)})")
+    if zombie_after_s is not None:
+        check_zombie_after(zombie_after_s)  # before anything is applied: a refused value changes nothing
     if create_pool:
         ensure_pool(pool)
     names = []
@@ -105,7 +121,7 @@ def register(pool: str, *, settings: Settings | None = None, create_pool: bool =
             deployment.apply(work_pool_name=pool)
             names.append(name)
     if zombie_after_s is not None:
-        ensure_zombie_automation(after_s=zombie_after_s)
+        ensure_zombie_automation(flows=[d.flow_name for d in deployments if d.flow_name], after_s=zombie_after_s)
     return names
 
 

@@ -46,6 +46,10 @@ def retention_cleanup(policy: RetentionPolicy = DEFAULT_POLICY, dry_run: bool = 
     """
     # before anything: the field named, nothing written
     check(takers=takers, lease_s=lease_seconds, helpers=helpers, units_of=units_of)
+    if units_of is not None and dry_run:
+        # A helper purges its run's units for real; a "dry run" helper would delete while its caller meant to count.
+        raise ValueError("units_of: a helper purges a running retention run's units, so it cannot be a dry run; "
+                         "pass dry_run=False with units_of")
     if units_of is not None:
         return Completed(message=take_retention_units(units_of, lease_s=lease_seconds))
     lake = resolve_lake(lake_uri)

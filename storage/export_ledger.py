@@ -25,6 +25,10 @@ class ExportBusyError(StorageError):
     """Another run holds this lake."""
 
 
+CLOSED = frozenset({"published", "abandoned"})
+"""Statuses of a lake run that is over: its staging folder may go (``writing``/``publishing`` runs are open)."""
+
+
 @dataclass(kw_only=True)
 class SnapshotRow:
     """A ledger row."""

@@ -156,8 +156,8 @@ class UnitTaker:
         self.conn.close()
 
     def claim(self, snapshot_id: int, *, owner: str, lease_s: float, kind: str = "export") -> UnitRow | None:
-        """Take the run's next pending unit of its lowest open phase, or a running one whose taker is gone or whose
-        lease ran out; None when there is none to take now."""
+        """Take the run's next pending unit of its lowest open phase, or a running one whose taker is gone or (an
+        export unit) whose lease ran out; None when there is none to take now."""
         with translated(), self.conn.transaction():
             candidates = self.conn.execute(
                 "SELECT unit_no, state = 'running' AND lease_until < clock_timestamp() FROM export_unit u "
@@ -168,8 +168,12 @@ class UnitTaker:
                 key = _key(kind, snapshot_id, unit_no)
                 got = one_row(self.conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
                                                 (_LOCK_CLASS, key)))[0]
-                if not (got or expired):
-                    continue  # its taker is alive and within its lease
+                if not (got or (expired and kind == "export")):
+                    # its taker is alive: within its lease, or — a retention unit — at all. An export attempt writes
+                    # files of its own name and only the attempt that records ``done`` counts, so a hung taker's
+                    # unit is redone after its lease; a retention attempt records each drop and delete as it goes,
+                    # so two attempts at once would count rows twice: it waits for the first one's session to end.
+                    continue
                 if got:
                     self._locked[(kind, snapshot_id, unit_no)] = key
                 with self.conn.cursor(row_factory=dict_row) as cur:

@@ -18,8 +18,9 @@ def deploy(
     only: list[str] = typer.Option(None, "--only", help="Register only this flow/deployment (repeatable)."),
     zombie_after: float = typer.Option(
         600.0, "--zombie-after", min=0,  # deployments.register.ZOMBIE_AFTER_S (not imported: start-up cost)
-        help="Seconds without a heartbeat after which the server sets a Running flow run to Crashed (an automation "
-             "created or updated here; its worker is gone); at least 10. 0: leave automations alone."),
+        help="Seconds without a heartbeat after which the server sets a Running run of the platform's flows to "
+             "Crashed (an automation created or updated here; its worker is gone); at least 180. 0: leave "
+             "automations alone."),
 ) -> None:
     """Apply export-snapshot and the other deployments to POOL on the server of PREFECT_API_URL."""
     if not os.environ.get("PREFECT_API_URL"):

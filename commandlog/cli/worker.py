@@ -56,6 +56,15 @@ def worker_environment(env: dict[str, str], home: Path) -> dict[str, str]:
     out = {**env, **local_client_settings(home, env)}
     # Heartbeats let the server's zombie-run automation (cmdlog deploy) crash this worker's runs if it dies.
     out.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_S))
+    try:
+        beat = float(out["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"])
+    except ValueError:
+        raise ValueError("PREFECT_FLOWS_HEARTBEAT_FREQUENCY: a number of seconds, not "
+                         f"{out['PREFECT_FLOWS_HEARTBEAT_FREQUENCY']!r}") from None
+    if beat > HEARTBEAT_S:
+        raise ValueError(f"PREFECT_FLOWS_HEARTBEAT_FREQUENCY: at most {HEARTBEAT_S} s for a cmdlog worker, not "
+                         f"{beat:g} (cmdlog deploy's zombie-run automation crashes a run after three missed "
+                         f"heartbeats of {HEARTBEAT_S} s)")
     if not out.get("PREFECT_API_URL"):  # a Prefect profile may name the server instead of the environment
         from prefect.settings import PREFECT_API_URL  # noqa: PLC0415 — start-up cost: Prefect
 

@@ -274,7 +274,7 @@ def _recover(db: Database, lake: Lake, step: Step, *, fan: _FanOut | None = None
     """Finish the lake's interrupted run, if any: roll a publishing run forward, redo a writing export."""
     run = ledger.open_run(db, lake.uri)
     if run is None:
-        _sweep_staging(lake, step)
+        _sweep_staging(db, lake, step)
         return []
     step("recovering", f"snapshot {run.snapshot_id} ({run.kind}, {run.status})")
     if run.status == "publishing":
@@ -286,17 +286,22 @@ def _recover(db: Database, lake: Lake, step: Step, *, fan: _FanOut | None = None
     else:
         _finish_export(db, lake, run, step, fan or _FanOut(takers=units.TAKERS, lease_s=units.LEASE_S, launch=None,
                                                            owner=None, replica=True))
-    _sweep_staging(lake, step)
+    _sweep_staging(db, lake, step)
     return [run.snapshot_id]
 
 
-def _sweep_staging(lake: Lake, step: Step) -> None:
+def _sweep_staging(db: Database, lake: Lake, step: Step) -> None:
     """Remove the staging folders of closed runs (called under the lake lock, with no run of the lake open).
 
     A run's own staging folder goes when it publishes or is abandoned, but a taker that lost its unit (its lease ran
     out, its worker was cut off) may still write its files afterwards; they were never published, and nothing reads
-    under ``_staging``. Sweeping at the start of every run keeps them from piling up."""
+    under ``_staging``. Sweeping at the start of every run keeps them from piling up. Only folders whose run the
+    ledger holds as closed go, whatever lake URI that run used (one lake reached under two spellings has two lake
+    locks: the other spelling's open run keeps its files)."""
     for snapshot_id in lake.staged_snapshots():
+        run = ledger.run_of(db, snapshot_id)
+        if run is None or run.status not in ledger.CLOSED:
+            continue
         step("sweeping", f"staging files of closed snapshot {snapshot_id}")
         lake.discard_staging(snapshot_id)
 

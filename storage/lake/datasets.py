@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -156,7 +157,7 @@ class Lake:
         """The snapshot ids that have a folder (S3: a prefix) under ``_staging``, in order."""
         info = self.fs.get_file_info(pafs.FileSelector(self.abspath(STAGING), allow_not_found=True))
         return sorted(int(i.base_name) for i in info
-                      if i.type == pafs.FileType.Directory and i.base_name.isdigit())
+                      if i.type == pafs.FileType.Directory and re.fullmatch(r"[0-9]{10}", i.base_name))
 
     def discard_staging(self, snapshot_id: int) -> None:
         """Remove a snapshot's staging folder (leftovers of a crashed run)."""

@@ -180,6 +180,8 @@ def test_bad_fan_out_parameters_fail_the_run_naming_the_field_and_change_nothing
                           ({"lease_seconds": 1.0}, "lease_seconds"), ({"units_of": 0}, "units_of")):
         state = retention_cleanup(policy=RetentionPolicy(), dry_run=False, return_state=True, **params)
         assert state.is_failed() and f"{field}: must be" in (state.message or ""), (params, state)
+    helper_dry = retention_cleanup(policy=RetentionPolicy(), units_of=1, return_state=True)  # dry_run: the default
+    assert helper_dry.is_failed() and "units_of: a helper purges" in (helper_dry.message or ""), helper_dry
     assert _count(flow_db, "cmd_class = 'billing.RecordLogin'") == 7
     db = Database(url=flow_db)
     try:

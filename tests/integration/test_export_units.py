@@ -3,6 +3,7 @@ taken again when their taker died, never redone once done, no partial file visib
 
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import os
 import threading
@@ -255,3 +256,37 @@ def test_files_a_lost_taker_writes_after_its_run_published_are_swept_by_the_next
     assert not os.path.exists(late) and Lake(lake).staged_snapshots() == []
     assert ("sweeping", f"staging files of closed snapshot {first.snapshot_id}") in steps
     assert_lake_is_the_log(fresh.db, lake)
+
+
+def test_the_sweep_keeps_the_staging_folder_of_a_run_still_open_even_under_another_spelling_of_the_lake(
+        fresh, tmp_path):
+    from commandlog.journal.export import _sweep_staging
+
+    lake = str(tmp_path)
+    run = _open_run(fresh, lake)
+    staged = Lake(lake).abspath(Lake(lake).staging_dir(run.snapshot_id), "commands", "x.parquet")
+    os.makedirs(os.path.dirname(staged))
+    with open(staged, "wb") as f:
+        f.write(b"PAR1 being written")
+    steps: list[tuple[str, str]] = []
+    _sweep_staging(fresh.db, Lake(lake + "/"), lambda phase, detail: steps.append((phase, detail)))
+    assert os.path.exists(staged) and steps == []  # its run is open: not swept, whatever the lake's spelling
+    export_ledger.abandon(fresh.db, run.snapshot_id)
+    _sweep_staging(fresh.db, Lake(lake), lambda phase, detail: steps.append((phase, detail)))
+    assert not os.path.exists(staged) and [p for p, _ in steps] == ["sweeping"]
+
+
+def test_a_retention_unit_whose_lease_ran_out_stays_with_its_live_taker(fresh, tmp_path):
+    leaf = store.LeafRange(retention="short_lived", lower=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                           upper=dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+    store.plan(fresh.db, 987654, [("command_log", leaf, 0)], kind="retention")
+    live = store.UnitTaker(fresh.db.url)
+    first = live.claim(987654, owner="live", lease_s=0.2, kind="retention")
+    assert first is not None
+    time.sleep(0.4)  # the lease ran out; the taker's session (and its lock on the unit) is still there
+    other = store.UnitTaker(fresh.db.url)
+    assert other.claim(987654, owner="other", lease_s=60, kind="retention") is None
+    live.close()  # the taker is gone: its lock with it
+    again = other.claim(987654, owner="other", lease_s=60, kind="retention")
+    assert again is not None and (again.unit_no, again.attempt) == (first.unit_no, 2)
+    other.close()
