@@ -35,7 +35,7 @@ def purge_expired(policy: RetentionPolicy, *, dry_run: bool, export_first: bool,
     (``commandlog.retention.cleanup``), the purge's units taken by ``takers`` threads here and, on a work pool, by
     ``helpers`` runs on other workers; a retry finishes the same run."""
     db, bus = runtime()
-    launch = helper_launcher(helpers, lambda run_id: {"units_of": run_id, "lease_seconds": lease_s},
+    launch = helper_launcher(helpers, lambda run_id: {"units_of": run_id, "lease_seconds": lease_s, "dry_run": False},
                              what="retention run")
     report = run_cleanup(db, bus, policy, dry_run=dry_run, export_first=export_first, lake_uri=lake_uri,
                          as_of=as_of, fan=FanOut(takers=takers, lease_s=lease_s, launch=launch, owner=owner()))
