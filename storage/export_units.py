@@ -9,9 +9,9 @@ A taker (``UnitTaker``, one connection of its own) claims a unit: ``running`` un
 ``lease_until`` ahead, and a session advisory lock on it held by the taker's connection. The taker renews the lease
 while it works (``renew``) and records what it did (``finish``: the files it staged, the rows) — only while it
 still holds that attempt, so a taker that lost its unit cannot overwrite the new attempt's result. A running unit
-is taken again when its lock is free (the taker's session ended: its process died) or its lease ran out (it
-hangs). Claims lock the rows they look at and skip rows other claims hold (``FOR UPDATE SKIP LOCKED``), so
-concurrent takers never take the same unit.
+is taken again when its lock is free (the taker's session ended: its process died) or — an export unit only
+(``RETAKEN_ON_LEASE``) — its lease ran out (it hangs). Claims lock the rows they look at and skip rows other
+claims hold (``FOR UPDATE SKIP LOCKED``), so concurrent takers never take the same unit.
 """
 
 from __future__ import annotations
@@ -82,6 +82,11 @@ class UnitRow:
 
 
 KINDS = ("export", "retention")
+RETAKEN_ON_LEASE = {"export": True, "retention": False}
+"""Whether a unit whose taker is alive but whose lease ran out is taken again. An export attempt writes files of its
+own name and only the attempt that records ``done`` counts, so a hung taker's unit is redone; a retention attempt
+records each drop and delete as it goes, so two attempts at once would count rows twice: it waits for the first
+one's session to end."""
 _COLS = ("snapshot_id, unit_no, dataset, retention, lower_bound, upper_bound, state, attempt, owner, taken_by, "
          "files, rows, read_from, kind, phase")
 
@@ -168,12 +173,8 @@ class UnitTaker:
                 key = _key(kind, snapshot_id, unit_no)
                 got = one_row(self.conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
                                                 (_LOCK_CLASS, key)))[0]
-                if not (got or (expired and kind == "export")):
-                    # its taker is alive: within its lease, or — a retention unit — at all. An export attempt writes
-                    # files of its own name and only the attempt that records ``done`` counts, so a hung taker's
-                    # unit is redone after its lease; a retention attempt records each drop and delete as it goes,
-                    # so two attempts at once would count rows twice: it waits for the first one's session to end.
-                    continue
+                if not (got or (expired and RETAKEN_ON_LEASE[kind])):
+                    continue  # its taker is alive (and, for a unit not retaken on lease, within its lease)
                 if got:
                     self._locked[(kind, snapshot_id, unit_no)] = key
                 with self.conn.cursor(row_factory=dict_row) as cur:
