@@ -114,8 +114,12 @@ def test_a_command_appears_in_the_live_pane_within_two_seconds(server, page, db,
     assert time.monotonic() - started < 2.0
     second = _run(bus, tenant, c.RenameCustomer(customer_id=1, name="Acme Ltd"), correlation_id=corr)
     page.wait_for_selector(f'#live .item.command[data-cmd-uuid="{second}"]', timeout=2000)
-    # Grouped by correlation: both commands and their events sit in one group.
+    # Grouped by correlation: both commands and their events sit in one group. A command's events reach the page
+    # by their own notification, so the second event may land just after its command: wait for it, same bound.
     group = page.locator(f'#live .group[data-correlation="{corr}"]')
+    page.wait_for_function(
+        "sel => document.querySelectorAll(sel).length === 2",
+        arg=f'#live .group[data-correlation="{corr}"] .item.event', timeout=2000)
     assert group.locator(".item.command").count() == 2
     assert group.locator(".item.event").count() == 2
     assert page.locator(f'[data-cmd-uuid="{foreign}"]').count() == 0
