@@ -4,6 +4,10 @@ hand-written into a one-physical-row prototype of the dual log; and the batch (C
 of the same rows.
 
     python -m benchmarks.bus_overhead [--rows 5000] [--batch-rows 100000] [--repeat 3]
+    python -m benchmarks.bus_overhead --breakdown [--rows 3000] [--repeat 3]   # where the log rows' cost goes
+
+``--breakdown`` measures instead, per table and per index, what the hand-written log rows cost over the untraced
+handler, and the floor of any log written in the command's transaction (``measure_breakdown``).
 
 Each of the ``--repeat`` runs measures both parts (baselines included) and prints its own JSON line. Ends with one
 JSON line: medians and min/max over the runs of p50_ratio and p99_ratio (traced / untraced latency),
@@ -29,6 +33,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from psycopg import sql
 
 from benchmarks._common import add_repeat_argument, loadavg, percentile, print_summary, repeat
 from commandlog.bus import CommandBus
@@ -86,26 +92,28 @@ def _handwritten(db: Database, cmd: c.RenameCustomer, ctx: ExecutionContext, sta
 
 # The hand-written statement: the same rows as the bus writes (``command_log``, ``tenant_command_log``,
 # ``domain_event``), written here rather than imported so that the baseline stays put while the bus changes.
-INSERT_HAND = """
-WITH g AS (
+_HAND_GLOBAL = """
   INSERT INTO command_log (cmd_uuid, cmd_class, cmd_version, tenant_id, actor_id, correlation_id, causation_id,
       replay_of, draft_uuid, status, error_type, error_message, started_at, finished_at, retention, subjects,
       cmd_body, body_excluded)
   VALUES (%(cmd_uuid)b, %(cmd_class)b, %(cmd_version)b, %(tenant_id)b, %(actor_id)b, %(correlation_id)b,
       %(causation_id)b, %(replay_of)b, %(draft_uuid)b, %(status)b, %(error_type)b, %(public_error_message)b,
-      %(started_at)b, %(finished_at)b, %(retention)b, %(subjects)b, %(public_body)b::jsonb, %(body_excluded)b)),
-t AS (
+      %(started_at)b, %(finished_at)b, %(retention)b, %(subjects)b, %(public_body)b::jsonb, %(body_excluded)b)"""
+_HAND_TENANT = """
   INSERT INTO tenant_command_log (cmd_uuid, tenant_id, cmd_class, cmd_version, actor_id, correlation_id,
       causation_id, replay_of, draft_uuid, status, error_type, error_message, started_at, finished_at, retention,
       subjects, cmd_body, result)
   VALUES (%(cmd_uuid)b, %(tenant_id)b, %(cmd_class)b, %(cmd_version)b, %(actor_id)b, %(correlation_id)b,
       %(causation_id)b, %(replay_of)b, %(draft_uuid)b, %(status)b, %(error_type)b, %(error_message)b,
-      %(started_at)b, %(finished_at)b, %(retention)b, %(subjects)b, %(body)b::jsonb, %(result)b::jsonb))
+      %(started_at)b, %(finished_at)b, %(retention)b, %(subjects)b, %(body)b::jsonb, %(result)b::jsonb)"""
+_HAND_EVENTS = """
 INSERT INTO domain_event (event_uuid, cmd_uuid, tenant_id, event_type, payload, occurred_at, retention)
 SELECT e.event_uuid, %(cmd_uuid)b, %(tenant_id)b, e.event_type, e.payload, e.occurred_at, %(retention)b
   FROM jsonb_to_recordset(%(events)b::jsonb)
-       AS e(event_uuid uuid, event_type text, payload jsonb, occurred_at timestamptz)
-"""
+       AS e(event_uuid uuid, event_type text, payload jsonb, occurred_at timestamptz)"""
+INSERT_HAND = f"WITH g AS ({_HAND_GLOBAL}), t AS ({_HAND_TENANT}) {_HAND_EVENTS}"
+# Each table's part alone, for the breakdown (psycopg sends only the parameters a statement names).
+HAND_PARTS = {"command_log": _HAND_GLOBAL, "tenant_command_log": _HAND_TENANT, "domain_event": _HAND_EVENTS}
 
 
 def handwritten(db: Database, cmd: c.RenameCustomer, ctx: ExecutionContext) -> None:
@@ -132,11 +140,7 @@ WITH t AS (INSERT INTO {SINGLE_TABLE} (cmd_uuid, tenant_id, cmd_class, cmd_versi
     %(causation_id)b, %(replay_of)b, %(draft_uuid)b, %(status)b, %(error_type)b, %(error_message)b,
     %(public_error_message)b, %(started_at)b, %(finished_at)b, %(retention)b, %(subjects)b, %(body)b::jsonb,
     %(public_body)b::jsonb, %(body_excluded)b, %(result)b::jsonb))
-INSERT INTO domain_event (event_uuid, cmd_uuid, tenant_id, event_type, payload, occurred_at, retention)
-SELECT e.event_uuid, %(cmd_uuid)b, %(tenant_id)b, e.event_type, e.payload, e.occurred_at, %(retention)b
-  FROM jsonb_to_recordset(%(events)b::jsonb)
-       AS e(event_uuid uuid, event_type text, payload jsonb, occurred_at timestamptz)
-"""
+{_HAND_EVENTS}"""
 
 
 def create_single_table(db: Database) -> None:
@@ -201,6 +205,38 @@ def wal_per_execution(db: Database, variants: dict[str, Callable[[c.RenameCustom
     return {f"{k}_wal_bytes": round(v / runs) for k, v in total.items()}
 
 
+def timed(db: Database, variants: dict[str, Callable[[c.RenameCustomer], Any]], rows: int) -> dict:
+    """``rows`` executions of each variant, interleaved (rotating which goes first): per variant its p50 and p99
+    latency and the CPU per execution in this thread (``*_client_cpu_ms``) and in the server's backends
+    (``*_server_cpu_ms``, None when /proc cannot be read) — CPU, unlike latency, is hardly moved by the load."""
+    pids = _backend_pids(db)  # the pool's connections, opened by the caller's warm-up
+    ms: dict[str, list[float]] = {k: [] for k in variants}
+    client_s = dict.fromkeys(variants, 0.0)
+    server_ns: dict[str, int | None] = dict.fromkeys(variants, 0)
+    names = list(variants)
+    for i in range(rows):
+        cmd = c.RenameCustomer(customer_id=1, name=f"n{i}")
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            server_start = _server_cpu_ns(pids)
+            cpu_start = time.thread_time()
+            start = time.perf_counter()
+            variants[name](cmd)
+            ms[name].append((time.perf_counter() - start) * 1000)
+            client_s[name] += time.thread_time() - cpu_start
+            server_end = _server_cpu_ns(pids)
+            spent = server_ns[name]
+            server_ns[name] = None if None in (spent, server_start, server_end) else \
+                spent + server_end - server_start  # type: ignore[operator]
+    out: dict[str, Any] = {}
+    for k in names:
+        out[f"{k}_p50_ms"] = round(percentile(ms[k], 50), 4)
+        out[f"{k}_p99_ms"] = round(percentile(ms[k], 99), 4)
+        out[f"{k}_client_cpu_ms"] = round(client_s[k] / rows * 1000, 4)
+        spent = server_ns[k]
+        out[f"{k}_server_cpu_ms"] = None if spent is None else round(spent / rows / 1e6, 4)
+    return out
+
+
 def measure_overhead(db: Database, bus: CommandBus, rows: int) -> dict:
     ctx = ExecutionContext(tenant_id="bench", actor_id="bench@bench")
     with db.connection() as conn:
@@ -213,33 +249,13 @@ def measure_overhead(db: Database, bus: CommandBus, rows: int) -> dict:
     for i in range(200):  # warm-up: prepared statements, pool, caches
         for run in variants.values():
             run(c.RenameCustomer(customer_id=1, name=f"w{i}"))
-    pids = _backend_pids(db)  # the pool's connections, opened by the warm-up
-    ms: dict[str, list[float]] = {k: [] for k in variants}
-    client_s = dict.fromkeys(variants, 0.0)
-    server_ns: dict[str, int | None] = dict.fromkeys(variants, 0)
+    out = timed(db, variants, rows)
     names = list(variants)
-    for i in range(rows):
-        cmd = c.RenameCustomer(customer_id=1, name=f"n{i}")
-        for name in names[i % len(names):] + names[:i % len(names)]:  # interleaved, rotating which goes first
-            server_start = _server_cpu_ns(pids)
-            cpu_start = time.thread_time()
-            start = time.perf_counter()
-            variants[name](cmd)
-            ms[name].append((time.perf_counter() - start) * 1000)
-            client_s[name] += time.thread_time() - cpu_start
-            server_end = _server_cpu_ns(pids)
-            spent = server_ns[name]
-            server_ns[name] = None if None in (spent, server_start, server_end) else \
-                spent + server_end - server_start  # type: ignore[operator]
     wal = wal_per_execution(db, variants, max(100, rows // 10))
     with db.connection() as conn:
         conn.execute(f"DROP TABLE {SINGLE_TABLE}")
-    p50 = {k: percentile(v, 50) for k, v in ms.items()}
-    p99 = {k: percentile(v, 99) for k, v in ms.items()}
-    out: dict[str, Any] = {}
-    for k in names:
-        out[f"{k}_p50_ms"] = round(p50[k], 4)
-        out[f"{k}_p99_ms"] = round(p99[k], 4)
+    p50 = {k: out[f"{k}_p50_ms"] for k in names}
+    p99 = {k: out[f"{k}_p99_ms"] for k in names}
     out.update({
         "p50_ratio": round(p50["traced"] / p50["untraced"], 3),
         "p99_ratio": round(p99["traced"] / p99["untraced"], 3),
@@ -248,16 +264,89 @@ def measure_overhead(db: Database, bus: CommandBus, rows: int) -> dict:
         "single_row_p50_ratio": round(p50["single_row"] / p50["untraced"], 3),
         "single_row_p99_ratio": round(p99["single_row"] / p99["untraced"], 3),
     })
-    for k in names:  # CPU per execution, client (this thread) and server (its backends): robust to the machine's load
-        out[f"{k}_client_cpu_ms"] = round(client_s[k] / rows * 1000, 4)
-        spent = server_ns[k]
-        out[f"{k}_server_cpu_ms"] = None if spent is None else round(spent / rows / 1e6, 4)
     base = out["untraced_client_cpu_ms"] + (out["untraced_server_cpu_ms"] or 0)
     for k in ("traced", "handwritten", "single_row"):
         out[f"{k}_cpu_over_untraced_ms"] = round(out[f"{k}_client_cpu_ms"] + (out[f"{k}_server_cpu_ms"] or 0) - base, 4)
     out.update(wal)
     for k in ("traced", "handwritten", "single_row"):
         out[f"{k}_wal_bytes_over_untraced"] = out[f"{k}_wal_bytes"] - out["untraced_wal_bytes"]
+    out["executions_each"] = rows
+    return out
+
+
+LOG_TABLES = ("command_log", "tenant_command_log", "domain_event")
+
+
+def _secondary_indexes(db: Database) -> list[tuple[str, str, str]]:
+    """(table, index, definition) of each non-unique index of the log tables, as defined on the partitioned parent."""
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT t.relname, c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid "
+            "WHERE t.relname = ANY(%s) AND t.relkind = 'p' AND NOT i.indisunique ORDER BY 1, 2",
+            (list(LOG_TABLES),)).fetchall()
+    return [(str(t), str(i), str(d)) for t, i, d in rows]
+
+
+def measure_breakdown(db: Database, rows: int) -> dict:
+    """Where the log rows' cost goes (issue 17, point 4), in server CPU per execution over the untraced handler
+    (CPU, not latency, so that small parts are not lost in the load's noise):
+
+    - ``table_<t>_server_cpu_ms`` and ``table_<t>_p50_ms``: the hand-written tracing writing only table ``t``'s
+      rows, over untraced (what that table costs with all its indexes);
+    - ``index_<name>_server_cpu_ms``: the drop in the hand-written tracing's server CPU when that index is dropped,
+      the indexes dropped one after another (each figure is the index's marginal cost); all are recreated after;
+    - ``no_secondary_index_server_cpu_ms``: what is left with primary keys only (rows, WAL, partition routing);
+    - ``table_floor_one_row_*``: one uuid into an unindexed table in the same pipeline as the COMMIT — the floor
+      of any log written atomically with the command (invariant 1), whatever its schema.
+    """
+    ctx = ExecutionContext(tenant_id="bench", actor_id="bench@bench")
+    with db.connection() as conn:
+        conn.execute("INSERT INTO billing.customer (tenant_id, customer_id, name, email) "
+                     "VALUES ('bench', 1, 'Bench', 'b@x.io') ON CONFLICT DO NOTHING")
+    pair: dict[str, Callable[[c.RenameCustomer], Any]] = {
+        "untraced": lambda cmd: untraced(db, cmd, ctx), "handwritten": lambda cmd: handwritten(db, cmd, ctx)}
+    parts = {f"table_{t}": (lambda cmd, st=st: _handwritten(db, cmd, ctx, st)) for t, st in HAND_PARTS.items()}
+    with db.connection() as conn:  # the floor: the least any log written in the command's transaction can cost
+        conn.execute("DROP TABLE IF EXISTS bench_floor")
+        conn.execute("CREATE TABLE bench_floor (cmd_uuid uuid)")
+    parts["floor_one_row"] = lambda cmd: _handwritten(db, cmd, ctx, "INSERT INTO bench_floor VALUES (%(cmd_uuid)b)")
+
+    def warm(variants: dict) -> None:
+        for i in range(100):  # plans (re)made after each change, pool connections open
+            for run in variants.values():
+                run(c.RenameCustomer(customer_id=1, name=f"w{i}"))
+
+    def over(m: dict, k: str) -> float:
+        return round((m[f"{k}_server_cpu_ms"] or 0) - (m["untraced_server_cpu_ms"] or 0), 4)
+
+    warm({**pair, **parts})
+    m = timed(db, {**pair, **parts}, rows)
+    out: dict[str, Any] = {"handwritten_server_cpu_ms": over(m, "handwritten")}
+    for k in parts:
+        out[f"{k}_server_cpu_ms"] = over(m, k)
+        out[f"{k}_p50_ms"] = round(m[f"{k}_p50_ms"] - m["untraced_p50_ms"], 4)
+        out[f"{k}_p50_ratio"] = round(m[f"{k}_p50_ms"] / m["untraced_p50_ms"], 3)
+    out["handwritten_p50_ratio"] = round(m["handwritten_p50_ms"] / m["untraced_p50_ms"], 3)
+    indexes = _secondary_indexes(db)
+    previous = out["handwritten_server_cpu_ms"]
+    try:
+        for _table, name, _definition in indexes:
+            with db.connection() as conn:
+                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+            warm(pair)
+            now = over(timed(db, pair, rows), "handwritten")
+            out[f"index_{name}_server_cpu_ms"] = round(previous - now, 4)
+            previous = now
+        out["no_secondary_index_server_cpu_ms"] = previous
+    finally:
+        with db.connection() as conn:
+            existing = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = ANY(%s)",
+                                                   (list(LOG_TABLES),))}
+            for _table, name, definition in indexes:
+                if name not in existing:  # recreated on the parent: every partition gets it again
+                    conn.execute(definition.replace(" ON ONLY ", " ON "))
+            conn.execute("DROP TABLE bench_floor")
     out["executions_each"] = rows
     return out
 
@@ -289,6 +378,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=5000, help="traced and untraced executions, each")
     parser.add_argument("--batch-rows", type=int, default=100_000, help="commands for the batch-vs-COPY part")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="instead: where the log rows' server CPU goes, per table and per index")
     add_repeat_argument(parser)
     args = parser.parse_args()
     load_start = loadavg()
@@ -296,6 +387,12 @@ def main() -> None:
         db = open_bench_db(tmp)
         try:
             bus = setup(CommandBus(db))
+            if args.breakdown:
+                runs = repeat(args.repeat, lambda i: measure_breakdown(db, args.rows), label="bus_overhead-breakdown")
+                keys = [k for k in runs[0] if k.endswith(("_ms", "_ratio"))]
+                print_summary("bus_overhead-breakdown", runs, load_start=load_start, keys=keys,
+                              extra={"executions_each": args.rows})
+                return
             runs = repeat(args.repeat, lambda i: {**measure_overhead(db, bus, args.rows),
                                                   **measure_batch(db, bus, args.batch_rows)}, label="bus_overhead-run")
         finally:
