@@ -147,8 +147,8 @@ def test_a_tenant_subject_timeline_finds_its_keys_in_the_shared_subjects_index(w
 def test_a_page_reads_its_events_by_command(written):
     db, v = written
     cmd_uuid, retention, occurred_at = v["event"]
-    statement = sql.SQL(store._EVENTS)
-    params = ([cmd_uuid], [retention], occurred_at - dt.timedelta(minutes=5), occurred_at + dt.timedelta(minutes=5))
+    statement, params = store.events_statement(
+        [{"cmd_uuid": cmd_uuid, "retention": retention, "started_at": occurred_at, "finished_at": occurred_at}])
     with db.connection() as conn:
         names = _indexes(conn, statement, params)
     assert "domain_event_cmd_idx" in _roots(db, names)

@@ -1,0 +1,103 @@
+"""A sparse timeline (a subject touched a few times, months apart) reads only the partitions holding its rows: the
+rows by key and their events are bounded by each cluster of rows, not by the page's whole span
+(``storage.journal._in_ranges``). Fixed dates, a database of its own."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from commandlog.bus import CommandBus
+from commandlog.context import ExecutionContext
+from commandlog.journal import timeline
+from commandlog.records import HistoricalCommand
+from examples.billing import commands as c
+from examples.billing import setup
+from storage import journal as store
+from storage.migrate import ensure_partitions_between
+from storage.postgres import Database
+
+TENANT, SUBJECT = "t-sparse", "customer:7"
+TOUCHED = [dt.datetime(2024, 1, 5, 10, tzinfo=dt.UTC), dt.datetime(2024, 3, 10, 11, tzinfo=dt.UTC),
+           dt.datetime(2024, 6, 20, 12, tzinfo=dt.UTC)]
+"""When the subject was renamed: three months (and three monthly partitions) apart."""
+
+
+def _rename(customer: int, name: str, at: dt.datetime) -> HistoricalCommand:
+    return HistoricalCommand(command=c.RenameCustomer(customer_id=customer, name=name),
+                             context=ExecutionContext(tenant_id=TENANT, actor_id="alice"), started_at=at,
+                             finished_at=at + dt.timedelta(milliseconds=40),
+                             events=(("CustomerRenamed", {"customer_id": customer, "name": name}),))
+
+
+@pytest.fixture(scope="module")
+def sparse(database_factory):
+    """The subject's three commands, and other customers' commands on every day from January to June."""
+    db = Database(url=database_factory(), max_connections=4)
+    ensure_partitions_between(db, "'2024-01-01'::date", "'2024-07-01'::date")
+    bus = setup(CommandBus(db))
+    filler = [_rename(8, f"n{d}", dt.datetime(2024, 1, 1, 9, tzinfo=dt.UTC) + dt.timedelta(days=d))
+              for d in range(180)]
+    mine = [_rename(7, f"name {i}", at) for i, at in enumerate(TOUCHED)]
+    assert bus.import_history(filler + mine) == 183
+    with db.connection() as conn:
+        conn.execute("ANALYZE command_log, tenant_command_log, domain_event")
+    yield db
+    db.close()
+
+
+def test_ranges_merge_what_overlaps_or_lies_within_a_day_and_keep_far_rows_apart():
+    t = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    h = dt.timedelta(hours=1)
+    spans = [(t + 30 * h, t + 31 * h), (t, t + h), (t + 2 * h, t + 3 * h), (t + 100 * 24 * h, t + 100 * 24 * h)]
+    assert store._ranges(spans) == [(t, t + 3 * h), (t + 30 * h, t + 31 * h),
+                                    (t + 100 * 24 * h, t + 100 * 24 * h)]
+    assert store._ranges([(t, t + h), (t + 20 * h, t + 30 * h), (t + 25 * h, t + 26 * h)]) == [(t, t + 30 * h)]
+
+
+@pytest.mark.parametrize("admin", [False, True], ids=["tenant", "admin"])
+def test_a_sparse_subject_pages_through_its_rows_months_apart_with_their_events(sparse, admin):
+    db = sparse
+    page = timeline(db, tenant=TENANT, admin=admin, subject=SUBJECT, limit=2)
+    assert [e["started_at"] for e in page.entries] == [TOUCHED[2].isoformat(), TOUCHED[1].isoformat()]
+    assert [[ev["payload"]["name"] for ev in e["events"]] for e in page.entries] == [["name 2"], ["name 1"]]
+    rest = timeline(db, tenant=TENANT, admin=admin, subject=SUBJECT, limit=2, cursor=page.next_cursor)
+    assert [e["started_at"] for e in rest.entries] == [TOUCHED[0].isoformat()]
+    assert [ev["payload"]["name"] for ev in rest.entries[0]["events"]] == ["name 0"]
+    assert rest.next_cursor is None
+
+
+def _relations(conn, statement, params) -> set[str]:
+    plan = psycopg.ClientCursor(conn).execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(statement),
+                                              params).fetchone()[0]
+    names: set[str] = set()
+
+    def walk(node: dict) -> None:
+        if "Relation Name" in node:
+            names.add(node["Relation Name"])
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk((plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"])
+    return names
+
+
+def test_the_events_of_a_sparse_page_are_read_from_its_rows_partitions_only(sparse):
+    db = sparse
+    with db.connection() as conn:
+        rows = conn.execute("SELECT cmd_uuid, retention, started_at, finished_at FROM command_log "
+                            "WHERE tenant_id = %s AND subjects @> ARRAY[%s] ORDER BY started_at",
+                            (TENANT, SUBJECT)).fetchall()
+        assert [r[2] for r in rows] == TOUCHED
+        statement, params = store.events_statement(
+            [{"cmd_uuid": u, "retention": k, "started_at": s, "finished_at": f} for u, k, s, f in rows])
+        leaves = _relations(conn, statement, params)
+        every = {r[0] for r in conn.execute("SELECT c.relname FROM pg_partition_tree('domain_event') p "
+                                            "JOIN pg_class c ON c.oid = p.relid WHERE p.isleaf")}
+    # The three months' leaves of the subject's class (January, March, June), none of the months between.
+    assert len(leaves) == 3 and leaves <= every, leaves
+    assert len(every) > 6
