@@ -89,7 +89,8 @@ def _roots(db: Database, names: set[str]) -> set[str]:
 def _filters(v: dict) -> dict[str, dict]:
     return {"none": {}, "actor": {"actor_id": v["actor"]}, "class": {"cmd_class": v["cmd_class"]},
             "status": {"status": "failed"}, "window": {"since": LO, "until": HI}, "subject": {"subject": v["subject"]},
-            "correlation": {"correlation_id": v["correlation"]}, "tenant": {"tenant_id": v["tenant"]}}
+            "correlation": {"correlation_id": v["correlation"]}, "tenant": {"tenant_id": v["tenant"]},
+            "tenant_status": {"tenant_id": v["tenant"], "status": "failed"}}
 
 
 TENANT_PAGES = {  # filter -> (table read, keys only, index)
@@ -103,7 +104,8 @@ TENANT_PAGES = {  # filter -> (table read, keys only, index)
 ADMIN_PAGES = {
     "none": "command_log_time_idx", "actor": "command_log_actor_idx", "class": "command_log_class_idx",
     "subject": "command_log_tenant_subjects_idx", "correlation": "command_log_correlation_idx",
-    "tenant": "command_log_tenant_time_idx",
+    "tenant": "command_log_tenant_time_idx", "status": "command_log_failed_idx",
+    "tenant_status": "command_log_failed_idx",
 }
 
 
