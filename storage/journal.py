@@ -239,13 +239,20 @@ def _keyed_window(cur: psycopg.Cursor[dict[str, Any]], flt: TimelineFilter, wher
             keys = _window_rows(cur, where, params, "command_log", window, want, columns=("cmd_uuid", "started_at"))
     if not keys:
         return []
-    # The keys' own times (``_in_ranges``: a custom plan, never the tail's generic one), so Postgres prunes to the
-    # partitions holding the keys, however far apart they lie. uuid equality and timestamp comparisons are
-    # leakproof, so the primary key serves them below the row-level security policy.
+    statement, values = keyed_rows_statement(where, params, keys, table=table, want=want)
+    return cur.execute(statement, values, prepare=False).fetchall()
+
+
+def keyed_rows_statement(where: list[sql.Composable], params: list, keys: list[dict], *, table: str,
+                         want: int) -> tuple[sql.Composed, list]:
+    """The rows of ``keys`` (``cmd_uuid``, ``started_at``) that also match ``where``: by key, bounded by the keys' own
+    times (``_in_ranges``), sent unprepared (a custom plan, never the tail's generic one), so Postgres prunes to the
+    partitions holding the keys, however far apart they lie. uuid equality and timestamp comparisons are
+    leakproof, so the primary key serves them below the row-level security policy."""
     within, bounds = _in_ranges("started_at", [(k["started_at"], k["started_at"]) for k in keys])
-    where = [*where, sql.SQL("cmd_uuid = ANY(%s)"), within]
-    return _window_rows(cur, where, [*params, [k["cmd_uuid"] for k in keys], *bounds], table, _Window(None, None),
-                        want)
+    return _window_sql([*where, sql.SQL("cmd_uuid = ANY(%s)"), within],
+                       [*params, [k["cmd_uuid"] for k in keys], *bounds], table, _Window(None, None), want,
+                       TIMELINE_COLUMNS)
 
 
 def _oldest_bound(db: Database, table: str) -> dt.datetime | None:
@@ -269,11 +276,15 @@ def _where(flt: TimelineFilter, *, subject: bool) -> tuple[list[sql.Composable],
     where: list[sql.Composable] = []
     params: list = []
     for column, value in (("tenant_id", flt.tenant_id), ("subject", flt.subject if subject else None),
-                          ("actor_id", flt.actor_id), ("cmd_class", flt.cmd_class), ("status", flt.status)):
+                          ("actor_id", flt.actor_id), ("cmd_class", flt.cmd_class)):
         if value is not None:
             where.append(sql.SQL("subjects @> ARRAY[%s]::text[]") if column == "subject"
                          else sql.SQL("{} = %s").format(sql.Identifier(column)))
             params.append(value)
+    if flt.status is not None:
+        # A literal (one of three values, quoted by psycopg): the tail's generic plan then still proves
+        # ``status <> 'succeeded'`` and reads the partial failed-only indexes, which a parameter would rule out.
+        where.append(sql.SQL("status = {}").format(sql.Literal(flt.status)))
     if flt.since is not None:
         where.append(sql.SQL("started_at >= %s"))
         params.append(flt.since)
@@ -290,19 +301,27 @@ def _where(flt: TimelineFilter, *, subject: bool) -> tuple[list[sql.Composable],
 
 
 _MERGE_GAP = dt.timedelta(days=1)
-"""Ranges closer than a day partition are merged: nearby rows cost one range (cheap to plan), far ones a range each
-(each pruned to its own partitions)."""
+"""Ranges at most a day partition apart are merged: nearby rows cost one range (cheap to plan), far ones a range
+each (each pruned to its own partitions)."""
+_MAX_RANGES = 16
+"""At most this many ranges per statement: planning copies the OR into every surviving leaf, so a page of hundreds of
+far-apart rows would cost (ranges × leaves) to plan. Past it, the closest ranges are joined (a wider range only
+reads more partitions, never fewer rows)."""
 
 
 def _ranges(spans: list[tuple[dt.datetime, dt.datetime]]) -> list[tuple[dt.datetime, dt.datetime]]:
-    """``spans`` (lo, hi) merged where they overlap or lie less than ``_MERGE_GAP`` apart, oldest first."""
-    spans = sorted(spans)
-    merged = [spans[0]]
-    for lo, hi in spans[1:]:
+    """``spans`` (lo, hi; lo > hi is read as hi..lo) merged where they overlap or lie at most ``_MERGE_GAP`` apart,
+    then the closest joined until at most ``_MAX_RANGES`` remain; oldest first. Every span lies within a range."""
+    ordered = sorted((min(lo, hi), max(lo, hi)) for lo, hi in spans)
+    merged = [ordered[0]]
+    for lo, hi in ordered[1:]:
         if lo - merged[-1][1] <= _MERGE_GAP:
             merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
         else:
             merged.append((lo, hi))
+    while len(merged) > _MAX_RANGES:
+        i = min(range(len(merged) - 1), key=lambda j: merged[j + 1][0] - merged[j][1])
+        merged[i:i + 2] = [(merged[i][0], max(merged[i][1], merged[i + 1][1]))]
     return merged
 
 
@@ -318,8 +337,9 @@ def _in_ranges(column: str, spans: list[tuple[dt.datetime, dt.datetime]]) -> tup
 def events_statement(rows: list[dict]) -> tuple[sql.Composed, list]:
     """The statement (and its parameters) reading the events of a page's ``rows`` (``cmd_uuid``, ``retention``,
     ``started_at``, ``finished_at``): each command's events occur during its run, widened by the slack."""
-    within, bounds = _in_ranges("occurred_at", [(r["started_at"] - _EVENT_SLACK,
-                                                 (r["finished_at"] or r["started_at"]) + _EVENT_SLACK) for r in rows])
+    within, bounds = _in_ranges("occurred_at", [
+        (min(r["started_at"], r["finished_at"] or r["started_at"]) - _EVENT_SLACK,
+         max(r["started_at"], r["finished_at"] or r["started_at"]) + _EVENT_SLACK) for r in rows])
     return sql.SQL(_EVENTS).format(within), [[r["cmd_uuid"] for r in rows], sorted({r["retention"] for r in rows}),
                                              *bounds]
 

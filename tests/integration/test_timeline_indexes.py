@@ -1,4 +1,4 @@
-"""Every timeline filter's statement is served by the index kept for it (migrations 0001, 0002 and 0021).
+"""Every timeline filter's statement is served by the index kept for it (migrations 0001, 0002, 0021 and 0024).
 
 The statements are those a page sends (``storage.journal.window_statement``), EXPLAINed in the session that sends
 them — a tenant session (row-level security adds its policy to the plan) or the owner's — over two days of demo
@@ -154,3 +154,51 @@ def test_a_page_reads_its_events_by_command(written):
     with db.connection() as conn:
         names = _indexes(conn, statement, params)
     assert "domain_event_cmd_idx" in _roots(db, names)
+
+
+def _generic_indexes(conn, statement, params) -> set[str]:
+    """The indexes of the statement's generic plan: what the tail window runs (``plan_cache_mode =
+    force_generic_plan``), where a parameter's value is unknown when planning."""
+    text = statement.as_string(conn)
+    n = 0
+
+    def number(_m) -> str:
+        nonlocal n
+        n += 1
+        return f"${n}"
+
+    import re
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_seqscan = off")
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE generic_q AS {re.sub(r'%s', number, text)}")
+        try:
+            args = sql.SQL(", ").join([sql.Literal(p) for p in params])
+            plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE generic_q({})").format(args)).fetchone()[0]
+        finally:
+            conn.execute("DEALLOCATE generic_q")
+    names: set[str] = set()
+
+    def walk(node: dict) -> None:
+        if "Index Name" in node:
+            names.add(node["Index Name"])
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk((plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"])
+    return names
+
+
+@pytest.mark.parametrize("session", ["tenant", "admin"])
+def test_a_failed_only_page_reads_the_partial_index_in_the_tails_generic_plan_too(written, session):
+    """The tail window (everything older, with a generic plan) of a status timeline still reads the failed-only
+    partial index: the status is sent as a literal, so the plan proves ``status <> 'succeeded'``."""
+    db, v = written
+    table, index = {"tenant": ("tenant_command_log", "tenant_command_log_failed_idx"),
+                    "admin": ("command_log", "command_log_failed_idx")}[session]
+    flt = store.TimelineFilter(tenant_id=v["tenant"], status="failed")
+    statement, params = store.window_statement(flt, table=table, lo=None, hi=HI, limit=51)
+    with db.tenant_session(v["tenant"]) if session == "tenant" else db.connection() as conn:
+        assert conn.execute(statement, params).fetchall()
+        names = _generic_indexes(conn, statement, params)
+    assert index in _roots(db, names)

@@ -59,6 +59,17 @@ def test_ranges_merge_what_overlaps_or_lies_within_a_day_and_keep_far_rows_apart
     assert store._ranges([(t, t + h), (t + 20 * h, t + 30 * h), (t + 25 * h, t + 26 * h)]) == [(t, t + 30 * h)]
 
 
+def test_ranges_are_at_most_sixteen_and_still_cover_every_span():
+    t = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    spans = [(t + dt.timedelta(days=3 * i + (i % 5)), t + dt.timedelta(days=3 * i + (i % 5), minutes=1))
+             for i in range(40)] + [(t + dt.timedelta(days=500, hours=1), t + dt.timedelta(days=500))]  # hi < lo
+    ranges = store._ranges(spans)
+    assert len(ranges) == store._MAX_RANGES
+    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False)), "ordered, disjoint"
+    for lo, hi in spans:
+        assert any(r_lo <= min(lo, hi) and max(lo, hi) <= r_hi for r_lo, r_hi in ranges), (lo, hi)
+
+
 @pytest.mark.parametrize("admin", [False, True], ids=["tenant", "admin"])
 def test_a_sparse_subject_pages_through_its_rows_months_apart_with_their_events(sparse, admin):
     db = sparse
@@ -101,3 +112,20 @@ def test_the_events_of_a_sparse_page_are_read_from_its_rows_partitions_only(spar
     # The three months' leaves of the subject's class (January, March, June), none of the months between.
     assert len(leaves) == 3 and leaves <= every, leaves
     assert len(every) > 6
+
+
+def test_a_tenant_reads_a_sparse_subjects_rows_from_their_partitions_only(sparse):
+    """The rows by key of a tenant's subject page (what ``_keyed_window`` sends after ``cmdlog_subject_keys``), in
+    the tenant's session: the leaves of those three times in ``tenant_command_log``, none of the days between."""
+    db = sparse
+    with db.tenant_session(TENANT) as conn:
+        keys = [{"cmd_uuid": u, "started_at": at} for u, at in conn.execute(
+            "SELECT cmd_uuid, started_at FROM cmdlog_subject_keys(%s, NULL, NULL, NULL, NULL, 51)", (SUBJECT,))]
+        assert sorted(k["started_at"] for k in keys) == TOUCHED
+        where, params = store._where(store.TimelineFilter(tenant_id=TENANT), subject=False)
+        statement, values = store.keyed_rows_statement(where, params, keys, table="tenant_command_log", want=51)
+        assert len(conn.execute(statement, values).fetchall()) == 3
+        leaves = _relations(conn, statement, values)
+    # The keys carry no class: each class's leaf of those three times (the month, the day, the one permanent leaf).
+    assert leaves == {f"tenant_command_log_long_lived_p{at:%Y%m}" for at in TOUCHED} | \
+        {f"tenant_command_log_short_lived_p{at:%Y%m%d}" for at in TOUCHED} | {"tenant_command_log_permanent"}
