@@ -368,6 +368,13 @@ def record_step(conn: psycopg.Connection, run_id: int, *, action: str, table: st
                  "WHERE step_id = %s", (Jsonb(merged), sum(merged.values()), nbytes, status, row[0]))
 
 
+def claim_drop_step(conn: psycopg.Connection, run_id: int, partition: str) -> bool:
+    """Lock the run's drop step of ``partition`` until this transaction ends; False when another transaction holds
+    it — a live taker finishing that very drop, which marks it done itself — or there is no such step."""
+    return conn.execute("SELECT 1 FROM retention_step WHERE run_id = %s AND action = 'drop' AND partition_name = %s "
+                        "FOR UPDATE SKIP LOCKED", (run_id, partition)).fetchone() is not None
+
+
 def mark_step_done(conn: psycopg.Connection, run_id: int, partition: str, *, nbytes: int) -> None:
     """A detached leaf is dropped: its step is done and the freed bytes recorded."""
     conn.execute("UPDATE retention_step SET status = 'done', bytes = %s, at = now() WHERE run_id = %s "

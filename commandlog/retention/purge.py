@@ -371,8 +371,12 @@ def _drop(dconn: Connection, run: store.RunRow, leaf: Partition, cut: store.Clas
 def _dropped(dconn: Connection, run: store.RunRow, *, table: str, leaf: str, nbytes: int) -> None:
     """After the drop succeeded, in one transaction: [integrity] the leaf's seals say which run removed their rows
     (so verification reports retention, not tampering), and the step is done. A failed detach or drop leaves the
-    seals active; a crash before this commits is finished on resumption (the drop of a gone leaf is a no-op)."""
+    seals active; a crash before this commits is finished on resumption (the drop of a gone leaf is a no-op). A taker
+    that finishes a detached leaf of another range (``_walk``) may meet the leaf's own taker here: whichever locks the
+    step first marks it, the other leaves it to that one rather than wait on it (a stopped taker would block it)."""
     with dconn.transaction():
+        if not store.claim_drop_step(dconn, run.run_id, leaf):
+            return
         seals.retire_partition(dconn, table=table, partition=leaf, run_id=run.run_id)
         store.mark_step_done(dconn, run.run_id, leaf, nbytes=nbytes)
 

@@ -67,8 +67,14 @@ def test_the_activity_view_draws_the_tenants_rows(server, page, db, activity, te
     outside = []
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(server) else None)
     page.goto(f"{server}/#token={create_token(db, tenant=tenant, role='viewer')}")
-    page.click("#tab-activity")
-    assert page.is_visible("#activity") and not page.is_visible("#journal")
+    page.wait_for_function(f"document.querySelector('#who').textContent.includes('{tenant}')")  # signed in
+    tab = page.locator("#tab-activity")
+    box = tab.bounding_box()
+    page.evaluate("document.querySelector('#who').textContent = 'a much longer text than the tenant line'")
+    assert tab.bounding_box() == box, "the tabs moved when the header's text changed: a click could miss them"
+    tab.click()
+    page.wait_for_selector("#activity", state="visible", timeout=5000)
+    assert page.is_hidden("#journal")
     page.select_option("#af-range", "custom")
     page.fill("#af-since", base.strftime("%Y-%m-%dT%H:%M"))
     page.fill("#af-until", (base + dt.timedelta(hours=HOURS)).strftime("%Y-%m-%dT%H:%M"))

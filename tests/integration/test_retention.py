@@ -298,6 +298,40 @@ def _clone(db, name: str) -> Database:
     return Database(url=db.url.replace(f"/{src}?", f"/{name}?"))
 
 
+def test_a_drop_another_taker_is_finishing_is_left_to_it_not_waited_on(fresh):
+    """A taker finishing a detached leaf of another range (an interrupted drop, as ``_walk`` sees it) meets the leaf's
+    own taker, alive and in the transaction that marks the step done (stopped there, say): it leaves the step to that
+    taker at once instead of waiting out its lock timeout unit after unit; once nobody holds it, it marks it done."""
+    from contextlib import closing
+
+    from commandlog.retention.purge import _finish_drop
+    from storage import retention as store
+    from storage.partitions import drop_connection
+
+    db, _ = fresh
+    leaf = "command_log_short_lived_p20260101"  # detached and parked already: the drop's last step is left
+    with db.connection() as conn:
+        run = store.start_run(conn, as_of=AS_OF, policy=POLICY.model_dump(mode="json"), lake_uri=None,
+                              export_bound=None)
+        store.record_step(conn, run.run_id, action="drop", table="command_log", partition=leaf,
+                          retention="short_lived", status="detaching", counts={"t1": 3})
+
+    def status() -> str:
+        with psycopg.connect(db.url) as conn:
+            return conn.execute("SELECT status FROM retention_step WHERE partition_name = %s", (leaf,)).fetchone()[0]
+
+    with psycopg.connect(db.url) as owner, closing(drop_connection(db.url, lock_timeout_ms=300)) as dconn:
+        owner.execute("UPDATE retention_step SET at = now() WHERE run_id = %s AND partition_name = %s",
+                      (run.run_id, leaf))  # the leaf's taker, mid-transaction (not committed)
+        t0 = time.monotonic()
+        _finish_drop(dconn, run, table="command_log", retention="short_lived", leaf=leaf, step=lambda *a: None)
+        assert time.monotonic() - t0 < 0.3, "waited on the other taker's lock"
+        assert status() == "detaching"  # left to the taker that holds it
+        owner.rollback()  # that taker dies before its commit: the step is still to be finished
+        _finish_drop(dconn, run, table="command_log", retention="short_lived", leaf=leaf, step=lambda *a: None)
+    assert status() == "done"
+
+
 @pytest.mark.slow  # a clone of the database and two purges per crash point
 @pytest.mark.parametrize("crash_at", ["detaching", "dropped", "batch"])
 def test_a_crash_mid_purge_is_finished_by_the_next_run_and_nothing_extra_is_deleted(fresh, crash_at):
