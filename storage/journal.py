@@ -249,8 +249,28 @@ def _keyed_window(cur: psycopg.Cursor[dict[str, Any]], flt: TimelineFilter, wher
             keys = _window_rows(cur, where, params, "command_log", window, want, columns=("cmd_uuid", "started_at"))
     if not keys:
         return []
+    if window.tail and len(_ranges([(k["started_at"], k["started_at"]) for k in keys])) > 1:
+        statement, values = keyed_join_statement(where, params, keys, table=table)
+        with _tail(cur, True):
+            return cur.execute(statement, values, prepare=True).fetchall()
     statement, values = keyed_rows_statement(where, params, keys, table=table, want=want)
     return cur.execute(statement, values, prepare=False).fetchall()
+
+
+def keyed_join_statement(where: list[sql.Composable], params: list, keys: list[dict], *,
+                         table: str) -> tuple[sql.Composed, list]:
+    """The rows of ``keys`` that also match ``where``, for keys spread over the tail: each key looked up by its
+    primary key in a nested loop, in one statement prepared with a generic plan, which prunes the leaves per key
+    when it runs. ``keyed_rows_statement``'s custom plan would plan every leaf its ranges touch on every page:
+    a subject's 34 rows over ten months took 100 ms to plan at 20M commands, this 6 ms in all. The keys are at
+    most a page, so no limit; uuid and timestamp equality are leakproof (row-level security)."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, TIMELINE_COLUMNS))
+    filters = sql.SQL("").join(sql.SQL(" AND {}").format(w) for w in where)
+    # LATERAL: a lookup per key whatever the estimates (a hash join would read every leaf)
+    statement = sql.SQL("SELECT t.* FROM unnest(%s::timestamptz[], %s::uuid[]) AS k(at, id) CROSS JOIN LATERAL "
+                        "(SELECT {} FROM {} WHERE started_at = k.at AND cmd_uuid = k.id{} LIMIT 1) AS t "
+                        "ORDER BY t.started_at DESC, t.cmd_uuid DESC").format(columns, sql.Identifier(table), filters)
+    return statement, [[k["started_at"] for k in keys], [k["cmd_uuid"] for k in keys], *params]
 
 
 def keyed_rows_statement(where: list[sql.Composable], params: list, keys: list[dict], *, table: str,

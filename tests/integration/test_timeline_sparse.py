@@ -129,3 +129,42 @@ def test_a_tenant_reads_a_sparse_subjects_rows_from_their_partitions_only(sparse
     # The keys carry no class: each class's leaf of those three times (the month, the day, the one permanent leaf).
     assert leaves == {f"tenant_command_log_long_lived_p{at:%Y%m}" for at in TOUCHED} | \
         {f"tenant_command_log_short_lived_p{at:%Y%m%d}" for at in TOUCHED} | {"tenant_command_log_permanent"}
+
+
+def test_a_tenant_page_s_tail_keys_are_read_in_one_generic_join_that_visits_only_their_leaves(sparse):
+    """Keys spread over the tail (``keyed_join_statement``): one statement prepared once per connection with a
+    generic plan — nothing planned per page — whose nested loop prunes per key when it runs: of every leaf of
+    ``tenant_command_log``, only those holding the three keys are visited. In the tenant's session, ordered."""
+    db = sparse
+    with db.tenant_session(TENANT) as conn:
+        keys = [{"cmd_uuid": u, "started_at": at} for u, at in conn.execute(
+            "SELECT cmd_uuid, started_at FROM cmdlog_subject_keys(%s, NULL, NULL, NULL, NULL, 51)", (SUBJECT,))]
+        where, params = store._where(store.TimelineFilter(tenant_id=TENANT), subject=False)
+        statement, values = store.keyed_join_statement(where, params, keys, table="tenant_command_log")
+        assert [r[1] for r in conn.execute(statement, values).fetchall()] == TOUCHED[::-1]
+        text, n = statement.as_string(conn), 0
+
+        def number(_m) -> str:
+            nonlocal n
+            n += 1
+            return f"${n}"
+
+        import re
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE joined AS {re.sub(r'%s', number, text)}")
+        args = sql.SQL(", ").join(sql.Literal(v) for v in values)
+        plan = conn.execute(sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE joined({})").format(args)).fetchone()[0]
+        every = {r[0] for r in conn.execute("SELECT c.relname FROM pg_partition_tree('tenant_command_log') p "
+                                            "JOIN pg_class c ON c.oid = p.relid WHERE p.isleaf")}
+    visited: set[str] = set()
+
+    def walk(node: dict) -> None:
+        if "Relation Name" in node and node.get("Actual Loops", 0) > 0:
+            visited.add(node["Relation Name"])
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk((plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"])
+    assert visited == {f"tenant_command_log_long_lived_p{at:%Y%m}" for at in TOUCHED}, visited  # renames: long-lived
+    assert "tenant_command_log_long_lived_p202402" in every
+    assert len(every) > 100
