@@ -10,6 +10,7 @@ one worker, so a module-scoped fixture (``cmdlog up``, a uvicorn server, a seede
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -151,14 +152,63 @@ def outbox():
 
 
 @pytest.fixture(scope="session")
-def prefect_server():
-    """One temporary Prefect server for the whole session (started on first use); flow heartbeats off."""
+def prefect_server(pg_url):
+    """One temporary Prefect server for the whole session (started on first use) on a database of its own on the
+    session's Postgres; flow heartbeats off.
+
+    Prefect's ``prefect_test_harness`` puts the server on SQLite, whose writers lock the whole file: under a loaded
+    CI run its "database is locked" stalls reached callers as HTTP 503 (a draft's resume failed so), as
+    ../shared/PREFECT_NOTES.md measured; on Postgres they do not happen. Same steps as the harness otherwise (its
+    server subprocess, registered as the default one, the logs and events drained before it stops). A server where
+    this role may not create databases (``CMDLOG_TEST_DATABASE_URL``) falls back to the SQLite harness."""
     from prefect.settings import temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90):
-        with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+    from storage import server_admin
+
+    dbname = f"prefect_{uuid.uuid4().hex[:10]}"
+    try:
+        server_admin.ensure_database(pg_url, dbname)
+    except server_admin.DatabaseAdminError as e:
+        print(f"Prefect test server on SQLite: {e}", file=sys.stderr)
+        harness = prefect_test_harness(server_startup_timeout=90)
+    else:
+        harness = _prefect_harness(server_admin.asyncpg_url(pg_url, dbname), startup_timeout=90)
+    with harness, temporary_settings(updates={"flows.heartbeat_frequency": None}):
+        yield
+
+
+@contextlib.contextmanager
+def _prefect_harness(database_url: str, *, startup_timeout: int):
+    """``prefect.testing.utilities.prefect_test_harness`` with the server's database at ``database_url``."""
+    import prefect.context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.server.database.dependencies import temporary_database_interface
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_DATABASE_CONNECTION_URL, temporary_settings
+    from prefect.testing.utilities import _find_available_port
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(temporary_database_interface())
+        stack.enter_context(temporary_settings(updates={PREFECT_SERVER_DATABASE_CONNECTION_URL: database_url}))
+        server = SubprocessASGIServer(port=_find_available_port())
+        prior = SubprocessASGIServer._instances.get(None)
+        SubprocessASGIServer._instances[None] = server  # flows started here find this server, not a new one
+        server.start(timeout=startup_timeout)
+        try:
+            stack.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
+            stack.enter_context(prefect.context._temporary_global_settings_context(
+                prefect.context.get_settings_context()))
             yield
+            APILogWorker.drain_all(timeout=10)
+            EventsWorker.drain_all(timeout=10)
+        finally:
+            server.stop()
+            if prior is not None:
+                SubprocessASGIServer._instances[None] = prior
+            else:
+                SubprocessASGIServer._instances.pop(None, None)
 
 
 @pytest.fixture

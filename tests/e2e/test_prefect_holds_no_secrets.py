@@ -1,6 +1,6 @@
 """No sensitive value stays in Prefect's database: after a replay dry run, a draft approval whose reviewer edited the
 IBAN in the Prefect form, an export and a retention run, every text column of every table of the session's Prefect
-test server (SQLite, the harness's default) is scanned for the IBANs: none is found."""
+test server (its Postgres database; SQLite under Prefect's own harness) is scanned for the IBANs: none is found."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import sqlite3
 import threading
 import time
 
+import psycopg
 import pytest
 from draft_runs import paused_run, resume
+from psycopg import sql
 
 from commandlog.auth.tokens import authenticate, create_token
 from commandlog.bootstrap import close_runtimes
@@ -36,7 +38,13 @@ def _prefect_tables() -> dict[str, list[tuple]]:
     from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
 
     url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()
-    assert url.startswith("sqlite+aiosqlite:///"), url  # the harness's default; a Postgres server needs another scan
+    if url.startswith("postgresql+asyncpg://"):  # the session's server (tests/conftest.py)
+        with psycopg.connect("postgresql://" + url.removeprefix("postgresql+asyncpg://")) as pg:
+            tables = [r[0] for r in pg.execute("SELECT table_name FROM information_schema.tables WHERE "
+                                               "table_schema = 'public' AND table_type = 'BASE TABLE'")]
+            assert len(tables) > 10, tables  # Prefect's schema, not an empty database
+            return {t: pg.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(t))).fetchall() for t in tables}
+    assert url.startswith("sqlite+aiosqlite:///"), url  # Prefect's own harness (a server without CREATE DATABASE)
     with sqlite3.connect(url.removeprefix("sqlite+aiosqlite:///")) as conn:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         return {t: conn.execute(f'SELECT * FROM "{t}"').fetchall() for t in tables}
@@ -111,6 +119,7 @@ def test_prefects_database_holds_no_sensitive_value_after_replay_approval_export
         tables = _prefect_tables()
         assert len(tables["flow_run"]) >= 4 and tables["log"] and tables["artifact"]  # the scan sees the runs
         assert _found(tables) == []
+        assert _found({"t": [({"form": {"iban": EDITED_IBAN}}, b"x")]}) == [("t", EDITED_IBAN)]  # JSON is seen into
     finally:
         close_runtimes()
         db.close()
