@@ -262,7 +262,7 @@ def keyed_join_statement(where: list[sql.Composable], params: list, keys: list[d
     """The rows of ``keys`` that also match ``where``, for keys spread over the tail: each key looked up by its
     primary key in a nested loop, in one statement prepared with a generic plan, which prunes the leaves per key
     when it runs. ``keyed_rows_statement``'s custom plan would plan every leaf its ranges touch on every page:
-    a subject's 34 rows over ten months took 100 ms to plan at 20M commands, this 6 ms in all. The keys are at
+    a subject's 34 rows over ten months took 100 ms to plan at 20M commands, this 9 ms in all. The keys are at
     most a page, so no limit; uuid and timestamp equality are leakproof (row-level security)."""
     columns = sql.SQL(", ").join(map(sql.Identifier, TIMELINE_COLUMNS))
     filters = sql.SQL("").join(sql.SQL(" AND {}").format(w) for w in where)

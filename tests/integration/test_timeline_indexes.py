@@ -15,6 +15,7 @@ import json
 
 import psycopg
 import pytest
+from dbhelpers import generic_plan, plan_nodes
 from psycopg import sql
 
 from commandlog.bus import CommandBus
@@ -147,48 +148,13 @@ def test_a_page_reads_its_events_by_command(written):
     assert "domain_event_cmd_idx" in _roots(db, names)
 
 
-def _generic_plan(conn, statement, params, *settings: str) -> dict:
-    """The statement's generic plan (JSON): what the tail window runs (``plan_cache_mode = force_generic_plan``),
-    where a parameter's value is unknown when planning."""
-    text = statement.as_string(conn)
-    n = 0
-
-    def number(_m) -> str:
-        nonlocal n
-        n += 1
-        return f"${n}"
-
-    import re
-    with conn.transaction():
-        conn.execute("SET LOCAL enable_seqscan = off")
-        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        for setting in settings:
-            conn.execute(f"SET LOCAL {setting}")
-        conn.execute(f"PREPARE generic_q AS {re.sub(r'%s', number, text)}")
-        try:
-            args = sql.SQL(", ").join([sql.Literal(p) for p in params])
-            plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE generic_q({})").format(args)).fetchone()[0]
-        finally:
-            conn.execute("DEALLOCATE generic_q")
-    return (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
-
-
 def _index_names(plan: dict) -> set[str]:
-    names: set[str] = set()
-
-    def walk(node: dict) -> None:
-        if "Index Name" in node:
-            names.add(node["Index Name"])
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk(plan)
-    return names
+    return {node["Index Name"] for node in plan_nodes(plan) if "Index Name" in node}
 
 
 def _generic_indexes(conn, statement, params) -> set[str]:
-    """The indexes of the statement's generic plan."""
-    return _index_names(_generic_plan(conn, statement, params))
+    """The indexes of the statement's generic plan: what the tail window runs."""
+    return _index_names(generic_plan(conn, statement, params, "enable_seqscan = off"))
 
 
 @pytest.mark.parametrize("session", ["tenant", "admin"])
@@ -219,8 +185,29 @@ def test_an_admin_subject_page_finds_its_tail_rows_in_the_subjects_index(written
     statement, params = store.window_statement(flt, table="command_log", lo=None, hi=HI, limit=51, fence=fence)
     with db.connection() as conn:
         assert conn.execute(statement, params).fetchall()
-        plain = _generic_plan(conn, statement, params)
-        pushed = _generic_plan(conn, statement, params, "enable_sort = off")
+        plain = generic_plan(conn, statement, params, "enable_seqscan = off")
+        pushed = generic_plan(conn, statement, params, "enable_seqscan = off", "enable_sort = off")
     assert "command_log_tenant_subjects_idx" in _roots(db, _index_names(plain))
     order = pushed["Plans"][0]["Node Type"]  # what feeds the Limit its rows in order
     assert order == ("Sort" if fence else "Merge Append"), order
+
+
+def test_a_tenant_session_gets_no_row_for_another_tenants_keys_through_the_keyed_join(written):
+    """A hostile tenant that hands ``keyed_join_statement`` keys of another tenant's commands (the keys are its only
+    input besides the filters) gets nothing: the lookups run under row-level security, in both logs."""
+    db, v = written
+    with db.connection() as conn:
+        def keys(where: str) -> list[dict]:
+            return [{"cmd_uuid": u, "started_at": at} for u, at in conn.execute(
+                f"SELECT cmd_uuid, started_at FROM command_log WHERE {where} ORDER BY cmd_uuid LIMIT 20",  # noqa: S608
+                (v["tenant"],))]
+        theirs, mine = keys("tenant_id <> %s"), keys("tenant_id = %s")
+    assert theirs and mine
+    with db.connection() as conn:  # the keys are real: the owner's connection finds every one
+        statement, values = store.keyed_join_statement([], [], theirs + mine, table="command_log")
+        assert len(conn.execute(statement, values).fetchall()) == len(theirs) + len(mine)
+    for table in ("tenant_command_log", "command_log"):
+        with db.tenant_session(v["tenant"]) as conn:
+            statement, values = store.keyed_join_statement([], [], theirs + mine, table=table)
+            got = conn.execute(statement, values).fetchall()
+        assert sorted(r[0] for r in got) == sorted(k["cmd_uuid"] for k in mine), table

@@ -9,6 +9,7 @@ import json
 
 import psycopg
 import pytest
+from dbhelpers import generic_plan, plan_nodes
 from psycopg import sql
 
 from commandlog.bus import CommandBus
@@ -85,16 +86,8 @@ def test_a_sparse_subject_pages_through_its_rows_months_apart_with_their_events(
 def _relations(conn, statement, params) -> set[str]:
     plan = psycopg.ClientCursor(conn).execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(statement),
                                               params).fetchone()[0]
-    names: set[str] = set()
-
-    def walk(node: dict) -> None:
-        if "Relation Name" in node:
-            names.add(node["Relation Name"])
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk((plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"])
-    return names
+    root = (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
+    return {node["Relation Name"] for node in plan_nodes(root) if "Relation Name" in node}
 
 
 def test_the_events_of_a_sparse_page_are_read_from_its_rows_partitions_only(sparse):
@@ -142,29 +135,11 @@ def test_a_tenant_page_s_tail_keys_are_read_in_one_generic_join_that_visits_only
         where, params = store._where(store.TimelineFilter(tenant_id=TENANT), subject=False)
         statement, values = store.keyed_join_statement(where, params, keys, table="tenant_command_log")
         assert [r[1] for r in conn.execute(statement, values).fetchall()] == TOUCHED[::-1]
-        text, n = statement.as_string(conn), 0
-
-        def number(_m) -> str:
-            nonlocal n
-            n += 1
-            return f"${n}"
-
-        import re
-        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        conn.execute(f"PREPARE joined AS {re.sub(r'%s', number, text)}")
-        args = sql.SQL(", ").join(sql.Literal(v) for v in values)
-        plan = conn.execute(sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE joined({})").format(args)).fetchone()[0]
+        plan = generic_plan(conn, statement, values, analyze=True)
         every = {r[0] for r in conn.execute("SELECT c.relname FROM pg_partition_tree('tenant_command_log') p "
                                             "JOIN pg_class c ON c.oid = p.relid WHERE p.isleaf")}
-    visited: set[str] = set()
-
-    def walk(node: dict) -> None:
-        if "Relation Name" in node and node.get("Actual Loops", 0) > 0:
-            visited.add(node["Relation Name"])
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk((plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"])
+    visited = {node["Relation Name"] for node in plan_nodes(plan)
+               if "Relation Name" in node and node.get("Actual Loops", 0) > 0}
     assert visited == {f"tenant_command_log_long_lived_p{at:%Y%m}" for at in TOUCHED}, visited  # renames: long-lived
     assert "tenant_command_log_long_lived_p202402" in every
     assert len(every) > 100
