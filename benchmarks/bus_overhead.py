@@ -1,7 +1,8 @@
-"""What tracing costs: the same billing handler (one UPDATE) run four ways, interleaved — traced through the bus,
-untraced, with hand-written tracing (plain psycopg writing the same log rows in the COMMIT's pipeline sync), and
-hand-written into a one-physical-row prototype of the dual log; and the batch (COPY) seeding path against a raw COPY
-of the same rows.
+"""What tracing costs: the same billing handler (one UPDATE) run five ways, interleaved — traced through the bus,
+untraced, with hand-written tracing (plain psycopg writing the same log rows in the COMMIT's pipeline sync),
+hand-written into a one-physical-row prototype of the dual log, and hand-written plus a prototype subject key table
+(``subject_keys``: one narrow row per subject, what ``benchmarks.subject_keys`` reads); and the batch (COPY) seeding
+path against a raw COPY of the same rows.
 
     python -m benchmarks.bus_overhead [--rows 5000] [--batch-rows 100000] [--repeat 3]
     python -m benchmarks.bus_overhead --breakdown [--rows 3000] [--repeat 3]   # where the log rows' cost goes
@@ -12,7 +13,8 @@ handler, and the floor of any log written in the command's transaction (``measur
 Each of the ``--repeat`` runs measures both parts (baselines included) and prints its own JSON line. Ends with one
 JSON line: medians and min/max over the runs of p50_ratio and p99_ratio (traced / untraced latency),
 ratio_to_handwritten (traced / hand-written p50: what our Python costs over the SQL), handwritten_p50_ratio and
-single_row_p50_ratio (hand-written and prototype / untraced), the CPU each variant spends per execution in this
+single_row_p50_ratio (hand-written and prototype / untraced), subject_keys_to_handwritten (the key rows' cost
+over the hand-written rows), the CPU each variant spends per execution in this
 thread and in the server's backends (``*_cpu_ms``; unlike latency, hardly moved by the machine's load; the server
 part needs a local server whose /proc entries this user may read), and batch_vs_copy (raw COPY time / batch path
 time; 1.0 means the batch path costs nothing over COPY), WAL bytes per execution of each variant (``*_wal_bytes``:
@@ -143,6 +145,35 @@ WITH t AS (INSERT INTO {SINGLE_TABLE} (cmd_uuid, tenant_id, cmd_class, cmd_versi
 {_HAND_EVENTS}"""
 
 
+# The subject key prototype (issue 17, point 1; ``benchmarks.subject_keys`` measures its reads): the hand-written rows
+# plus one narrow row per subject, ``(tenant_id, subject, started_at, cmd_uuid, retention)``, in a table partitioned by
+# month with one b-tree and the tenant policy — what such a table would add to every command. Measured here only.
+SUBJECT_KEY_TABLE = "bench_subject_key"
+INSERT_SUBJECT_KEYS = f"""
+WITH g AS ({_HAND_GLOBAL}), t AS ({_HAND_TENANT}),
+k AS (INSERT INTO {SUBJECT_KEY_TABLE} (tenant_id, subject, started_at, cmd_uuid, retention)
+      SELECT %(tenant_id)b, s, %(started_at)b, %(cmd_uuid)b, %(retention)b FROM unnest(%(subjects)b::text[]) AS s)
+{_HAND_EVENTS}"""
+
+
+def create_subject_key_table(db: Database) -> None:
+    with db.connection() as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {SUBJECT_KEY_TABLE}")
+        conn.execute(f"CREATE TABLE {SUBJECT_KEY_TABLE} (tenant_id text NOT NULL, subject text NOT NULL, "
+                     "started_at timestamptz NOT NULL, cmd_uuid uuid NOT NULL, retention text NOT NULL) "
+                     "PARTITION BY RANGE (started_at)")
+        conn.execute(f"CREATE TABLE {SUBJECT_KEY_TABLE}_now PARTITION OF {SUBJECT_KEY_TABLE} "
+                     "FOR VALUES FROM (now() - interval '40 days') TO (now() + interval '40 days')")
+        conn.execute(f"CREATE INDEX ON {SUBJECT_KEY_TABLE} (tenant_id, subject, started_at DESC, cmd_uuid DESC)")
+        conn.execute(f"SELECT cmdlog_apply_tenant_rls('{SUBJECT_KEY_TABLE}'::regclass)")
+        conn.execute(f"SELECT cmdlog_apply_tenant_rls('{SUBJECT_KEY_TABLE}_now'::regclass)")
+
+
+def subject_keys(db: Database, cmd: c.RenameCustomer, ctx: ExecutionContext) -> None:
+    """Hand-written tracing plus the subject key rows."""
+    _handwritten(db, cmd, ctx, INSERT_SUBJECT_KEYS)
+
+
 def create_single_table(db: Database) -> None:
     """The prototype table, partitioned like the log (retention, then a range of ``started_at`` around now)."""
     with db.connection() as conn:
@@ -243,9 +274,11 @@ def measure_overhead(db: Database, bus: CommandBus, rows: int) -> dict:
         conn.execute("INSERT INTO billing.customer (tenant_id, customer_id, name, email) "
                      "VALUES ('bench', 1, 'Bench', 'b@x.io') ON CONFLICT DO NOTHING")
     create_single_table(db)
+    create_subject_key_table(db)
     variants: dict[str, Callable[[c.RenameCustomer], Any]] = {
         "traced": lambda cmd: bus.execute(cmd, ctx), "untraced": lambda cmd: untraced(db, cmd, ctx),
-        "handwritten": lambda cmd: handwritten(db, cmd, ctx), "single_row": lambda cmd: single_row(db, cmd, ctx)}
+        "handwritten": lambda cmd: handwritten(db, cmd, ctx), "single_row": lambda cmd: single_row(db, cmd, ctx),
+        "subject_keys": lambda cmd: subject_keys(db, cmd, ctx)}
     for i in range(200):  # warm-up: prepared statements, pool, caches
         for run in variants.values():
             run(c.RenameCustomer(customer_id=1, name=f"w{i}"))
@@ -254,6 +287,7 @@ def measure_overhead(db: Database, bus: CommandBus, rows: int) -> dict:
     wal = wal_per_execution(db, variants, max(100, rows // 10))
     with db.connection() as conn:
         conn.execute(f"DROP TABLE {SINGLE_TABLE}")
+        conn.execute(f"DROP TABLE {SUBJECT_KEY_TABLE}")
     p50 = {k: out[f"{k}_p50_ms"] for k in names}
     p99 = {k: out[f"{k}_p99_ms"] for k in names}
     out.update({
@@ -263,12 +297,14 @@ def measure_overhead(db: Database, bus: CommandBus, rows: int) -> dict:
         "handwritten_p50_ratio": round(p50["handwritten"] / p50["untraced"], 3),
         "single_row_p50_ratio": round(p50["single_row"] / p50["untraced"], 3),
         "single_row_p99_ratio": round(p99["single_row"] / p99["untraced"], 3),
+        "subject_keys_p50_ratio": round(p50["subject_keys"] / p50["untraced"], 3),
+        "subject_keys_to_handwritten": round(p50["subject_keys"] / p50["handwritten"], 3),
     })
     base = out["untraced_client_cpu_ms"] + (out["untraced_server_cpu_ms"] or 0)
-    for k in ("traced", "handwritten", "single_row"):
+    for k in ("traced", "handwritten", "single_row", "subject_keys"):
         out[f"{k}_cpu_over_untraced_ms"] = round(out[f"{k}_client_cpu_ms"] + (out[f"{k}_server_cpu_ms"] or 0) - base, 4)
     out.update(wal)
-    for k in ("traced", "handwritten", "single_row"):
+    for k in ("traced", "handwritten", "single_row", "subject_keys"):
         out[f"{k}_wal_bytes_over_untraced"] = out[f"{k}_wal_bytes"] - out["untraced_wal_bytes"]
     out["executions_each"] = rows
     return out
@@ -399,8 +435,11 @@ def main() -> None:
             db.close()
     print_summary("bus_overhead", runs, load_start=load_start,
                   keys=("p50_ratio", "p99_ratio", "ratio_to_handwritten", "handwritten_p50_ratio",
-                        "single_row_p50_ratio", "single_row_p99_ratio", "batch_vs_copy",
+                        "single_row_p50_ratio", "single_row_p99_ratio", "subject_keys_p50_ratio",
+                        "subject_keys_to_handwritten", "subject_keys_cpu_over_untraced_ms",
+                        "subject_keys_wal_bytes_over_untraced", "batch_vs_copy",
                         "traced_p50_ms", "untraced_p50_ms", "handwritten_p50_ms", "single_row_p50_ms",
+                        "subject_keys_p50_ms",
                         "traced_p99_ms", "untraced_p99_ms", "handwritten_p99_ms", "single_row_p99_ms",
                         "traced_cpu_over_untraced_ms", "handwritten_cpu_over_untraced_ms",
                         "single_row_cpu_over_untraced_ms", "traced_client_cpu_ms", "handwritten_client_cpu_ms",
