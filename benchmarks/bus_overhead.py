@@ -157,16 +157,16 @@ k AS (INSERT INTO {SUBJECT_KEY_TABLE} (tenant_id, subject, started_at, cmd_uuid,
 
 
 def create_subject_key_table(db: Database) -> None:
-    with db.connection() as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {SUBJECT_KEY_TABLE}")
-        conn.execute(f"CREATE TABLE {SUBJECT_KEY_TABLE} (tenant_id text NOT NULL, subject text NOT NULL, "
-                     "started_at timestamptz NOT NULL, cmd_uuid uuid NOT NULL, retention text NOT NULL) "
-                     "PARTITION BY RANGE (started_at)")
-        conn.execute(f"CREATE TABLE {SUBJECT_KEY_TABLE}_now PARTITION OF {SUBJECT_KEY_TABLE} "
-                     "FOR VALUES FROM (now() - interval '40 days') TO (now() + interval '40 days')")
-        conn.execute(f"CREATE INDEX ON {SUBJECT_KEY_TABLE} (tenant_id, subject, started_at DESC, cmd_uuid DESC)")
-        conn.execute(f"SELECT cmdlog_apply_tenant_rls('{SUBJECT_KEY_TABLE}'::regclass)")
-        conn.execute(f"SELECT cmdlog_apply_tenant_rls('{SUBJECT_KEY_TABLE}_now'::regclass)")
+    """The key prototype: one month-ish range around now, the page's b-tree, the tenant policy like the log's."""
+    _prototype_table(db, SUBJECT_KEY_TABLE, [
+        f"CREATE TABLE {SUBJECT_KEY_TABLE} (tenant_id text NOT NULL, subject text NOT NULL, "
+        "started_at timestamptz NOT NULL, cmd_uuid uuid NOT NULL, retention text NOT NULL) "
+        "PARTITION BY RANGE (started_at)",
+        f"CREATE TABLE {SUBJECT_KEY_TABLE}_now PARTITION OF {SUBJECT_KEY_TABLE} "
+        "FOR VALUES FROM (now() - interval '40 days') TO (now() + interval '40 days')",
+        f"CREATE INDEX ON {SUBJECT_KEY_TABLE} (tenant_id, subject, started_at DESC, cmd_uuid DESC)",
+        f"SELECT cmdlog_apply_tenant_rls('{SUBJECT_KEY_TABLE}'::regclass)",
+        f"SELECT cmdlog_apply_tenant_rls('{SUBJECT_KEY_TABLE}_now'::regclass)"])
 
 
 def subject_keys(db: Database, cmd: c.RenameCustomer, ctx: ExecutionContext) -> None:
@@ -174,19 +174,25 @@ def subject_keys(db: Database, cmd: c.RenameCustomer, ctx: ExecutionContext) -> 
     _handwritten(db, cmd, ctx, INSERT_SUBJECT_KEYS)
 
 
+def _prototype_table(db: Database, name: str, ddl: list[str]) -> None:
+    """(Re)create a prototype table ``name`` with the statements ``ddl``."""
+    with db.connection() as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+        for statement in ddl:
+            conn.execute(statement)
+
+
 def create_single_table(db: Database) -> None:
     """The prototype table, partitioned like the log (retention, then a range of ``started_at`` around now)."""
-    with db.connection() as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {SINGLE_TABLE}")
-        conn.execute(f"CREATE TABLE {SINGLE_TABLE} (LIKE tenant_command_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS, "
-                     "public_body jsonb, public_error_message text, body_excluded boolean NOT NULL DEFAULT false, "
-                     "PRIMARY KEY (cmd_uuid, retention, started_at)) PARTITION BY LIST (retention)")
-        conn.execute(f"CREATE TABLE {SINGLE_TABLE}_l PARTITION OF {SINGLE_TABLE} FOR VALUES IN ('long_lived') "
-                     "PARTITION BY RANGE (started_at)")
-        conn.execute(f"CREATE TABLE {SINGLE_TABLE}_l_now PARTITION OF {SINGLE_TABLE}_l "
-                     "FOR VALUES FROM (now() - interval '40 days') TO (now() + interval '40 days')")
-        for index in SINGLE_INDEXES:
-            conn.execute(f"CREATE INDEX ON {SINGLE_TABLE} {index}")
+    _prototype_table(db, SINGLE_TABLE, [
+        f"CREATE TABLE {SINGLE_TABLE} (LIKE tenant_command_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS, "
+        "public_body jsonb, public_error_message text, body_excluded boolean NOT NULL DEFAULT false, "
+        "PRIMARY KEY (cmd_uuid, retention, started_at)) PARTITION BY LIST (retention)",
+        f"CREATE TABLE {SINGLE_TABLE}_l PARTITION OF {SINGLE_TABLE} FOR VALUES IN ('long_lived') "
+        "PARTITION BY RANGE (started_at)",
+        f"CREATE TABLE {SINGLE_TABLE}_l_now PARTITION OF {SINGLE_TABLE}_l "
+        "FOR VALUES FROM (now() - interval '40 days') TO (now() + interval '40 days')",
+        *(f"CREATE INDEX ON {SINGLE_TABLE} {index}" for index in SINGLE_INDEXES)])
 
 
 def single_row(db: Database, cmd: c.RenameCustomer, ctx: ExecutionContext) -> None:
