@@ -364,20 +364,59 @@ def _in_ranges(column: str, spans: list[tuple[dt.datetime, dt.datetime]]) -> tup
     return clause, [bound for span in ranges for bound in span]
 
 
+def _event_spans(rows: list[dict]) -> list[tuple[dt.datetime, dt.datetime]]:
+    """When each row's events can have occurred: during its run (``started_at``..``finished_at``), widened by the
+    slack."""
+    return [(min(r["started_at"], r["finished_at"] or r["started_at"]) - _EVENT_SLACK,
+             max(r["started_at"], r["finished_at"] or r["started_at"]) + _EVENT_SLACK) for r in rows]
+
+
 def events_statement(rows: list[dict]) -> tuple[sql.Composed, list]:
     """The statement (and its parameters) reading the events of a page's ``rows`` (``cmd_uuid``, ``retention``,
     ``started_at``, ``finished_at``): each command's events occur during its run, widened by the slack."""
-    within, bounds = _in_ranges("occurred_at", [
-        (min(r["started_at"], r["finished_at"] or r["started_at"]) - _EVENT_SLACK,
-         max(r["started_at"], r["finished_at"] or r["started_at"]) + _EVENT_SLACK) for r in rows])
+    within, bounds = _in_ranges("occurred_at", _event_spans(rows))
     return sql.SQL(_EVENTS).format(within), [[r["cmd_uuid"] for r in rows], sorted({r["retention"] for r in rows}),
                                              *bounds]
 
 
+_EVENTS_JOIN = (
+    "SELECT e.* FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::timestamptz[]) AS k(id, retention, lo, hi) "
+    "CROSS JOIN LATERAL (SELECT cmd_uuid, event_uuid, event_type, payload, occurred_at FROM domain_event "
+    "WHERE cmd_uuid = k.id AND retention = k.retention AND occurred_at >= k.lo AND occurred_at <= k.hi "
+    "OFFSET 0) AS e ORDER BY e.occurred_at, e.event_uuid")
+
+
+def events_join_statement(rows: list[dict]) -> tuple[str, list]:
+    """The events of ``rows`` spread over far-apart partitions: each row's looked up by its command, class and run
+    time in a nested loop, one statement prepared with a generic plan that prunes ``domain_event``'s leaves per row
+    when it runs (as ``keyed_join_statement`` does for the rows). ``events_statement``'s custom plan would plan
+    every leaf the rows' ranges touch on every page: for a sparse subject's page, 10.8 ms against 5.5 ms at 20M
+    commands (322 leaves), 9.4 against 3.3 ms with 51 leaves. ``OFFSET 0`` keeps the lookup a subquery run per
+    row: flattened into a join, Postgres may plan it as a scan of every leaf. uuid, text and timestamp comparisons
+    are leakproof (row-level security)."""
+    lo, hi = zip(*_event_spans(rows), strict=True)
+    return _EVENTS_JOIN, [[r["cmd_uuid"] for r in rows], [r["retention"] for r in rows], list(lo), list(hi)]
+
+
+_JOIN_DAYS = 16
+"""Past this many UTC days covered by a page's event ranges, its events are read by the generic join. Measured at 20M
+commands (322 leaves of ``domain_event``), first pages of 50 in tenant sessions: the custom plan cost 2-3 ms for
+busy pages (ranges covering 1-3 days) and 10.8 ms for sparse subjects' (about 45 days); the join about 5.5-6 ms
+whatever the pages, its executor start-up growing with the table's leaves, not the page's."""
+
+
 def _events(cur: psycopg.Cursor[dict[str, Any]], rows: list[dict]) -> dict:
-    statement, params = events_statement(rows)
+    """The events of a page's ``rows`` by command: one custom plan when the rows lie within a few days (it plans
+    only their leaves), the generic join when they are spread over more (``events_join_statement``)."""
+    if sum((hi.date() - lo.date()).days + 1 for lo, hi in _ranges(_event_spans(rows))) > _JOIN_DAYS:
+        statement, params = events_join_statement(rows)
+        with _tail(cur, True):
+            found = cur.execute(statement, params, prepare=True).fetchall()
+    else:
+        composed, params = events_statement(rows)
+        found = cur.execute(composed, params, prepare=False).fetchall()
     by_cmd: dict = {}
-    for e in cur.execute(statement, params, prepare=False).fetchall():
+    for e in found:
         by_cmd.setdefault(e["cmd_uuid"], []).append(e)
     return by_cmd
 

@@ -211,3 +211,23 @@ def test_a_tenant_session_gets_no_row_for_another_tenants_keys_through_the_keyed
             statement, values = store.keyed_join_statement([], [], theirs + mine, table=table)
             got = conn.execute(statement, values).fetchall()
         assert sorted(r[0] for r in got) == sorted(k["cmd_uuid"] for k in mine), table
+
+
+def test_a_tenant_session_gets_no_event_of_another_tenants_commands_through_the_events_join(written):
+    """A hostile tenant that hands ``events_join_statement`` rows of another tenant's commands (command, class and
+    run time are its only input) gets none of their events: the lookups run under row-level security."""
+    db, v = written
+    with db.connection() as conn:
+        def rows(where: str) -> list[dict]:
+            return [{"cmd_uuid": u, "retention": k, "started_at": s, "finished_at": f} for u, k, s, f in conn.execute(
+                "SELECT c.cmd_uuid, c.retention, c.started_at, c.finished_at FROM command_log c "  # noqa: S608
+                f"WHERE {where} AND EXISTS (SELECT 1 FROM domain_event e WHERE e.cmd_uuid = c.cmd_uuid) "
+                "ORDER BY c.cmd_uuid LIMIT 20", (v["tenant"],))]
+        theirs, mine = rows("c.tenant_id <> %s"), rows("c.tenant_id = %s")
+        statement, values = store.events_join_statement(theirs + mine)
+        everyone = {e[0] for e in conn.execute(statement, values).fetchall()}
+    assert theirs and mine
+    assert everyone == {r["cmd_uuid"] for r in theirs + mine}  # the rows are real: the owner finds every event
+    with db.tenant_session(v["tenant"]) as conn:
+        got = {e[0] for e in conn.execute(statement, values).fetchall()}
+    assert got == {r["cmd_uuid"] for r in mine}

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from dbhelpers import generic_plan, plan_nodes
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from commandlog.bus import CommandBus
 from commandlog.context import ExecutionContext
@@ -105,6 +106,57 @@ def test_the_events_of_a_sparse_page_are_read_from_its_rows_partitions_only(spar
     # The three months' leaves of the subject's class (January, March, June), none of the months between.
     assert len(leaves) == 3 and leaves <= every, leaves
     assert len(every) > 6
+
+
+def _sparse_rows(conn, subject: str = SUBJECT) -> list[dict]:
+    """A subject's commands as a page's rows (what ``_events`` gets), oldest first."""
+    return [{"cmd_uuid": u, "retention": k, "started_at": s, "finished_at": f} for u, k, s, f in conn.execute(
+        "SELECT cmd_uuid, retention, started_at, finished_at FROM tenant_command_log "
+        "WHERE subjects @> ARRAY[%s] ORDER BY started_at", (subject,))]
+
+
+def test_the_events_of_a_sparse_page_come_from_one_generic_join_that_visits_only_their_leaves(sparse):
+    """Rows months apart (``events_join_statement``): one statement prepared with a generic plan — nothing planned
+    per page — whose nested loop prunes ``domain_event`` per row when it runs: of every leaf, only the three months'
+    of the rows' class are visited. In the tenant's session, in order."""
+    db = sparse
+    with db.tenant_session(TENANT) as conn:
+        rows = _sparse_rows(conn)
+        assert [r["started_at"] for r in rows] == TOUCHED
+        statement, values = store.events_join_statement(rows)
+        got = conn.execute(statement, values).fetchall()
+        assert [(e[0], e[3]["name"]) for e in got] == [(r["cmd_uuid"], f"name {i}") for i, r in enumerate(rows)]
+        plan = generic_plan(conn, sql.SQL(statement), values, analyze=True)
+        every = {r[0] for r in conn.execute("SELECT c.relname FROM pg_partition_tree('domain_event') p "
+                                            "JOIN pg_class c ON c.oid = p.relid WHERE p.isleaf")}
+    visited = {node["Relation Name"] for node in plan_nodes(plan)
+               if "Relation Name" in node and node.get("Actual Loops", 0) > 0}
+    assert visited == {f"domain_event_long_lived_p{at:%Y%m}" for at in TOUCHED}, visited
+    assert len(every) > 100
+
+
+def test_a_page_spread_over_many_days_reads_its_events_with_the_join_and_others_with_a_custom_plan(sparse):
+    """``_events`` picks: the prepared generic join when the rows' event ranges cover more than ``_JOIN_DAYS`` days
+    (20 commands a day apart), the unprepared custom plan otherwise (the subject's three, months apart: three days'
+    leaves to plan). Read back from the session's prepared statements; both give each row its event."""
+    with psycopg.connect(sparse.url) as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        conn.execute("SET LOCAL ROLE cmdlog_tenant")  # as ``tenant_session``, on a connection of its own
+        conn.execute("SELECT set_config('cmdlog.tenant_id', %s, true)", (TENANT,))
+
+        def prepared() -> bool:
+            return bool(conn.execute("SELECT 1 FROM pg_prepared_statements WHERE statement LIKE %s",
+                                     ("%CROSS JOIN LATERAL (SELECT cmd_uuid, event_uuid%",)).fetchall())
+
+        rows = _sparse_rows(conn)
+        few = store._events(cur, rows)
+        assert [[e["payload"]["name"] for e in few[r["cmd_uuid"]]] for r in rows] == [["name 0"], ["name 1"],
+                                                                                      ["name 2"]]
+        assert not prepared()
+        daily = _sparse_rows(conn, "customer:8")[:store._JOIN_DAYS + 4]
+        many = store._events(cur, daily)
+        assert [[e["payload"]["name"] for e in many[r["cmd_uuid"]]] for r in daily] == \
+            [[f"n{d}"] for d in range(len(daily))]
+        assert prepared()
 
 
 def test_a_tenant_reads_a_sparse_subjects_rows_from_their_partitions_only(sparse):
