@@ -254,7 +254,8 @@ def _keyed_window(cur: psycopg.Cursor[dict[str, Any]], flt: TimelineFilter, wher
             keys = _window_rows(cur, where, params, "command_log", window, want, columns=("cmd_uuid", "started_at"))
     if not keys:
         return []
-    if window.tail and len(_ranges([(k["started_at"], k["started_at"]) for k in keys])) > 1:
+    ranges = _ranges([(k["started_at"], k["started_at"]) for k in keys])
+    if (window.tail and len(ranges) > 1) or _days(ranges) > _JOIN_DAYS:
         statement, values = keyed_join_statement(where, params, keys, table=table)
         with _tail(cur, True):
             return cur.execute(statement, values, prepare=True).fetchall()
@@ -264,7 +265,8 @@ def _keyed_window(cur: psycopg.Cursor[dict[str, Any]], flt: TimelineFilter, wher
 
 def keyed_join_statement(where: list[sql.Composable], params: list, keys: list[dict], *,
                          table: str) -> tuple[sql.Composed, list]:
-    """The rows of ``keys`` that also match ``where``, for keys spread over the tail: each key looked up by its
+    """The rows of ``keys`` that also match ``where``, for keys spread over the tail or over more than ``_JOIN_DAYS``
+    days (``_keyed_window``): each key looked up by its
     primary key in a nested loop, in one statement prepared with a generic plan, which prunes the leaves per key
     when it runs. ``keyed_rows_statement``'s custom plan would plan every leaf its ranges touch on every page:
     a subject's 34 rows over ten months took 100 ms to plan at 20M commands, this 9 ms in all. The keys are at
@@ -360,6 +362,21 @@ def _ranges(spans: list[tuple[dt.datetime, dt.datetime]]) -> list[tuple[dt.datet
     return merged
 
 
+_JOIN_DAYS = 16
+"""Past this many UTC days covered by a page's ranges (``_days``), its rows by key and its events are read by the
+generic joins (``keyed_join_statement``, ``events_join_statement``) rather than a custom plan of the ranges, whose
+planning grows with the leaves (days) they cover. Measured for events at 20M commands (322 leaves of
+``domain_event``), first pages of 50 in tenant sessions: the custom plan cost 2-3 ms for busy pages (ranges
+covering 1-3 days) and 10.8 ms for sparse subjects' (about 45 days); the join about 5.5-6 ms whatever the page,
+its executor start-up growing with the table's leaves, not the page's."""
+
+
+def _days(ranges: list[tuple[dt.datetime, dt.datetime]]) -> int:
+    """The UTC days ``ranges`` cover, each day of each range counted: about the daily leaves a custom plan of them
+    plans."""
+    return sum((hi.astimezone(dt.UTC).date() - lo.astimezone(dt.UTC).date()).days + 1 for lo, hi in ranges)
+
+
 def _in_ranges(column: str, spans: list[tuple[dt.datetime, dt.datetime]]) -> tuple[sql.Composable, list]:
     """``column`` within any of the merged ``spans``, as SQL OR-ed ranges and their parameters: sent unprepared, so
     that Postgres plans with the values and prunes to the ranges' partitions, however far apart they lie."""
@@ -403,17 +420,12 @@ def events_join_statement(rows: list[dict]) -> tuple[str, list]:
     return _EVENTS_JOIN, [[r["cmd_uuid"] for r in rows], [r["retention"] for r in rows], list(lo), list(hi)]
 
 
-_JOIN_DAYS = 16
-"""Past this many UTC days covered by a page's event ranges, its events are read by the generic join. Measured at 20M
-commands (322 leaves of ``domain_event``), first pages of 50 in tenant sessions: the custom plan cost 2-3 ms for
-busy pages (ranges covering 1-3 days) and 10.8 ms for sparse subjects' (about 45 days); the join about 5.5-6 ms
-whatever the pages, its executor start-up growing with the table's leaves, not the page's."""
 
 
 def _events(cur: psycopg.Cursor[dict[str, Any]], rows: list[dict]) -> dict:
     """The events of a page's ``rows`` by command: one custom plan when the rows lie within a few days (it plans
     only their leaves), the generic join when they are spread over more (``events_join_statement``)."""
-    if sum((hi.date() - lo.date()).days + 1 for lo, hi in _ranges(_event_spans(rows))) > _JOIN_DAYS:
+    if _days(_ranges(_event_spans(rows))) > _JOIN_DAYS:
         statement, params = events_join_statement(rows)
         with _tail(cur, True):
             found = cur.execute(statement, params, prepare=True).fetchall()

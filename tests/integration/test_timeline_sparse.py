@@ -159,6 +159,35 @@ def test_a_page_spread_over_many_days_reads_its_events_with_the_join_and_others_
         assert prepared()
 
 
+def test_a_window_s_keys_spread_over_many_days_are_read_with_the_join_and_others_with_a_custom_plan(sparse):
+    """``_keyed_window`` picks, in a recent (planned) window too: the prepared generic join when the keys cover more
+    than ``_JOIN_DAYS`` days (the daily customer over a month), the unprepared custom plan when they cover fewer
+    (nine days of it). Both return the window's rows, newest first."""
+    flt = store.TimelineFilter(tenant_id=TENANT, subject="customer:8")
+    where, params = store._where(flt, subject=False)
+    start = dt.datetime(2024, 2, 1, tzinfo=dt.UTC)
+    with psycopg.connect(sparse.url) as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        conn.execute("SET LOCAL ROLE cmdlog_tenant")  # as ``tenant_session``, on a connection of its own
+        conn.execute("SELECT set_config('cmdlog.tenant_id', %s, true)", (TENANT,))
+
+        def prepared() -> bool:
+            return bool(conn.execute("SELECT 1 FROM pg_prepared_statements WHERE statement LIKE %s",
+                                     ("%unnest($1::timestamptz[], $2::uuid[]) AS k(at, id) CROSS JOIN LATERAL%",)
+                                     ).fetchall())
+
+        def read(days: int) -> list[dt.datetime]:
+            window = store._Window(start, start + dt.timedelta(days=days))
+            return [r["started_at"] for r in store._keyed_window(cur, flt, where, params, "tenant_command_log",
+                                                                 window, 51)]
+
+        few = read(9)
+        assert len(few) == 9 and few == sorted(few, reverse=True)
+        assert not prepared()
+        many = read(29)
+        assert len(many) == 29 and many == sorted(many, reverse=True)
+        assert prepared()
+
+
 def test_a_tenant_reads_a_sparse_subjects_rows_from_their_partitions_only(sparse):
     """The rows by key of a tenant's subject page (what ``_keyed_window`` sends after ``cmdlog_subject_keys``), in
     the tenant's session: the leaves of those three times in ``tenant_command_log``, none of the days between."""
