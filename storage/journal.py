@@ -266,11 +266,11 @@ def _keyed_window(cur: psycopg.Cursor[dict[str, Any]], flt: TimelineFilter, wher
 def keyed_join_statement(where: list[sql.Composable], params: list, keys: list[dict], *,
                          table: str) -> tuple[sql.Composed, list]:
     """The rows of ``keys`` that also match ``where``, for keys spread over the tail or over more than ``_JOIN_DAYS``
-    days (``_keyed_window``): each key looked up by its
-    primary key in a nested loop, in one statement prepared with a generic plan, which prunes the leaves per key
-    when it runs. ``keyed_rows_statement``'s custom plan would plan every leaf its ranges touch on every page:
-    a subject's 34 rows over ten months took 100 ms to plan at 20M commands, this 9 ms in all. The keys are at
-    most a page, so no limit; uuid and timestamp equality are leakproof (row-level security)."""
+    days (``_keyed_window``): each key looked up by its primary key in a nested loop, in one statement prepared
+    with a generic plan, which prunes the leaves per key when it runs. ``keyed_rows_statement``'s custom plan would
+    plan every leaf its ranges touch on every page: a subject's 34 rows over ten months took 100 ms to plan at 20M
+    commands, this 9 ms in all. The keys are at most a page, so no limit; uuid and timestamp equality are leakproof
+    (row-level security)."""
     columns = sql.SQL(", ").join(map(sql.Identifier, TIMELINE_COLUMNS))
     filters = sql.SQL("").join(sql.SQL(" AND {}").format(w) for w in where)
     # LATERAL: a lookup per key whatever the estimates (a hash join would read every leaf)
@@ -418,8 +418,6 @@ def events_join_statement(rows: list[dict]) -> tuple[str, list]:
     are leakproof (row-level security)."""
     lo, hi = zip(*_event_spans(rows), strict=True)
     return _EVENTS_JOIN, [[r["cmd_uuid"] for r in rows], [r["retention"] for r in rows], list(lo), list(hi)]
-
-
 
 
 def _events(cur: psycopg.Cursor[dict[str, Any]], rows: list[dict]) -> dict:
