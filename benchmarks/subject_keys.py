@@ -72,15 +72,8 @@ def proto_page(db: Database, tenant: str, subject: str, limit: int = 50) -> tupl
         keys = cur.execute(_KEYS, (tenant, subject, limit + 1), prepare=True).fetchall()
         t1 = time.perf_counter()
         where, params = j._where(j.TimelineFilter(tenant_id=tenant, subject=subject), subject=False)
-        rows: list[dict] = []
-        if keys and len(j._ranges([(k["started_at"], k["started_at"]) for k in keys])) > 1:
-            statement, values = j.keyed_join_statement(where, params, keys, table="tenant_command_log")
-            with j._tail(cur, True):
-                rows = cur.execute(statement, values, prepare=True).fetchall()
-        elif keys:
-            statement, values = j.keyed_rows_statement(where, params, keys, table="tenant_command_log",
-                                                       want=limit + 1)
-            rows = cur.execute(statement, values, prepare=False).fetchall()
+        # The keys span the whole history, as a tail's do: today's rows-by-key, whichever plan it picks.
+        rows = j.rows_by_key(cur, where, params, keys, table="tenant_command_log", want=limit + 1, tail=True)
         rows = rows[:limit]
         t2 = time.perf_counter()
         if rows:

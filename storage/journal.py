@@ -12,7 +12,6 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,7 +82,7 @@ def timeline_page(db: Database, flt: TimelineFilter, *, tenant: str | None, limi
     windows carry literal time bounds, so Postgres plans and probes only their partitions: a page of a busy filter
     costs the day partitions it reads, whatever the size of the log. The last window (everything older) is read
     with a generic plan prepared once per connection, which prunes at execution instead of planning every old
-    partition (see ``_tail``).
+    partition (see ``_fetch``).
     """
     keyed = tenant is not None and (flt.subject is not None or flt.correlation_id is not None)
     where, params = _where(flt, subject=not keyed)
@@ -103,9 +102,8 @@ def timeline_page(db: Database, flt: TimelineFilter, *, tenant: str | None, limi
                 # An admin's subject past the first window: its matches from the GIN, then sorted (``_window_sql``).
                 # The walk got here because the window before held less than a page, which bounds how many there
                 # are to sort; a subject too busy for that fills the first window, read with the order.
-                with _tail(cur, window.tail):
-                    rows += _window_rows(cur, where, params, table, window, want,
-                                         fence=flt.subject is not None and (window.tail or n > 0))
+                rows += _window_rows(cur, where, params, table, window, want,
+                                     fence=flt.subject is not None and (window.tail or n > 0))
             if len(rows) > limit:
                 break
         more = len(rows) > limit
@@ -121,7 +119,7 @@ class _Window:
     lo: dt.datetime | None
     hi: dt.datetime | None
     tail: bool = False
-    """The open-ended last window over the old partitions: read with a generic plan (``_tail``)."""
+    """The open-ended last window over the old partitions: read with a generic plan (``_fetch``)."""
 
 
 _FIRST_SPAN = dt.timedelta(days=2)
@@ -161,21 +159,24 @@ def _windows(flt: TimelineFilter, *, floor: dt.datetime | None) -> Iterator[_Win
     yield _Window(flt.since, upper, tail=True)
 
 
-@contextmanager
-def _tail(cur: psycopg.Cursor[dict[str, Any]], on: bool) -> Iterator[None]:
-    """Within (when ``on``): statements are prepared and run with a generic plan (``plan_cache_mode``).
+def _fetch(cur: psycopg.Cursor[dict[str, Any]], statement: sql.Composed | str, values: list, *,
+           generic: bool) -> list[dict]:
+    """``statement``'s rows: prepared and run with a generic plan when ``generic`` (``plan_cache_mode``), else sent
+    unprepared, so that Postgres plans it with its values (a custom plan).
 
-    A custom plan of the tail window would plan every old partition on every page (tens of milliseconds at a few
-    hundred partitions); the generic plan is made once per connection and prunes at executor start-up, leaving
-    the cost of locking and probing the partitions. ``SET LOCAL``, put back right after: the session's setting
-    is untouched.
+    A custom plan of the tail window, or of keys spread far apart, would plan every partition it touches on every
+    page (tens of milliseconds at a few hundred partitions); the generic plan is made once per connection and
+    prunes when it runs, leaving the cost of locking and probing the partitions. Elsewhere a custom plan wins: a
+    prepared statement soon runs a generic plan, which cannot skip the partitions a custom plan prunes or size
+    itself for the values — measured 23 ms against 5 ms for a class timeline at 2M rows. ``SET LOCAL``, put back
+    right after: the session's setting is untouched.
     """
-    if not on:
-        yield
-        return
+    if not generic:
+        return cur.execute(statement, values, prepare=False).fetchall()
     cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-    yield
+    rows = cur.execute(statement, values, prepare=True).fetchall()
     cur.execute("SET LOCAL plan_cache_mode = DEFAULT")
+    return rows
 
 
 def _bounds(window: _Window) -> tuple[list[sql.Composable], list]:
@@ -225,10 +226,7 @@ def _window_rows(cur: psycopg.Cursor[dict[str, Any]], where: list[sql.Composable
                  window: _Window, want: int, *, columns: tuple[str, ...] = TIMELINE_COLUMNS,
                  fence: bool = False) -> list[dict]:
     page, values = _window_sql(where, params, table, window, want, columns, fence=fence)
-    # Unprepared outside the tail on purpose: a prepared statement soon runs a generic plan, which cannot skip the
-    # partitions a custom plan prunes or sizes for its values — measured 23 ms against 5 ms for a class timeline
-    # at 2M rows.
-    return cur.execute(page, values, prepare=window.tail).fetchall()
+    return _fetch(cur, page, values, generic=window.tail)
 
 
 def _keyed_window(cur: psycopg.Cursor[dict[str, Any]], flt: TimelineFilter, where: list[sql.Composable],
@@ -250,17 +248,22 @@ def _keyed_window(cur: psycopg.Cursor[dict[str, Any]], flt: TimelineFilter, wher
                             want if only_subject else None),
                            prepare=False).fetchall()
     else:
-        with _tail(cur, window.tail):
-            keys = _window_rows(cur, where, params, "command_log", window, want, columns=("cmd_uuid", "started_at"))
+        keys = _window_rows(cur, where, params, "command_log", window, want, columns=("cmd_uuid", "started_at"))
+    return rows_by_key(cur, where, params, keys, table=table, want=want, tail=window.tail)
+
+
+def rows_by_key(cur: psycopg.Cursor[dict[str, Any]], where: list[sql.Composable], params: list, keys: list[dict], *,
+                table: str, want: int, tail: bool) -> list[dict]:
+    """The rows of ``keys`` (``cmd_uuid``, ``started_at``) that also match ``where``, newest first, under the
+    session's row-level security: the generic join when the keys lie in the tail (``tail``) more than a range
+    apart, or cover more than ``_JOIN_DAYS`` days; else the custom plan of their ranges, which plans only their
+    few leaves."""
     if not keys:
         return []
     ranges = _ranges([(k["started_at"], k["started_at"]) for k in keys])
-    if (window.tail and len(ranges) > 1) or _days(ranges) > _JOIN_DAYS:
-        statement, values = keyed_join_statement(where, params, keys, table=table)
-        with _tail(cur, True):
-            return cur.execute(statement, values, prepare=True).fetchall()
-    statement, values = keyed_rows_statement(where, params, keys, table=table, want=want)
-    return cur.execute(statement, values, prepare=False).fetchall()
+    if (tail and len(ranges) > 1) or _days(ranges) > _JOIN_DAYS:
+        return _fetch(cur, *keyed_join_statement(where, params, keys, table=table), generic=True)
+    return _fetch(cur, *keyed_rows_statement(where, params, keys, table=table, want=want), generic=False)
 
 
 def keyed_join_statement(where: list[sql.Composable], params: list, keys: list[dict], *,
@@ -424,12 +427,9 @@ def _events(cur: psycopg.Cursor[dict[str, Any]], rows: list[dict]) -> dict:
     """The events of a page's ``rows`` by command: one custom plan when the rows lie within a few days (it plans
     only their leaves), the generic join when they are spread over more (``events_join_statement``)."""
     if _days(_ranges(_event_spans(rows))) > _JOIN_DAYS:
-        statement, params = events_join_statement(rows)
-        with _tail(cur, True):
-            found = cur.execute(statement, params, prepare=True).fetchall()
+        found = _fetch(cur, *events_join_statement(rows), generic=True)
     else:
-        composed, params = events_statement(rows)
-        found = cur.execute(composed, params, prepare=False).fetchall()
+        found = _fetch(cur, *events_statement(rows), generic=False)
     by_cmd: dict = {}
     for e in found:
         by_cmd.setdefault(e["cmd_uuid"], []).append(e)
